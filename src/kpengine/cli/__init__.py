@@ -1,0 +1,1 @@
+"""The ``kpengine`` command: a thin layer over the library, one module per group of commands."""

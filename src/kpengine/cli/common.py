@@ -1,0 +1,29 @@
+"""Argument helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from kpengine.io.atomic import write_json
+
+
+def add_data_args(p: argparse.ArgumentParser, *, split: str | None = "test", category: bool = True) -> None:
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root in the KeypointNet layout")
+    if category:
+        p.add_argument("--category", required=True, metavar="NAME", help="category name (chair) or synset (03001627)")
+    if split is not None:
+        p.add_argument(
+            "--split", default=split, choices=("train", "val", "test", "all"), help=f"split (default {split})"
+        )
+
+
+def emit_json(obj: Any, path: str | None) -> None:
+    """Write JSON atomically to ``path``, or to stdout when path is '-'."""
+    if path == "-":
+        json.dump(obj, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif path:
+        write_json(path, obj, indent=2)

@@ -1,0 +1,1 @@
+"""Geometry on point clouds and meshes: sampling, nearest points, geodesic distances."""

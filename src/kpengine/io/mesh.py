@@ -1,0 +1,99 @@
+"""Triangle meshes: ShapeNet OBJ in file order, and any format trimesh reads.
+
+KeypointNet's ``mesh_info.face_index`` indexes the triangles of ``model_normalized.obj``
+*in file order*. trimesh regroups OBJ faces by material, which breaks that indexing
+(checked on the real bathtub meshes: barycentric rebuilds were off by up to 0.87), so OBJ
+is read by a small parser here that keeps file order and fans polygons into triangles.
+Other formats (PLY, GLB, OFF, STL, ...) go through trimesh with processing turned off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kpengine.errors import DataError
+from kpengine.io.atomic import atomic_open
+
+
+@dataclass
+class Mesh:
+    """Vertices (V, 3) float64, triangles (F, 3) int64, optional vertex colours (V, 3) uint8."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    vertex_colors: np.ndarray | None = None
+
+    def to_trimesh(self):  # noqa: ANN201 - trimesh is imported lazily
+        import trimesh
+
+        return trimesh.Trimesh(self.vertices, self.faces, vertex_colors=self.vertex_colors, process=False)
+
+
+def _read_obj(path: Path) -> Mesh:
+    verts: list[list[str]] = []
+    faces: list[list[int]] = []
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.startswith(b"v "):
+                verts.append(raw.split()[1:4])
+            elif raw.startswith(b"f "):
+                idx = [int(tok.split(b"/", 1)[0]) for tok in raw.split()[1:]]
+                n_v = len(verts)
+                idx = [i - 1 if i > 0 else n_v + i for i in idx]  # 1-based, negatives are relative
+                faces.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1))
+    try:
+        vertices = np.array(verts, dtype=np.float64).reshape(-1, 3)
+    except ValueError as exc:
+        raise DataError(f"malformed vertex line in OBJ ({exc})", path=path) from exc
+    return Mesh(vertices, np.array(faces, dtype=np.int64).reshape(-1, 3))
+
+
+def _read_with_trimesh(path: Path) -> Mesh:
+    import trimesh
+
+    try:
+        loaded = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many types for truncated files
+        raise DataError(f"unreadable mesh ({type(exc).__name__}: {exc})", path=path) from exc
+    if not isinstance(loaded, trimesh.Trimesh):
+        raise DataError("file holds no triangle mesh (empty or truncated?)", path=path)
+    colors = None
+    if loaded.visual.kind == "vertex":
+        colors = np.asarray(loaded.visual.vertex_colors)[:, :3].astype(np.uint8)
+    return Mesh(np.asarray(loaded.vertices, np.float64), np.asarray(loaded.faces, np.int64), colors)
+
+
+def load_mesh(path: str | Path) -> Mesh:
+    """Read a triangle mesh and check it: non-empty, finite, indices in range."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("mesh file not found", path=path)
+    if path.stat().st_size == 0:
+        raise DataError("mesh file is empty", path=path)
+    mesh = _read_obj(path) if path.suffix.lower() == ".obj" else _read_with_trimesh(path)
+    if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
+        raise DataError(f"mesh has {len(mesh.vertices)} vertices and {len(mesh.faces)} faces", path=path)
+    if not np.isfinite(mesh.vertices).all():
+        raise DataError("mesh has NaN or infinite vertex coordinates", path=path)
+    if mesh.faces.min() < 0 or mesh.faces.max() >= len(mesh.vertices):
+        raise DataError(
+            f"face indices out of range [0, {len(mesh.vertices)}) (min {mesh.faces.min()}, max {mesh.faces.max()})",
+            path=path,
+        )
+    return mesh
+
+
+def save_mesh(path: str | Path, mesh: Mesh) -> None:
+    """Write OBJ (file order preserved, so face indices stay valid) or any trimesh format."""
+    path = Path(path)
+    if path.suffix.lower() == ".obj":
+        with atomic_open(path, "w") as fh:
+            np.savetxt(fh, mesh.vertices, fmt="v %.9g %.9g %.9g")
+            np.savetxt(fh, mesh.faces + 1, fmt="f %d %d %d")
+        return
+    data = mesh.to_trimesh().export(file_type=path.suffix.lower().lstrip("."))
+    with atomic_open(path, "wb") as fh:
+        fh.write(data if isinstance(data, bytes) else data.encode())

@@ -1,0 +1,1 @@
+"""Learning from keypoint-annotated shapes: baselines, point backbones, tasks and training."""

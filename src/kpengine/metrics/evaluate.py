@@ -1,0 +1,242 @@
+"""Score a predictions file against a dataset split: the library behind ``kpengine evaluate``.
+
+Predictions formats (point indices refer to the model's cloud as kpengine loads it):
+
+* saliency: ``{"<model_id>": [[point_index, score], ...], ...}``
+* correspondence: ``{"<model_id>": {"<semantic_id>": point_index, ...}, ...}``
+
+A model of the split that is missing from the file counts as predicting nothing. Models or
+semantic ids the split does not know are reported as warnings and ignored; a malformed
+entry is an error naming the file and the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from kpengine.data.dataset import KeypointNetDataset
+from kpengine.errors import DataError
+from kpengine.geometry.geodesic import GeodesicGraph, Protocol
+from kpengine.geometry.symmetry import rotational_relabellings
+from kpengine.io.atomic import read_json
+from kpengine.metrics import THRESHOLDS
+from kpengine.metrics.correspondence import pck
+from kpengine.metrics.saliency import mean_average_precision, mean_iou
+
+Task = Literal["saliency", "correspondence"]
+SaliencyPredictions = dict[str, tuple[np.ndarray, np.ndarray]]
+CorrespondencePredictions = dict[str, dict[int, int]]
+
+
+@dataclass
+class EvaluationResult:
+    task: str
+    category: str
+    split: str
+    protocol: str
+    thresholds: list[float]
+    metrics: dict[str, list[float]]
+    n_shapes: int
+    symmetry: str = "plain"
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(out.pop("metrics"))
+        return out
+
+    def table(self) -> str:
+        names = list(self.metrics)
+        head = f"{self.task} on {self.category}/{self.split}: {self.n_shapes} shapes, geodesic protocol {self.protocol}"
+        if self.task == "correspondence":
+            head += f", symmetry {self.symmetry}"
+        lines = [head, "threshold  " + "  ".join(f"{n:>6}" for n in names)]
+        for i, t in enumerate(self.thresholds):
+            lines.append(f"{t:9.2f}  " + "  ".join(f"{self.metrics[n][i]:6.3f}" for n in names))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- predictions files
+
+
+def _warn_unknown(kind: str, names: list[str], path: Path, warnings: list[str]) -> None:
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        warnings.append(f"{path}: {len(names)} {kind} not in the evaluated split, ignored: {shown}")
+
+
+def load_saliency_predictions(path: str | Path, dataset: KeypointNetDataset) -> tuple[SaliencyPredictions, list[str]]:
+    path = Path(path)
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise DataError('saliency predictions must be an object {"<model_id>": [[point_index, score], ...]}', path=path)
+    out: SaliencyPredictions = {}
+    warnings: list[str] = []
+    known = set(dataset.model_ids)
+    _warn_unknown("models", [m for m in raw if m not in known], path, warnings)
+    for mid, items in raw.items():
+        if mid not in known:
+            continue
+        n = dataset.by_id(mid).n_points
+        if not isinstance(items, list):
+            raise DataError("expected a list of [point_index, score] pairs", path=path, model_id=mid)
+        idx = np.zeros(len(items), np.int64)
+        score = np.zeros(len(items))
+        for j, item in enumerate(items):
+            ok = isinstance(item, (list, tuple)) and len(item) == 2
+            if ok:
+                i, s = item
+                ok = isinstance(i, int) and not isinstance(i, bool) and isinstance(s, (int, float)) and math.isfinite(s)
+            if not ok:
+                raise DataError(
+                    f"entry {j}: expected [point_index, finite score], got {item!r}", path=path, model_id=mid
+                )
+            if not 0 <= i < n:
+                raise DataError(f"entry {j}: point index {i} out of range [0, {n})", path=path, model_id=mid)
+            idx[j], score[j] = i, s
+        out[mid] = (idx, score)
+    return out, warnings
+
+
+def load_correspondence_predictions(
+    path: str | Path, dataset: KeypointNetDataset
+) -> tuple[CorrespondencePredictions, list[str]]:
+    path = Path(path)
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise DataError(
+            'correspondence predictions must be an object {"<model_id>": {"<semantic_id>": point_index}}', path=path
+        )
+    out: CorrespondencePredictions = {}
+    warnings: list[str] = []
+    known = set(dataset.model_ids)
+    _warn_unknown("models", [m for m in raw if m not in known], path, warnings)
+    n_classes = dataset.n_classes
+    unknown_ids: set[str] = set()
+    for mid, items in raw.items():
+        if mid not in known:
+            continue
+        n = dataset.by_id(mid).n_points
+        if not isinstance(items, dict):
+            raise DataError("expected an object {semantic_id: point_index}", path=path, model_id=mid)
+        out[mid] = {}
+        for key, i in items.items():
+            try:
+                sid = int(key)
+            except ValueError:
+                raise DataError(f"semantic id {key!r} is not an integer", path=path, model_id=mid) from None
+            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n:
+                raise DataError(f"semantic id {sid}: point index {i!r} is not in [0, {n})", path=path, model_id=mid)
+            if not 0 <= sid < n_classes:
+                unknown_ids.add(key)
+                continue
+            out[mid][sid] = i
+    _warn_unknown("semantic ids", sorted(unknown_ids), path, warnings)
+    return out, warnings
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def evaluate_saliency(
+    dataset: KeypointNetDataset,
+    predictions: SaliencyPredictions,
+    *,
+    protocol: Protocol = "official",
+    thresholds: tuple[float, ...] = THRESHOLDS,
+) -> EvaluationResult:
+    """mIoU (all listed points) and mAP (ranked by score) at each threshold, pooled over the split."""
+    dists, preds, scores = [], [], []
+    for shape in dataset:
+        gt = np.unique(shape.point_indices)  # a point is a keypoint once, however many ids it carries
+        dists.append(GeodesicGraph(shape.points, protocol=protocol).from_sources(gt, limit=max(thresholds)))
+        idx, score = predictions.get(shape.model_id, (np.zeros(0, np.int64), np.zeros(0)))
+        preds.append(idx)
+        scores.append(score)
+    metrics = {
+        "miou": [mean_iou(dists, preds, t) for t in thresholds],
+        "map": [mean_average_precision(dists, preds, scores, t) for t in thresholds],
+    }
+    return EvaluationResult(
+        "saliency", dataset.category.name, dataset.split, protocol, list(thresholds), metrics, len(dataset)
+    )
+
+
+def evaluate_correspondence(
+    dataset: KeypointNetDataset,
+    predictions: CorrespondencePredictions,
+    *,
+    protocol: Protocol = "official",
+    symmetry: Literal["plain", "best"] = "plain",
+    thresholds: tuple[float, ...] = THRESHOLDS,
+) -> EvaluationResult:
+    """PCK per shape, averaged. ``symmetry="best"`` scores each shape against the rotational
+    relabelling of its ground truth that lies closest to the prediction: the smallest mean
+    geodesic distance over its ids, each distance clipped at twice the largest threshold
+    (a missing prediction counts as clipped)."""
+    n_classes = dataset.n_classes
+    clip = 2 * max(thresholds)
+    per_shape = []
+    for shape in dataset:
+        pred = predictions.get(shape.model_id, {})
+        labellings = (
+            rotational_relabellings(shape, n_classes) if symmetry == "best" else [shape.index_by_semantic_id(n_classes)]
+        )
+        graph = GeodesicGraph(shape.points, protocol=protocol)
+        candidates = []
+        for label in labellings:
+            ids = np.where(label >= 0)[0]
+            rows = graph.from_sources(label[ids], limit=clip)
+            d = np.array([rows[k, pred[s]] if s in pred else np.inf for k, s in enumerate(ids.tolist())])
+            candidates.append(d)
+        if len(candidates) > 1:
+            best = int(np.argmin([np.mean(np.minimum(d, clip)) if len(d) else 0.0 for d in candidates]))
+            candidates = [candidates[best]]
+        per_shape.append(candidates[0])
+    metrics = {"pck": pck(per_shape, thresholds).tolist()}
+    return EvaluationResult(
+        "correspondence",
+        dataset.category.name,
+        dataset.split,
+        protocol,
+        list(thresholds),
+        metrics,
+        len(dataset),
+        symmetry,
+    )
+
+
+def evaluate_file(
+    root: str | Path,
+    category: str,
+    split: str,
+    task: Task,
+    predictions_path: str | Path,
+    *,
+    protocol: Protocol = "official",
+    symmetry: Literal["plain", "best"] = "plain",
+) -> EvaluationResult:
+    """Load the split and the predictions file, then score; warnings travel in the result."""
+    dataset = KeypointNetDataset(root, category, split)
+    if len(dataset) == 0:
+        raise DataError(f"{category}/{split} has no usable shapes under {root}: {dataset.problem_summary()}")
+    if task == "saliency":
+        preds, warnings = load_saliency_predictions(predictions_path, dataset)
+        result = evaluate_saliency(dataset, preds, protocol=protocol)
+    elif task == "correspondence":
+        preds_c, warnings = load_correspondence_predictions(predictions_path, dataset)
+        result = evaluate_correspondence(dataset, preds_c, protocol=protocol, symmetry=symmetry)
+    else:
+        raise DataError(f"unknown task {task!r}; choose saliency or correspondence")
+    missing = [m for m in dataset.model_ids if m not in (preds if task == "saliency" else preds_c)]
+    if missing:
+        warnings.append(f"{len(missing)} models of the split have no predictions and count as predicting nothing")
+    if dataset.problems:
+        warnings.append(dataset.problem_summary())
+    result.warnings = warnings
+    return result

@@ -1,0 +1,1 @@
+"""Figures: shapes with keypoints, metric curves."""
