@@ -1,0 +1,104 @@
+"""Camera conventions: viewpoint <-> (R, t) round trips, bins, hand-computed projections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kpengine.errors import DataError
+from kpengine.render.cameras import (
+    AZIMUTH_BINS,
+    ELEVATION_BINS,
+    Camera,
+    Intrinsics,
+    Viewpoint,
+    azimuth_bin,
+    azimuth_bin_center,
+    elevation_bin,
+    elevation_bin_center,
+    fit_distance,
+    make_camera,
+    rt_to_viewpoint,
+    viewpoint_to_rt,
+)
+
+
+def _angle_diff(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+@pytest.mark.parametrize("theta", [0.0, 33.0, -120.0])
+def test_round_trip_over_all_bins(theta: float) -> None:
+    center = np.array([0.1, -0.05, 0.2])
+    for a in range(AZIMUTH_BINS):
+        for e in range(ELEVATION_BINS):
+            view = Viewpoint(float(azimuth_bin_center(a)), float(elevation_bin_center(e)), 1.7, theta)
+            R, t = viewpoint_to_rt(view, center)
+            np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+            assert np.linalg.det(R) == pytest.approx(1.0)
+            back = rt_to_viewpoint(R, t, center)
+            assert _angle_diff(back.azimuth, view.azimuth) < 1e-9
+            assert back.elevation == pytest.approx(view.elevation, abs=1e-9)
+            assert back.distance == pytest.approx(1.7)
+            assert _angle_diff(back.theta, theta) < 1e-9
+            assert azimuth_bin(back.azimuth) == a and elevation_bin(back.elevation) == e
+            R2, t2 = viewpoint_to_rt(back, center)
+            np.testing.assert_allclose(R2, R, atol=1e-9)
+            np.testing.assert_allclose(t2, t, atol=1e-9)
+
+
+def test_bins_edges() -> None:
+    assert azimuth_bin(0.0) == 0 and azimuth_bin(359.99) == 23 and azimuth_bin(-1.0) == 23 and azimuth_bin(15.0) == 1
+    assert elevation_bin(-90.0) == 0 and elevation_bin(90.0) == 11 and elevation_bin(0.0) == 6
+
+
+def test_axes_convention_and_hand_computed_pixels() -> None:
+    k = Intrinsics(100.0, 100.0, 31.5, 23.5, 64, 48)
+    cam = make_camera(Viewpoint(0.0, 0.0, 2.0), k)  # at +z looking towards -z, y up the image
+    np.testing.assert_allclose(cam.position, [0, 0, 2], atol=1e-12)
+    pts = np.array([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.0, 0.2, 0.0], [0.1, -0.1, 1.0]])
+    uv, z = cam.project(pts)
+    # x right, y up in the world -> u right, v down; depth 2 at the origin.
+    expected = np.array([[31.5, 23.5], [31.5 + 10.0, 23.5], [31.5, 23.5 - 10.0], [31.5 + 10.0, 23.5 + 10.0]])
+    np.testing.assert_allclose(uv, expected, atol=1e-9)
+    np.testing.assert_allclose(z, [2.0, 2.0, 2.0, 1.0], atol=1e-12)
+    side = make_camera(Viewpoint(90.0, 0.0, 2.0), k)  # from +x: world -z appears on the right
+    np.testing.assert_allclose(side.position, [2, 0, 0], atol=1e-12)
+    assert side.project(np.array([[0.0, 0.0, -0.2]]))[0][0, 0] == pytest.approx(41.5)
+    top = make_camera(Viewpoint(0.0, 89.9, 2.0), k)
+    assert top.project(np.array([[0.0, 0.0, 0.2]]))[0][0, 1] > 23.5  # +z (front) towards the bottom
+    roll = make_camera(Viewpoint(0.0, 0.0, 2.0, 90.0), k)  # image content turns clockwise: right -> down
+    np.testing.assert_allclose(roll.project(np.array([[0.2, 0.0, 0.0]]))[0], [[31.5, 33.5]], atol=1e-9)
+
+
+def test_rays_hit_the_pixels_they_come_from() -> None:
+    cam = make_camera(Viewpoint(40.0, 20.0, 3.0, 10.0), Intrinsics.from_fov(8, 6, 40.0))
+    origins, dirs = cam.rays()
+    uv, _ = cam.project(origins + 2.5 * dirs)
+    jj, ii = np.meshgrid(np.arange(8), np.arange(6))
+    np.testing.assert_allclose(uv, np.stack([jj.ravel(), ii.ravel()], 1), atol=1e-9)
+
+
+def test_fit_distance_fills_the_image() -> None:
+    k = Intrinsics.from_fov(200, 200, 30.0)
+    d = fit_distance(0.5, k, fill=0.8)
+    cam = make_camera(Viewpoint(0.0, 0.0, d), k)
+    # the silhouette of the sphere is a circle of radius r*f/sqrt(d^2 - r^2)
+    assert 0.5 * k.fx / np.sqrt(d**2 - 0.25) == pytest.approx(80.0)
+    assert cam.project(np.zeros((1, 3)))[0][0] == pytest.approx([99.5, 99.5])
+
+
+def test_bad_cameras_are_named() -> None:
+    with pytest.raises(DataError, match="NaN"):
+        Camera(Intrinsics.from_fov(4, 4), np.full((3, 3), np.nan), np.zeros(3))
+    with pytest.raises(DataError, match="rotation"):
+        Camera(Intrinsics.from_fov(4, 4), 2 * np.eye(3), np.zeros(3))
+    with pytest.raises(DataError, match="invalid viewpoint"):
+        viewpoint_to_rt(Viewpoint(np.nan, 0.0, 1.0))
+    with pytest.raises(DataError, match="distance"):
+        viewpoint_to_rt(Viewpoint(0.0, 0.0, 0.0))
+    cam = make_camera(Viewpoint(10.0, 5.0, 2.0), Intrinsics.from_fov(16, 12))
+    again = Camera.from_json(cam.to_json())
+    np.testing.assert_allclose(again.R, cam.R)
+    with pytest.raises(DataError, match="malformed camera"):
+        Camera.from_json({"fx": 1})
