@@ -1,0 +1,83 @@
+"""PointNet segmentation backbone (Qi et al. 2017) with input and feature transforms.
+
+Shared per-point MLPs (1x1 convolutions), a learned 3x3 input alignment and a 64x64
+feature alignment regularised towards orthogonality (the "feature transform" of the
+KeypointNet benchmark's PointNet), and the global max-pooled feature concatenated back
+onto every point.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kpengine.learn.backbones import PointBackbone, register_backbone
+
+
+def _mlp(channels: list[int]) -> nn.Sequential:
+    """1x1 conv + batch norm + ReLU layers over (B, C, N)."""
+    layers: list[nn.Module] = []
+    for a, b in zip(channels[:-1], channels[1:]):
+        layers += [nn.Conv1d(a, b, 1, bias=False), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class TransformNet(nn.Module):
+    """Predicts a (B, k, k) alignment from (B, k, N) inputs, initialised at the identity."""
+
+    def __init__(self, k: int, width: int = 1024):
+        super().__init__()
+        self.k = k
+        self.features = _mlp([k, 64, 128, width])
+        self.head = nn.Sequential(
+            nn.Linear(width, 512, bias=False),
+            nn.BatchNorm1d(512),
+            nn.ReLU(inplace=True),
+            nn.Linear(512, 256, bias=False),
+            nn.BatchNorm1d(256),
+            nn.ReLU(inplace=True),
+            nn.Linear(256, k * k),
+        )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.features(x).amax(dim=2)
+        eye = torch.eye(self.k, device=x.device, dtype=x.dtype)
+        return self.head(g).view(-1, self.k, self.k) + eye
+
+
+@register_backbone("pointnet")
+class PointNet(PointBackbone):
+    """PointNet: (B, N, 3) -> (B, N, out_channels); ``regularizer()`` is the feature-transform penalty."""
+
+    min_points = 2
+
+    def __init__(
+        self, out_channels: int = 128, width: int = 1024, feature_transform: bool = True, input_transform: bool = True
+    ):
+        super().__init__()
+        self.out_channels = out_channels
+        self.input_tnet = TransformNet(3, width) if input_transform else None
+        self.conv1 = _mlp([3, 64, 64])
+        self.feature_tnet = TransformNet(64, width) if feature_transform else None
+        self.conv2 = _mlp([64, 64, 128, width])
+        self.seg = _mlp([64 + 128 + width, 512, 256, out_channels])
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        self.check_input(points)
+        x = points.transpose(1, 2)  # (B, 3, N)
+        if self.input_tnet is not None:
+            x = torch.bmm(self.input_tnet(x).transpose(1, 2), x)
+        x = self.conv1(x)  # (B, 64, N)
+        if self.feature_tnet is not None:
+            t = self.feature_tnet(x)  # (B, 64, 64)
+            x = torch.bmm(t.transpose(1, 2), x)
+            eye = torch.eye(t.shape[1], device=t.device, dtype=t.dtype)
+            self._regularizer = ((torch.bmm(t, t.transpose(1, 2)) - eye) ** 2).sum(dim=(1, 2)).mean()
+        local = x
+        h = self.conv2[:3](x)  # (B, 64, N)
+        h128 = self.conv2[3:6](h)  # (B, 128, N)
+        g = self.conv2[6:](h128).amax(dim=2, keepdim=True)  # (B, width, 1)
+        feat = torch.cat([local, h128, g.expand(-1, -1, x.shape[2])], dim=1)
+        return self.seg(feat).transpose(1, 2).contiguous()
