@@ -90,3 +90,10 @@ def test_torch_loader_batches_shapes(keypointnet):
     for b in range(4):
         idx = batch["keypoint_index"][b]
         assert (batch["saliency"][b, idx[idx >= 0]] == 1).all()
+
+
+def test_model_ids_restrict_loading(keypointnet):
+    ds = KeypointNetDataset(keypointnet, "chair", "all", model_ids=["341a2d3df9800314fa260f4362cac599"])
+    assert ds.model_ids == ["341a2d3df9800314fa260f4362cac599"] and ds.problems == []
+    with pytest.raises(DataError, match="models not in chair/all: nope"):
+        KeypointNetDataset(keypointnet, "chair", "all", model_ids=["nope"])

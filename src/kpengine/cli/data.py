@@ -78,11 +78,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     from kpengine.data import KeypointNetDataset
     from kpengine.viz.figures import plot_shape_keypoints
 
-    ds = KeypointNetDataset(args.data, args.category, args.split)
+    ds = KeypointNetDataset(args.data, args.category, args.split, model_ids=[args.model] if args.model else None)
     if not len(ds):
-        print(f"error: no usable shapes: {ds.problem_summary()}", file=sys.stderr)
+        detail = "; ".join(str(p) for p in ds.problems[:3]) if len(ds.problems) <= 3 else ds.problem_summary()
+        print(f"error: no usable shapes: {detail}", file=sys.stderr)
         return 1
-    shape = ds.by_id(args.model) if args.model else ds[0]
+    shape = ds[0]
     plot_shape_keypoints(
         args.out,
         shape.points,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -124,8 +124,9 @@ class KeypointNetDataset(Sequence[Shape]):
     """Shapes of one category and split under a KeypointNet-layout root.
 
     ``split`` is ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (every annotated model).
-    ``category`` is a name (``"chair"``) or a synset (``"03001627"``). Loading happens
-    here, in a few threads; afterwards indexing is free.
+    ``category`` is a name (``"chair"``) or a synset (``"03001627"``); ``model_ids``
+    restricts loading to those models. Loading happens here, in a few threads; afterwards
+    indexing is free.
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class KeypointNetDataset(Sequence[Shape]):
         *,
         n_points: int = DEFAULT_POINTS,
         workers: int = 4,
+        model_ids: Collection[str] | None = None,
     ):
         self.root = Path(root)
         self.category = category if isinstance(category, Category) else resolve_category(category)
@@ -145,6 +147,11 @@ class KeypointNetDataset(Sequence[Shape]):
         self.problems: list[Problem] = []
         annotations = self._annotations()
         wanted = self._split_ids(annotations)
+        if model_ids is not None:
+            unknown = sorted(set(model_ids) - set(wanted))
+            if unknown:
+                raise DataError(f"models not in {self.category.name}/{split}: {', '.join(unknown[:5])}")
+            wanted = [m for m in wanted if m in set(model_ids)]
         jobs = [annotations[m] for m in wanted]
         with ThreadPoolExecutor(max(1, workers)) as pool:
             results = list(pool.map(lambda a: self._try_load(a, n_points), jobs))
