@@ -1,0 +1,111 @@
+"""Mesh ray casting and point splats against hand-computed depth, silhouettes and visibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kpengine.errors import DataError
+from kpengine.io.mesh import Mesh
+from kpengine.render.cameras import Intrinsics, Viewpoint, make_camera
+from kpengine.render.project import dense_point_map, embedding_map, pca_rgb, project_points, semantic_map
+from kpengine.render.raycast import MeshRenderer
+from kpengine.render.splat import render_points
+
+
+def square(z: float, half: float, cx: float = 0.0) -> Mesh:
+    """A square in the plane z = const, two triangles."""
+    v = np.array([[cx - half, -half, z], [cx + half, -half, z], [cx + half, half, z], [cx - half, half, z]])
+    return Mesh(v, np.array([[0, 1, 2], [0, 2, 3]]))
+
+
+def merge(*meshes: Mesh) -> Mesh:
+    verts, faces, n = [], [], 0
+    for m in meshes:
+        verts.append(m.vertices)
+        faces.append(m.faces + n)
+        n += len(m.vertices)
+    return Mesh(np.concatenate(verts), np.concatenate(faces))
+
+
+K = Intrinsics(50.0, 50.0, 15.5, 15.5, 32, 32)
+FRONT = make_camera(Viewpoint(0.0, 0.0, 2.0), K)  # at (0, 0, 2) looking down -z
+
+
+@pytest.mark.parametrize("backend", ["embree", "numpy"])
+def test_square_depth_silhouette_normals(backend: str) -> None:
+    r = MeshRenderer(square(0.0, 0.3), backend=backend).render(FRONT)
+    # the square spans u in 15.5 +- 0.3 * 50 / 2 = [8, 23]: pixel centres 8..23 inclusive
+    cols = np.nonzero(r.mask.any(axis=0))[0]
+    assert cols.min() == 8 and cols.max() == 23
+    assert r.mask.sum() == 16 * 16
+    np.testing.assert_allclose(r.depth[r.mask], 2.0, atol=1e-6)
+    assert (r.depth[~r.mask] == 0).all() and (r.index[~r.mask] == -1).all()
+    np.testing.assert_allclose(r.normals[r.mask], np.broadcast_to([0, 0, 1], (256, 3)), atol=1e-6)
+    assert (r.color[~r.mask] == 255).all() and (r.color[r.mask] < 255).all()
+
+
+def test_batch_equals_single_and_backends_agree() -> None:
+    mesh = merge(square(0.0, 0.3), square(0.4, 0.1, 0.1))
+    cams = [make_camera(Viewpoint(a, 15.0, 2.5), K) for a in (0.0, 20.0, -30.0)]
+    batch = MeshRenderer(mesh).render_batch(cams)
+    slow = MeshRenderer(mesh, backend="numpy")
+    for cam, r in zip(cams, batch):
+        single = slow.render(cam)
+        assert (single.mask == r.mask).mean() > 0.995
+        both = single.mask & r.mask
+        np.testing.assert_allclose(single.depth[both], r.depth[both], atol=1e-5)
+
+
+def test_visibility_on_a_known_occluder() -> None:
+    occluder = square(0.5, 0.1)  # a small square in front of the big one, centred on the axis
+    r = MeshRenderer(merge(square(0.0, 0.4), occluder)).render(FRONT)
+    pts = np.array([[0.0, 0.0, 0.0], [0.3, 0.3, 0.0], [0.0, 0.0, 0.5], [0.05, -0.05, 0.0]])
+    proj = project_points(pts, FRONT, r.depth)
+    assert proj.visible.tolist() == [False, True, True, False]
+    assert project_points(np.array([[0.0, 0.0, 3.0], [5.0, 0.0, 0.0]]), FRONT, r.depth).visible.tolist() == [
+        False,
+        False,
+    ]
+
+
+def test_splat_of_one_point_is_a_disc_at_its_pixel() -> None:
+    r = render_points(np.array([[0.0, 0.0, 0.0]]), FRONT, radius=0.1, normals=np.array([[0.0, 0.0, 1.0]]))
+    # radius 0.1 at depth 2 with f = 50: 2.5 pixels around (15.5, 15.5)
+    ii, jj = np.nonzero(r.mask)
+    assert ii.mean() == pytest.approx(15.5, abs=0.6) and jj.mean() == pytest.approx(15.5, abs=0.6)
+    assert 12 <= r.mask.sum() <= 32
+    assert (r.index[r.mask] == 0).all()
+
+
+def test_splats_keep_the_nearest_point() -> None:
+    pts = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.5]])
+    r = render_points(pts, FRONT, radius=0.05, normals=np.tile([0.0, 0.0, 1.0], (2, 1)))
+    assert set(np.unique(r.index[r.mask]).tolist()) == {1}
+    np.testing.assert_allclose(r.depth[r.mask], 1.5, atol=1e-6)
+
+
+def test_dense_maps_from_a_render() -> None:
+    mesh = square(0.0, 0.4)
+    r = MeshRenderer(mesh).render(FRONT)
+    g = np.linspace(-0.4, 0.4, 9)
+    pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    pts = np.concatenate([pts, np.zeros((len(pts), 1))], 1)
+    pmap = dense_point_map(r, pts, max_distance=0.08)
+    assert (pmap[r.mask] >= 0).all() and (pmap[~r.mask] == -1).all()
+    emb = embedding_map(pmap, pts[:, :2])
+    seen = r.location[r.mask][:, :2]
+    assert np.abs(emb[r.mask] - seen).max() <= 0.08 + 1e-6
+    sem = semantic_map(pmap, pts, np.array([[0.4, 0.4, 0.0]]), np.array([7]), radius=0.15)
+    assert (sem == 7).any() and set(np.unique(sem).tolist()) <= {-1, 7}
+    rgb = pca_rgb(np.random.default_rng(0).normal(size=(50, 8)))
+    assert rgb.shape == (50, 3) and rgb.min() >= 0 and rgb.max() <= 1
+
+
+def test_bad_geometry_is_named() -> None:
+    with pytest.raises(DataError, match="empty mesh"):
+        MeshRenderer(Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64)), name="x.obj")
+    with pytest.raises(DataError, match="NaN"):
+        render_points(np.array([[np.nan, 0.0, 0.0]]), FRONT, name="y.pcd")
+    with pytest.raises(ValueError, match="depth buffer"):
+        project_points(np.zeros((1, 3)), FRONT, np.zeros((4, 4)))
