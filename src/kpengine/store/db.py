@@ -1,0 +1,113 @@
+"""Engines, sessions and migrations.
+
+SQLite is the embedded default: WAL journal (readers never block the writer), ``synchronous
+= FULL`` (a committed transaction survives a killed process and a power cut), foreign keys
+on, and every transaction opened with ``BEGIN IMMEDIATE`` so that two writers queue on the
+database lock at the start instead of failing with "database is locked" when a read
+transaction tries to upgrade. PostgreSQL is used when the URL says so
+(``postgresql://...``; the psycopg 3 driver is filled in).
+
+The schema is created and upgraded by the Alembic migrations shipped in
+``kpengine/store/migrations`` (never by ``create_all``), so a database made by one version
+upgrades in place under the next.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+#: Environment variable naming the database URL when no option is given.
+DB_ENV = "KPENGINE_DB"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def default_url(path: str | Path = "kpengine.db") -> str:
+    """``$KPENGINE_DB`` if set, else a SQLite file at ``path``."""
+    return os.environ.get(DB_ENV) or f"sqlite:///{Path(path).absolute()}"
+
+
+def normalise_url(url: str) -> str:
+    """Fill in the psycopg 3 driver for bare ``postgresql://`` URLs; paths become sqlite URLs."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).absolute()}"
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+    dbapi_conn.isolation_level = None  # the "begin" hook below opens transactions itself
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+    """An engine for ``url`` with the settings described in the module docstring."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the shipped Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+@dataclass
+class Store:
+    """An engine and its session factory; ``with store.session() as s`` is one transaction."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back on an exception."""
+        with self.sessions.begin() as s:
+            yield s
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str | None = None, *, migrate: bool = True, pool_size: int = 20) -> Store:
+    """Open (and by default create or upgrade) the store at ``url`` (default: :func:`default_url`)."""
+    engine = make_engine(url or default_url(), pool_size=pool_size)
+    if migrate:
+        upgrade(engine)
+    return Store(engine, sessionmaker(engine, expire_on_commit=False))
