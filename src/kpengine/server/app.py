@@ -1,0 +1,74 @@
+"""The application factory: ``create_app(ServerConfig(db_url=...))``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from kpengine import __version__
+from kpengine.server.api import router
+from kpengine.server.geometry import GeometryCache
+from kpengine.server.limits import BodyLimitMiddleware
+from kpengine.server.pages import mount_pages
+from kpengine.store.db import Store, open_store
+
+
+@dataclass
+class ServerConfig:
+    """Everything the server needs; the CLI fills it from its options.
+
+    ``tolerance`` is in model units (ShapeNet models have a bounding-box diagonal of 1):
+    a click farther than this from the surface is refused.
+    """
+
+    db_url: str | None = None
+    tolerance: float = 0.005
+    max_body: int = 64 * 1024
+    max_import_body: int = 64 * 1024 * 1024
+    web_dist: Path | None = None
+    pool_size: int = 20
+    store: Store | None = field(default=None, repr=False)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """One readable line per problem, e.g. ``keypoints.3.xyz.0: Input should be a finite number``."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        lines.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(lines)
+
+
+def create_app(config: ServerConfig | None = None) -> FastAPI:
+    config = config or ServerConfig()
+    app = FastAPI(
+        title="kpengine",
+        version=__version__,
+        description="The kpengine keypoint knowledge store: browse models and aggregated keypoints, "
+        "annotate with a token, import and export KeypointNet files (admin).",
+    )
+    app.state.config = config
+    app.state.store = config.store or open_store(config.db_url, pool_size=config.pool_size)
+    app.state.geometry = GeometryCache()
+    app.add_middleware(
+        BodyLimitMiddleware, default=config.max_body, overrides=[("/api/admin/import", config.max_import_body)]
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": _validation_message(exc),
+                "errors": jsonable_encoder([{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]),
+            },
+            status_code=422,
+        )
+
+    app.include_router(router)
+    mount_pages(app, config.web_dist)
+    return app

@@ -1,0 +1,43 @@
+"""Who is asking: annotators are identified by a bearer token an admin gave them.
+
+Tokens are random (``secrets.token_urlsafe``); the store keeps only their SHA-256, so a
+leaked database does not leak working tokens. Every route that touches raw annotations
+takes the annotator from the token, never from the URL or the body, which is what keeps
+one annotator from reading or changing another's clicks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from kpengine.store.repo import annotator_by_token
+from kpengine.store.schema import Annotator
+
+_bearer = HTTPBearer(auto_error=False, description="the token from your invitation (kpengine db invite)")
+
+
+def current_annotator(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Annotator:
+    if credentials is None or not credentials.credentials:
+        raise HTTPException(401, "missing token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+    with request.app.state.store.session() as s:
+        annotator = annotator_by_token(s, credentials.credentials)
+        if annotator is not None:
+            s.expunge(annotator)
+    if annotator is None:
+        raise HTTPException(401, "unknown token: ask an admin for an invitation", {"WWW-Authenticate": "Bearer"})
+    return annotator
+
+
+def current_admin(annotator: Annotated[Annotator, Depends(current_annotator)]) -> Annotator:
+    if annotator.role != "admin":
+        raise HTTPException(403, "this needs an admin token")
+    return annotator
+
+
+AnnotatorDep = Annotated[Annotator, Depends(current_annotator)]
+AdminDep = Annotated[Annotator, Depends(current_admin)]

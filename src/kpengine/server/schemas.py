@@ -1,0 +1,66 @@
+"""Request and response bodies (pydantic), so the OpenAPI page documents them.
+
+Only structure is checked here (types, finite numbers, index range); the rules that need
+the store or the geometry (at most 24 keypoints, on the surface) are checked in ``api``
+with messages that say what was wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from kpengine.store.schema import MAX_KEYPOINTS
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class KeypointIn(BaseModel):
+    index: int = Field(ge=0, lt=MAX_KEYPOINTS, description="your own number for this keypoint (0-23)")
+    xyz: tuple[Finite, Finite, Finite] = Field(description="the clicked surface point, in the model's frame")
+
+
+class AnnotationIn(BaseModel):
+    keypoints: list[KeypointIn] = Field(description=f"your whole keypoint set for the model (at most {MAX_KEYPOINTS})")
+    base_revision: int | None = Field(
+        None, ge=0, description="the revision these edits start from; a newer stored revision gives 409"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_first(cls, data: Any) -> Any:
+        """Say "too many keypoints" before complaining about the 25th one's index."""
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("keypoints"), list)
+            and len(data["keypoints"]) > MAX_KEYPOINTS
+        ):
+            raise ValueError(f"at most {MAX_KEYPOINTS} keypoints per annotator per model; got {len(data['keypoints'])}")
+        return data
+
+
+class KeypointOut(BaseModel):
+    index: int
+    xyz: tuple[float, float, float]
+    face_index: int | None = None
+    barycentric: tuple[float, float, float] | None = None
+    point_index: int | None = None
+
+
+class AnnotationOut(BaseModel):
+    category: str
+    model_id: str
+    revision: int
+    keypoints: list[KeypointOut]
+
+
+class Invitation(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    role: Literal["admin", "annotator"] = "annotator"
+
+
+class InvitationOut(BaseModel):
+    name: str
+    role: str
+    token: str

@@ -1,0 +1,140 @@
+"""The HTTP API against SQLite and a real PostgreSQL: browsing, annotating, admin, security."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kpengine.data.sample import KEYPOINT_NAMES
+from kpengine.io.annotations import load_annotations, model_to_json
+from kpengine.io.layout import mesh_path
+from kpengine.io.mesh import load_mesh
+from kpengine.server import ServerConfig, create_app
+from kpengine.store import open_store
+from kpengine.store.exchange import import_dataset
+from kpengine.store.repo import create_annotator
+from test_store_support import db_url, postgres_server  # noqa: F401 - fixtures
+
+MUG = "03797390"
+
+
+@dataclass
+class Served:
+    client: TestClient
+    admin: dict[str, str]
+    alice: dict[str, str]
+    bob: dict[str, str]
+    surface: list[list[float]]  # points on the first mug's surface (mesh vertices)
+    model_id: str
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def served(db_url: str, sample_root: Path) -> Served:  # noqa: F811
+    store = open_store(db_url)
+    with store.session() as s:
+        import_dataset(s, sample_root, ["mug", "chair"], labels=KEYPOINT_NAMES)
+        tokens = {
+            name: create_annotator(s, name, "admin" if name == "admin" else "annotator")[1]
+            for name in ("admin", "alice", "bob")
+        }
+    anns, _ = load_annotations(sample_root / "annotations" / "mug.json")
+    mid = anns[0].model_id
+    vertices = load_mesh(mesh_path(sample_root, MUG, mid)).vertices
+    client = TestClient(create_app(ServerConfig(store=store)))
+    yield Served(
+        client,
+        _bearer(tokens["admin"]),
+        _bearer(tokens["alice"]),
+        _bearer(tokens["bob"]),
+        vertices[::7][:30].tolist(),
+        mid,
+    )
+    client.close()
+    store.dispose()
+
+
+def _kps(points: list[list[float]]) -> dict:
+    return {"keypoints": [{"index": i, "xyz": p} for i, p in enumerate(points)]}
+
+
+def test_browse_public_catalogue(served: Served) -> None:
+    c = served.client
+    assert c.get("/api/health").json()["ok"]
+    cats = {x["name"]: x for x in c.get("/api/categories").json()}
+    assert cats["mug"]["n_models"] == 12 and cats["mug"]["labels"]["0"] == KEYPOINT_NAMES["mug"][0]
+    models = c.get("/api/categories/mug/models", params={"split": "test"}).json()
+    assert models and all(m["split"] == "test" for m in models)
+    info = c.get(f"/api/models/mug/{served.model_id}").json()
+    assert info["keypoints"][0]["name"] == KEYPOINT_NAMES["mug"][info["keypoints"][0]["semantic_id"]]
+    glb = c.get(f"/api/models/{MUG}/{served.model_id}/mesh.glb")
+    assert glb.status_code == 200 and glb.content[:4] == b"glTF"
+    assert c.get(f"/api/models/mug/{served.model_id}/mesh.ply").content.startswith(b"ply")
+    assert len(c.get(f"/api/models/mug/{served.model_id}/points").json()["points"]) == 2048 * 3
+    assert c.get("/api/models/mug/nope").status_code == 404
+    assert "/api/annotations/{category}/{model_id}" in c.get("/openapi.json").json()["paths"]
+
+
+def test_annotate_revise_next_and_export(served: Served) -> None:
+    c, mid = served.client, served.model_id
+    url = f"/api/annotations/mug/{mid}"
+    assert c.get(url, headers=served.alice).json() == {
+        "category": "mug",
+        "model_id": mid,
+        "revision": 0,
+        "keypoints": [],
+    }
+    r = c.put(url, json=_kps(served.surface[:3]), headers=served.alice)
+    assert r.status_code == 200, r.text
+    ack = r.json()
+    assert ack["revision"] == 1 and [k["index"] for k in ack["keypoints"]] == [0, 1, 2]
+    assert all(k["face_index"] is not None and abs(sum(k["barycentric"]) - 1) < 1e-9 for k in ack["keypoints"])
+    assert all(math.dist(k["xyz"], p) < 1e-9 for k, p in zip(ack["keypoints"], served.surface))
+    r = c.put(url, json={**_kps(served.surface[:2]), "base_revision": 1}, headers=served.alice)
+    assert r.json()["revision"] == 2
+    stale = c.put(url, json={**_kps(served.surface[:1]), "base_revision": 1}, headers=served.alice)
+    assert stale.status_code == 409 and "revision" in stale.json()["detail"]
+    assert c.get(url, headers=served.alice).json()["revision"] == 2
+    assert c.get("/api/next", params={"category": "mug"}, headers=served.alice).json()["model_id"] != mid
+    mine = c.get("/api/annotations", headers=served.alice).json()
+    assert [(m["model_id"], len(m["keypoints"])) for m in mine] == [(mid, 2)]
+    prog = {p["category"]: p for p in c.get("/api/progress", headers=served.alice).json()}
+    assert prog["mug"]["models_annotated"] == 1
+    raw = c.get("/api/admin/raw", headers=served.admin).json()
+    assert raw[0]["annotator"] == "alice" and len(raw[0]["keypoints"]) == 2
+    exported = c.get("/api/admin/export/mug", headers=served.admin).json()
+    assert exported[0]["model_id"] == mid
+
+
+def test_admin_invites_and_imports(served: Served, sample_root: Path) -> None:
+    c = served.client
+    r = c.post("/api/admin/invitations", json={"name": "carol"}, headers=served.admin)
+    assert r.status_code == 201
+    carol = _bearer(r.json()["token"])
+    assert c.get("/api/me", headers=carol).json()["name"] == "carol"
+    assert c.post("/api/admin/invitations", json={"name": "dave"}, headers=carol).status_code == 403
+    original = json.loads((sample_root / "annotations" / "mug.json").read_text())
+    original[0]["keypoints"] = original[0]["keypoints"][:2]
+    original[0]["symmetries"] = {"reflection": [], "rotation": []}
+    assert c.post("/api/admin/import/mug", json=original[:1], headers=served.admin).json() == {
+        "models": 1,
+        "keypoints": 2,
+    }
+    assert len(c.get(f"/api/models/mug/{served.model_id}").json()["keypoints"]) == 2
+    back = c.get("/api/admin/export/mug", headers=served.admin).json()
+    assert model_to_json(load_annotations_from(back[0])) == model_to_json(load_annotations_from(original[0]))
+    assert c.post("/api/admin/import/mug", json=[{"model_id": "x"}], headers=served.admin).status_code == 422
+
+
+def load_annotations_from(obj: dict):  # noqa: ANN201
+    from kpengine.io.annotations import parse_model
+
+    return parse_model(obj)
