@@ -1,0 +1,159 @@
+"""The web pages in real headless Chromium (Debian's /usr/bin/chromium driven by Playwright):
+an annotator clicks keypoints on a model, saves, reloads and sees them; a save made offline
+is sent when the connection returns; the explorer shows a model's aggregated keypoints.
+Screenshots go to /tmp/kpengine_*.png."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kpengine.data.sample import KEYPOINT_NAMES
+from kpengine.io.annotations import load_annotations
+from kpengine.server import ServerConfig, create_app
+from kpengine.server.pages import web_dist
+from kpengine.store import open_store
+from kpengine.store.exchange import import_dataset
+from kpengine.store.repo import create_annotator
+
+CHROMIUM = os.environ.get("KPENGINE_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(os.environ.get("KPENGINE_SCREENSHOTS", "/tmp"))
+
+
+def _need(condition: bool, message: str) -> None:
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def site(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    _need(Path(CHROMIUM).is_file() or bool(shutil.which("chromium")), "chromium missing (scripts/setup_system.sh)")
+    _need((web_dist() / "assets" / "annotate.js").is_file(), "web pages not built (scripts/setup_system.sh)")
+    import uvicorn
+
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('web') / 'store.db'}")
+    with store.session() as s:
+        import_dataset(s, sample_root, ["mug"], labels=KEYPOINT_NAMES)
+        _, token = create_annotator(s, "alice")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(store=store)), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    anns, _ = load_annotations(sample_root / "annotations" / "mug.json")
+    yield {
+        "url": f"http://127.0.0.1:{port}",
+        "token": token,
+        "model": anns[0].model_id,
+        "n_agg": len(anns[0].keypoints),
+    }
+    server.should_exit = True
+    thread.join(10)
+    store.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"),
+            args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"],
+        )
+        yield b
+        b.close()
+
+
+def _click_on_model(page, n: int) -> int:  # noqa: ANN001
+    """Click a spiral of canvas points around the centre until n keypoints are placed."""
+    canvas = page.locator("#view canvas").first
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    labels = page.locator("#view .kp-label")
+    for i in range(60):
+        if labels.count() >= n:
+            break
+        r = 12 + 6 * i
+        angle = i * 2.4
+        page.mouse.click(cx + r * math.cos(angle), cy + r * math.sin(angle))
+        page.wait_for_timeout(80)
+    return labels.count()
+
+
+def test_annotate_save_reload_and_offline(site: dict, browser) -> None:  # noqa: ANN001
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{site['url']}/annotate?token={site['token']}&category=mug&model={site['model']}")
+    page.wait_for_function("document.getElementById('status').textContent.length > 0", timeout=20000)
+    page.wait_for_timeout(500)
+    placed = _click_on_model(page, 4)
+    assert placed == 4, f"placed {placed} keypoints"
+    assert sorted(page.locator("#view .kp-label").all_inner_texts()) == ["0", "1", "2", "3"]
+    page.click("#save")
+    page.wait_for_selector("#banner.ok", timeout=10000)
+    assert "Saved 4 keypoints" in page.inner_text("#banner")
+    page.screenshot(path=str(SHOTS / "kpengine_annotate.png"))
+
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('#view .kp-label').length === 4", timeout=20000)
+    assert "revision 1" in page.inner_text("#status")
+    assert page.locator("#done li").count() == 1
+
+    # select keypoint 3 in the list, delete it, undo the delete: still 4
+    page.locator("#keypoints li").nth(3).click()
+    page.click("#delete")
+    page.wait_for_function("document.querySelectorAll('#view .kp-label').length === 3", timeout=5000)
+    page.click("#undo")
+    page.wait_for_function("document.querySelectorAll('#view .kp-label').length === 4", timeout=5000)
+
+    context.set_offline(True)
+    assert _click_on_model(page, 5) == 5
+    page.click("#save")
+    page.wait_for_selector("#banner.warn", timeout=10000)
+    assert "kept in this browser" in page.inner_text("#banner")
+    context.set_offline(False)
+    page.wait_for_selector("#banner.ok", timeout=15000)
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('#view .kp-label').length === 5", timeout=20000)
+    assert "revision 2" in page.inner_text("#status")
+    page.screenshot(path=str(SHOTS / "kpengine_annotate_reloaded.png"))
+    assert not errors, errors
+    context.close()
+
+
+def test_server_errors_are_shown(site: dict, browser) -> None:  # noqa: ANN001
+    page = browser.new_page()
+    page.goto(f"{site['url']}/annotate?token=wrong-token")
+    page.wait_for_selector("#banner.error", timeout=15000)
+    assert "unknown token" in page.inner_text("#banner")
+    page.close()
+
+
+def test_explorer_shows_aggregated_keypoints(site: dict, browser) -> None:  # noqa: ANN001
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(f"{site['url']}/explore?category=mug&model={site['model']}")
+    page.wait_for_function(f"document.querySelectorAll('#view .kp-label').length === {site['n_agg']}", timeout=20000)
+    legend = page.locator("#legend li").all_inner_texts()
+    assert any(KEYPOINT_NAMES["mug"][0] in t for t in legend), legend
+    page.select_option("#split", "test")
+    page.wait_for_function("document.getElementById('n-models').textContent !== '12'", timeout=10000)
+    assert 0 < int(page.inner_text("#n-models")) < 12
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOTS / "kpengine_explore.png"))
+    page.close()

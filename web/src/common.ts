@@ -1,0 +1,192 @@
+// Shared by both pages: talking to the API, showing errors, and a three.js viewer.
+import * as THREE from "three";
+import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
+import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
+import { CSS2DObject, CSS2DRenderer } from "three/examples/jsm/renderers/CSS2DRenderer.js";
+
+export type Vec3 = [number, number, number];
+
+/** An error the server answered with (status and its "detail" message). */
+export class ApiError extends Error {
+  constructor(public status: number, message: string) {
+    super(message);
+  }
+}
+
+export function token(): string | null {
+  const params = new URLSearchParams(location.search);
+  const fromUrl = params.get("token");
+  if (fromUrl) {
+    localStorage.setItem("kpengine.token", fromUrl);
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : ""));
+  }
+  return localStorage.getItem("kpengine.token");
+}
+
+/** fetch + JSON with the bearer token; network failures throw TypeError, HTTP errors ApiError. */
+export async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const headers = new Headers(init.headers);
+  const t = localStorage.getItem("kpengine.token");
+  if (t) headers.set("Authorization", `Bearer ${t}`);
+  if (init.body) headers.set("Content-Type", "application/json");
+  const res = await fetch(path, { ...init, headers });
+  if (!res.ok) {
+    let detail = res.statusText;
+    try {
+      const body = await res.json();
+      detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    } catch {
+      /* not JSON */
+    }
+    throw new ApiError(res.status, detail);
+  }
+  return (await res.json()) as T;
+}
+
+export function banner(kind: "error" | "warn" | "ok" | "", text = ""): void {
+  const el = document.getElementById("banner")!;
+  el.className = kind;
+  el.textContent = text;
+}
+
+const PALETTE = [
+  0xe6194b, 0x3cb44b, 0xffe119, 0x4363d8, 0xf58231, 0x911eb4, 0x46f0f0, 0xf032e6, 0xbcf60c, 0xfabebe, 0x008080,
+  0xe6beff, 0x9a6324, 0x800000, 0xaaffc3, 0x808000, 0xffd8b1, 0x000075, 0x808080, 0x000000,
+];
+export const colorFor = (id: number): number => PALETTE[id % PALETTE.length];
+export const cssColor = (id: number): string => `#${colorFor(id).toString(16).padStart(6, "0")}`;
+
+export interface ModelInfo {
+  category: string;
+  model_id: string;
+  split: string | null;
+  has_mesh: boolean;
+  has_points: boolean;
+  keypoints: { semantic_id: number; name: string; xyz: Vec3 | null }[];
+}
+
+/** A scene with orbit controls, lights, index labels and a render loop, filling `host`. */
+export class Viewer {
+  scene = new THREE.Scene();
+  camera = new THREE.PerspectiveCamera(40, 1, 0.01, 100);
+  renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
+  labels = new CSS2DRenderer();
+  controls: OrbitControls;
+  model = new THREE.Group();
+  markers = new THREE.Group();
+  target: THREE.Object3D | null = null; // what clicks are cast against
+  markerSize = 0.012;
+
+  constructor(public host: HTMLElement) {
+    this.scene.background = new THREE.Color(0xf7f8fa);
+    this.scene.add(new THREE.HemisphereLight(0xffffff, 0x667080, 2.2));
+    const sun = new THREE.DirectionalLight(0xffffff, 1.5);
+    sun.position.set(1, 2, 1.5);
+    this.scene.add(sun, this.model, this.markers);
+    host.appendChild(this.renderer.domElement);
+    this.labels.domElement.style.position = "absolute";
+    this.labels.domElement.style.top = "0";
+    this.labels.domElement.style.pointerEvents = "none";
+    host.appendChild(this.labels.domElement);
+    this.controls = new OrbitControls(this.camera, this.renderer.domElement);
+    this.controls.enableDamping = false;
+    new ResizeObserver(() => this.resize()).observe(host);
+    this.resize();
+    this.renderer.setAnimationLoop(() => {
+      this.controls.update();
+      this.renderer.render(this.scene, this.camera);
+      this.labels.render(this.scene, this.camera);
+    });
+  }
+
+  resize(): void {
+    const w = Math.max(this.host.clientWidth, 50);
+    const h = Math.max(this.host.clientHeight, 50);
+    this.renderer.setSize(w, h);
+    this.labels.setSize(w, h);
+    this.camera.aspect = w / h;
+    this.camera.updateProjectionMatrix();
+  }
+
+  /** Load the mesh (GLB) when the model has one, else its point cloud; frame the camera on it. */
+  async load(category: string, modelId: string, info: { has_mesh: boolean }, preferPoints = false, neutral = false): Promise<void> {
+    this.model.clear();
+    const base = `/api/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}`;
+    if (info.has_mesh && !preferPoints) {
+      const gltf = await new GLTFLoader().loadAsync(`${base}/mesh.glb`);
+      gltf.scene.traverse((o) => {
+        if ((o as THREE.Mesh).isMesh) {
+          (o as THREE.Mesh).material = new THREE.MeshStandardMaterial({ color: 0xb9c4d4, side: THREE.DoubleSide, roughness: 0.8 });
+        }
+      });
+      this.model.add(gltf.scene);
+    } else {
+      const cloud = await api<{ points: number[]; colors: number[] | null }>(`${base}/points`);
+      const geom = new THREE.BufferGeometry();
+      geom.setAttribute("position", new THREE.Float32BufferAttribute(cloud.points, 3));
+      const colors = neutral ? null : cloud.colors;
+      if (colors) geom.setAttribute("color", new THREE.Float32BufferAttribute(colors.map((c) => c / 255), 3));
+      const mat = new THREE.PointsMaterial({ size: 0.012, vertexColors: !!colors, color: colors ? 0xffffff : 0x9aa5b5 });
+      this.model.add(new THREE.Points(geom, mat));
+    }
+    this.target = this.model;
+    this.frame();
+  }
+
+  frame(): void {
+    const box = new THREE.Box3().setFromObject(this.model);
+    const centre = box.getCenter(new THREE.Vector3());
+    const size = box.getSize(new THREE.Vector3()).length() || 1;
+    this.markerSize = 0.016 * size;
+    this.controls.target.copy(centre);
+    this.camera.position.copy(centre).add(new THREE.Vector3(0.9, 0.7, -1.3).multiplyScalar(size * 0.85));
+    this.camera.lookAt(centre);
+    this.controls.update();
+  }
+
+  /** Replace the markers: one sphere and one text label per point. */
+  setMarkers(items: { key: number; xyz: Vec3; color: number; text: string; selected?: boolean }[]): void {
+    for (const m of [...this.markers.children]) {
+      m.traverse((o) => {
+        if (o instanceof CSS2DObject) o.element.remove();
+      });
+    }
+    this.markers.clear();
+    for (const it of items) {
+      const sphere = new THREE.Mesh(
+        new THREE.SphereGeometry(this.markerSize * (it.selected ? 1.4 : 1), 16, 12),
+        new THREE.MeshBasicMaterial({ color: it.selected ? 0xd2691e : it.color, depthTest: false }),
+      );
+      sphere.renderOrder = 10;
+      sphere.position.set(...it.xyz);
+      sphere.userData.key = it.key;
+      const div = document.createElement("div");
+      div.className = "kp-label" + (it.selected ? " selected" : "");
+      div.textContent = it.text;
+      div.dataset.key = String(it.key);
+      div.style.borderColor = `#${it.color.toString(16).padStart(6, "0")}`;
+      sphere.add(new CSS2DObject(div));
+      this.markers.add(sphere);
+    }
+  }
+
+  /** What is under a pointer event: a marker (its key) or a point on the model. */
+  pick(ev: PointerEvent | MouseEvent): { marker?: number; point?: Vec3 } {
+    const rect = this.renderer.domElement.getBoundingClientRect();
+    const ndc = new THREE.Vector2(((ev.clientX - rect.left) / rect.width) * 2 - 1, -((ev.clientY - rect.top) / rect.height) * 2 + 1);
+    const ray = new THREE.Raycaster();
+    ray.params.Points = { threshold: this.markerSize * 0.6 };
+    ray.setFromCamera(ndc, this.camera);
+    const hitMarker = ray.intersectObjects(this.markers.children, false)[0];
+    if (hitMarker) return { marker: hitMarker.object.userData.key as number };
+    if (!this.target) return {};
+    const hit = ray.intersectObject(this.target, true)[0];
+    if (!hit) return {};
+    const p = hit.object instanceof THREE.Points && hit.index !== undefined
+      ? new THREE.Vector3().fromBufferAttribute(hit.object.geometry.getAttribute("position") as THREE.BufferAttribute, hit.index)
+      : hit.point;
+    return { point: [p.x, p.y, p.z] };
+  }
+}
