@@ -134,10 +134,8 @@ def test_keypointnet_bathtub_bed_round_trip(keypointnet: Path, tmp_path: Path) -
 
 
 @pytest.mark.realdata
-def test_keypointnet_round_trip_on_postgres(keypointnet: Path, tmp_path: Path, postgres_server: str) -> None:  # noqa: F811
-    from test_store_support import fresh_postgres_db
-
-    store = open_store(fresh_postgres_db(postgres_server))
+def test_keypointnet_round_trip_on_postgres(keypointnet: Path, tmp_path: Path, postgres_server) -> None:  # noqa: F811, ANN001
+    store = open_store(postgres_server.new_database())
     with store.session() as s:
         import_dataset(s, keypointnet, ["bed"])
     with store.session() as s:
