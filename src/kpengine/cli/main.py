@@ -18,6 +18,7 @@ from kpengine.errors import DataError
 COMMAND_MODULES = (
     "kpengine.cli.data",
     "kpengine.cli.evaluate",
+    "kpengine.cli.render",
     "kpengine.cli.store",
 )
 
