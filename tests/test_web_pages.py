@@ -79,19 +79,21 @@ def browser() -> Iterator:
 
 
 def _click_on_model(page, n: int) -> int:  # noqa: ANN001
-    """Click a spiral of canvas points around the centre until n keypoints are placed."""
+    """Click a spiral of canvas points around the centre until n keypoints are placed.
+
+    The count is read from the side panel, which the page updates synchronously on each
+    click (labels are drawn on the next animation frame, late on a loaded machine)."""
     canvas = page.locator("#view canvas").first
     box = canvas.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    labels = page.locator("#view .kp-label")
+    placed = lambda: int(page.inner_text("#count"))  # noqa: E731
     for i in range(60):
-        if labels.count() >= n:
+        if placed() >= n:
             break
         r = 12 + 6 * i
         angle = i * 2.4
         page.mouse.click(cx + r * math.cos(angle), cy + r * math.sin(angle))
-        page.wait_for_timeout(80)
-    return labels.count()
+    return placed()
 
 
 def test_annotate_save_reload_and_offline(site: dict, browser) -> None:  # noqa: ANN001
@@ -104,6 +106,7 @@ def test_annotate_save_reload_and_offline(site: dict, browser) -> None:  # noqa:
     page.wait_for_timeout(500)
     placed = _click_on_model(page, 4)
     assert placed == 4, f"placed {placed} keypoints"
+    page.wait_for_function("document.querySelectorAll('#view .kp-label').length === 4", timeout=10000)
     assert sorted(page.locator("#view .kp-label").all_inner_texts()) == ["0", "1", "2", "3"]
     page.click("#save")
     page.wait_for_selector("#banner.ok", timeout=10000)
