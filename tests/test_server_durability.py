@@ -63,7 +63,7 @@ def test_kill_mid_request_loses_nothing_acknowledged(db_url: str, sample_root: P
     def annotate(name: str, token: str) -> None:
         rng = np.random.default_rng(abs(hash(name)) % 2**32)
         headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
             while not stop.is_set():
                 mid = models[int(rng.integers(len(models)))]
                 verts = surfaces[mid]
@@ -81,7 +81,10 @@ def test_kill_mid_request_loses_nothing_acknowledged(db_url: str, sample_root: P
     threads = [threading.Thread(target=annotate, args=item) for item in tokens.items()]
     for t in threads:
         t.start()
-    time.sleep(2.5)
+    deadline = time.monotonic() + 60  # kill once every annotator has had saves acknowledged (slow on busy machines)
+    while time.monotonic() < deadline and len({name for name, _ in acked}) < N_ANNOTATORS:
+        time.sleep(0.1)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)  # mid-request: several saves are in flight
     proc.wait()
     stop.set()
