@@ -7,6 +7,8 @@ import torch
 
 from kpengine.learn.backbones import PointBackbone, build_backbone
 
+torch.set_num_threads(1)  # shared 2-core machines: one thread is far faster under load
+
 SMALL = {
     "pointnet": {"out_channels": 16, "width": 64},
     "pointnet2": {"out_channels": 16, "n_samples": (64, 16), "n_neighbours": (8, 8)},

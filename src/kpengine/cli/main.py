@@ -19,7 +19,9 @@ COMMAND_MODULES = (
     "kpengine.cli.data",
     "kpengine.cli.evaluate",
     "kpengine.cli.render",
+    "kpengine.cli.aggregate",
     "kpengine.cli.store",
+    "kpengine.cli.learn",
 )
 
 DESCRIPTION = """\

@@ -23,20 +23,21 @@ def _mlp(channels: list[int]) -> nn.Sequential:
 
 
 class TransformNet(nn.Module):
-    """Predicts a (B, k, k) alignment from (B, k, N) inputs, initialised at the identity."""
+    """Predicts a (B, k, k) alignment from (B, k, N) inputs, initialised at the identity.
+    Hidden sizes scale with ``width`` (1024: the original 1024-512-256)."""
 
     def __init__(self, k: int, width: int = 1024):
         super().__init__()
         self.k = k
         self.features = _mlp([k, 64, 128, width])
         self.head = nn.Sequential(
-            nn.Linear(width, 512, bias=False),
-            nn.BatchNorm1d(512),
+            nn.Linear(width, width // 2, bias=False),
+            nn.BatchNorm1d(width // 2),
             nn.ReLU(inplace=True),
-            nn.Linear(512, 256, bias=False),
-            nn.BatchNorm1d(256),
+            nn.Linear(width // 2, width // 4, bias=False),
+            nn.BatchNorm1d(width // 4),
             nn.ReLU(inplace=True),
-            nn.Linear(256, k * k),
+            nn.Linear(width // 4, k * k),
         )
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
@@ -62,7 +63,8 @@ class PointNet(PointBackbone):
         self.conv1 = _mlp([3, 64, 64])
         self.feature_tnet = TransformNet(64, width) if feature_transform else None
         self.conv2 = _mlp([64, 64, 128, width])
-        self.seg = _mlp([64 + 128 + width, 512, 256, out_channels])
+        # width 1024 gives the original 512-256 head; smaller widths shrink it for tests and quick runs
+        self.seg = _mlp([64 + 128 + width, max(width // 2, out_channels), max(width // 4, out_channels), out_channels])
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         self.check_input(points)

@@ -1,0 +1,169 @@
+"""Learning commands: train, predict, transfer, benchmark (library: kpengine.learn)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kpengine.cli.common import add_data_args, emit_json
+
+TRAIN_HELP = """\
+Train a point network on one category's train split, keeping the checkpoint with the
+lowest validation loss. Tasks:
+  saliency        per-point keypoint probability (two-class cross-entropy)
+  correspondence  per semantic id a softmax over points; absent ids ignored; the minimum
+                  loss over a shape's rotational relabellings (symmetric categories)
+  embedding       dense per-point embeddings, contrastive loss on keypoints (same id on
+                  different shapes together, other ids beyond --margin, hardest negatives);
+                  used by `kpengine transfer`
+
+Defaults follow the official benchmark: Adam 1e-3, batch 8, 50 epochs, 2,048 points,
+jitter sigma 0.004 clipped at 0.01, translation up to 0.02. The run directory gets
+config.json, last.pt (every epoch; --resume continues from it), best.pt, history.json
+and curve.png. Same command under torchrun for distributed training:
+  torchrun --nproc_per_node 2 -m kpengine.cli.main train ...
+"""
+
+PREDICT_HELP = """\
+Write predictions for a split in the format `kpengine evaluate` reads, using a run's
+best checkpoint. Saliency: --saliency-mode nms (default; points above --threshold,
+default 0.5, suppressing geodesic neighbours within --nms-radius) or official (every
+point above 0.1, no suppression, as the original code). Embedding runs predict
+correspondences by transfer from the training split's prototypes.
+"""
+
+TRANSFER_HELP = """\
+Put semantic keypoints on a shape nobody annotated, with an embedding run: each id's
+keypoint is the point nearest its prototype embedding (from the annotated shapes under
+--knowledge); ids whose confidence is too low are left out. The shape (OBJ/PLY/... mesh,
+sampled to the run's point count, or a PCD) must be in the ShapeNet model_normalized
+frame (y up, bounding-box diagonal 1). Output: official KeypointNet JSON (+ confidence).
+"""
+
+BENCHMARK_HELP = """\
+For every category x backbone x task: train, predict the test split, evaluate (plain and
+symmetry-best PCK for correspondence and embedding transfer; mIoU/mAP for saliency, in
+official mode), and write a Markdown and a JSON table at 0.01, 0.05 and 0.10.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("train", help="train a saliency, correspondence or embedding network", description=TRAIN_HELP)
+    p.formatter_class = fmt
+    p.add_argument("--task", required=True, choices=("saliency", "correspondence", "embedding"))
+    p.add_argument("--backbone", default="pointnet", choices=("pointnet", "pointnet2", "dgcnn"))
+    add_data_args(p, split=None)
+    p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--points", type=int, default=2048, help="points per cloud (clouds must have this many)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    p.add_argument("--margin", type=float, default=1.0, help="embedding: contrastive margin")
+    p.add_argument("--surface-noise", type=float, default=0.0, help="embedding: extra unclipped noise sigma")
+    p.add_argument("--backbone-args", default="{}", metavar="JSON", help="e.g. '{\"width\": 256}'")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="predictions file for `kpengine evaluate` from a run", description=PREDICT_HELP)
+    p.formatter_class = fmt
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    add_data_args(p)
+    p.add_argument("--out", required=True, metavar="P.json", help="- for stdout")
+    p.add_argument("--saliency-mode", default="nms", choices=("nms", "official"))
+    p.add_argument("--threshold", type=float, help="saliency probability threshold (nms 0.5, official 0.1)")
+    p.add_argument("--nms-radius", type=float, default=0.05, help="geodesic suppression radius (model units)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("transfer", help="semantic keypoints on an unannotated shape", description=TRANSFER_HELP)
+    p.formatter_class = fmt
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="an embedding run")
+    p.add_argument("--knowledge", required=True, metavar="ROOT", help="annotated shapes (KeypointNet layout)")
+    p.add_argument("--shape", required=True, metavar="MESH_OR_PCD")
+    p.add_argument("--out", required=True, metavar="K.json")
+    p.add_argument("--png", metavar="K.png")
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("benchmark", help="train -> predict -> evaluate over a grid", description=BENCHMARK_HELP)
+    p.formatter_class = fmt
+    p.add_argument("--data", required=True, metavar="ROOT")
+    p.add_argument("--categories", nargs="+", required=True)
+    p.add_argument("--backbones", nargs="+", default=["pointnet"], choices=("pointnet", "pointnet2", "dgcnn"))
+    p.add_argument(
+        "--tasks", nargs="+", default=["correspondence"], choices=("saliency", "correspondence", "embedding")
+    )
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--out", default="runs/benchmark", metavar="DIR", help="run directories and tables go here")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_benchmark)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from kpengine.categories import resolve_category
+    from kpengine.learn.config import TrainConfig
+    from kpengine.learn.train import train
+
+    config = TrainConfig(
+        task=args.task,
+        data=args.data,
+        category=resolve_category(args.category).name,
+        backbone=args.backbone,
+        backbone_kwargs=json.loads(args.backbone_args),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        n_points=args.points,
+        seed=args.seed,
+        threads=args.threads,
+        margin=args.margin,
+        surface_noise=args.surface_noise,
+    )
+    summary = train(config, args.out, resume=args.resume, progress=not args.json)
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif summary["world_size"] == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(
+            f"best validation loss {summary['best_val_loss']:.4f} at epoch {summary['best_epoch']}; run in {args.out}"
+        )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from kpengine.learn.predict import predict_split
+
+    task, preds = predict_split(
+        args.run,
+        args.data,
+        args.category,
+        args.split,
+        saliency_mode=args.saliency_mode,
+        threshold=args.threshold,
+        nms_radius=args.nms_radius,
+    )
+    emit_json(preds, args.out)
+    if args.out != "-":
+        print(f"wrote {task} predictions for {len(preds)} models to {args.out} (evaluate with --task {task})")
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from kpengine.learn.transfer import transfer_file
+
+    result = transfer_file(args.run, args.knowledge, args.shape, args.out, png=args.png)
+    print(f"{len(result.correspondence())} keypoints on {args.shape} -> {args.out}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from kpengine.learn.benchmark import run_benchmark
+
+    table = run_benchmark(
+        args.data, args.categories, args.backbones, args.tasks, epochs=args.epochs, out=args.out, seed=args.seed
+    )
+    print(table)
+    return 0

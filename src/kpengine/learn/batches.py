@@ -1,0 +1,51 @@
+"""Training batches: kpengine's shape tensors plus each shape's symmetric relabellings.
+
+Relabellings (geometry/symmetry.rotational_relabellings) are computed once per shape when
+the dataset is built, not per step: they depend on the clean cloud only, and jitter or
+translation leaves point indices unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from kpengine.data.dataset import KeypointNetDataset
+from kpengine.data.torch import ShapeTensorDataset, Transform, collate_shapes
+from kpengine.errors import DataError
+from kpengine.geometry.symmetry import rotational_relabellings
+
+
+class KeypointBatches(ShapeTensorDataset):
+    """Items add ``labellings`` (R, C): the identity labelling first, then rotational ones."""
+
+    def __init__(self, dataset: KeypointNetDataset, n_classes: int, transform: Transform | None = None, seed: int = 0):
+        if len(dataset) == 0:
+            raise DataError(
+                f"{dataset.category.name}/{dataset.split} has no usable shapes under {dataset.root}: "
+                f"{dataset.problem_summary()}"
+            )
+        super().__init__(dataset, n_classes=n_classes, transform=transform, seed=seed)
+        self.labellings = [np.stack(rotational_relabellings(s, n_classes)) for s in self.shapes]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = super().__getitem__(i)
+        item["labellings"] = torch.from_numpy(self.labellings[i])
+        return item
+
+
+def collate_keypoint_batches(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """collate_shapes plus ``labellings`` (B, R_max, C), padded by repeating the identity
+    (a repeated labelling cannot change a minimum over labellings)."""
+    out = collate_shapes(items)
+    r = max(len(it["labellings"]) for it in items)
+    padded = []
+    for it in items:
+        lab = it["labellings"]
+        if len(lab) < r:
+            lab = torch.cat([lab, lab[:1].expand(r - len(lab), -1)])
+        padded.append(lab)
+    out["labellings"] = torch.stack(padded)
+    return out

@@ -1,0 +1,57 @@
+"""One place for every training setting; saved with each run so that a run can be repeated.
+
+Defaults are the official KeypointNet benchmark protocol: Adam 1e-3, batch 8, 50 epochs,
+2,048 points, Gaussian jitter sigma 0.004 clipped at 0.01, random translation up to 0.02,
+best checkpoint by validation loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Task = Literal["saliency", "correspondence", "embedding"]
+TASKS: tuple[str, ...] = ("saliency", "correspondence", "embedding")
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    data: str
+    category: str
+    backbone: str = "pointnet"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    n_points: int = 2048
+    jitter_sigma: float = 0.004
+    jitter_clip: float = 0.01
+    translate: float = 0.02
+    seed: int = 0
+    train_split: str = "train"
+    val_split: str = "val"
+    #: PointNet's feature-transform orthogonality weight (official 0.001)
+    regularizer_weight: float = 0.001
+    #: embedding task: dimension, contrastive margin (on unit-normalised embeddings), surface noise sigma
+    embedding_dim: int = 32
+    margin: float = 1.0
+    surface_noise: float = 0.0
+    #: torch CPU threads; 1 by default: on a shared 2-core machine 2 threads ran 10x slower under load
+    threads: int = 1
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.n_points < 1:
+            raise ValueError("epochs, batch size and number of points must be positive")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in known})

@@ -1,0 +1,56 @@
+"""The three training losses. Shapes: B shapes, N points, C semantic ids, D embedding size."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def saliency_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Two-class cross-entropy per point, as the official benchmark: logits (B, N, 2), target (B, N) in {0, 1}."""
+    return F.cross_entropy(logits.reshape(-1, 2), target.reshape(-1))
+
+
+def correspondence_loss(logits: torch.Tensor, labellings: torch.Tensor) -> torch.Tensor:
+    """Softmax over points per semantic id; min over symmetric relabellings; mean over shapes.
+
+    logits (B, N, C); labellings (B, R, C) point index per id, -1 where the shape lacks the id
+    (absent ids are ignored). For each shape and labelling r the loss is the mean over its present
+    ids of -log softmax_N(logits[:, :, id])[index]; the shape's loss is the minimum over r.
+    """
+    logp = logits.log_softmax(dim=1)  # (B, N, C)
+    present = labellings >= 0  # (B, R, C)
+    idx = labellings.clamp_min(0)
+    b, r, c = labellings.shape
+    # logp[b, idx[b, r, c], c]
+    picked = torch.gather(logp.unsqueeze(1).expand(-1, r, -1, -1), 2, idx.unsqueeze(2)).squeeze(2)  # (B, R, C)
+    nll = -(picked * present).sum(-1) / present.sum(-1).clamp_min(1)  # (B, R)
+    has = present[:, 0].any(-1)
+    if not has.any():
+        return logits.sum() * 0.0
+    return nll.min(dim=1).values[has].mean()
+
+
+def contrastive_loss(embeddings: torch.Tensor, keypoint_index: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """The paper's contrastive loss (eq. 5-6) on keypoint embeddings, with online hardest negatives.
+
+    embeddings (B, N, D), unit-normalised; keypoint_index (B, C) point index per id or -1.
+    Positives: every pair of keypoints with the same id on different shapes of the batch, pulled
+    together (squared distance). Negatives: for each keypoint, the closest keypoint of another id
+    in the batch, pushed beyond ``margin`` (squared hinge). Returns positive + negative means.
+    """
+    b, c = keypoint_index.shape
+    shape_of, id_of = torch.nonzero(keypoint_index >= 0, as_tuple=True)
+    if len(shape_of) < 2:
+        return embeddings.sum() * 0.0
+    f = embeddings[shape_of, keypoint_index[shape_of, id_of]]  # (K, D)
+    d2 = torch.cdist(f, f).pow(2)
+    same_id = id_of[:, None] == id_of[None, :]
+    other_shape = shape_of[:, None] != shape_of[None, :]
+    pos = same_id & other_shape
+    pos_loss = d2[pos].mean() if pos.any() else d2.sum() * 0.0
+    neg_d = torch.where(same_id, torch.full_like(d2, float("inf")), d2)
+    hardest = neg_d.min(dim=1).values
+    ok = torch.isfinite(hardest)
+    neg_loss = F.relu(margin - hardest[ok].clamp_min(1e-12).sqrt()).pow(2).mean() if ok.any() else d2.sum() * 0.0
+    return pos_loss + neg_loss

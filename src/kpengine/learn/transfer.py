@@ -1,0 +1,184 @@
+"""Keypoint transfer through dense embeddings (the paper's section 4.4).
+
+From annotated shapes, each semantic id gets a prototype: the normalised mean embedding of
+its keypoints. On a new shape, an id's keypoint is the point whose embedding is closest to
+the prototype (cosine), and that similarity is its confidence; an id is present when the
+confidence clears a per-id threshold learnt on the annotated shapes (with and without the
+id). Reflection-symmetric partners (left/right armrests) are decided together and never
+share a point.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kpengine.data.dataset import KeypointNetDataset
+from kpengine.data.shape import Shape
+from kpengine.errors import DataError
+from kpengine.learn.checkpoint import data_version
+from kpengine.learn.config import TrainConfig
+from kpengine.learn.heads import KeypointModel
+from kpengine.learn.predict import infer
+
+#: two partner keypoints closer than this (model units) count as the same place
+PARTNER_MIN_DISTANCE = 0.02
+
+
+@dataclass
+class TransferResult:
+    """Per semantic id (C,): point index, confidence, presence; points (N, 3) of the shape."""
+
+    points: np.ndarray
+    index: np.ndarray
+    confidence: np.ndarray
+    present: np.ndarray
+
+    def correspondence(self) -> dict[int, int]:
+        return {int(c): int(self.index[c]) for c in np.where(self.present)[0]}
+
+    def to_official(self, class_id: str, model_id: str) -> list[dict[str, Any]]:
+        """The official KeypointNet annotation format (one model), with a ``confidence`` per keypoint."""
+        kps = [
+            {
+                "xyz": [float(v) for v in self.points[self.index[c]]],
+                "rgb": [0, 0, 0],
+                "semantic_id": int(c),
+                "pcd_info": {"point_index": int(self.index[c])},
+                "confidence": float(self.confidence[c]),
+            }
+            for c in np.where(self.present)[0]
+        ]
+        return [{"class_id": class_id, "model_id": model_id, "keypoints": kps, "symmetries": {}}]
+
+
+@dataclass
+class Prototypes:
+    """vectors (C, D) unit prototypes (NaN rows for ids never seen); thresholds (C,);
+    partners: pairs of reflection-symmetric ids."""
+
+    vectors: np.ndarray
+    thresholds: np.ndarray
+    partners: list[tuple[int, int]]
+
+    @classmethod
+    def fit(cls, model: KeypointModel, shapes: Sequence[Shape], n_classes: int) -> Prototypes:
+        if len(shapes) == 0:
+            raise DataError("cannot build prototypes from zero annotated shapes")
+        emb = infer(model, [s.points for s in shapes])
+        d = emb[0].shape[1]
+        sums, counts = np.zeros((n_classes, d)), np.zeros(n_classes)
+        pairs: Counter[tuple[int, int]] = Counter()
+        for s, e in zip(shapes, emb):
+            idx = s.index_by_semantic_id(n_classes)
+            ids = np.where(idx >= 0)[0]
+            sums[ids] += e[idx[ids]]
+            counts[ids] += 1
+            for group in s.symmetries.reflection:
+                sem = sorted({int(s.semantic_ids[k]) for k in group.kp_indexes if k < len(s.semantic_ids)})
+                if len(sem) == 2:
+                    pairs[(sem[0], sem[1])] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vec = sums / counts[:, None]
+        vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+        # per-id threshold between the best similarity on shapes with the id and on shapes without it
+        best = np.stack([e @ np.nan_to_num(vec).T for e in emb]).max(axis=1)  # (S, C)
+        has = np.stack([s.index_by_semantic_id(n_classes) >= 0 for s in shapes])
+        thresholds = np.full(n_classes, np.inf)
+        for c in np.where(counts > 0)[0]:
+            pos, neg = best[has[:, c], c], best[~has[:, c], c]
+            if len(neg) == 0:
+                thresholds[c] = pos.min() - 0.05
+                continue
+            cands = np.unique(np.concatenate([pos, neg]))
+            acc = [((pos >= t).sum() + (neg < t).sum()) for t in cands]
+            thresholds[c] = cands[int(np.argmax(acc))]
+        partners = [p for p, n in pairs.items() if n >= 0.5 * min(counts[p[0]], counts[p[1]])]
+        return cls(vec, thresholds, partners)
+
+    @classmethod
+    def for_run(cls, run: str | Path, model: KeypointModel, state: dict, knowledge: str | Path) -> Prototypes:
+        """Prototypes from the training split of the run's category under ``knowledge``, cached in the run."""
+        cfg = TrainConfig.from_json(state["config"])
+        if cfg.task != "embedding":
+            raise DataError(f"{run}: transfer needs an embedding run, this one was trained for {cfg.task!r}")
+        cache = Path(run) / f"prototypes-{data_version(knowledge, cfg.category)}.pt"
+        if cache.is_file():
+            return cls(**torch.load(cache, weights_only=False))
+        shapes = KeypointNetDataset(knowledge, cfg.category, cfg.train_split, n_points=cfg.n_points)
+        protos = cls.fit(model, shapes, state["n_classes"])
+        from kpengine.learn.checkpoint import save_checkpoint
+
+        save_checkpoint(cache, protos.__dict__)
+        return protos
+
+    def transfer(self, model: KeypointModel, points: np.ndarray) -> TransferResult:
+        """Keypoints for one cloud (N, 3)."""
+        emb = infer(model, [points])[0]  # (N, D)
+        seen = np.isfinite(self.vectors).all(axis=1)
+        sim = emb @ np.nan_to_num(self.vectors).T  # (N, C)
+        index = sim.argmax(axis=0)
+        conf = sim.max(axis=0)
+        present = seen & (conf >= self.thresholds)
+        for a, b in self.partners:
+            both = (conf[a] - self.thresholds[a] + conf[b] - self.thresholds[b]) >= 0
+            present[a] = present[b] = both and seen[a] and seen[b]
+            if np.linalg.norm(points[index[a]] - points[index[b]]) < PARTNER_MIN_DISTANCE:
+                lo = a if conf[a] < conf[b] else b
+                far = np.linalg.norm(points - points[index[a + b - lo]], axis=1) >= PARTNER_MIN_DISTANCE
+                index[lo] = int(np.where(far, sim[:, lo], -np.inf).argmax())
+                conf[lo] = sim[index[lo], lo]
+        return TransferResult(points, index, conf, present)
+
+
+def load_cloud(path: str | Path, n_points: int) -> tuple[str, np.ndarray]:
+    """(model id, cloud (N, 3)) from a PCD, or from a mesh sampled deterministically to ``n_points``."""
+    from kpengine.geometry.sampling import sample_surface, seed_for
+    from kpengine.io.mesh import load_mesh
+    from kpengine.io.pcd import load_pcd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("shape file not found", path=path)
+    model_id = path.parent.parent.name if path.name == "model_normalized.obj" else path.stem
+    if path.suffix.lower() == ".pcd":
+        return model_id, load_pcd(path).points.astype(np.float32)
+    try:
+        return model_id, sample_surface(load_mesh(path), n_points, seed=seed_for(model_id)).points
+    except ValueError as exc:
+        raise DataError(str(exc), path=path) from exc
+
+
+def transfer_file(
+    run: str | Path, knowledge: str | Path, shape: str | Path, out: str | Path, *, png: str | Path | None = None
+) -> TransferResult:
+    """The ``kpengine transfer`` command as a function: JSON to ``out``, picture to ``png``."""
+    from kpengine.categories import resolve_category
+    from kpengine.io.atomic import write_json
+    from kpengine.learn.predict import load_run
+
+    model, state = load_run(run, task="embedding")
+    cfg = TrainConfig.from_json(state["config"])
+    protos = Prototypes.for_run(run, model, state, knowledge)
+    model_id, points = load_cloud(shape, cfg.n_points)
+    result = protos.transfer(model, points)
+    category = resolve_category(cfg.category)
+    write_json(out, result.to_official(category.synset, model_id), indent=2)
+    if png:
+        from kpengine.viz.figures import plot_shape_keypoints
+
+        ids = np.where(result.present)[0]
+        plot_shape_keypoints(
+            png,
+            points,
+            points[result.index[ids]],
+            ids,
+            title=f"{category.name} {model_id[:12]}: {len(ids)} keypoints transferred ({cfg.backbone})",
+        )
+    return result

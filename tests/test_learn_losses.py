@@ -1,0 +1,44 @@
+"""Losses: absent ids ignored, minimum over symmetric relabellings, contrastive pulls and pushes."""
+
+from __future__ import annotations
+
+import torch
+
+from kpengine.learn.losses import contrastive_loss, correspondence_loss, saliency_loss
+
+
+def test_correspondence_loss_ignores_absent_ids_and_takes_min_over_relabellings() -> None:
+    logits = torch.full((1, 4, 2), -10.0)
+    logits[0, 2, 0] = 10.0  # id 0 confidently at point 2
+    identity = torch.tensor([1, -1])  # id 0 at point 1 (wrong), id 1 absent
+    rotated = torch.tensor([2, -1])  # id 0 at point 2 under the symmetric relabelling
+    plain = correspondence_loss(logits, identity[None, None])
+    best = correspondence_loss(logits, torch.stack([identity, rotated])[None])
+    assert plain > 10 and best < 1e-3
+
+
+def test_correspondence_loss_gradient_only_on_present_ids() -> None:
+    logits = torch.zeros(2, 5, 3, requires_grad=True)
+    lab = torch.tensor([[[0, -1, 4]], [[1, -1, -1]]])
+    correspondence_loss(logits, lab).backward()
+    assert logits.grad[:, :, 1].abs().sum() == 0
+    assert logits.grad[:, :, 0].abs().sum() > 0
+
+
+def test_saliency_loss_is_cross_entropy() -> None:
+    logits = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]])
+    assert torch.isclose(saliency_loss(logits, torch.tensor([[0, 1]])), torch.log(torch.tensor(2.0)))
+
+
+def test_contrastive_loss_pulls_same_ids_and_pushes_hardest_negative() -> None:
+    torch.manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(2, 6, 4), dim=-1).requires_grad_(True)
+    idx = torch.tensor([[0, 1], [2, 3]])  # ids 0 and 1 on both shapes
+    loss = contrastive_loss(emb, idx, margin=1.0)
+    loss.backward()
+    assert loss > 0 and emb.grad[0, 0].abs().sum() > 0 and emb.grad[0, 4].abs().sum() == 0
+    # perfect embedding: same id identical, different ids opposite -> zero loss
+    good = torch.zeros(2, 6, 4)
+    good[0, 0] = good[1, 2] = torch.tensor([1.0, 0, 0, 0])
+    good[0, 1] = good[1, 3] = torch.tensor([-1.0, 0, 0, 0])
+    assert contrastive_loss(good, idx, margin=1.0).item() < 1e-6

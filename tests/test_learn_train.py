@@ -1,0 +1,160 @@
+"""Training, prediction and transfer on the generated sample data with tiny networks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kpengine.cli.main import main
+from kpengine.errors import DataError
+from kpengine.learn.checkpoint import load_checkpoint
+from kpengine.learn.config import TrainConfig
+from kpengine.learn.train import Trainer, check_batch, train
+
+torch.set_num_threads(1)  # shared 2-core machines: one thread is far faster under load
+
+TINY = {"width": 32, "out_channels": 16}
+
+
+def config(root: Path, task: str = "correspondence", epochs: int = 2, **kw) -> TrainConfig:
+    return TrainConfig(task=task, data=str(root), category="chair", epochs=epochs, backbone_kwargs=TINY, **kw)
+
+
+def weights(run: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / name)["model"]
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def corr_run(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "corr"
+    train(config(sample_root, epochs=3), run, progress=False)
+    return run
+
+
+def test_run_directory_contents(corr_run: Path) -> None:
+    for name in ("config.json", "last.pt", "best.pt", "history.json", "curve.png"):
+        assert (corr_run / name).is_file(), name
+    state = load_checkpoint(corr_run / "last.pt")
+    assert set(state) >= {"model", "optimizer", "config", "versions", "metrics", "epoch"}
+    assert state["versions"]["data"] and state["versions"]["code"]
+    assert json.loads((corr_run / "config.json").read_text())["lr"] == 1e-3
+
+
+def test_loss_decreases_on_tiny_overfit(sample_root: Path) -> None:
+    from kpengine.data import KeypointNetDataset
+    from kpengine.learn.batches import KeypointBatches, collate_keypoint_batches
+    from kpengine.learn.heads import KeypointModel
+    from kpengine.learn.losses import correspondence_loss
+
+    shapes = KeypointNetDataset(sample_root, "chair", "train")
+    batch = collate_keypoint_batches([KeypointBatches(shapes, shapes.n_classes)[i] for i in range(4)])
+    torch.manual_seed(0)
+    model = KeypointModel("correspondence", "pointnet", shapes.n_classes, **TINY)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(25):
+        loss = correspondence_loss(model(batch["points"]), batch["labellings"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_deterministic_and_resume_matches_uninterrupted(sample_root: Path, tmp_path: Path, corr_run: Path) -> None:
+    train(config(sample_root, epochs=3), tmp_path / "again", progress=False)
+    assert same(weights(corr_run), weights(tmp_path / "again"))
+    # kill after epoch 1 (simulated: train 1 epoch), then resume to 3
+    train(config(sample_root, epochs=1), tmp_path / "resumed", progress=False)
+    train(config(sample_root, epochs=3), tmp_path / "resumed", resume=True, progress=False)
+    assert same(weights(corr_run), weights(tmp_path / "resumed"))
+    assert len(json.loads((tmp_path / "resumed" / "history.json").read_text())["epochs"]) == 3
+
+
+def test_existing_run_needs_resume(sample_root: Path, corr_run: Path) -> None:
+    with pytest.raises(DataError, match="--resume"):
+        Trainer(config(sample_root), corr_run, progress=False)
+
+
+def test_checkpoint_refused_across_task_and_category(sample_root: Path, corr_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="task 'correspondence', not 'saliency'"):
+        load_checkpoint(corr_run / "best.pt", task="saliency")
+    rc = main(["predict", "--run", str(corr_run), "--data", str(sample_root), "--category", "mug", "--out", "-"])
+    assert rc == 1
+    with pytest.raises(DataError, match="not a kpengine checkpoint|unreadable"):
+        (tmp_path / "x.pt").write_bytes(b"garbage")
+        load_checkpoint(tmp_path / "x.pt")
+
+
+def test_nan_batch_and_small_cloud_messages(corr_run: Path) -> None:
+    from kpengine.learn.predict import infer, load_run
+
+    batch = {"points": torch.zeros(2, 5, 3), "model_id": ["a", "b"]}
+    batch["points"][1, 2, 0] = float("nan")
+    with pytest.raises(DataError, match=r"non-finite.*\['b'\]"):
+        check_batch(batch)
+    model, _ = load_run(corr_run)
+    with pytest.raises(DataError, match="too small"):
+        infer(model, [np.zeros((1, 3), np.float32)])
+
+
+def test_category_without_geometry(sample_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "nogeo"
+    shutil.copytree(sample_root / "annotations", root / "annotations")
+    shutil.copytree(sample_root / "splits", root / "splits")
+    with pytest.raises(DataError, match="no usable shapes"):
+        Trainer(config(root), tmp_path / "r", progress=False)
+
+
+def test_predictions_accepted_by_evaluate(sample_root: Path, corr_run: Path, tmp_path: Path) -> None:
+    p, r = tmp_path / "P.json", tmp_path / "R.json"
+    args = ["--data", str(sample_root), "--category", "chair"]
+    assert main(["predict", "--run", str(corr_run), *args, "--out", str(p)]) == 0
+    assert main(["evaluate", *args, "--task", "correspondence", "--predictions", str(p), "--output", str(r)]) == 0
+    result = json.loads(r.read_text())
+    assert len(result["pck"]) == 11 and 0 <= result["pck"][-1] <= 1
+
+
+def test_saliency_predict_modes(sample_root: Path, tmp_path: Path) -> None:
+    from kpengine.learn.predict import geodesic_nms
+
+    run = tmp_path / "sal"
+    train(config(sample_root, task="saliency"), run, progress=False)
+    args = ["--data", str(sample_root), "--category", "chair"]
+    for mode in ("nms", "official"):
+        p = tmp_path / f"{mode}.json"
+        assert main(["predict", "--run", str(run), *args, "--out", str(p), "--saliency-mode", mode]) == 0
+        assert main(["evaluate", *args, "--task", "saliency", "--predictions", str(p), "--output", "-"]) == 0
+    pts = np.array([[0.01 * i, 0, 0] for i in range(40)], np.float32)
+    prob = np.linspace(0.0, 1.0, 40)
+    kept = geodesic_nms(pts, prob, 0.5, 0.055)
+    assert [i for i, _ in kept] == [39, 33, 27, 21]
+
+
+def test_transfer_outputs_official_json_and_png(sample_root: Path, tmp_path: Path) -> None:
+    from kpengine.io.annotations import load_annotations
+
+    run = tmp_path / "emb"
+    train(config(sample_root, task="embedding", epochs=2), run, progress=False)
+    mesh = next((sample_root / "meshes").glob("03001627/*/models/model_normalized.obj"))
+    out, png = tmp_path / "K.json", tmp_path / "K.png"
+    argv = ["transfer", "--run", str(run), "--knowledge", str(sample_root), "--shape", str(mesh)]
+    assert main([*argv, "--out", str(out), "--png", str(png)]) == 0
+    data = json.loads(out.read_text())
+    assert data[0]["class_id"] == "03001627" and data[0]["model_id"] == mesh.parent.parent.name
+    for kp in data[0]["keypoints"]:
+        assert len(kp["xyz"]) == 3 and 0 <= kp["pcd_info"]["point_index"] < 2048 and "confidence" in kp
+    models, problems = load_annotations(out)
+    assert len(models) == 1
+    assert png.stat().st_size > 1000
+    # a correspondence run cannot transfer
+    assert main([*argv[:2], str(run.parent / "nope"), *argv[3:], "--out", str(out)]) == 1
