@@ -1,0 +1,98 @@
+"""Simulated crowd on real KeypointNet models: kpengine aggregation vs two baselines.
+
+    .venv/bin/python benchmarks/aggregate_crowd.py --category bathtub --models 60 --annotators 12
+
+Prints one JSON line per method (scores from kpengine.aggregate.evaluate) with timings and
+the load average; writes figures to --figures DIR when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from kpengine.aggregate.baselines import dbscan_keypoints, dbscan_positions, geodesic_clustering
+from kpengine.aggregate.crowd import CrowdModel, simulate_crowd
+from kpengine.aggregate.evaluate import Prediction, evaluate_aggregation
+from kpengine.aggregate.pipeline import AggregateConfig, aggregate
+from kpengine.aggregate.raw import ClickSet, check_clicks
+from kpengine.data import KeypointNetDataset
+from kpengine.geometry.geodesic import GeodesicGraph
+from kpengine.geometry.sampling import snap_to_points
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/data/keypointnet")
+    ap.add_argument("--category", default="bathtub")
+    ap.add_argument("--models", type=int, default=60)
+    ap.add_argument("--annotators", type=int, default=12)
+    ap.add_argument("--noise", type=float, default=0.02)
+    ap.add_argument("--wrong-rate", type=float, default=0.05)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--figures")
+    args = ap.parse_args()
+    ds = KeypointNetDataset(args.data, args.category, "all")
+    shapes = list(ds)[: args.models]
+    crowd = CrowdModel(n_annotators=args.annotators, noise=args.noise, wrong_rate=args.wrong_rate, seed=args.seed)
+    clicks = simulate_crowd(shapes, crowd)
+    head = {"category": args.category, "models": len(shapes), "clicks": len(clicks), "crowd": crowd.to_json()}
+    graphs = {s.model_id: GeodesicGraph(s.points, protocol="strict") for s in shapes}
+
+    cfg = AggregateConfig(progress=False)
+    cfg = replace(cfg, embedding=replace(cfg.embedding, steps=args.steps))
+    t = time.perf_counter()
+    res = aggregate(shapes, clicks, cfg)
+    dt = time.perf_counter() - t
+    scores = evaluate_aggregation(shapes, res.predictions, graphs)
+    print(json.dumps({"method": "kpengine", **head, **scores, "time_s": dt, "timings": res.report["timings"],
+                      "loadavg": os.getloadavg()}))  # fmt: skip
+
+    kept, _ = check_clicks(clicks, [s.model_id for s in shapes])
+    cs = ClickSet.from_clicks(kept)
+    by_id = {s.model_id: s for s in shapes}
+    t = time.perf_counter()
+    preds = {}
+    for m, mc in cs.models.items():
+        pidx = snap_to_points(by_id[m].points, mc.xyz)[0]
+        n_ann = len(np.unique(mc.annotator))
+        kp = geodesic_clustering(graphs[m], pidx, mc.annotator, radius=0.05, min_votes=max(2, int(0.3 * n_ann)))
+        preds[m] = Prediction(kp, np.full(len(kp), -1))
+    dt = time.perf_counter() - t
+    scores = evaluate_aggregation(shapes, preds, graphs)
+    print(json.dumps({"method": "geodesic clustering (Dutagaci)", **head, **scores, "time_s": dt,
+                      "loadavg": os.getloadavg()}))  # fmt: skip
+
+    t = time.perf_counter()
+    mids = list(cs.models)
+    xyz = np.concatenate([cs.models[m].xyz for m in mids])
+    owner = np.concatenate([np.full(len(cs.models[m].xyz), i) for i, m in enumerate(mids)])
+    labels, _ = dbscan_positions(xyz, owner, eps=0.03, min_samples=max(3, int(round(0.05 * len(mids)))))
+    preds = {}
+    for i, m in enumerate(mids):
+        sel = owner == i
+        kp, ids = dbscan_keypoints(by_id[m].points, xyz[sel], labels[sel])
+        preds[m] = Prediction(kp, ids)
+    dt = time.perf_counter() - t
+    scores = evaluate_aggregation(shapes, preds, graphs)
+    print(json.dumps({"method": "DBSCAN on click positions", **head, **scores, "time_s": dt,
+                      "loadavg": os.getloadavg()}))  # fmt: skip
+    if args.figures:
+        from kpengine.aggregate.plots import plot_clusters, plot_fidelity
+
+        os.makedirs(args.figures, exist_ok=True)
+        plot_clusters(f"{args.figures}/{args.category}_clusters.png", res.clustering.xy, res.clustering.labels)
+        for m in res.model_ids[:2]:
+            p = res.predictions[m]
+            plot_fidelity(f"{args.figures}/{args.category}_fidelity_{m[:8]}.png", by_id[m].points, res.fidelity[m],
+                          p.point_index, p.ids, title=m)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
