@@ -57,13 +57,15 @@ def _silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
 class PoseRefiner:
     """Fits camera poses of one mesh to masks; the mesh is simplified once."""
 
-    def __init__(self, mesh: Mesh, *, max_faces: int = 800, name: str = "mesh"):
+    def __init__(self, mesh: Mesh, *, center: np.ndarray | None = None, max_faces: int = 800, name: str = "mesh"):
+        """``center`` (3,): the point rotations turn about and ``shift`` places (default: the bbox centre)."""
         if len(mesh.faces) == 0 or len(mesh.vertices) == 0:
             raise DataError("cannot refine a pose against an empty mesh", path=name)
         if not np.isfinite(mesh.vertices).all():
             raise DataError("mesh has NaN or infinite vertices", path=name)
         self.mesh = simplify(mesh, max_faces)
-        self.center = (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0)) / 2
+        bbox_center = (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0)) / 2
+        self.center = bbox_center if center is None else np.asarray(center, np.float64)
         self._v = torch.from_numpy(self.mesh.vertices - self.center)
         self._f = torch.from_numpy(self.mesh.faces)
 
