@@ -14,9 +14,9 @@ def plot_fidelity(path: str | Path, points: np.ndarray, error: np.ndarray, kp_po
     """Cloud (N, 3) coloured by fidelity error (N,) (dark = low), recovered keypoints labelled by id."""
     import matplotlib.pyplot as plt
 
-    from kpengine.viz.figures import _save, _to_plot
+    from kpengine.viz.figures import save_figure, to_plot_frame
 
-    pts, kps = _to_plot(points), _to_plot(points[kp_points])
+    pts, kps = to_plot_frame(points), to_plot_frame(points[kp_points])
     fig = plt.figure(figsize=(9, 4.6))
     for k, (elev, azim) in enumerate(((20, -60), (20, 120))):
         ax = fig.add_subplot(1, 2, k + 1, projection="3d")
@@ -29,14 +29,14 @@ def plot_fidelity(path: str | Path, points: np.ndarray, error: np.ndarray, kp_po
         ax.set_axis_off()
     fig.colorbar(sc, ax=fig.axes, shrink=0.6, label="fidelity error F (smoothed)")
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_clusters(path: str | Path, xy: np.ndarray, labels: np.ndarray, title: str = "") -> None:
     """t-SNE coordinates (n, 2) coloured by DBSCAN cluster (n,); noise (-1) as grey crosses."""
     import matplotlib.pyplot as plt
 
-    from kpengine.viz.figures import _save
+    from kpengine.viz.figures import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 5.5))
     noise = labels < 0
@@ -48,7 +48,7 @@ def plot_clusters(path: str | Path, xy: np.ndarray, labels: np.ndarray, title: s
     ax.set_title(title or "candidate keypoints: t-SNE of embeddings, DBSCAN clusters", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 __all__ = ["plot_clusters", "plot_fidelity", "plot_shape_keypoints"]

@@ -25,12 +25,14 @@ def semantic_colors(ids: np.ndarray) -> np.ndarray:
     return plt.get_cmap("tab20")(np.asarray(ids) % 20)
 
 
-def _to_plot(xyz: np.ndarray) -> np.ndarray:
+def to_plot_frame(xyz: np.ndarray) -> np.ndarray:
+    """(K, 3) y-up model coordinates -> matplotlib's z-up axes, by a proper rotation."""
     xyz = np.asarray(xyz, np.float64).reshape(-1, 3)
     return np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], axis=1)
 
 
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
+    """Write a figure as PNG atomically and close it."""
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -47,7 +49,7 @@ def plot_shape_keypoints(
     views: Sequence[tuple[float, float]] = VIEWS,
 ) -> None:
     """A point cloud (grey, shaded by height) with keypoints coloured and labelled by semantic id."""
-    pts, kps = _to_plot(points), _to_plot(keypoints)
+    pts, kps = to_plot_frame(points), to_plot_frame(keypoints)
     fig = plt.figure(figsize=(4.2 * len(views), 4.6))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     centre, half = (lo + hi) / 2, (hi - lo).max() / 2
@@ -66,7 +68,7 @@ def plot_shape_keypoints(
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_metric_curves(
@@ -83,4 +85,4 @@ def plot_metric_curves(
     ax.legend()
     if title:
         ax.set_title(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
