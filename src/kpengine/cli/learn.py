@@ -104,24 +104,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from kpengine.categories import resolve_category
+    from kpengine.errors import DataError
     from kpengine.learn.config import TrainConfig
     from kpengine.learn.train import train
 
-    config = TrainConfig(
-        task=args.task,
-        data=args.data,
-        category=resolve_category(args.category).name,
-        backbone=args.backbone,
-        backbone_kwargs=json.loads(args.backbone_args),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        n_points=args.points,
-        seed=args.seed,
-        threads=args.threads,
-        margin=args.margin,
-        surface_noise=args.surface_noise,
-    )
+    try:
+        backbone_kwargs = json.loads(args.backbone_args)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"--backbone-args is not JSON ({exc}); example: '{{\"width\": 256}}'") from None
+    try:
+        config = TrainConfig(
+            task=args.task,
+            data=args.data,
+            category=resolve_category(args.category).name,
+            backbone=args.backbone,
+            backbone_kwargs=backbone_kwargs,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            n_points=args.points,
+            seed=args.seed,
+            threads=args.threads,
+            margin=args.margin,
+            surface_noise=args.surface_noise,
+        )
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     summary = train(config, args.out, resume=args.resume, progress=not args.json)
     if args.json:
         json.dump(summary, sys.stdout, indent=2)

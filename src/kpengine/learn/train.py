@@ -93,7 +93,10 @@ class Trainer:
             if short:
                 raise DataError(f"models {short[:5]} have clouds of other sizes than {config.n_points} points")
         torch.manual_seed(config.seed)
-        self.model = build_model(config, self.n_classes)
+        try:
+            self.model = build_model(config, self.n_classes)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         if config.n_points < self.model.min_points:
             raise DataError(
                 f"backbone {config.backbone} needs at least {self.model.min_points} points per shape, "

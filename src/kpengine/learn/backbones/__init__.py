@@ -55,7 +55,10 @@ def build_backbone(name: str, **kwargs) -> PointBackbone:
     """Make a backbone by name: "pointnet", "pointnet2" or "dgcnn" (kwargs go to its constructor)."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[name](**kwargs)
+    try:
+        return BACKBONES[name](**kwargs)
+    except TypeError as exc:  # an unknown or misspelt keyword
+        raise ValueError(f"bad arguments for backbone {name!r}: {exc}") from None
 
 
 from kpengine.learn.backbones import dgcnn, pointnet, pointnet2  # noqa: E402,F401  (registers them)
