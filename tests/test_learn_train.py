@@ -155,6 +155,9 @@ def test_transfer_outputs_official_json_and_png(sample_root: Path, tmp_path: Pat
         assert len(kp["xyz"]) == 3 and 0 <= kp["pcd_info"]["point_index"] < 2048 and "confidence" in kp
     models, problems = load_annotations(out)
     assert len(models) == 1
+    first = out.read_text()
+    assert list(run.glob("prototypes-*.pt"))  # cached; the second transfer reads the cache
+    assert main([*argv, "--out", str(out)]) == 0 and out.read_text() == first
     assert png.stat().st_size > 1000
     # a correspondence run cannot transfer
     assert main([*argv[:2], str(run.parent / "nope"), *argv[3:], "--out", str(out)]) == 1

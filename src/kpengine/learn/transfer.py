@@ -110,7 +110,8 @@ class Prototypes:
             raise DataError(f"{run}: transfer needs an embedding run, this one was trained for {cfg.task!r}")
         cache = Path(run) / f"prototypes-{data_version(knowledge, cfg.category)}.pt"
         if cache.is_file():
-            return cls(**torch.load(cache, weights_only=False))
+            saved = torch.load(cache, weights_only=False)
+            return cls(saved["vectors"], saved["thresholds"], [tuple(p) for p in saved["partners"]])
         shapes = KeypointNetDataset(knowledge, cfg.category, cfg.train_split, n_points=cfg.n_points)
         protos = cls.fit(model, shapes, state["n_classes"])
         from kpengine.learn.checkpoint import save_checkpoint
