@@ -28,8 +28,8 @@ and curve.png. Same command under torchrun for distributed training:
 PREDICT_HELP = """\
 Write predictions for a split in the format `kpengine evaluate` reads, using a run's
 best checkpoint. Saliency: --saliency-mode nms (default; points above --threshold,
-default 0.5, suppressing geodesic neighbours within --nms-radius) or official (every
-point above 0.1, no suppression, as the original code). Embedding runs predict
+default 0.1, kept by probability, each suppressing geodesic neighbours within
+--nms-radius) or official (every point above 0.1, no suppression, as the original code). Embedding runs predict
 correspondences by transfer from the training split's prototypes.
 """
 
@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     p.add_argument("--out", required=True, metavar="P.json", help="- for stdout")
     p.add_argument("--saliency-mode", default="nms", choices=("nms", "official"))
-    p.add_argument("--threshold", type=float, help="saliency probability threshold (nms 0.5, official 0.1)")
+    p.add_argument("--threshold", type=float, help="saliency probability threshold (default 0.1)")
     p.add_argument("--nms-radius", type=float, default=0.05, help="geodesic suppression radius (model units)")
     p.set_defaults(func=cmd_predict)
 

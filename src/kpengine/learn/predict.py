@@ -1,7 +1,7 @@
 """Predictions from a trained run, in the formats ``kpengine evaluate`` reads.
 
 * saliency: ``{model_id: [[point_index, probability], ...]}``. Default mode "nms": points above
-  ``threshold`` kept greedily by probability, each suppressing the points within ``nms_radius``
+  ``threshold`` (0.1) kept greedily by probability, each suppressing the points within ``nms_radius``
   geodesic distance; mode "official": every point above 0.1, no suppression (the original code).
 * correspondence: ``{model_id: {semantic_id: point_index}}``, the argmax over points per id.
 * embedding runs predict correspondences by transfer (nearest point to each id's prototype).
@@ -91,7 +91,7 @@ def predict_saliency(
     threshold: float | None = None,
     nms_radius: float = 0.05,
 ) -> dict[str, list[list[float]]]:
-    thr = (0.1 if mode == "official" else 0.5) if threshold is None else threshold
+    thr = 0.1 if threshold is None else threshold
     out: dict[str, list[list[float]]] = {}
     for shape, logits in zip(shapes, infer(model, [s.points for s in shapes])):
         prob = saliency_probabilities(logits)
