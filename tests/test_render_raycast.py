@@ -109,3 +109,42 @@ def test_bad_geometry_is_named() -> None:
         render_points(np.array([[np.nan, 0.0, 0.0]]), FRONT, name="y.pcd")
     with pytest.raises(ValueError, match="depth buffer"):
         project_points(np.zeros((1, 3)), FRONT, np.zeros((4, 4)))
+
+
+def grid_points(z: float, half: float, step: float, cx: float = 0.0) -> np.ndarray:
+    """A square grid of points (N, 3) in the plane z = const."""
+    g = np.arange(-half, half + 1e-9, step)
+    xx, yy = np.meshgrid(g + cx, g)
+    return np.stack([xx.ravel(), yy.ravel(), np.full(xx.size, z)], 1)
+
+
+def test_splat_visibility_on_a_known_occluder_of_points() -> None:
+    from kpengine.render.project import splat_visibility
+    from kpengine.render.splat import default_radius
+
+    k = Intrinsics(100.0, 100.0, 31.5, 31.5, 64, 64)
+    cam = make_camera(Viewpoint(0.0, 0.0, 2.0), k)
+    back = grid_points(0.0, 0.4, 0.02)
+    front = grid_points(0.5, 0.1, 0.02)  # a small square of points in front of the centre
+    # a slanted strip beside it: neighbours on the same surface sit nearer in depth but must not hide each other
+    s = np.arange(-0.1, 0.1001, 0.02)
+    ss, tt = np.meshgrid(s, s)
+    slant = np.stack([0.3 + 0.2 * ss.ravel(), tt.ravel(), 0.2 + 0.98 * ss.ravel()], 1)
+    cloud = np.concatenate([back, front, slant])
+    radius = default_radius(cloud)
+    r = render_points(cloud, cam, radius=radius, normals=np.tile([0.0, 0.0, 1.0], (len(cloud), 1)))
+    queries = np.array(
+        [
+            [0.0, 0.0, 0.0],  # behind the occluder's centre
+            [0.04, -0.06, 0.0],  # behind it, off-centre
+            [-0.3, 0.3, 0.0],  # back plane, in the open
+            [0.0, 0.0, 0.5],  # on the occluder
+            slant[len(s) * len(s) // 2],  # middle of the slanted strip
+            [0.0, 0.0, -0.3],  # behind the back plane (not in the cloud): hidden
+        ]
+    )
+    proj = splat_visibility(queries, cam, r, radius)
+    assert proj.visible.tolist() == [False, False, True, True, True, False]
+    # the plain depth test with a fixed tolerance wrongly hides points of the slanted strip
+    naive = project_points(slant, cam, r.depth)
+    assert splat_visibility(slant, cam, r, radius).visible.mean() > naive.visible.mean()

@@ -34,12 +34,12 @@ from kpengine.io.atomic import read_json, write_json
 from kpengine.io.mesh import load_mesh
 from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, azimuth_bin, elevation_bin, fit_distance, make_camera
 from kpengine.render.overlay import save_png
-from kpengine.render.project import project_points
+from kpengine.render.project import Projection, project_points, splat_visibility
 from kpengine.render.raycast import MeshRenderer, Render
-from kpengine.render.splat import render_points
+from kpengine.render.splat import default_radius, render_points
 
 ALPHAS = (0.05, 0.1, 0.15)
-VERSION = 1
+VERSION = 2  # 2: splat visibility by splat_visibility (version 1 counted splat gaps as visible)
 
 
 def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -73,8 +73,21 @@ def render_shape(shape: Shape, renderer: MeshRenderer | None, camera: Camera, ba
     if renderer is not None:
         return renderer.render(camera, background, light)
     return render_points(
-        shape.points, camera, colors=shape.colors, background=background, light=light, name=shape.model_id
+        shape.points,
+        camera,
+        radius=default_radius(shape.points),
+        colors=shape.colors,
+        background=background,
+        light=light,
+        name=shape.model_id,
     )
+
+
+def keypoint_visibility(shape: Shape, renderer: MeshRenderer | None, camera: Camera, render: Render) -> Projection:
+    """Keypoints (K, 3) projected with visibility: the depth test on meshes, :func:`splat_visibility` on splats."""
+    if renderer is not None:
+        return project_points(shape.keypoints, camera, render.depth)
+    return splat_visibility(shape.keypoints, camera, render, default_radius(shape.points))
 
 
 def bounding_box(mask: np.ndarray) -> list[int]:
@@ -117,7 +130,7 @@ def build_benchmark(
             r = render_shape(shape, renderer, cam, random_background(rng, size), light)
             if not r.mask.any():
                 continue
-            proj = project_points(shape.keypoints, cam, r.depth)
+            proj = keypoint_visibility(shape, renderer, cam, r)
             image_id = f"{shape.model_id}_{v}"
             save_png(out / "images" / f"{image_id}.png", r.color)
             save_png(out / "masks" / f"{image_id}.png", r.mask.astype(np.uint8) * 255)

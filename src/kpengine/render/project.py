@@ -4,6 +4,13 @@ Visibility is decided against a rendered depth buffer (self-occlusion): a point 
 when it lies inside the image, in front of the camera, and no nearer than ``tolerance``
 behind the surface the depth buffer holds at its pixel (a background pixel counts as
 visible: only surface points are projected, so it sits on the silhouette edge).
+
+Point-cloud (splat) renders need another test, :func:`splat_visibility`: a splat's depth is its
+point's depth over the whole disc, so a neighbour on the same surface seen at a slant can sit
+well in front of a point without hiding it, and gaps between splats show whatever lies behind.
+There a point is occluded only when most of its own splat's pixels are covered by a surface
+that is both nearer (by more than the splat radius) and far from it in 3D (more than three
+splat radii: not its own neighbourhood).
 """
 
 from __future__ import annotations
@@ -47,6 +54,46 @@ def project_points(
         d[inside] = depth_buffer[i[inside], j[inside]]
         visible &= (d <= 0) | (z <= d + tolerance)
     return Projection(uv, z, visible)
+
+
+def splat_visibility(
+    points: np.ndarray,
+    camera: Camera,
+    render: Render,
+    radius: float,
+    *,
+    depth_tolerance: float | None = None,
+    neighbour_distance: float | None = None,
+    covered_fraction: float = 0.5,
+) -> Projection:
+    """Project ``points`` (N, 3) and mark occlusion against a splat ``render`` drawn with world ``radius``.
+
+    A point is occluded when at least ``covered_fraction`` of the pixels of its disc (radius
+    ``radius * fx / z`` pixels, at least the pixel itself) show a surface nearer than ``z -
+    depth_tolerance`` (default ``radius``) whose 3D location is farther than ``neighbour_distance``
+    (default ``3 * radius``) from the point. Background pixels never occlude."""
+    points = np.asarray(points, np.float64)
+    proj = project_points(points, camera)
+    h, w = camera.height, camera.width
+    tol_d = radius if depth_tolerance is None else depth_tolerance
+    tol_n = 3.0 * radius if neighbour_distance is None else neighbour_distance
+    visible = proj.visible.copy()
+    depth = render.depth.astype(np.float64)
+    loc = render.location.astype(np.float64)
+    for n in np.nonzero(visible)[0]:
+        u, v = proj.uv[n]
+        r_px = max(radius * camera.intrinsics.fx / proj.depth[n], 0.5)
+        ext = int(np.ceil(r_px))
+        jj, ii = np.meshgrid(np.arange(-ext, ext + 1), np.arange(-ext, ext + 1))
+        j, i = np.rint(u).astype(int) + jj.ravel(), np.rint(v).astype(int) + ii.ravel()
+        disc = ((j - u) ** 2 + (i - v) ** 2 <= r_px**2) & (j >= 0) & (j < w) & (i >= 0) & (i < h)
+        if not disc.any():  # sub-pixel disc off the pixel grid: its own pixel
+            disc = (j == np.rint(u)) & (i == np.rint(v))
+        i, j = i[disc], j[disc]
+        nearer = render.mask[i, j] & (depth[i, j] < proj.depth[n] - tol_d)
+        nearer &= np.linalg.norm(loc[i, j] - points[n], axis=1) > tol_n
+        visible[n] = nearer.mean() < covered_fraction
+    return Projection(proj.uv, proj.depth, visible)
 
 
 def dense_point_map(render: Render, points: np.ndarray, max_distance: float = 0.05) -> np.ndarray:

@@ -23,7 +23,13 @@ from kpengine.io.mesh import Mesh
 
 
 def project_torch(
-    vertices: torch.Tensor, R: torch.Tensor, t: torch.Tensor, fx: float, fy: float, cx: float, cy: float
+    vertices: torch.Tensor,
+    R: torch.Tensor,
+    t: torch.Tensor,
+    fx: float | torch.Tensor,
+    fy: float | torch.Tensor,
+    cx: float,
+    cy: float,
 ) -> torch.Tensor:
     """World vertices (V, 3) -> pixels (V, 2) through ``Xc = R X + t`` (R (3, 3), t (3,)); depth clamped >= 1e-6."""
     cam = vertices @ R.T + t
@@ -49,29 +55,58 @@ def soft_silhouette(tri2d: torch.Tensor, height: int, width: int, sigma: float =
 
     ``sigma`` in squared pixels sets the blur (SoftRas' sigma). Only (pixel, triangle) pairs
     within ``sqrt(8 sigma)`` pixels of the triangle's bounding box are evaluated; farther
-    ones would contribute less than ``exp(-8)``.
+    ones would contribute less than ``exp(-8)``. Two passes: without gradients over all pairs,
+    to find the pairs that matter (covering pairs within ``sqrt(8 sigma)`` of an edge, and each
+    outside pixel's nearest triangle); then with gradients over those only. Pixels covered
+    deeper than that are saturated (``S >= 1 - exp(-8)``) and set to 1.
     """
-    pix, face = _pairs(tri2d.detach().cpu().numpy(), height, width, float(np.sqrt(8.0 * sigma)))
+    n = height * width
+    margin2 = 8.0 * sigma
+    pix, face = _pairs(tri2d.detach().cpu().numpy(), height, width, float(np.sqrt(margin2)))
     pix_t, face_t = torch.from_numpy(pix), torch.from_numpy(face)
-    p = torch.stack([pix_t % width, pix_t // width], dim=1).to(tri2d.dtype)[:, None, :]  # (Q, 1, 2)
-    a = tri2d[face_t]  # (Q, 3, 2)
+    with torch.no_grad():
+        d2, inside = _pair_distances(tri2d.detach(), pix_t, face_t, width)
+        deep = torch.zeros(n, dtype=torch.bool)
+        deep[pix_t[inside & (d2 > margin2)]] = True
+        near_d = torch.full((n,), float("inf"), dtype=d2.dtype)
+        out = ~inside
+        near_d = near_d.scatter_reduce(0, pix_t[out], d2[out], reduce="amin", include_self=True)
+        # one nearest outside pair per pixel (ties: any), and the covering pairs near an edge
+        is_near = out & (d2 == near_d[pix_t]) & ~deep[pix_t]
+        sel_near = torch.nonzero(is_near).squeeze(1)
+        first = torch.ones(len(sel_near), dtype=torch.bool)
+        if len(sel_near) > 1:
+            sp = pix_t[sel_near]
+            order = torch.argsort(sp, stable=True)
+            sel_near, sp = sel_near[order], sp[order]
+            first[1:] = sp[1:] != sp[:-1]
+        sel_near = sel_near[first]
+        sel_in = torch.nonzero(inside & ~deep[pix_t]).squeeze(1)
+    zeros = torch.zeros(n, dtype=tri2d.dtype, device=tri2d.device)
+    total = zeros
+    if len(sel_in):
+        d2_in, _ = _pair_distances(tri2d, pix_t[sel_in], face_t[sel_in], width)
+        total = total.index_add(0, pix_t[sel_in], torch.nn.functional.softplus(d2_in / sigma))
+    if len(sel_near):
+        d2_out, _ = _pair_distances(tri2d, pix_t[sel_near], face_t[sel_near], width)
+        total = total.index_add(0, pix_t[sel_near], torch.nn.functional.softplus(-d2_out / sigma))
+    soft = 1.0 - torch.exp(-total)
+    return torch.where(deep.to(tri2d.device), torch.ones_like(soft), soft).reshape(height, width)
+
+
+def _pair_distances(
+    tri2d: torch.Tensor, pix: torch.Tensor, face: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distance (Q,) from each pair's pixel centre to its triangle's edges, and whether it is inside (Q,)."""
+    p = torch.stack([pix % width, pix // width], dim=1).to(tri2d.dtype)[:, None, :]  # (Q, 1, 2)
+    a = tri2d[face]  # (Q, 3, 2)
     e = a.roll(-1, dims=1) - a  # edges a -> b
     ap = p - a
     t = ((ap * e).sum(-1) / (e * e).sum(-1).clamp(min=1e-12)).clamp(0.0, 1.0)
     d2 = ((ap - t[..., None] * e) ** 2).sum(-1).min(dim=-1).values  # (Q,)
     cross = e[..., 0] * ap[..., 1] - e[..., 1] * ap[..., 0]  # (Q, 3)
     inside = (cross > 0).all(-1) | (cross < 0).all(-1)
-    n = height * width
-    zeros = torch.zeros(n, dtype=tri2d.dtype, device=tri2d.device)
-    # covering triangles multiply their (1 - D); outside, only the nearest triangle counts
-    total = zeros.index_add(0, pix_t[inside], torch.nn.functional.softplus(d2[inside] / sigma))
-    out = ~inside
-    if out.any():
-        near = torch.full((n,), float("inf"), dtype=tri2d.dtype, device=tri2d.device)
-        near = near.scatter_reduce(0, pix_t[out], d2[out], reduce="amin", include_self=True)
-        seen = torch.isfinite(near)
-        total = total + torch.where(seen, torch.nn.functional.softplus(-near.where(seen, zeros) / sigma), zeros)
-    return (1.0 - torch.exp(-total)).reshape(height, width)
+    return d2, inside
 
 
 def simplify(mesh: Mesh, max_faces: int = 1500) -> Mesh:
