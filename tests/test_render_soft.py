@@ -102,3 +102,17 @@ def test_simplify_keeps_the_silhouette() -> None:
     cam = make_camera(Viewpoint(0.0, 0.0, 2.0), Intrinsics.from_fov(48, 48))
     a, b = MeshRenderer(mesh).render(cam).mask, MeshRenderer(small).render(cam).mask
     assert (a & b).sum() / (a | b).sum() > 0.95
+
+
+def test_coarse_search_finds_the_bin_and_fit_recovers_the_focal_length() -> None:
+    from kpengine.render.refine import coarse_search, fit_pose_to_mask
+
+    mesh = l_shape()
+    k = Intrinsics.from_fov(80, 80, 40.0)
+    true = Viewpoint(97.5, 22.5, 1.9)  # a bin centre
+    mask = MeshRenderer(mesh).render(make_camera(true, k)).mask
+    best = coarse_search(mesh, mask, center=np.zeros(3), fovs=(40.0,), size=40, keep=3)[0]
+    assert (best.azimuth, best.elevation) == (97.5, 22.5) and best.iou > 0.9
+    fit, _, _ = fit_pose_to_mask(mesh, mask, center=np.zeros(3), fovs=(30.0,), keep=1, steps=40, size=48)
+    assert fit.iou_after > 0.85
+    assert abs(fit.camera.intrinsics.fx / k.fx - 1) < 0.25
