@@ -15,7 +15,7 @@ from kpengine.categories import NAMES, SYNSETS, resolve_category
 from kpengine.errors import Problem
 from kpengine.io import layout
 from kpengine.io.annotations import load_annotations
-from kpengine.io.splits import SPLITS, load_split
+from kpengine.io.splits import SPLITS, split_index
 
 
 @dataclass
@@ -47,12 +47,7 @@ def _annotation_files(root: Path) -> list[Path]:
 def dataset_stats(root: str | Path, categories: list[str] | None = None) -> list[CategoryStats]:
     """Statistics for each category present under ``root`` (or only those asked for)."""
     root = Path(root)
-    split_of: dict[tuple[str, str], str] = {}
-    for split in SPLITS:
-        path = layout.split_path(root, split)
-        if path.is_file():
-            for synset, mid in load_split(path):
-                split_of[(synset, mid)] = split
+    split_of = split_index(root)
     wanted = None if categories is None else {resolve_category(c).synset for c in categories}
     by_synset: dict[str, list] = {}
     problems: dict[str, list[Problem]] = {}

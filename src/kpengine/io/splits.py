@@ -28,5 +28,16 @@ def load_split(path: str | Path) -> list[tuple[str, str]]:
     return entries
 
 
+def split_index(root: str | Path) -> dict[tuple[str, str], str]:
+    """Which split each ``(synset, model_id)`` under ``root/splits`` belongs to (missing files skipped)."""
+    index: dict[tuple[str, str], str] = {}
+    for split in SPLITS:
+        path = Path(root) / "splits" / f"{split}.txt"
+        if path.is_file():
+            for entry in load_split(path):
+                index[entry] = split
+    return index
+
+
 def save_split(path: str | Path, entries: Iterable[tuple[str, str]]) -> None:
     write_text(path, "".join(f"{synset}-{model_id}\n" for synset, model_id in entries))

@@ -37,7 +37,7 @@ from kpengine.io.annotations import (
     save_annotations,
 )
 from kpengine.io.atomic import write_json
-from kpengine.io.splits import SPLITS, load_split, save_split
+from kpengine.io.splits import SPLITS, save_split, split_index
 from kpengine.store.schema import (
     AggregatedKeypoint,
     Annotator,
@@ -202,12 +202,7 @@ def import_dataset(
     """
     root = Path(root).resolve()
     summary = ImportSummary()
-    split_of: dict[tuple[str, str], str] = {}
-    for split in SPLITS:
-        path = layout.split_path(root, split)
-        if path.is_file():
-            for synset, mid in load_split(path):
-                split_of[(synset, mid)] = split
+    split_of = split_index(root)
     for name in categories or _category_names(root):
         cat_info = resolve_category(name)
         path = layout.annotation_path(root, cat_info.name)
