@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from kpengine import __version__
@@ -25,7 +26,8 @@ COMMAND_MODULES = (
 )
 
 DESCRIPTION = """\
-kpengine: a 3D keypoint knowledge engine (KeypointNet data, metrics, learning, transfer).
+kpengine: a 3D keypoint knowledge engine (KeypointNet data, metrics, annotation,
+aggregation, learning, transfer, rendering).
 
 Typical session:
   kpengine sample-data sample/                  # a small dataset in the KeypointNet layout
@@ -33,7 +35,11 @@ Typical session:
   kpengine baseline --data sample/ --category chair --task correspondence --out P.json
   kpengine evaluate --data sample/ --category chair --split test \\
                     --task correspondence --predictions P.json --output R.json
-  kpengine show --data sample/ --category chair --out chair.png
+  kpengine train --task correspondence --backbone pointnet --data sample/ --category chair --out runs/c
+  kpengine predict --run runs/c --data sample/ --category chair --split test --out P.json
+  kpengine serve                                # the web annotation tool on sample data
+  kpengine simulate-crowd ... ; kpengine aggregate ...     # crowd clicks -> semantic keypoints
+  kpengine render-benchmark ... ; kpengine evaluate-2d ... # 2D keypoint benchmark from shapes
 
 Every command accepts --help. Data roots follow the KeypointNet layout:
 annotations/<category>.json, splits/*.txt, pcds/<synset>/<id>.pcd, meshes/<synset>/<id>/...
@@ -69,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kpengine evaluate ... | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
