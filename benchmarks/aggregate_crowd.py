@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--annotators", type=int, default=12)
     ap.add_argument("--noise", type=float, default=0.02)
     ap.add_argument("--wrong-rate", type=float, default=0.05)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figures")
     args = ap.parse_args()

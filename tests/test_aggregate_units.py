@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from kpengine.aggregate.cluster import best_per_model, relabel_by_size
-from kpengine.aggregate.fidelity import non_minimum_suppression
+from kpengine.aggregate.cluster import assign_noise, best_per_model, project_tsne, relabel_by_size, split_shared
+from kpengine.aggregate.fidelity import MISS_COST, fidelity_error, model_evidence, non_minimum_suppression
 from kpengine.aggregate.raw import Click, check_clicks, load_clicks
 from kpengine.aggregate.saliency import click_saliency, gaussian, saliency_map
 from kpengine.aggregate.symmetry import detect_symmetries, model_reflection_pairs, model_rotation_orbits
@@ -45,12 +45,57 @@ def test_non_minimum_suppression_keeps_local_minima_of_the_neighbourhood():
     kept = non_minimum_suppression(graph, f, np.arange(200), neighbours=5, radius=0.5)
     assert {50, 150} <= set(kept.tolist())  # small neighbourhoods also keep the ends
     assert non_minimum_suppression(graph, np.zeros(200), np.arange(3), neighbours=55).tolist() == [0]  # ties
+    # two minima 0.05 apart: the radius, not the 55 neighbours (0.14 on this line), decides
+    g = np.ones(200)
+    g[[60, 70]] = [0.0, 0.1]
+    assert non_minimum_suppression(graph, g, np.arange(40, 100), neighbours=55, radius=0.02).tolist() == [60, 70]
+    assert non_minimum_suppression(graph, g, np.arange(40, 100), neighbours=55, radius=0.1).tolist() == [60]
+
+
+def test_fidelity_own_model_term_puts_the_minimum_on_the_clicks():
+    """Two models on a line, same embedding; clicks of two annotators at 100 (and 140 by one only)."""
+    pts = _line()
+    graph = GeodesicGraph(pts, k=4, protocol="strict")
+    emb = np.zeros((200, 8))
+    emb[np.arange(200), (np.arange(200) // 25) % 8] = 1.0  # blocks of 25 points share an embedding
+    clicks, ann = np.array([100, 102, 140]), np.array([0, 1, 0])
+    ev = model_evidence(click_saliency(graph, clicks), ann, float(gaussian(2.5 * 0.03)))
+    ev.click_emb = emb[clicks]
+    f = fidelity_error(emb, ev, [(emb, ev)], self_weight=0.5)
+    assert f[0] == MISS_COST  # far from every click
+    assert np.argmin(f) in (100, 101, 102) and f[101] < f[140] < MISS_COST
+    only_refs = fidelity_error(emb, ev, [(emb, ev)], self_weight=0.0)
+    # without the own-model term F is flat over the embedding block 100-124: the minimum is not localised
+    assert np.ptp(only_refs[100:115]) < 1e-9  # (points within the near-click set)
 
 
 def test_cluster_helpers():
     assert relabel_by_size(np.array([5, 5, -1, 2, 2, 2, 7])).tolist() == [1, 1, -1, 0, 0, 0, 2]
     keep = best_per_model(np.array([0, 0, 0, -1]), np.array([0, 0, 1, 0]), np.array([0.5, 0.2, 0.9, 0.0]))
     assert keep.tolist() == [False, True, True, False]
+    xy = np.array([[0.0, 0.0], [0.1, 0.0], [0.3, 0.0], [5.0, 5.0]])
+    assert assign_noise(xy, np.array([0, 0, -1, -1]), 0.5).tolist() == [0, 0, 0, -1]
+    # one cluster holding two ids: every model has a candidate on the left and one on the right
+    rng = np.random.default_rng(0)
+    xy = np.concatenate([rng.normal(0, 0.1, (10, 2)), rng.normal((2, 0), 0.1, (10, 2))])
+    models = np.concatenate([np.arange(10), np.arange(10)])
+    split = split_shared(xy, np.zeros(20, np.int64), models, min_size=4, rate=0.25)
+    assert len(set(split[:10])) == 1 and len(set(split[10:])) == 1 and split[0] != split[10]
+    assert split_shared(xy, np.zeros(20, np.int64), np.arange(20), 4, 0.25).tolist() == [0] * 20  # no duplicates
+
+
+def test_tsne_separates_well_separated_classes_deterministically():
+    from sklearn.cluster import DBSCAN
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 32))
+    truth = rng.integers(0, 6, 120)
+    emb = centres[truth] + 0.05 * rng.normal(size=(120, 32))
+    xy = project_tsne(emb, iterations=400)
+    assert xy.shape == (120, 2) and np.isfinite(xy).all()
+    assert adjusted_rand_score(truth, DBSCAN(eps=2.0, min_samples=3).fit_predict(xy)) > 0.95
+    assert np.array_equal(xy, project_tsne(emb, iterations=400))
 
 
 def test_reflection_and_rotation_on_hand_made_keypoints():

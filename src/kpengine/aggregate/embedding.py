@@ -41,9 +41,9 @@ class EmbeddingConfig:
     backbone: str = "pointnet"
     width: int = 256
     dim: int = 128
-    steps: int = 300
+    steps: int = 200
     batch: int = 4
-    train_points: int = 512
+    train_points: int = 256
     lr: float = 1e-3
     collapse_weight: float = 0.1
     sigma: float = SIGMA
@@ -107,52 +107,42 @@ def train_embedding(
     local = np.zeros(n_labels, np.int64)
     for s in slices:
         local[s] = np.arange(len(s))
+    # per annotator: the logit columns of its softmax (its labels, padding, its background last)
+    width = max((len(s) for s in slices), default=0) + 1
+    columns = np.zeros((n_annotators, width), np.int64)
+    valid = np.zeros((n_annotators, width), bool)
+    for a, s in enumerate(slices):
+        columns[a, : len(s)] = s
+        columns[a, -1] = n_labels + a
+        valid[a, : len(s)] = valid[a, -1] = True
     usable = [m for m, c in enumerate(clicks) if len(c.label)]
     if not usable:
         raise ValueError("no clicks to learn an embedding from")
-    centred = [torch.from_numpy(_centre(np.asarray(p, np.float32))) for p in points]
+    centred = [_centre(np.asarray(p, np.float32)) for p in points]
     losses: list[float] = []
     net.train()
     bar = tqdm(range(cfg.steps), desc="embedding", disable=not progress, leave=False)
-    inv2s2 = 1.0 / (2 * cfg.sigma**2)
     for _ in bar:
         batch = rng.choice(usable, size=min(cfg.batch, len(usable)), replace=False)
         n = min(cfg.train_points, min(len(points[m]) for m in batch))
-        sel = [rng.choice(len(points[m]), n, replace=False) for m in batch]
-        # always include the clicked points themselves
-        for i, m in enumerate(batch):
-            pi = np.unique(clicks[m].point_index)[:n]
-            sel[i][: len(pi)] = pi
-            sel[i] = np.unique(sel[i])
-            if len(sel[i]) < n:
-                rest = np.setdiff1d(np.arange(len(points[m])), sel[i])
-                sel[i] = np.concatenate([sel[i], rng.choice(rest, n - len(sel[i]), replace=False)])
-        x = torch.stack([centred[m][s] for m, s in zip(batch, sel)])  # (B, n, 3)
-        g, logits = net(x)
-        loss_cls = x.new_zeros(())
-        pairs = 0
-        for i, m in enumerate(batch):
-            c = clicks[m]
-            xyz_clicks = centred[m][c.point_index]  # (C, 3)
-            d2 = torch.cdist(x[i], xyz_clicks).square()  # (n, C)
-            t_all = torch.exp(-d2 * inv2s2)
-            for a in np.unique(c.annotator):
-                mine = np.flatnonzero(c.annotator == a)
-                own = slices[a]
-                t = x.new_zeros((n, len(own)))
-                t.index_add_(1, torch.from_numpy(local[c.label[mine]]), t_all[:, mine])
-                t = t.clamp(max=1.0)
-                bg = (1.0 - t.sum(dim=1, keepdim=True)).clamp(min=0.0)
-                target = torch.cat([t, bg], dim=1)
-                target = target / target.sum(dim=1, keepdim=True).clamp(min=1e-8)
-                lg = torch.cat([logits[i][:, torch.from_numpy(own)], logits[i][:, n_labels + a : n_labels + a + 1]], 1)
-                ce = -(target * torch.log_softmax(lg, dim=1)).sum(dim=1)
-                w = 0.1 + 0.9 * t.amax(dim=1) if len(own) else torch.full((n,), 0.1)
-                loss_cls = loss_cls + (w * ce).sum() / w.sum()
-                pairs += 1
+        sel = [_sample(rng, len(points[m]), np.unique(clicks[m].point_index), n) for m in batch]
+        xb = np.stack([centred[m][s] for m, s in zip(batch, sel)])  # (B, n, 3)
+        pair_model, pair_ann, targets, weights = _soft_targets(
+            xb, [centred[m] for m in batch], [clicks[m] for m in batch], local, width, cfg.sigma
+        )
+        g, logits = net(torch.from_numpy(xb))
+        # one masked log-softmax over every (model, annotator) pair of the batch at once:
+        # each annotator's softmax sees only its own labels and its background class
+        lg = logits[torch.from_numpy(pair_model)].gather(
+            2, torch.from_numpy(columns[pair_ann])[:, None, :].expand(-1, n, -1)
+        )  # (P, n, width)
+        lg = lg.masked_fill(~torch.from_numpy(valid[pair_ann])[:, None, :], -1e9)
+        ce = -(torch.from_numpy(targets) * torch.log_softmax(lg, dim=2)).sum(dim=2)  # (P, n)
+        w = torch.from_numpy(weights)
+        loss_cls = ((w * ce).sum(dim=1) / w.sum(dim=1)).mean()
         flat = g.reshape(-1, g.shape[-1])
         collapse = torch.relu(1.0 - flat.std(dim=0)).mean()
-        loss = loss_cls / max(pairs, 1) + cfg.collapse_weight * collapse + net.backbone.regularizer()
+        loss = loss_cls + cfg.collapse_weight * collapse + net.backbone.regularizer()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -160,6 +150,52 @@ def train_embedding(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     net.eval()
     return net, losses
+
+
+def _sample(rng: np.random.Generator, n_points: int, clicked: np.ndarray, n: int) -> np.ndarray:
+    """``n`` distinct cloud indices: the clicked points (at most n) plus random others."""
+    clicked = clicked[:n]
+    if len(clicked) >= n:
+        return clicked
+    mask = np.ones(n_points, bool)
+    mask[clicked] = False
+    return np.concatenate([clicked, rng.choice(np.flatnonzero(mask), n - len(clicked), replace=False)])
+
+
+def _soft_targets(
+    xb: np.ndarray,
+    clouds: Sequence[np.ndarray],
+    clicks: Sequence[TrainingClicks],
+    local: np.ndarray,
+    width: int,
+    sigma: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Soft targets of every (model, annotator) pair of a batch, in numpy (they need no gradient).
+
+    ``xb`` (B, n, 3) sampled points of the batch's centred ``clouds``. Returns the pair's
+    model (P,) and annotator (P,), targets (P, n, width) over the annotator's labels (by
+    position in its slice) and its background (last column), normalised, and point weights
+    (P, n) = ``0.1 + 0.9 max_l t_l`` so the many background points do not drown the clicks.
+    """
+    pm, pa, tg, wt = [], [], [], []
+    inv2s2 = 1.0 / (2 * sigma**2)
+    for i, c in enumerate(clicks):
+        pts = xb[i]
+        d2 = np.square(pts[:, None, :] - clouds[i][c.point_index][None, :, :]).sum(-1)  # (n, C)
+        t_click = np.exp(-d2 * inv2s2).astype(np.float32)
+        for a in np.unique(c.annotator):
+            mine = np.flatnonzero(c.annotator == a)
+            t = np.zeros((width, len(pts)), np.float32)
+            np.add.at(t, local[c.label[mine]], t_click[:, mine].T)
+            t = np.minimum(t.T, 1.0)  # (n, width); the last column is still 0
+            peak = t.max(axis=1)
+            t[:, -1] = np.maximum(0.0, 1.0 - t.sum(axis=1))
+            t /= np.maximum(t.sum(axis=1, keepdims=True), 1e-8)
+            pm.append(i)
+            pa.append(int(a))
+            tg.append(t)
+            wt.append(0.1 + 0.9 * peak)
+    return np.array(pm, np.int64), np.array(pa, np.int64), np.stack(tg), np.stack(wt)
 
 
 @torch.no_grad()

@@ -137,7 +137,7 @@ def aggregate(
             ev.click_emb = e[tc.point_index]
         fid, cand_m, cand_p = {}, [], []
         for i in tqdm(range(len(order)), desc=f"fidelity (round {r + 1})", disable=not cfg.progress, leave=False):
-            f = fidelity_error(emb[i], evidence[i], [(emb[j], evidence[j]) for j in refs[i]])
+            f = fidelity_error(emb[i], evidence[i], [(emb[j], evidence[j]) for j in refs[i]], cfg.fidelity.self_weight)
             fs = smooth(points[i], f, cfg.fidelity.smooth_k)
             fid[order[i]] = fs
             near = evidence[i].near

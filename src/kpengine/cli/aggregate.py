@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", required=True, metavar="RAW.json")
     p.add_argument("--out", required=True, metavar="OUT.json")
     p.add_argument("--rounds", type=int, default=1, help="embedding / keypoint update rounds (default 1)")
-    p.add_argument("--steps", type=int, default=300, help="embedding training steps per round (default 300)")
+    p.add_argument("--steps", type=int, default=200, help="embedding training steps per round (default 200)")
     p.add_argument("--backbone", default="pointnet", choices=("pointnet", "pointnet2", "dgcnn"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figures", type=int, default=3, metavar="K", help="fidelity maps for K models (default 3)")
