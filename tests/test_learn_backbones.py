@@ -53,3 +53,53 @@ def test_pointnet2_ops() -> None:
     assert farthest_point_sample(xyz, 3).tolist() == [[0, 1, 3]]
     nb = ball_query(xyz, xyz[:, :1], radius=0.2, n_neighbours=3)
     assert nb.tolist() == [[[0, 2, 0]]]
+
+
+def test_debiased_batchnorm_starts_from_the_data() -> None:
+    from kpengine.learn.backbones.pointnet2 import DebiasedBatchNorm1d
+
+    bn = DebiasedBatchNorm1d(3)
+    x = torch.randn(4, 3, 50) * 0.01 + 5.0  # far from the prior (mean 0, variance 1)
+    bn(x)
+    assert torch.allclose(bn.running_mean, x.mean(dim=(0, 2)), atol=1e-6)
+    assert torch.allclose(bn.running_var, x.var(dim=(0, 2)), rtol=1e-4)
+    for _ in range(20):
+        bn(x)
+    assert bn.momentum == 0.1  # the usual moving average after the first 10 batches
+
+
+def test_pointnet2_eval_mode_matches_train_mode_after_a_few_steps(sample_root) -> None:
+    """Regression: PointNet++'s first layer sees offsets of variance ~1e-4 (model units), and batch
+    norm's initial running variance 1 still dominated after tens of steps, so eval-mode losses were
+    at chance (log N) while train-mode ones had dropped. Eval must follow train closely."""
+    import math
+
+    from kpengine.data import KeypointNetDataset
+    from kpengine.learn.batches import KeypointBatches, collate_keypoint_batches
+    from kpengine.learn.heads import KeypointModel
+    from kpengine.learn.losses import correspondence_loss
+
+    shapes = KeypointNetDataset(sample_root, "chair", "train")
+    data = KeypointBatches(shapes, shapes.n_classes)
+    batch = collate_keypoint_batches([data[i] for i in range(4)])
+    torch.manual_seed(0)
+    model = KeypointModel(
+        "correspondence", "pointnet2", shapes.n_classes, out_channels=16, n_samples=(64, 32), n_neighbours=(16, 16)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(25):
+        loss = correspondence_loss(model(batch["points"]), batch["labellings"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        train_loss = correspondence_loss(model(batch["points"]), batch["labellings"]).item()
+        model.eval()
+        eval_loss = correspondence_loss(model(batch["points"]), batch["labellings"]).item()
+        chance = math.log(batch["points"].shape[1])
+        assert train_loss < 0.6 * chance  # it learnt something
+        assert eval_loss < train_loss + 0.25 * (chance - train_loss), (train_loss, eval_loss)
+        # and eval outputs do not depend on the rest of the batch
+        alone = model(batch["points"][:1])
+        together = model(batch["points"])[:1]
+        assert torch.allclose(alone, together, atol=1e-4)

@@ -161,3 +161,14 @@ def test_transfer_outputs_official_json_and_png(sample_root: Path, tmp_path: Pat
     assert png.stat().st_size > 1000
     # a correspondence run cannot transfer
     assert main([*argv[:2], str(run.parent / "nope"), *argv[3:], "--out", str(out)]) == 1
+
+
+def test_benchmark_command_with_backbone_args(sample_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    args = ["benchmark", "--data", str(sample_root), "--categories", "chair", "--epochs", "1", "--out", str(out)]
+    assert main([*args, "--backbone-args", json.dumps({"pointnet": TINY})]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 1 and rows[0]["backbone"] == "pointnet" and len(rows[0]["pck"]) == 11
+    assert "| chair | pointnet | correspondence | 1 |" in (out / "results.md").read_text()
+    assert load_checkpoint(out / "chair-correspondence-pointnet" / "best.pt")["config"]["backbone_kwargs"] == TINY
+    assert main([*args, "--backbone-args", '{"dgcnn": {}}']) == 1  # not benchmarked: refused

@@ -99,6 +99,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--out", default="runs/benchmark", metavar="DIR", help="run directories and tables go here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--backbone-args",
+        default="{}",
+        metavar="JSON",
+        help='per-backbone constructor arguments, e.g. \'{"pointnet": {"width": 256}}\'',
+    )
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -168,10 +174,27 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from kpengine.errors import DataError
     from kpengine.learn.benchmark import run_benchmark
 
+    try:
+        per_backbone = json.loads(args.backbone_args)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"--backbone-args is not JSON: {exc}") from None
+    if not isinstance(per_backbone, dict) or not all(isinstance(v, dict) for v in per_backbone.values()):
+        raise DataError('--backbone-args must map backbone names to objects, e.g. {"pointnet": {"width": 256}}')
+    unknown = sorted(set(per_backbone) - set(args.backbones))
+    if unknown:
+        raise DataError(f"--backbone-args names backbones not benchmarked: {', '.join(unknown)}")
     table = run_benchmark(
-        args.data, args.categories, args.backbones, args.tasks, epochs=args.epochs, out=args.out, seed=args.seed
+        args.data,
+        args.categories,
+        args.backbones,
+        args.tasks,
+        epochs=args.epochs,
+        out=args.out,
+        seed=args.seed,
+        backbone_kwargs=per_backbone,
     )
     print(table)
     return 0
