@@ -56,8 +56,12 @@ class MeshGraph:
         return dijkstra(self.graph, directed=False, indices=np.asarray(sources, np.int64), limit=limit or np.inf)
 
 
-def kpengine_geometric(graph: MeshGraph, clicks: np.ndarray, n_subjects: int, min_support: float) -> np.ndarray:
-    """Minima of the own-model fidelity F = sqrt2 (1 - sum_c w_c / n_subjects) within 2 sigma, support >= min_support.
+def kpengine_geometric(
+    graph: MeshGraph, clicks: np.ndarray, n_subjects: int, min_support: float, nms_radius: float = 2 * SIGMA
+) -> np.ndarray:
+    """Minima of the own-model fidelity F = sqrt2 (1 - sum_c w_c / n_subjects) within ``nms_radius``.
+
+    Only points with support ``sum_c w_c / n_subjects >= min_support`` compete.
 
     Each click counts as its own annotator (the files do not say who clicked what).
     """
@@ -66,11 +70,11 @@ def kpengine_geometric(graph: MeshGraph, clicks: np.ndarray, n_subjects: int, mi
     cand = np.flatnonzero(support >= min_support)
     if len(cand) == 0:
         return cand
-    dc = graph.from_sources(cand, limit=2 * SIGMA)  # (Y, N)
+    dc = graph.from_sources(cand, limit=nms_radius)  # (Y, N)
     better = (support[None, :] > support[cand][:, None]) | (
         (support[None, :] == support[cand][:, None]) & (np.arange(graph.n_points)[None, :] < cand[:, None])
     )
-    keep = ~((dc <= 2 * SIGMA) & better).any(axis=1)
+    keep = ~((dc <= nms_radius) & better).any(axis=1)
     return cand[keep]
 
 
@@ -95,6 +99,7 @@ def main() -> None:
     ap.add_argument("--row", type=int, default=4, help="GT_MODEL row: consensus radius index (0-9)")
     ap.add_argument("--col", type=int, default=2, help="GT_MODEL column: vote-threshold index (0-14)")
     ap.add_argument("--min-support", type=float, default=0.10)
+    ap.add_argument("--nms-radius", type=float, default=2 * SIGMA)
     args = ap.parse_args()
     root = Path(args.data)
     t0 = time.perf_counter()
@@ -116,7 +121,7 @@ def main() -> None:
         graph = MeshGraph(v, f)
         n_subjects = int(weight.max())
         preds = {
-            "kpengine (geometric)": kpengine_geometric(graph, clicks, n_subjects, args.min_support),
+            "kpengine (geometric)": kpengine_geometric(graph, clicks, n_subjects, args.min_support, args.nms_radius),
             "geodesic clustering": geodesic_clustering(
                 graph,  # type: ignore[arg-type]
                 clicks,
@@ -134,7 +139,8 @@ def main() -> None:
                 totals[name].setdefault(k, []).append(vals)
     for name, per in totals.items():
         mean = {k: [round(float(x), 3) for x in np.mean(v, axis=0)] for k, v in per.items()}
-        print(json.dumps({"method": name, "set": args.set, "row": args.row, "col": args.col, "radii": RADII, **mean,
+        print(json.dumps({"method": name, "set": args.set, "row": args.row, "col": args.col,
+                          "nms_radius": args.nms_radius, "radii": RADII, **mean,
                           "detections": counts[name], **{k: counts[k] for k in ("meshes", "gt", "clicks")},
                           "time_s": round(time.perf_counter() - t0, 1), "loadavg": os.getloadavg()}))  # fmt: skip
 
