@@ -1,7 +1,9 @@
 """Figures of real data (written outside the repository, never committed): a ShapeNet chair rendered with its
-keypoints and semantic map, and the real chair photo's mask overlaid with a refined pose of the chair mesh.
+keypoints and semantic map, textured / MTL-coloured renders of a chair, a bathtub and two airplanes beside grey
+ones (``colour_renders.png``, with the cost of colour per view), and the real chair photo's mask overlaid with a
+refined pose of the chair mesh.
 
-    .venv/bin/python benchmarks/render_figures.py --data ../shared/data --out demo_out/render
+    .venv/bin/python benchmarks/render_figures.py --data ../shared/data --out demo_out/render [--skip-photo]
 
 The photo's pose: ``fit_pose_to_mask`` (every 24 x 12 azimuth x elevation bin centre inside elevations
 [-20, 70] for fields of view 15/30/45/60 degrees, scored by Embree silhouette IoU at 64 px, the best 5 refined
@@ -29,6 +31,41 @@ from kpengine.render.raycast import MeshRenderer
 from kpengine.render.refine import fit_pose_to_mask
 
 CHAIR = "88382b877be91b2a572f8e1c1caad99e"
+COLOUR_MODELS = (  # textured chair; bathtub with a yellow tap; airplanes: 28 MTL colours, 13 (textures missing)
+    "03001627/88382b877be91b2a572f8e1c1caad99e",
+    "02808440/bf8e5bbe0e0938d98afd316e82119b42",
+    "02691156/4e2769ec84c0bd0454eefcdc602d4520",
+    "02691156/4de5861211ad5b95e7ef9fff09638f8e",
+)
+
+
+def colour_figure(data: Path, out: Path, size: int = 256) -> None:
+    """Rows: models of ``COLOUR_MODELS``; columns: three azimuths with MTL colours / textures, then grey."""
+    k = Intrinsics.from_fov(size, size, 30.0)
+    tiles, t_grey, t_colour, n_views = [], 0.0, 0.0, 0
+    for rel in COLOUR_MODELS:
+        obj = data / "keypointnet/meshes" / rel / "models/model_normalized.obj"
+        mesh = load_mesh(obj)
+        coloured, grey = MeshRenderer.from_obj(obj, mesh), MeshRenderer(mesh)
+        lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
+        radius = float(np.linalg.norm(hi - lo)) / 2
+        cams = [make_camera(Viewpoint(az, 20.0, fit_distance(radius, k, 0.85)), k, (lo + hi) / 2) for az in (35, 150)]
+        t0 = time.perf_counter()
+        rg = grey.render_batch(cams)
+        t1 = time.perf_counter()
+        rc = coloured.render_batch(cams)
+        t_grey, t_colour, n_views = t_grey + t1 - t0, t_colour + time.perf_counter() - t1, n_views + len(cams)
+        tiles += [r.color for r in rc] + [r.color for r in rg]
+        app = coloured.appearance
+        print(
+            f"{rel[:17]}: {len(mesh.faces)} faces, {len(app.materials)} materials, "
+            f"{sum(m.texture is not None for m in app.materials)} textures, {len(app.missing_textures)} missing"
+        )
+    print(
+        f"colour: {1000 * t_colour / n_views:.0f} ms/view vs grey {1000 * t_grey / n_views:.0f} ms/view "
+        f"({size} px, {n_views} views; load {os.getloadavg()})"
+    )
+    save_png(out / "colour_renders.png", tile(tiles, 4))
 
 
 def main() -> None:
@@ -38,14 +75,16 @@ def main() -> None:
     ap.add_argument(
         "--photo-meshes", nargs="*", default=["341a2d3df9800314fa260f4362cac599"], help="more chairs to fit"
     )
+    ap.add_argument("--skip-photo", action="store_true", help="skip the photo pose fit (slow)")
     args = ap.parse_args()
     data, out = Path(args.data), Path(args.out)
+    colour_figure(data, out)
     ds = KeypointNetDataset(data / "keypointnet", "chair", "all")
     shape = ds.by_id(CHAIR)
     mesh = load_mesh(shape.mesh_path)
     center = (mesh.vertices.min(0) + mesh.vertices.max(0)) / 2
     k = Intrinsics.from_fov(256, 256, 30.0)
-    renderer = MeshRenderer(mesh)
+    renderer = MeshRenderer.from_obj(shape.mesh_path, mesh)  # textures; faces in file order (face_index)
     tiles = []
     for az in (35.0, 150.0):
         cam = make_camera(Viewpoint(az, 20.0, fit_distance(0.5, k, 0.85)), k, center)
@@ -64,6 +103,8 @@ def main() -> None:
         sem_rgb = np.where((sem >= 0)[..., None], semantic_color(np.maximum(sem, 0)), 230 * r.mask[..., None])
         tiles.append(sem_rgb.astype(np.uint8))
     save_png(out / "chair_mesh_render.png", tile(tiles, 5))
+    if args.skip_photo:
+        return
 
     photo = np.asarray(Image.open(data / "images/chair_photo_rgb.png").convert("RGB"))
     mask = np.asarray(Image.open(data / "images/chair_photo_mask.png").convert("L")) > 127

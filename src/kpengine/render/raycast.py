@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from kpengine.errors import DataError
 from kpengine.io.mesh import Mesh
+from kpengine.render.appearance import DEFAULT_GREY, Appearance, load_obj_appearance
 from kpengine.render.cameras import Camera
 
 Backend = Literal["embree", "numpy"]
-DEFAULT_GREY = np.array([0.72, 0.72, 0.72])
+__all__ = ["DEFAULT_GREY", "MeshRenderer", "Render", "compose", "shade", "twin_faces"]
 
 
 @dataclass
@@ -66,11 +68,29 @@ def compose(fg: np.ndarray, mask: np.ndarray, background: np.ndarray | Sequence[
     return np.round(np.clip(out, 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def twin_faces(faces: np.ndarray) -> np.ndarray:
+    """(F,) index of the other face over the same three vertex ids (a coincident copy), or -1; only
+    for vertex triples used exactly twice. ``faces`` (F, 3) int."""
+    twin = np.full(len(faces), -1, np.int64)
+    if len(faces) == 0:
+        return twin
+    _, inverse, counts = np.unique(np.sort(faces, axis=1), axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    pair = counts[inverse[order]] == 2
+    first = order[pair][0::2]
+    second = order[pair][1::2]
+    twin[first], twin[second] = second, first
+    return twin
+
+
 class MeshRenderer:
     """Ray-cast renderer for one mesh; build once, render many views.
 
-    ``mesh``: vertices (V, 3), faces (F, 3); ``vertex_colors`` (V, 3) uint8 are interpolated
-    when present, else ``face_colors`` (F, 3) in [0, 1] if given, else grey.
+    ``mesh``: vertices (V, 3), faces (F, 3). Base colour, first that applies: ``appearance``
+    (MTL ``Kd`` colours and textures sampled at the hit's UV, faces aligned with ``mesh.faces``;
+    see :meth:`from_obj`), the mesh's ``vertex_colors`` (V, 3) uint8 interpolated, ``face_colors``
+    (F, 3) in [0, 1], grey.
     """
 
     def __init__(
@@ -79,6 +99,7 @@ class MeshRenderer:
         backend: Backend = "embree",
         face_colors: np.ndarray | None = None,
         name: str = "mesh",
+        appearance: Appearance | None = None,
     ):
         if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
             raise DataError(
@@ -94,6 +115,13 @@ class MeshRenderer:
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         self.face_normals = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
         self.face_colors = None if face_colors is None else np.asarray(face_colors, np.float64)
+        if appearance is not None and appearance.n_faces != len(mesh.faces):
+            raise DataError(
+                f"appearance has {appearance.n_faces} faces, the mesh {len(mesh.faces)}: not the same face order",
+                path=name,
+            )
+        self.appearance = appearance
+        self._twin = twin_faces(mesh.faces)
         if backend == "embree":
             from trimesh.ray.ray_pyembree import RayMeshIntersector
         elif backend == "numpy":
@@ -103,12 +131,37 @@ class MeshRenderer:
         self.backend = backend
         self._intersector = RayMeshIntersector(self._tm)
 
-    def _base_colors(self, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-        if self.mesh.vertex_colors is not None:
-            from trimesh.triangles import points_to_barycentric
+    @classmethod
+    def from_obj(cls, path: str | Path, mesh: Mesh | None = None, **kwargs) -> MeshRenderer:
+        """Renderer for an OBJ with its MTL colours and textures. ``mesh`` defaults to
+        ``load_mesh(path)`` (file face order, so ``Render.index`` is KeypointNet's face_index)."""
+        from kpengine.io.mesh import load_mesh
 
-            tri = self.mesh.vertices[self.mesh.faces[faces]]
-            bary = np.clip(points_to_barycentric(tri, points), 0.0, 1.0)
+        mesh = load_mesh(path) if mesh is None else mesh
+        return cls(mesh, appearance=load_obj_appearance(path), name=str(path), **kwargs)
+
+    def _front(self, faces: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+        """For colour only: a hit on the back of a face that has a coincident reversed twin (ShapeNet
+        stores double-sided surfaces as two copies, often with different materials, and the ray caster
+        picks either) is coloured by the twin that faces the camera. ``faces`` (N,), ``dirs`` (N, 3)."""
+        twin = self._twin[faces]
+        back = (np.einsum("nd,nd->n", self.face_normals[faces], dirs) > 0) & (twin >= 0)
+        out = faces.copy()
+        out[back] = twin[back]
+        return out
+
+    def _barycentric(self, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+        from trimesh.triangles import points_to_barycentric
+
+        tri = self.mesh.vertices[self.mesh.faces[faces]]
+        bary = np.clip(points_to_barycentric(tri, points), 0.0, 1.0)
+        return bary / np.maximum(bary.sum(axis=1, keepdims=True), 1e-12)
+
+    def _base_colors(self, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+        if self.appearance is not None:
+            return self.appearance.colors(faces, self._barycentric(faces, points))
+        if self.mesh.vertex_colors is not None:
+            bary = self._barycentric(faces, points)
             cols = self.mesh.vertex_colors[self.mesh.faces[faces]].astype(np.float64) / 255.0
             return np.einsum("nk,nkc->nc", bary, cols)
         if self.face_colors is not None:
@@ -158,7 +211,7 @@ class MeshRenderer:
         n *= -np.sign(np.einsum("nd,nd->n", n, dirs[hit]) + 1e-12)[:, None]  # face the camera
         normals[hit] = n
         fg = np.zeros((h * w, 3))
-        fg[hit] = shade(self._base_colors(face[hit], loc[hit]), n, dirs[hit], light)
+        fg[hit] = shade(self._base_colors(self._front(face[hit], dirs[hit]), loc[hit]), n, dirs[hit], light)
         mask = hit.reshape(h, w)
         return Render(
             camera=cam,
