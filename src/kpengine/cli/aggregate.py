@@ -17,6 +17,9 @@ t-SNE + DBSCAN into semantic ids, reflection and rotation symmetries.
 Writes OUT.json in the official KeypointNet format and, beside it, OUT.report.json
 (clusters, noise, per-model keypoint counts, problems, timings), OUT.clusters.png and
 OUT.fidelity_<model>.png for a few models.
+
+With --db URL the raw clicks come from the store instead, and the result is saved there as
+pending keypoints with its t-SNE plot and clusters, for an admin to verify at /verify.
 """
 
 
@@ -46,8 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_data_args(p, split="all")
-    p.add_argument("--raw", required=True, metavar="RAW.json")
-    p.add_argument("--out", required=True, metavar="OUT.json")
+    # with --db the raw clicks come from the store and the geometry root from its stored paths
+    p._option_string_actions["--data"].required = False
+    p.add_argument("--raw", metavar="RAW.json", help="raw clicks (RAW.json); or --db")
+    p.add_argument("--out", metavar="OUT.json", help="official-format output (required with --raw)")
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="read the category's raw annotations from this store and save the result there as pending "
+        "keypoints for human verification (/verify); --data optional (found from the stored geometry paths)",
+    )
     p.add_argument("--rounds", type=int, default=1, help="embedding / keypoint update rounds (default 1)")
     p.add_argument("--steps", type=int, default=200, help="embedding training steps per round (default 200)")
     p.add_argument("--backbone", default="pointnet", choices=("pointnet", "pointnet2", "dgcnn"))
@@ -97,14 +108,19 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from kpengine.cli.common import emit_json
     from kpengine.io.annotations import save_annotations
 
-    clicks, problems = load_clicks(args.raw)
-    ds, shapes = _shapes(args)
     cfg = AggregateConfig(rounds=args.rounds, progress=not args.no_progress)
     cfg = replace(
         cfg,
         embedding=replace(cfg.embedding, steps=args.steps, backbone=args.backbone, seed=args.seed),
         cluster=replace(cfg.cluster, seed=args.seed),
     )
+    if args.db:
+        return _aggregate_store(args, cfg)
+    if not (args.raw and args.out and args.data):
+        print("aggregate needs --raw RAW.json --out OUT.json --data ROOT, or --db URL", file=sys.stderr)
+        return 2
+    clicks, problems = load_clicks(args.raw)
+    ds, shapes = _shapes(args)
     result = aggregate(shapes, clicks, cfg)
     result.problems[:0] = problems
     result.report["problems"] = [str(p) for p in result.problems]
@@ -127,5 +143,28 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         f"aggregated {result.report['clicks_used']} clicks on {len(result.model_ids)} models into "
         f"{result.clustering.n_clusters} semantic ids ({counts.mean():.1f} keypoints per model, "
         f"{result.report['noise_candidates']} noise candidates); wrote {out} and its report and figures"
+    )
+    return 0
+
+
+def _aggregate_store(args: argparse.Namespace, cfg) -> int:  # noqa: ANN001 - AggregateConfig
+    """``aggregate --db``: store in, store out (pending keypoints, t-SNE, clusters); OUT.json too if given."""
+    from kpengine.io.annotations import save_annotations
+    from kpengine.store import open_store
+    from kpengine.store.aggregation import aggregate_category
+
+    store = open_store(args.db)
+    try:
+        result, summary = aggregate_category(store, args.category, args.data, cfg)
+    finally:
+        store.dispose()
+    if args.out:
+        save_annotations(Path(args.out), result.annotations)
+    for p in summary["problems"]:
+        print(p, file=sys.stderr)
+    print(
+        f"aggregated {summary['category']} from the store: {summary['keypoints']} pending keypoints in "
+        f"{summary['clusters']} semantic ids ({summary['noise_candidates']} noise candidates), run "
+        f"{summary['run']}; verify them at /verify"
     )
     return 0

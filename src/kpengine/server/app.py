@@ -15,6 +15,7 @@ from kpengine.server.api import router
 from kpengine.server.geometry import GeometryCache
 from kpengine.server.limits import BodyLimitMiddleware
 from kpengine.server.pages import mount_pages
+from kpengine.server.verify import router as verify_router
 from kpengine.store.db import Store, open_store
 
 
@@ -70,5 +71,6 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         )
 
     app.include_router(router)
+    app.include_router(verify_router)
     mount_pages(app, config.web_dist)
     return app

@@ -1,4 +1,5 @@
-"""The web pages: the annotation tool (``/annotate``) and the explorer (``/explore``).
+"""The web pages: the annotation tool (``/annotate``), the explorer (``/explore``) and the
+admins' verification page (``/verify``; the page is static, its API calls need an admin token).
 
 They are built from ``web/`` (TypeScript + three.js) into ``web/dist`` by
 ``scripts/setup_system.sh`` (``npm ci && npm run build``); the server only serves the
@@ -45,6 +46,7 @@ def mount_pages(app: FastAPI, dist: Path | None = None) -> None:
 
     router.add_api_route("/annotate", page("annotate"), methods=["GET"], response_model=None)
     router.add_api_route("/explore", page("explore"), methods=["GET"], response_model=None)
+    router.add_api_route("/verify", page("verify"), methods=["GET"], response_model=None)  # admin token in the page
     router.add_api_route("/", lambda: RedirectResponse("/explore"), methods=["GET"], response_model=None)
     app.include_router(router)
     assets = dist / "assets"

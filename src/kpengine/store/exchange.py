@@ -224,7 +224,23 @@ def import_dataset(
 # --------------------------------------------------------------------------- export
 
 
-def _model_annotation(model: Model, synset: str, kps: list[AggregatedKeypoint], groups: list[SymmetryGroup]):
+#: Statuses that go into the official export: imported keypoints ("verified"/"unverified")
+#: and human-accepted ones. "pending" (an aggregation proposal nobody has looked at) and
+#: "rejected" stay in the store only.
+EXPORTED = ("verified", "unverified")
+
+
+def _model_annotation(
+    model: Model,
+    synset: str,
+    kps: list[AggregatedKeypoint],
+    groups: list[SymmetryGroup],
+    left_out: frozenset[int] = frozenset(),
+):
+    # symmetry groups index the model's keypoint list by ordinal; keypoints left out of the
+    # export (ordinals in ``left_out``) shift the list, so indexes are remapped and groups that
+    # lose a member are dropped; an index naming no keypoint at all is kept as it was imported
+    position = {k.ordinal: i for i, k in enumerate(kps)}
     keypoints = [
         Keypoint(
             xyz=None if k.x is None else (k.x, k.y, k.z),  # type: ignore[arg-type]
@@ -239,29 +255,39 @@ def _model_annotation(model: Model, synset: str, kps: list[AggregatedKeypoint], 
     ]
     sym = Symmetries(extra=model.symmetries_extra or {})
     for g in groups:
+        if any(i in left_out for i in g.kp_indexes):
+            continue
+        indexes = [position.get(i, i) for i in g.kp_indexes]
         if g.kind == "reflection":
-            sym.reflection.append(ReflectionGroup(list(g.kp_indexes), g.extra or {}))
+            sym.reflection.append(ReflectionGroup(indexes, g.extra or {}))
         else:
             circle = None
             if g.circle is not None:
                 c = g.circle
                 circle = Circle(tuple(c["center"]), c["radius"], tuple(c["normal"]))  # type: ignore[arg-type]
-            sym.rotation.append(RotationGroup(list(g.kp_indexes), g.is_circle, circle, g.extra or {}))
+            sym.rotation.append(RotationGroup(indexes, g.is_circle, circle, g.extra or {}))
     return ModelAnnotation(synset, model.model_id, keypoints, sym, model.extra or {})
 
 
 def category_annotations(session: Session, category: Category) -> list[ModelAnnotation]:
-    """The category's aggregated keypoints as official-format objects, in import order."""
+    """The category's aggregated keypoints as official-format objects, in import order.
+
+    Only keypoints whose status is in :data:`EXPORTED` are written (no pending proposals,
+    no rejected keypoints)."""
     models = list(session.scalars(select(Model).where(Model.category_id == category.id).order_by(Model.id)))
     ids = [m.id for m in models]
     kps: dict[int, list[AggregatedKeypoint]] = {i: [] for i in ids}
+    left_out: dict[int, set[int]] = {i: set() for i in ids}
     for k in session.scalars(
         select(AggregatedKeypoint)
         .join(Model, Model.id == AggregatedKeypoint.model_id)
         .where(Model.category_id == category.id)
         .order_by(AggregatedKeypoint.model_id, AggregatedKeypoint.ordinal)
     ):
-        kps[k.model_id].append(k)
+        if k.status in EXPORTED:
+            kps[k.model_id].append(k)
+        else:
+            left_out[k.model_id].add(k.ordinal)
     groups: dict[int, list[SymmetryGroup]] = {i: [] for i in ids}
     for g in session.scalars(
         select(SymmetryGroup)
@@ -270,7 +296,7 @@ def category_annotations(session: Session, category: Category) -> list[ModelAnno
         .order_by(SymmetryGroup.model_id, SymmetryGroup.kind, SymmetryGroup.ordinal)
     ):
         groups[g.model_id].append(g)
-    return [_model_annotation(m, category.synset, kps[m.id], groups[m.id]) for m in models]
+    return [_model_annotation(m, category.synset, kps[m.id], groups[m.id], frozenset(left_out[m.id])) for m in models]
 
 
 def export_dataset(session: Session, out: str | Path, categories: Sequence[str] | None = None) -> dict[str, int]:

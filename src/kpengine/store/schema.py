@@ -29,7 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 #: At most this many keypoints per annotator per model (the KeypointNet protocol).
 MAX_KEYPOINTS = 24
 ROLES = ("admin", "annotator")
-VERIFICATION = ("unverified", "verified", "rejected")
+#: "pending": proposed by ``kpengine aggregate --db`` and not yet looked at by a person.
+VERIFICATION = ("unverified", "verified", "rejected", "pending")
 SYMMETRY_KINDS = ("reflection", "rotation")
 
 
@@ -175,3 +176,38 @@ class SymmetryGroup(Base):
     is_circle: Mapped[bool] = mapped_column(Boolean, default=False)
     circle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AggregationRun(Base):
+    """One ``kpengine aggregate --db`` of a category: its report (clusters, noise, timings).
+
+    Kept so the verification page can show what the pending keypoints came from; a new run
+    of the category replaces the older runs (and their candidates)."""
+
+    __tablename__ = "aggregation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AggregationCandidate(Base):
+    """A candidate keypoint of a run: its t-SNE position and cluster (-1: noise), for the
+    verification page's scatter plot. ``keypoint_id`` links the candidate that became an
+    aggregated keypoint (the others were noise or duplicates); ``cluster`` follows that
+    keypoint's semantic id through merges and splits."""
+
+    __tablename__ = "aggregation_candidates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("aggregation_runs.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    point_index: Mapped[int] = mapped_column(Integer)
+    error: Mapped[float] = mapped_column(Double())
+    tsne_x: Mapped[float] = mapped_column(Double())
+    tsne_y: Mapped[float] = mapped_column(Double())
+    cluster: Mapped[int] = mapped_column(Integer)
+    keypoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("aggregated_keypoints.id", ondelete="SET NULL"), index=True
+    )

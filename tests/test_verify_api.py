@@ -1,0 +1,173 @@
+"""Aggregation into the store and the verification API: every action, admin-only, and the
+official export reflecting accept / reject / merge (names go to the semantic labels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from kpengine.cli.main import main
+from kpengine.server import ServerConfig, create_app
+from kpengine.store import repo
+from kpengine.store.schema import AggregatedKeypoint, AggregationCandidate, AggregationRun
+from kpengine.store.verify import save_aggregation
+from test_store_support import db_url, postgres_server  # noqa: F401 - fixtures
+from test_verify_support import N_MODELS, fill_store, truth_result
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _statuses(store) -> dict[str, int]:  # noqa: ANN001
+    with store.session() as s:
+        rows = s.execute(select(AggregatedKeypoint.status, func.count()).group_by(AggregatedKeypoint.status))
+        return dict(rows.all())
+
+
+def test_aggregate_from_store_keeps_verified_and_replaces_pending(tmp_path: Path, sample_root: Path) -> None:
+    """The real pipeline, tiny: CLI ``aggregate --db`` then the admin endpoint; verified ground truth stays."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store, tokens, _ = fill_store(url, sample_root, keep_truth=True)
+    verified = _statuses(store)["verified"]
+    out = tmp_path / "out.json"
+    args = ["aggregate", "--db", url, "--category", "chair", "--steps", "3", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    first = _statuses(store)
+    assert first["verified"] == verified and first.get("pending", 0) > 0
+    assert len(json.loads(out.read_text())) >= 2
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(AggregationCandidate)) >= first["pending"]
+    client = TestClient(create_app(ServerConfig(store=store)))
+    body = {"steps": 3, "seed": 1}
+    assert client.post("/api/admin/aggregate/chair", json=body, headers=_bearer(tokens["annotator"])).status_code == 403
+    r = client.post("/api/admin/aggregate/chair", json=body, headers=_bearer(tokens["admin"]))
+    assert r.status_code == 200, r.text
+    second = _statuses(store)
+    assert second["verified"] == verified and second["pending"] == r.json()["keypoints"]
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(AggregationRun)) == 1  # the older run was replaced
+    r = client.post("/api/admin/aggregate/nothing", json=body, headers=_bearer(tokens["admin"]))
+    assert r.status_code == 422 and "no category" in r.json()["detail"]
+    store.dispose()
+
+
+@pytest.fixture
+def verifying(db_url: str, sample_root: Path):  # noqa: ANN201, F811 - SQLite and PostgreSQL
+    store, tokens, shapes = fill_store(db_url, sample_root)
+    with store.session() as s:
+        save_aggregation(s, repo.get_category(s, "chair"), truth_result(shapes))  # type: ignore[arg-type]
+    client = TestClient(create_app(ServerConfig(store=store)))
+    yield client, _bearer(tokens["admin"]), _bearer(tokens["annotator"]), shapes
+    store.dispose()
+
+
+def _kp(state: dict, model: str, sid: int) -> dict:
+    return next(k for k in state["keypoints"] if k["model_id"] == model and k["semantic_id"] == sid)
+
+
+def test_state_shows_run_clusters_candidates_and_pending_keypoints(verifying) -> None:  # noqa: ANN001
+    client, admin, _, shapes = verifying
+    r = client.get("/api/admin/verify/chair", headers=admin)
+    assert r.status_code == 200, r.text
+    st = r.json()
+    true_ids = sorted({int(i) for s in shapes for i in s.semantic_ids})
+    assert [c["id"] for c in st["clusters"]] == true_ids
+    assert st["run"]["noise_candidates"] >= 1 and len(st["candidates"]) == st["run"]["candidates"]
+    assert all(k["status"] == "pending" for k in st["keypoints"])
+    assert sum(c["keypoint_id"] is not None for c in st["candidates"]) == len(st["keypoints"])
+    assert all(len(c["xy"]) == 2 for c in st["candidates"])
+
+
+def test_non_admin_and_missing_token_are_refused(verifying) -> None:  # noqa: ANN001
+    client, admin, annotator, shapes = verifying
+    kp = client.get("/api/admin/verify/chair", headers=admin).json()["keypoints"][0]
+    calls = [
+        ("get", "/api/admin/verify/chair", None),
+        ("post", f"/api/admin/verify/chair/keypoints/{kp['id']}", {"status": "rejected"}),
+        ("post", "/api/admin/verify/chair/clusters/0/status", {"status": "rejected"}),
+        ("post", "/api/admin/verify/chair/merge", {"source": 1, "target": 0}),
+        ("post", "/api/admin/verify/chair/clusters/0/split", {}),
+        ("put", "/api/admin/verify/chair/labels/0", {"name": "x"}),
+    ]
+    for method, path, body in calls:
+        kwargs = {} if body is None else {"json": body}
+        assert getattr(client, method)(path, headers=annotator, **kwargs).status_code == 403, path
+        assert getattr(client, method)(path, **kwargs).status_code == 401, path
+    after = client.get("/api/admin/verify/chair", headers=admin).json()
+    assert all(k["status"] == "pending" for k in after["keypoints"]) and after["labels"] == {}
+
+
+def test_each_action(verifying) -> None:  # noqa: ANN001
+    client, admin, _, shapes = verifying
+    m0 = shapes[0].model_id
+    base = "/api/admin/verify/chair"
+    kp = _kp(client.get(base, headers=admin).json(), m0, 2)
+    st = client.post(f"{base}/keypoints/{kp['id']}", json={"status": "rejected"}, headers=admin).json()
+    assert _kp(st, m0, 2)["status"] == "rejected"
+    st = client.post(f"{base}/keypoints/{kp['id']}", json={"status": "verified"}, headers=admin).json()
+    assert _kp(st, m0, 2)["status"] == "verified"
+
+    st = client.post(f"{base}/clusters/0/status", json={"status": "verified"}, headers=admin).json()
+    assert st["result"]["changed"] == N_MODELS and {k["status"] for k in st["keypoints"] if k["semantic_id"] == 0} == {
+        "verified"
+    }
+    st = client.post(f"{base}/clusters/5/status", json={"status": "rejected"}, headers=admin).json()
+    assert next(c for c in st["clusters"] if c["id"] == 5)["rejected"] == N_MODELS
+
+    # merge 1 into 0: every model had both, so one of each pair is rejected
+    st = client.post(f"{base}/merge", json={"source": 1, "target": 0}, headers=admin).json()
+    assert st["result"] == {"moved": N_MODELS, "rejected_duplicates": N_MODELS}
+    assert 1 not in [c["id"] for c in st["clusters"]]
+    assert all(c["cluster"] != 1 for c in st["candidates"])
+
+    # split by chosen keypoints, then by 2-means on t-SNE
+    three = [k["id"] for k in st["keypoints"] if k["semantic_id"] == 3][:2]
+    st = client.post(f"{base}/clusters/3/split", json={"keypoint_ids": three}, headers=admin).json()
+    new_id = st["result"]["new_id"]
+    assert new_id > max(int(i) for s in shapes for i in s.semantic_ids)
+    assert sorted(k["id"] for k in st["keypoints"] if k["semantic_id"] == new_id) == sorted(three)
+    st = client.post(f"{base}/clusters/4/split", json={}, headers=admin).json()
+    assert st["result"]["moved"] >= 1 and st["result"]["kept"] >= 1
+
+    st = client.put(f"{base}/labels/0", json={"name": "back top, both"}, headers=admin).json()
+    assert st["labels"]["0"] == "back top, both"
+    assert next(c for c in st["clusters"] if c["id"] == 0)["name"] == "back top, both"
+
+    # errors: unknown keypoint / cluster, bad status, merge into itself, split of everything
+    assert client.post(f"{base}/keypoints/999999", json={"status": "verified"}, headers=admin).status_code == 404
+    assert client.post(f"{base}/clusters/77/status", json={"status": "verified"}, headers=admin).status_code == 404
+    assert client.post(f"{base}/clusters/0/status", json={"status": "maybe"}, headers=admin).status_code == 422
+    assert client.post(f"{base}/merge", json={"source": 0, "target": 0}, headers=admin).status_code == 422
+    all_six = [k["id"] for k in st["keypoints"] if k["semantic_id"] == 6]
+    r = client.post(f"{base}/clusters/6/split", json={"keypoint_ids": all_six}, headers=admin)
+    assert r.status_code == 422 and "not all" in r.json()["detail"]
+    assert client.get("/api/admin/verify/nope", headers=admin).status_code == 404
+
+
+def test_export_reflects_accept_reject_merge_and_names(verifying) -> None:  # noqa: ANN001
+    client, admin, _, shapes = verifying
+    base = "/api/admin/verify/chair"
+    m0 = shapes[0].model_id
+    assert all(not m["keypoints"] for m in client.get("/api/admin/export/chair", headers=admin).json())  # all pending
+    for sid in (0, 1, 2, 3, 4):
+        client.post(f"{base}/clusters/{sid}/status", json={"status": "verified"}, headers=admin)
+    st = client.get(base, headers=admin).json()
+    client.post(f"{base}/keypoints/{_kp(st, m0, 2)['id']}", json={"status": "rejected"}, headers=admin)
+    client.post(f"{base}/merge", json={"source": 4, "target": 3}, headers=admin)
+    client.put(f"{base}/labels/3", json={"name": "seat corner, front"}, headers=admin)
+    exported = {m["model_id"]: m for m in client.get("/api/admin/export/chair", headers=admin).json()}
+    for shape in shapes:
+        ids = [k["semantic_id"] for k in exported[shape.model_id]["keypoints"]]
+        assert 4 not in ids and ids.count(3) == 1, ids  # merged, one per model
+        assert 5 not in ids  # still pending: not exported
+        assert (2 in ids) == (shape.model_id != m0)  # the rejected one is left out
+        assert 0 in ids and 1 in ids
+        for k in exported[shape.model_id]["keypoints"]:
+            assert shape.points[k["pcd_info"]["point_index"]].tolist() == pytest.approx(k["xyz"])
+    labels = next(c for c in client.get("/api/categories").json() if c["name"] == "chair")["labels"]
+    assert labels["3"] == "seat corner, front"

@@ -1,0 +1,91 @@
+"""The verification page in real headless Chromium: an admin sees the t-SNE cluster plot and
+a model's keypoints, rejects one keypoint and names a semantic id; the store has both.
+Screenshot: /tmp/kpengine_verify.png."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from kpengine.server import ServerConfig, create_app
+from kpengine.server.pages import web_dist
+from kpengine.store import repo
+from kpengine.store.schema import AggregatedKeypoint, SemanticLabel
+from kpengine.store.verify import save_aggregation
+from test_verify_support import fill_store, truth_result
+from test_web_pages import CHROMIUM, SHOTS, _need, browser  # noqa: F401 - fixture
+
+
+@pytest.fixture(scope="module")
+def site(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    _need(Path(CHROMIUM).is_file() or bool(shutil.which("chromium")), "chromium missing (scripts/setup_system.sh)")
+    _need((web_dist() / "assets" / "verify.js").is_file(), "web pages not built (scripts/setup_system.sh)")
+    import uvicorn
+
+    store, tokens, shapes = fill_store(f"sqlite:///{tmp_path_factory.mktemp('verify') / 'store.db'}", sample_root)
+    with store.session() as s:
+        save_aggregation(s, repo.get_category(s, "chair"), truth_result(shapes))  # type: ignore[arg-type]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(store=store)), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}", "tokens": tokens, "shapes": shapes, "store": store}
+    server.should_exit = True
+    thread.join(10)
+    store.dispose()
+
+
+def test_verify_page_reject_and_name(site: dict, browser) -> None:  # noqa: ANN001, F811
+    page = browser.new_page(viewport={"width": 1500, "height": 820})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    shape = site["shapes"][0]
+    page.goto(f"{site['url']}/verify?token={site['tokens']['admin']}&category=chair&model={shape.model_id}")
+    n = len(shape.semantic_ids)
+    page.wait_for_function(f"document.querySelectorAll('#view .kp-label').length === {n}", timeout=20000)
+    n_cands = int(page.get_attribute("#plot", "data-points") or 0)
+    assert n_cands >= n * len(site["shapes"])
+    assert page.locator("#clusters li").count() == len(set(int(i) for s in site["shapes"] for i in s.semantic_ids))
+    assert page.locator("#keypoints li").count() == n
+
+    # reject the first keypoint of the model: it leaves the 3D view and is struck through
+    first = page.locator("#keypoints li").first
+    kp_id = int(first.get_attribute("data-id") or -1)
+    first.locator("button.reject").click()
+    page.wait_for_selector("#banner.ok", timeout=10000)
+    page.wait_for_function(f"document.querySelectorAll('#view .kp-label').length === {n - 1}", timeout=10000)
+    assert "rejected" in (page.locator("#keypoints li").first.get_attribute("class") or "")
+
+    # pick cluster 0 in the list, name it
+    page.locator("#clusters li[data-id='0']").click()
+    page.fill("#name-input", "back top, left (verified)")
+    page.click("#name-save")
+    page.wait_for_function("document.getElementById('banner').textContent.startsWith('Named 0')", timeout=10000)
+    assert "back top, left (verified)" in page.locator("#clusters li[data-id='0']").inner_text()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOTS / "kpengine_verify.png"))
+
+    with site["store"].session() as s:
+        assert s.get(AggregatedKeypoint, kp_id).status == "rejected"  # type: ignore[union-attr]
+        names = {lab.semantic_id: lab.name for lab in s.scalars(select(SemanticLabel))}
+    assert names[0] == "back top, left (verified)"
+    assert not errors, errors
+
+    # an annotator's token gets a clear refusal, not a broken page
+    other = browser.new_page()
+    other.goto(f"{site['url']}/verify?token={site['tokens']['annotator']}")
+    other.wait_for_selector("#banner.error", timeout=10000)
+    assert "admin" in other.inner_text("#banner")
+    other.close()
+    page.close()
