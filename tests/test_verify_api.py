@@ -39,6 +39,10 @@ def test_aggregate_from_store_keeps_verified_and_replaces_pending(tmp_path: Path
     assert main(args) == 0
     first = _statuses(store)
     assert first["verified"] == verified and first.get("pending", 0) > 0
+    with store.session() as s:  # proposals never reuse an id a person verified
+        top = s.scalar(select(func.max(AggregatedKeypoint.semantic_id)).where(AggregatedKeypoint.status == "verified"))
+        low = s.scalar(select(func.min(AggregatedKeypoint.semantic_id)).where(AggregatedKeypoint.status == "pending"))
+        assert low > top
     assert len(json.loads(out.read_text())) >= 2
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(AggregationCandidate)) >= first["pending"]

@@ -76,10 +76,19 @@ def test_verify_page_reject_and_name(site: dict, browser) -> None:  # noqa: ANN0
     page.wait_for_timeout(300)
     page.screenshot(path=str(SHOTS / "kpengine_verify.png"))
 
+    # merge cluster 11 into 10 from the page
+    page.locator("#clusters li[data-id='11']").click()
+    page.select_option("#merge-target", "10")
+    page.click("#merge")
+    page.wait_for_function("document.getElementById('banner').textContent.startsWith('Merged 11')", timeout=10000)
+    assert page.locator("#clusters li[data-id='11']").count() == 0
+
     with site["store"].session() as s:
         assert s.get(AggregatedKeypoint, kp_id).status == "rejected"  # type: ignore[union-attr]
         names = {lab.semantic_id: lab.name for lab in s.scalars(select(SemanticLabel))}
+        ids = set(s.scalars(select(AggregatedKeypoint.semantic_id)))
     assert names[0] == "back top, left (verified)"
+    assert 11 not in ids and 10 in ids
     assert not errors, errors
 
     # an annotator's token gets a clear refusal, not a broken page

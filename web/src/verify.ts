@@ -195,7 +195,7 @@ function drawClusters(): void {
       .map((c) => {
         const o = document.createElement("option");
         o.value = String(c.id);
-        o.textContent = `${c.id}: ${c.name ?? ""}`;
+        o.textContent = `${c.id}: ${c.name ?? "(unnamed)"}`;
         return o;
       }),
   );

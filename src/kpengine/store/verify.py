@@ -53,6 +53,7 @@ def save_aggregation(session: Session, category: Category, result: Any) -> Aggre
     """Store ``result`` (an ``AggregationResult`` of ``category``) as pending keypoints.
 
     Pending keypoints of earlier runs and the earlier runs' candidates are deleted; the
+    run's semantic ids are shifted above those of the kept keypoints (``report["id_offset"]``); the
     symmetry groups of the result are stored with their indexes remapped to the new
     keypoints' ordinals (appended after the kept ones, so kept groups stay valid).
     """
@@ -80,7 +81,14 @@ def save_aggregation(session: Session, category: Category, result: Any) -> Aggre
             session.delete(g)
     session.flush()
 
-    run = AggregationRun(category_id=category.id, report=_jsonable(result.report))
+    # a run numbers its clusters from 0, unrelated to the ids people already verified: new
+    # ids start above the kept ones so a proposal never silently joins a verified id (an
+    # admin merges them on the page when they are the same keypoint)
+    top = session.scalar(
+        select(func.max(AggregatedKeypoint.semantic_id)).where(AggregatedKeypoint.model_id.in_(model_pks))
+    )
+    offset = 0 if top is None else int(top) + 1
+    run = AggregationRun(category_id=category.id, report=_jsonable({**result.report, "id_offset": offset}))
     session.add(run)
     session.flush()
     kp_rows: dict[tuple[int, int], AggregatedKeypoint] = {}  # (model index, point index) -> row
@@ -93,7 +101,7 @@ def save_aggregation(session: Session, category: Category, result: Any) -> Aggre
             row = AggregatedKeypoint(
                 model_id=model.id,
                 ordinal=start + k,
-                semantic_id=kp.semantic_id,
+                semantic_id=kp.semantic_id + offset,
                 x=kp.xyz[0],
                 y=kp.xyz[1],
                 z=kp.xyz[2],
@@ -133,7 +141,7 @@ def save_aggregation(session: Session, category: Category, result: Any) -> Aggre
             error=float(e),
             tsne_x=float(xy[0]),
             tsne_y=float(xy[1]),
-            cluster=int(lab),
+            cluster=int(lab) + offset if lab >= 0 else -1,
             keypoint_id=kp_rows[(int(m), int(p))].id if keep and (int(m), int(p)) in kp_rows else None,
         )
         for m, p, e, xy, lab, keep in zip(
