@@ -115,8 +115,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _, demo = create_annotator(s, "demo")
         print(f"admin token (shown once): {admin}")
         print(f"annotate:  {base}/annotate?token={demo}")
+        print(f"verify:    {base}/verify?token={admin}   (after `kpengine aggregate --db ...`)")
     else:
         print(f"annotate:  {base}/annotate?token=<token>   (new tokens: kpengine db invite NAME)")
+        print(f"verify:    {base}/verify?token=<admin token>")
     print(f"explore:   {base}/explore\nAPI docs:  {base}/docs\ndatabase:  {store.engine.url.render_as_string()}")
     app = create_app(ServerConfig(tolerance=args.tolerance, store=store))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
