@@ -66,68 +66,24 @@ class Clustering:
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
 
-def _affinities(x: np.ndarray, perplexity: float) -> np.ndarray:
-    """Symmetric t-SNE input affinities P (n, n): per-row Gaussian bandwidths found by bisection (all rows at once)."""
-    d = np.square(x[:, None, :] - x[None, :, :]).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    d -= d.min(axis=1, keepdims=True)  # shift per row: same conditional P, no underflow
-    np.fill_diagonal(d, 1e300)  # p_ii = 0 and d_ii * p_ii = 0 (inf would give nan)
-    target = np.log(perplexity)
-    lo, hi = np.zeros(len(x)), np.full(len(x), np.inf)
-    beta = np.ones(len(x))
-    for _ in range(100):
-        p = np.exp(-d * beta[:, None])
-        s = p.sum(axis=1, keepdims=True)
-        p /= s
-        entropy = np.log(s[:, 0]) + beta * (d * p).sum(axis=1)  # nats
-        high = entropy > target  # too flat: sharpen
-        lo = np.where(high, beta, lo)
-        hi = np.where(high, hi, beta)
-        beta = np.where(np.isinf(hi), beta * 2, (lo + hi) / 2)
-        if np.abs(entropy - target).max() < 1e-5:
-            break
-    p = (p + p.T) / (2 * len(x))
-    return np.maximum(p, 1e-12)
-
-
 def project_tsne(emb: np.ndarray, perplexity: float = 30.0, seed: int = 0, iterations: int = 600) -> np.ndarray:
-    """Exact t-SNE (van der Maaten & Hinton 2008) of embeddings (n, D) -> (n, 2); fewer than 4 points on a line.
+    """t-SNE (van der Maaten & Hinton 2008) of embeddings (n, D) -> (n, 2); fewer than 4 points on a line.
 
-    The optimiser is scikit-learn's (PCA initialisation scaled to std 1e-4, early
-    exaggeration 12 for 250 iterations at momentum 0.5, then 350 at 0.8; learning rate
-    ``max(n / 48, 50)``; delta-bar-delta gains), written out in numpy because
-    scikit-learn's Barnes-Hut took 20-30 s for 400 candidates on our 2 shared cores
-    (its exact method 5 s) while this takes about a second; the gradient is exact, so
-    there is no Barnes-Hut approximation either. ``perplexity`` is capped at (n - 1) / 3.
-    ``seed`` only breaks PCA sign ties (the result is deterministic).
+    scikit-learn's Barnes-Hut t-SNE with PCA initialisation, seeded. Measured side by side
+    against an exact numpy t-SNE with the same optimiser (2026-11-21, 2 cores): equal at
+    400 candidates (0.9 s), 3.4x faster at 1,600 and 7.6x at 3,000 — its cost grows as
+    n log n rather than n², which is what a 500-model category (~5,500 candidates) needs.
+    ``perplexity`` is capped at (n - 1) / 3 (t-SNE needs perplexity < n).
     """
+    from sklearn.manifold import TSNE
+
     x = np.asarray(emb, np.float64)
     n = len(x)
     if n < 4:
         return np.stack([np.arange(n, dtype=np.float64), np.zeros(n)], axis=1)
-    p = _affinities(x, min(perplexity, (n - 1) / 3)).astype(np.float32)  # float32: the loop is memory-bound
-    xc = x - x.mean(axis=0)
-    u, sv, _ = np.linalg.svd(xc, full_matrices=False)
-    y = u[:, :2] * sv[:2]
-    y *= np.sign(y[np.abs(y).argmax(axis=0), [0, 1]] + 1e-300)  # fixed orientation
-    y = (y / (np.std(y[:, 0]) + 1e-300) * 1e-4).astype(np.float32)
-    del seed
-    lr = max(n / 12.0 / 4.0, 50.0)
-    update = np.zeros_like(y)
-    gains = np.ones_like(y)
-    for it in range(iterations):
-        exaggeration, momentum = (12.0, 0.5) if it < 250 else (1.0, 0.8)
-        sq = np.square(y).sum(axis=1)
-        w = 1.0 / (1.0 + np.maximum(sq[:, None] + sq[None, :] - 2.0 * y @ y.T, 0.0))
-        np.fill_diagonal(w, 0.0)
-        q = w / w.sum()
-        pq = (np.float32(exaggeration) * p - q) * w
-        grad = 4.0 * (pq.sum(axis=1)[:, None] * y - pq @ y)
-        inc = update * grad < 0.0
-        gains = np.maximum(np.where(inc, gains + 0.2, gains * 0.8), 0.01)
-        update = momentum * update - lr * gains * grad
-        y = y + update
-    return y.astype(np.float64)
+    perplexity = min(perplexity, (n - 1) / 3)
+    tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, max_iter=max(iterations, 250))
+    return tsne.fit_transform(x).astype(np.float64)
 
 
 def cluster_candidates(
