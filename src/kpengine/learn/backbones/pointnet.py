@@ -81,5 +81,11 @@ class PointNet(PointBackbone):
         h = self.conv2[:3](x)  # (B, 64, N)
         h128 = self.conv2[3:6](h)  # (B, 128, N)
         g = self.conv2[6:](h128).amax(dim=2, keepdim=True)  # (B, width, 1)
-        feat = torch.cat([local, h128, g.expand(-1, -1, x.shape[2])], dim=1)
-        return self.seg(feat).transpose(1, 2).contiguous()
+        # The segmentation head's first layer sees [local, h128, g] at every point; g is the
+        # same at all N points, so its share of that 1x1 convolution is applied once per shape
+        # and added as a bias: the same layer and parameters, ~60 % fewer multiply-adds.
+        first = self.seg[0]
+        n_point = local.shape[1] + h128.shape[1]
+        y = nn.functional.conv1d(torch.cat([local, h128], dim=1), first.weight[:, :n_point])
+        y = y + torch.matmul(first.weight[:, n_point:, 0], g)  # (width/2, width) @ (B, width, 1)
+        return self.seg[1:](y).transpose(1, 2).contiguous()
