@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from kpengine.data.sample import generate_sample_dataset
 from kpengine.io.annotations import load_annotations
 from kpengine.io.layout import mesh_path
 from kpengine.io.mesh import load_mesh
+from kpengine.server.process import free_port, start_serve_process
 from kpengine.store import open_store
 from kpengine.store.exchange import import_dataset
 from kpengine.store.pgtemp import start_temp_postgres
@@ -37,27 +36,6 @@ from kpengine.store.repo import create_annotator, get_model, raw_keypoints
 from kpengine.store.schema import Annotator
 
 MUG = "03797390"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(url: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kpengine.cli.main", "serve", "--db", url, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 async def _annotator(base, token, models, surfaces, seconds, seed, latencies, acked, errors) -> None:  # noqa: ANN001
@@ -93,8 +71,8 @@ def run(kind: str, url: str, sample: Path, n_annotators: int, seconds: float) ->
     anns, _ = load_annotations(sample / "annotations" / "mug.json")
     models = [a.model_id for a in anns[:6]]
     surfaces = {m: load_mesh(mesh_path(sample, MUG, m)).vertices for m in models}
-    port = _port()
-    proc = _serve(url, port)
+    port = free_port()
+    proc = start_serve_process(url, port)
     latencies: list[float] = []
     acked: dict[tuple[str, str], dict] = {}
     errors: list[str] = []

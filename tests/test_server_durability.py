@@ -5,9 +5,6 @@ annotators never overwrite each other."""
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +15,7 @@ import numpy as np
 from kpengine.io.annotations import load_annotations
 from kpengine.io.layout import mesh_path
 from kpengine.io.mesh import load_mesh
+from kpengine.server.process import free_port, start_serve_process
 from kpengine.store import open_store
 from kpengine.store.exchange import import_dataset
 from kpengine.store.repo import create_annotator, get_model, raw_keypoints
@@ -28,23 +26,6 @@ MUG = "03797390"
 N_ANNOTATORS = 8
 
 
-def _serve(url: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kpengine.cli.main", "serve", "--db", url, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {proc.stderr.read().decode()[-2000:]}")
-
-
 def test_kill_mid_request_loses_nothing_acknowledged(db_url: str, sample_root: Path) -> None:  # noqa: F811
     store = open_store(db_url)
     with store.session() as s:
@@ -53,10 +34,8 @@ def test_kill_mid_request_loses_nothing_acknowledged(db_url: str, sample_root: P
     anns, _ = load_annotations(sample_root / "annotations" / "mug.json")
     models = [a.model_id for a in anns[:3]]
     surfaces = {m: load_mesh(mesh_path(sample_root, MUG, m)).vertices for m in models}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = _serve(db_url, port)
+    port = free_port()
+    proc = start_serve_process(db_url, port)
     acked: dict[tuple[str, str], dict] = {}
     stop = threading.Event()
 
@@ -92,7 +71,7 @@ def test_kill_mid_request_loses_nothing_acknowledged(db_url: str, sample_root: P
         t.join(15)
     assert len(acked) >= N_ANNOTATORS
 
-    proc = _serve(db_url, port)  # the restart runs recovery (WAL replay) and must keep everything
+    proc = start_serve_process(db_url, port)  # the restart runs recovery (WAL replay) and must keep everything
     try:
         for (name, mid), ack in acked.items():
             r = httpx.get(

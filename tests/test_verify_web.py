@@ -5,9 +5,6 @@ Screenshot: /tmp/kpengine_verify.png."""
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +13,7 @@ from sqlalchemy import select
 
 from kpengine.server import ServerConfig, create_app
 from kpengine.server.pages import web_dist
+from kpengine.server.process import serve_in_thread
 from kpengine.store import repo
 from kpengine.store.schema import AggregatedKeypoint, SemanticLabel
 from kpengine.store.verify import save_aggregation
@@ -27,22 +25,11 @@ from test_web_pages import CHROMIUM, SHOTS, _need, browser  # noqa: F401 - fixtu
 def site(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     _need(Path(CHROMIUM).is_file() or bool(shutil.which("chromium")), "chromium missing (scripts/setup_system.sh)")
     _need((web_dist() / "assets" / "verify.js").is_file(), "web pages not built (scripts/setup_system.sh)")
-    import uvicorn
-
     store, tokens, shapes = fill_store(f"sqlite:///{tmp_path_factory.mktemp('verify') / 'store.db'}", sample_root)
     with store.session() as s:
         save_aggregation(s, repo.get_category(s, "chair"), truth_result(shapes))  # type: ignore[arg-type]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(store=store)), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "tokens": tokens, "shapes": shapes, "store": store}
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(ServerConfig(store=store))) as url:
+        yield {"url": url, "tokens": tokens, "shapes": shapes, "store": store}
     store.dispose()
 
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from kpengine.data.sample import KEYPOINT_NAMES
 from kpengine.io.annotations import load_annotations
 from kpengine.server import ServerConfig, create_app
 from kpengine.server.pages import web_dist
+from kpengine.server.process import serve_in_thread
 from kpengine.store import open_store
 from kpengine.store.exchange import import_dataset
 from kpengine.store.repo import create_annotator
@@ -39,29 +37,18 @@ def _need(condition: bool, message: str) -> None:
 def site(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     _need(Path(CHROMIUM).is_file() or bool(shutil.which("chromium")), "chromium missing (scripts/setup_system.sh)")
     _need((web_dist() / "assets" / "annotate.js").is_file(), "web pages not built (scripts/setup_system.sh)")
-    import uvicorn
-
     store = open_store(f"sqlite:///{tmp_path_factory.mktemp('web') / 'store.db'}")
     with store.session() as s:
         import_dataset(s, sample_root, ["mug"], labels=KEYPOINT_NAMES)
         _, token = create_annotator(s, "alice")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(store=store)), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    anns, _ = load_annotations(sample_root / "annotations" / "mug.json")
-    yield {
-        "url": f"http://127.0.0.1:{port}",
-        "token": token,
-        "model": anns[0].model_id,
-        "n_agg": len(anns[0].keypoints),
-    }
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(ServerConfig(store=store))) as url:
+        anns, _ = load_annotations(sample_root / "annotations" / "mug.json")
+        yield {
+            "url": url,
+            "token": token,
+            "model": anns[0].model_id,
+            "n_agg": len(anns[0].keypoints),
+        }
     store.dispose()
 
 
