@@ -21,4 +21,3 @@ def test_rotated_prediction_wins_only_under_best_symmetry(sample_root):
     best = evaluate_correspondence(subset, preds, symmetry="best").metrics["pck"]
     assert best[1:] == [1.0] * 10
     assert plain[5] < 0.5  # the corners moved to their neighbours: far at 0.05
-
