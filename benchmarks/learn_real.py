@@ -1,8 +1,9 @@
 """Train one task/backbone on a real KeypointNet category, then predict and score its test split.
 
     .venv/bin/python benchmarks/learn_real.py correspondence pointnet bathtub 8 runs/bathtub-corr-pointnet256 \
-        '{"width": 256}'
+        '{"width": 256}' '{"lr_schedule": "cosine", "tta": 8}'
 
+The optional last argument sets other TrainConfig fields, and "tta" for prediction.
 Resumable (an existing run directory continues from last.pt). Prints the training summary and
 the evaluation (PCK plain and symmetry-best, or saliency mIoU/mAP in the official mode) as JSON
 lines, with timings and the load average, and writes them to RUN_DIR/bench.json.
@@ -26,13 +27,21 @@ DATA = os.environ.get("KPENGINE_SHARED_DATA", str(Path(__file__).resolve().paren
 def main(argv: list[str]) -> None:
     task, backbone, category, epochs, out = argv[:5]
     kwargs = json.loads(argv[5]) if len(argv) > 5 else {}
+    settings = json.loads(argv[6]) if len(argv) > 6 else {}
+    tta = int(settings.pop("tta", 0))
     data = str(Path(DATA) / "keypointnet")
     cfg = TrainConfig(
-        task=task, data=data, category=category, backbone=backbone, epochs=int(epochs), backbone_kwargs=kwargs
+        task=task,
+        data=data,
+        category=category,
+        backbone=backbone,
+        epochs=int(epochs),
+        backbone_kwargs=kwargs,
+        **settings,
     )
     summary = train(cfg, out, resume=True, progress=True)
     print(json.dumps(summary), flush=True)
-    result = evaluate_run(out, data, category)
+    result = evaluate_run(out, data, category, tta=tta)
     result["loadavg"] = os.getloadavg()
     print(json.dumps(result), flush=True)
     write_json(Path(out) / "bench.json", {"train": summary, "eval": result}, indent=1)

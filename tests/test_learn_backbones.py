@@ -103,3 +103,17 @@ def test_pointnet2_eval_mode_matches_train_mode_after_a_few_steps(sample_root) -
         alone = model(batch["points"][:1])
         together = model(batch["points"])[:1]
         assert torch.allclose(alone, together, atol=1e-4)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_edgeconv_split_weights_equal_the_edge_tensor_convolution(train: bool) -> None:
+    from kpengine.learn.backbones.dgcnn import EdgeConv
+
+    torch.manual_seed(0)
+    conv = EdgeConv(16, 32, 8).train(train)
+    x = torch.randn(2, 16, 300, requires_grad=True)
+    fast, slow = conv(x), conv.reference(x)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    (g_fast,) = torch.autograd.grad(fast.pow(2).sum(), x)
+    (g_slow,) = torch.autograd.grad(slow.pow(2).sum(), x)
+    assert torch.allclose(g_fast, g_slow, atol=1e-4)

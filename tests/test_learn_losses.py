@@ -30,6 +30,16 @@ def test_saliency_loss_is_cross_entropy() -> None:
     assert torch.isclose(saliency_loss(logits, torch.tensor([[0, 1]])), torch.log(torch.tensor(2.0)))
 
 
+def test_soft_saliency_loss_equals_hard_on_binary_targets_and_prefers_near_misses() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 50, 2)
+    hard = (torch.rand(2, 50) < 0.2).long()
+    assert torch.isclose(saliency_loss(logits, hard.float()), saliency_loss(logits, hard), atol=1e-6)
+    # a point near a keypoint (target 0.6) costs less when predicted salient than a far one (target 0)
+    salient = torch.tensor([[[0.0, 3.0]]])
+    assert saliency_loss(salient, torch.tensor([[0.6]])) < saliency_loss(salient, torch.tensor([[0.0]]))
+
+
 def test_contrastive_loss_pulls_same_ids_and_pushes_hardest_negative() -> None:
     torch.manual_seed(0)
     emb = torch.nn.functional.normalize(torch.randn(2, 6, 4), dim=-1).requires_grad_(True)

@@ -80,6 +80,49 @@ def test_deterministic_and_resume_matches_uninterrupted(sample_root: Path, tmp_p
     assert len(json.loads((tmp_path / "resumed" / "history.json").read_text())["epochs"]) == 3
 
 
+def test_cosine_schedule_is_a_function_of_the_epoch_and_resumes_exactly(
+    sample_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(sample_root, epochs=4, lr_schedule="cosine")
+    assert cfg.lr_at(0) == pytest.approx(1e-3)
+    assert cfg.lr_at(2) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert cfg.lr_at(3) < cfg.lr_at(2) and cfg.lr_at(4) == pytest.approx(1e-5)
+    assert config(sample_root).lr_at(3) == 1e-3  # the official protocol keeps it constant
+    with pytest.raises(ValueError, match="lr schedule"):
+        config(sample_root, lr_schedule="step")
+    train(cfg, tmp_path / "whole", progress=False)
+    history = json.loads((tmp_path / "whole" / "history.json").read_text())["epochs"]
+    assert [h["lr"] for h in history] == pytest.approx([cfg.lr_at(e) for e in range(4)])
+
+    real_epoch = Trainer._train_epoch
+
+    def killed_in_epoch_3(self: Trainer, epoch: int) -> float:
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(sample_root, epochs=4, lr_schedule="cosine"), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
+    train(config(sample_root, epochs=4, lr_schedule="cosine"), tmp_path / "cut", resume=True, progress=False)
+    assert same(weights(tmp_path / "whole"), weights(tmp_path / "cut"))
+
+
+def test_soft_saliency_targets(sample_root: Path) -> None:
+    from kpengine.data import KeypointNetDataset
+    from kpengine.geometry.geodesic import GeodesicGraph
+    from kpengine.learn.batches import soft_saliency
+
+    shape = KeypointNetDataset(sample_root, "chair", "train")[0]
+    t = soft_saliency(shape, 0.03)
+    assert t.dtype == np.float32 and np.all(t[shape.point_indices] == 1.0)
+    d = GeodesicGraph(shape.points, protocol="strict").from_sources(np.unique(shape.point_indices)).min(axis=0)
+    assert np.all(t[d > 0.09] == 0.0)  # nothing beyond 3 sigma
+    mid = (d > 0.01) & (d < 0.05)
+    assert mid.any() and np.allclose(t[mid], np.exp(-(d[mid] ** 2) / (2 * 0.03**2)), atol=1e-6)
+
+
 def test_existing_run_needs_resume(sample_root: Path, corr_run: Path) -> None:
     with pytest.raises(DataError, match="--resume"):
         Trainer(config(sample_root), corr_run, progress=False)

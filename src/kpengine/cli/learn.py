@@ -19,7 +19,9 @@ lowest validation loss. Tasks:
                   used by `kpengine transfer`
 
 Defaults follow the official benchmark: Adam 1e-3, batch 8, 50 epochs, 2,048 points,
-jitter sigma 0.004 clipped at 0.01, translation up to 0.02. The run directory gets
+jitter sigma 0.004 clipped at 0.01, translation up to 0.02. Off by default, and what
+short runs need (docs/learning.md): --lr-schedule cosine (decay to 1% of --lr) and, for
+saliency, --saliency-sigma 0.02 (soft geodesic Gaussian targets). The run directory gets
 config.json, last.pt (every epoch; --resume continues from it), best.pt, history.json
 and curve.png. Same command under torchrun for distributed training:
   torchrun --nproc_per_node 2 -m kpengine.cli.main train ...
@@ -59,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument(
+        "--saliency-sigma", type=float, default=0.0, help="saliency: soft targets exp(-d^2/2s^2) (0 = hard, official)"
+    )
     p.add_argument("--points", type=int, default=2048, help="points per cloud (clouds must have this many)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
@@ -77,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--saliency-mode", default="nms", choices=("nms", "official"))
     p.add_argument("--threshold", type=float, help="saliency probability threshold (default 0.1)")
     p.add_argument("--nms-radius", type=float, default=0.05, help="geodesic suppression radius (model units)")
+    p.add_argument("--tta", type=int, default=0, help="average over this many augmented copies too (default 0)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("transfer", help="semantic keypoints on an unannotated shape", description=TRANSFER_HELP)
@@ -105,6 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help='per-backbone constructor arguments, e.g. \'{"pointnet": {"width": 256}}\'',
     )
+    p.add_argument(
+        "--config", default="{}", metavar="JSON", help='other training settings, e.g. \'{"lr_schedule": "cosine"}\''
+    )
+    p.add_argument("--tta", type=int, default=0, help="test-time augmentation copies in prediction")
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -128,6 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
+            lr_schedule=args.lr_schedule,
+            saliency_sigma=args.saliency_sigma,
             n_points=args.points,
             seed=args.seed,
             threads=args.threads,
@@ -158,6 +171,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         saliency_mode=args.saliency_mode,
         threshold=args.threshold,
         nms_radius=args.nms_radius,
+        tta=args.tta,
     )
     emit_json(preds, args.out)
     if args.out != "-":
@@ -183,6 +197,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise DataError(f"--backbone-args is not JSON: {exc}") from None
     if not isinstance(per_backbone, dict) or not all(isinstance(v, dict) for v in per_backbone.values()):
         raise DataError('--backbone-args must map backbone names to objects, e.g. {"pointnet": {"width": 256}}')
+    try:
+        overrides = json.loads(args.config)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"--config is not JSON: {exc}") from None
+    from dataclasses import fields
+
+    from kpengine.learn.config import TrainConfig
+
+    settable = {f.name for f in fields(TrainConfig)} - {"task", "data", "category", "backbone", "backbone_kwargs"}
+    if not isinstance(overrides, dict) or set(overrides) - settable:
+        raise DataError(f"--config must be an object of training settings among: {', '.join(sorted(settable))}")
     unknown = sorted(set(per_backbone) - set(args.backbones))
     if unknown:
         raise DataError(f"--backbone-args names backbones not benchmarked: {', '.join(unknown)}")
@@ -195,6 +220,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         backbone_kwargs=per_backbone,
+        overrides=overrides,
+        tta=args.tta,
     )
     print(table)
     return 0

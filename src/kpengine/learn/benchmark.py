@@ -18,10 +18,12 @@ from kpengine.metrics.evaluate import evaluate_correspondence, evaluate_saliency
 SHOWN = (0.01, 0.05, 0.10)
 
 
-def evaluate_run(run: str | Path, data: str | Path, category: str, split: str = "test") -> dict[str, Any]:
+def evaluate_run(
+    run: str | Path, data: str | Path, category: str, split: str = "test", *, tta: int = 0
+) -> dict[str, Any]:
     """Predict and score one run: PCK plain and symmetry-best, or saliency mIoU/mAP (official mode)."""
     t0 = time.perf_counter()
-    task, preds = predict_split(run, data, category, split, saliency_mode="official")
+    task, preds = predict_split(run, data, category, split, saliency_mode="official", tta=tta)
     t_pred = time.perf_counter() - t0
     ds = KeypointNetDataset(data, category, split)
     t1 = time.perf_counter()
@@ -49,6 +51,7 @@ def evaluate_run(run: str | Path, data: str | Path, category: str, split: str = 
         "evaluate_seconds": time.perf_counter() - t1,
         "shapes_per_second": len(ds) / t_pred if t_pred > 0 else None,
         "n_shapes": len(ds),
+        "tta": tta,
     }
 
 
@@ -80,8 +83,13 @@ def run_benchmark(
     out: str | Path = "runs/benchmark",
     seed: int = 0,
     backbone_kwargs: dict[str, dict[str, Any]] | None = None,
+    overrides: dict[str, Any] | None = None,
+    tta: int = 0,
 ) -> str:
-    """Every combination, resumable (existing runs continue); writes results.json and results.md in ``out``."""
+    """Every combination, resumable (existing runs continue); writes results.json and results.md in ``out``.
+
+    ``overrides`` sets other TrainConfig fields for every run (e.g. ``{"lr_schedule": "cosine"}``);
+    ``tta`` is passed to prediction."""
     out = Path(out)
     rows = []
     for cat in categories:
@@ -97,6 +105,7 @@ def run_benchmark(
                     epochs=epochs,
                     seed=seed,
                     backbone_kwargs=(backbone_kwargs or {}).get(backbone, {}),
+                    **(overrides or {}),
                 )
                 summary = train(cfg, run, resume=True, progress=False)
                 rows.append(
@@ -105,7 +114,7 @@ def run_benchmark(
                         "backbone": backbone,
                         "train_task": task,
                         **summary,
-                        **evaluate_run(run, data, name),
+                        **evaluate_run(run, data, name, tta=tta),
                         "loadavg": os.getloadavg(),
                     }
                 )

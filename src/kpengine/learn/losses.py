@@ -7,7 +7,14 @@ import torch.nn.functional as F
 
 
 def saliency_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Two-class cross-entropy per point, as the official benchmark: logits (B, N, 2), target (B, N) in {0, 1}."""
+    """Two-class cross-entropy per point, as the official benchmark: logits (B, N, 2), target (B, N).
+
+    An integer target in {0, 1} is the official hard label; a float target in [0, 1] is the
+    keypoint probability of a soft label (cross-entropy against the distribution (1 - t, t)).
+    """
+    if target.is_floating_point():
+        logp = logits.log_softmax(dim=-1)
+        return -(target * logp[..., 1] + (1.0 - target) * logp[..., 0]).mean()
     return F.cross_entropy(logits.reshape(-1, 2), target.reshape(-1))
 
 

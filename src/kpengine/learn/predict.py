@@ -4,12 +4,14 @@
   ``threshold`` (0.1) kept greedily by probability, each suppressing the points within ``nms_radius``
   geodesic distance; mode "official": every point above 0.1, no suppression (the original code).
 * correspondence: ``{model_id: {semantic_id: point_index}}``, the argmax over points per id.
+* ``tta`` > 0 averages the probabilities of the clean cloud and ``tta`` copies augmented as in
+  training (jitter, translation; point indices unchanged), seeded so predictions repeat.
 * embedding runs predict correspondences by transfer (nearest point to each id's prototype).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +23,7 @@ from kpengine.data.dataset import KeypointNetDataset
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
 from kpengine.geometry.geodesic import GeodesicGraph
+from kpengine.learn.augment import Augment
 from kpengine.learn.checkpoint import load_checkpoint
 from kpengine.learn.config import TrainConfig
 from kpengine.learn.heads import KeypointModel
@@ -57,6 +60,30 @@ def infer(model: KeypointModel, clouds: Sequence[np.ndarray], batch_size: int = 
     return outs
 
 
+def averaged_probabilities(
+    model: KeypointModel,
+    clouds: Sequence[np.ndarray],
+    to_probabilities: Callable[[np.ndarray], np.ndarray],
+    tta: int = 0,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Per-cloud probabilities, averaged over the clean cloud and ``tta`` training-like augmentations."""
+    total = [to_probabilities(o) for o in infer(model, clouds)]
+    aug = Augment()  # the official training distribution: jitter 0.004 clipped at 0.01, translation 0.02
+    for k in range(tta):
+        copies = [aug(c, np.random.default_rng((seed, k, i))) for i, c in enumerate(clouds)]
+        for acc, o in zip(total, infer(model, copies)):
+            acc += to_probabilities(o)
+    return [t / (1 + tta) for t in total]
+
+
+def softmax_over_points(logits: np.ndarray) -> np.ndarray:
+    """(N, C) logits -> (N, C) per-id distributions over the points."""
+    z = logits - logits.max(axis=0, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=0, keepdims=True)
+
+
 def saliency_probabilities(logits: np.ndarray) -> np.ndarray:
     """(N, 2) logits -> (N,) keypoint probability."""
     z = logits - logits.max(axis=1, keepdims=True)
@@ -90,11 +117,12 @@ def predict_saliency(
     mode: SaliencyMode = "nms",
     threshold: float | None = None,
     nms_radius: float = 0.05,
+    tta: int = 0,
 ) -> dict[str, list[list[float]]]:
     thr = 0.1 if threshold is None else threshold
     out: dict[str, list[list[float]]] = {}
-    for shape, logits in zip(shapes, infer(model, [s.points for s in shapes])):
-        prob = saliency_probabilities(logits)
+    probs = averaged_probabilities(model, [s.points for s in shapes], saliency_probabilities, tta)
+    for shape, prob in zip(shapes, probs):
         if mode == "official":
             idx = np.where(prob > thr)[0]
             kept = [(int(i), float(prob[i])) for i in idx[np.argsort(-prob[idx], kind="stable")]]
@@ -104,10 +132,11 @@ def predict_saliency(
     return out
 
 
-def predict_correspondence(model: KeypointModel, shapes: Sequence[Shape]) -> dict[str, dict[str, int]]:
+def predict_correspondence(model: KeypointModel, shapes: Sequence[Shape], tta: int = 0) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for shape, logits in zip(shapes, infer(model, [s.points for s in shapes])):
-        out[shape.model_id] = {str(c): int(i) for c, i in enumerate(logits.argmax(axis=0).tolist())}
+    probs = averaged_probabilities(model, [s.points for s in shapes], softmax_over_points, tta)
+    for shape, prob in zip(shapes, probs):
+        out[shape.model_id] = {str(c): int(i) for c, i in enumerate(prob.argmax(axis=0).tolist())}
     return out
 
 
@@ -120,6 +149,7 @@ def predict_split(
     saliency_mode: SaliencyMode = "nms",
     threshold: float | None = None,
     nms_radius: float = 0.05,
+    tta: int = 0,
 ) -> tuple[str, dict[str, Any]]:
     """(evaluate task name, predictions) for a split, by the run's own task."""
     model, state = load_run(run, category=resolve_category(category).name)
@@ -129,10 +159,10 @@ def predict_split(
         raise DataError(f"{category}/{split} has no usable shapes under {data}: {shapes.problem_summary()}")
     if cfg.task == "saliency":
         return "saliency", predict_saliency(
-            model, shapes, mode=saliency_mode, threshold=threshold, nms_radius=nms_radius
+            model, shapes, mode=saliency_mode, threshold=threshold, nms_radius=nms_radius, tta=tta
         )
     if cfg.task == "correspondence":
-        return "correspondence", predict_correspondence(model, shapes)
+        return "correspondence", predict_correspondence(model, shapes, tta=tta)
     from kpengine.learn.transfer import Prototypes
 
     protos = Prototypes.for_run(run, model, state, data)

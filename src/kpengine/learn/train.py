@@ -41,7 +41,7 @@ def build_model(config: TrainConfig, n_classes: int) -> KeypointModel:
 
 def task_loss(task: str, out: torch.Tensor, batch: dict[str, Any], margin: float) -> torch.Tensor:
     if task == "saliency":
-        return saliency_loss(out, batch["saliency"])
+        return saliency_loss(out, batch.get("saliency_soft", batch["saliency"]))
     if task == "correspondence":
         return correspondence_loss(out, batch["labellings"])
     return contrastive_loss(out, batch["keypoint_index"], margin)
@@ -85,9 +85,12 @@ class Trainer:
         train = KeypointNetDataset(config.data, config.category, config.train_split, n_points=config.n_points)
         val = KeypointNetDataset(config.data, config.category, config.val_split, n_points=config.n_points)
         self.n_classes = train.n_classes
-        aug = Augment(config.jitter_sigma, config.jitter_clip, config.translate, config.surface_noise)
-        self.train_set = KeypointBatches(train, self.n_classes, aug, seed=config.seed)
-        self.val_set = KeypointBatches(val, self.n_classes, None, seed=config.seed)
+        aug = Augment(
+            config.jitter_sigma, config.jitter_clip, config.translate, config.surface_noise, config.scale_augment
+        )
+        soft = config.saliency_sigma if config.task == "saliency" else 0.0
+        self.train_set = KeypointBatches(train, self.n_classes, aug, seed=config.seed, saliency_sigma=soft)
+        self.val_set = KeypointBatches(val, self.n_classes, None, seed=config.seed, saliency_sigma=soft)
         for ds in (self.train_set, self.val_set):
             short = [s.model_id for s in ds.shapes if s.n_points != config.n_points]
             if short:
@@ -137,6 +140,8 @@ class Trainer:
 
         torch.manual_seed(hash((self.config.seed, epoch)) % 2**31)
         self.train_set.epoch = epoch
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr_at(epoch)
         self.net.train()
         total, count = 0.0, 0
         bar = tqdm(
@@ -203,6 +208,7 @@ class Trainer:
                 "train_loss": train_loss,
                 "val_loss": val_loss,
                 "seconds": seconds,
+                "lr": cfg.lr_at(epoch),
                 "loadavg_1m": os.getloadavg()[0],
                 "peak_memory_mb": peak_memory_mb(),
             }
