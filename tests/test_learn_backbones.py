@@ -117,3 +117,32 @@ def test_edgeconv_split_weights_equal_the_edge_tensor_convolution(train: bool) -
     (g_fast,) = torch.autograd.grad(fast.pow(2).sum(), x)
     (g_slow,) = torch.autograd.grad(slow.pow(2).sum(), x)
     assert torch.allclose(g_fast, g_slow, atol=1e-4)
+
+
+def test_local_shape_features_tell_corners_from_faces() -> None:
+    from kpengine.learn.backbones.pointnet import local_shape_features
+
+    g = torch.linspace(0, 1, 12)
+    u, v = torch.meshgrid(g, g, indexing="ij")
+    u, v = u.reshape(-1), v.reshape(-1)
+    zero, one = torch.zeros_like(u), torch.ones_like(u)
+    faces = [torch.stack(f, dim=1) for f in ((u, v, zero), (u, v, one), (u, zero, v), (u, one, v), (zero, u, v))]
+    cube = torch.unique(torch.cat(faces), dim=0)[None]  # an open box sampled on a grid
+    feats = local_shape_features(cube, 9)[0]  # (9, N); 9 = a grid point and its 8 neighbours
+    pts = cube[0]
+    face_centre = int(torch.argmin((pts - torch.tensor([0.5, 0.5, 0.0])).norm(dim=1)))
+    corner = int(torch.argmin((pts - torch.tensor([0.0, 0.0, 0.0])).norm(dim=1)))
+    assert torch.allclose(feats[3:6, face_centre], torch.tensor([0.0, 0.0, 1.0]), atol=1e-4)  # |normal|
+    assert feats[:3, face_centre].norm() < 1e-3  # centred in its neighbourhood
+    assert feats[:3, corner].norm() > 1.0  # a corner's neighbours lie to one side
+    assert feats[6, corner] > 10 * feats[6, face_centre] + 0.05  # surface variation
+
+
+def test_pointnet_with_local_features_trains() -> None:
+    torch.manual_seed(0)
+    net = build_backbone("pointnet", out_channels=8, width=64, local_features=8)
+    points = torch.rand(2, 128, 3, requires_grad=True)
+    out = net(points)
+    assert out.shape == (2, 128, 8) and net.min_points == 8
+    out.pow(2).sum().backward()
+    assert points.grad is not None and net.conv1[0].weight.grad.abs()[:, 3:].sum() > 0

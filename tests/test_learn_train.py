@@ -183,6 +183,26 @@ def test_saliency_predict_modes(sample_root: Path, tmp_path: Path) -> None:
     assert [i for i, _ in kept] == [39, 33, 27, 21]
 
 
+def test_saliency_decision_is_chosen_on_validation_and_used_by_predict(sample_root: Path, tmp_path: Path) -> None:
+    from kpengine.learn.decision import tune_saliency_decision
+    from kpengine.learn.predict import predict_split
+
+    run = tmp_path / "sal-soft"
+    train(config(sample_root, task="saliency", epochs=2, saliency_sigma=0.03), run, progress=False)
+    tuned = tune_saliency_decision(run, sample_root, "chair", "val")
+    assert (run / "decision.json").is_file() and tuned["chosen_on"] == "val"
+    assert tuned["grid"] and max(g["objective"] for g in tuned["grid"]) == next(
+        g["objective"]
+        for g in tuned["grid"]
+        if (g["threshold"], g["radius"]) == (tuned["threshold"], tuned["nms_radius"])
+    )
+    _, stored = predict_split(run, sample_root, "chair", "test")
+    _, explicit = predict_split(
+        run, sample_root, "chair", "test", threshold=tuned["threshold"], nms_radius=tuned["nms_radius"]
+    )
+    assert stored == explicit
+
+
 def test_transfer_outputs_official_json_and_png(sample_root: Path, tmp_path: Path) -> None:
     from kpengine.io.annotations import load_annotations
 
@@ -215,3 +235,17 @@ def test_benchmark_command_with_backbone_args(sample_root: Path, tmp_path: Path)
     assert "| chair | pointnet | correspondence | 1 |" in (out / "results.md").read_text()
     assert load_checkpoint(out / "chair-correspondence-pointnet" / "best.pt")["config"]["backbone_kwargs"] == TINY
     assert main([*args, "--backbone-args", '{"dgcnn": {}}']) == 1  # not benchmarked: refused
+    assert main([*args, "--config", '{"learning_rate": 1}']) == 1  # not a training setting: refused
+
+
+def test_benchmark_saliency_reports_official_and_tuned_decisions(sample_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench-sal"
+    settings = json.dumps({"lr_schedule": "cosine", "saliency_sigma": 0.03})
+    args = ["benchmark", "--data", str(sample_root), "--categories", "chair", "--tasks", "saliency"]
+    tiny = json.dumps({"pointnet": TINY})
+    assert main([*args, "--epochs", "1", "--out", str(out), "--config", settings, "--backbone-args", tiny]) == 0
+    (row,) = json.loads((out / "results.json").read_text())
+    assert {"miou", "map", "miou_nms", "map_nms", "decision"} <= set(row)
+    assert (out / "chair-saliency-pointnet" / "decision.json").is_file()
+    cfg = load_checkpoint(out / "chair-saliency-pointnet" / "best.pt")["config"]
+    assert cfg["lr_schedule"] == "cosine" and cfg["saliency_sigma"] == 0.03

@@ -30,9 +30,11 @@ and curve.png. Same command under torchrun for distributed training:
 PREDICT_HELP = """\
 Write predictions for a split in the format `kpengine evaluate` reads, using a run's
 best checkpoint. Saliency: --saliency-mode nms (default; points above --threshold,
-default 0.1, kept by probability, each suppressing geodesic neighbours within
---nms-radius) or official (every point above 0.1, no suppression, as the original code). Embedding runs predict
-correspondences by transfer from the training split's prototypes.
+kept by probability, each suppressing geodesic neighbours within --nms-radius) or
+official (every point above 0.1, no suppression, as the original code). Without
+--threshold and --nms-radius, nms uses the run's decision.json (chosen on the validation
+split by `kpengine benchmark` or kpengine.learn.decision) if it has one, else 0.1 and 0.05.
+Embedding runs predict correspondences by transfer from the training split's prototypes.
 """
 
 TRANSFER_HELP = """\
@@ -82,8 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="P.json", help="- for stdout")
     p.add_argument("--saliency-mode", default="nms", choices=("nms", "official"))
     p.add_argument("--threshold", type=float, help="saliency probability threshold (default 0.1)")
-    p.add_argument("--nms-radius", type=float, default=0.05, help="geodesic suppression radius (model units)")
-    p.add_argument("--tta", type=int, default=0, help="average over this many augmented copies too (default 0)")
+    p.add_argument("--nms-radius", type=float, help="geodesic suppression radius (model units; default 0.05, 0 = none)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("transfer", help="semantic keypoints on an unannotated shape", description=TRANSFER_HELP)
@@ -115,7 +116,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config", default="{}", metavar="JSON", help='other training settings, e.g. \'{"lr_schedule": "cosine"}\''
     )
-    p.add_argument("--tta", type=int, default=0, help="test-time augmentation copies in prediction")
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -171,7 +171,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         saliency_mode=args.saliency_mode,
         threshold=args.threshold,
         nms_radius=args.nms_radius,
-        tta=args.tta,
     )
     emit_json(preds, args.out)
     if args.out != "-":
@@ -221,7 +220,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         seed=args.seed,
         backbone_kwargs=per_backbone,
         overrides=overrides,
-        tta=args.tta,
     )
     print(table)
     return 0

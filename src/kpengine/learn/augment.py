@@ -1,7 +1,8 @@
 """Training augmentation of the official protocol: clipped Gaussian jitter, random translation,
 the optional surface noise of the embedding task, and an optional random anisotropic scaling
-(off in the official protocol; it widens a small category's training shapes, e.g. 102 beds). Works on numpy clouds (N, 3) with a
-per-item generator, so that every epoch is reproducible from the seed."""
+(off in the official protocol; it widens a small category's training shapes, e.g. 102 beds).
+Works on numpy clouds (N, 3) with a per-item generator, so that every epoch is reproducible
+from the seed."""
 
 from __future__ import annotations
 

@@ -4,14 +4,14 @@
   ``threshold`` (0.1) kept greedily by probability, each suppressing the points within ``nms_radius``
   geodesic distance; mode "official": every point above 0.1, no suppression (the original code).
 * correspondence: ``{model_id: {semantic_id: point_index}}``, the argmax over points per id.
-* ``tta`` > 0 averages the probabilities of the clean cloud and ``tta`` copies augmented as in
-  training (jitter, translation; point indices unchanged), seeded so predictions repeat.
+* A saliency run tuned by ``kpengine.learn.decision`` (``decision.json``) predicts with its
+  validation-chosen threshold and radius unless they are given.
 * embedding runs predict correspondences by transfer (nearest point to each id's prototype).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +23,6 @@ from kpengine.data.dataset import KeypointNetDataset
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
 from kpengine.geometry.geodesic import GeodesicGraph
-from kpengine.learn.augment import Augment
 from kpengine.learn.checkpoint import load_checkpoint
 from kpengine.learn.config import TrainConfig
 from kpengine.learn.heads import KeypointModel
@@ -60,23 +59,6 @@ def infer(model: KeypointModel, clouds: Sequence[np.ndarray], batch_size: int = 
     return outs
 
 
-def averaged_probabilities(
-    model: KeypointModel,
-    clouds: Sequence[np.ndarray],
-    to_probabilities: Callable[[np.ndarray], np.ndarray],
-    tta: int = 0,
-    seed: int = 0,
-) -> list[np.ndarray]:
-    """Per-cloud probabilities, averaged over the clean cloud and ``tta`` training-like augmentations."""
-    total = [to_probabilities(o) for o in infer(model, clouds)]
-    aug = Augment()  # the official training distribution: jitter 0.004 clipped at 0.01, translation 0.02
-    for k in range(tta):
-        copies = [aug(c, np.random.default_rng((seed, k, i))) for i, c in enumerate(clouds)]
-        for acc, o in zip(total, infer(model, copies)):
-            acc += to_probabilities(o)
-    return [t / (1 + tta) for t in total]
-
-
 def softmax_over_points(logits: np.ndarray) -> np.ndarray:
     """(N, C) logits -> (N, C) per-id distributions over the points."""
     z = logits - logits.max(axis=0, keepdims=True)
@@ -110,33 +92,38 @@ def geodesic_nms(points: np.ndarray, prob: np.ndarray, threshold: float, radius:
     return keep
 
 
+def saliency_keypoints(
+    points: np.ndarray, prob: np.ndarray, threshold: float, radius: float
+) -> list[tuple[int, float]]:
+    """[(index, probability)] best first: points above ``threshold``, suppressed within geodesic
+    ``radius`` (radius 0: no suppression, the official decision)."""
+    if radius > 0:
+        return geodesic_nms(points, prob, threshold, radius)
+    idx = np.where(prob > threshold)[0]
+    return [(int(i), float(prob[i])) for i in idx[np.argsort(-prob[idx], kind="stable")]]
+
+
 def predict_saliency(
     model: KeypointModel,
     shapes: Sequence[Shape],
     *,
     mode: SaliencyMode = "nms",
     threshold: float | None = None,
-    nms_radius: float = 0.05,
-    tta: int = 0,
+    nms_radius: float | None = None,
 ) -> dict[str, list[list[float]]]:
     thr = 0.1 if threshold is None else threshold
+    radius = 0.0 if mode == "official" else (0.05 if nms_radius is None else nms_radius)
     out: dict[str, list[list[float]]] = {}
-    probs = averaged_probabilities(model, [s.points for s in shapes], saliency_probabilities, tta)
-    for shape, prob in zip(shapes, probs):
-        if mode == "official":
-            idx = np.where(prob > thr)[0]
-            kept = [(int(i), float(prob[i])) for i in idx[np.argsort(-prob[idx], kind="stable")]]
-        else:
-            kept = geodesic_nms(shape.points, prob, thr, nms_radius)
+    for shape, logits in zip(shapes, infer(model, [s.points for s in shapes])):
+        kept = saliency_keypoints(shape.points, saliency_probabilities(logits), thr, radius)
         out[shape.model_id] = [[i, p] for i, p in kept]
     return out
 
 
-def predict_correspondence(model: KeypointModel, shapes: Sequence[Shape], tta: int = 0) -> dict[str, dict[str, int]]:
+def predict_correspondence(model: KeypointModel, shapes: Sequence[Shape]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    probs = averaged_probabilities(model, [s.points for s in shapes], softmax_over_points, tta)
-    for shape, prob in zip(shapes, probs):
-        out[shape.model_id] = {str(c): int(i) for c, i in enumerate(prob.argmax(axis=0).tolist())}
+    for shape, logits in zip(shapes, infer(model, [s.points for s in shapes])):
+        out[shape.model_id] = {str(c): int(i) for c, i in enumerate(logits.argmax(axis=0).tolist())}
     return out
 
 
@@ -148,21 +135,29 @@ def predict_split(
     *,
     saliency_mode: SaliencyMode = "nms",
     threshold: float | None = None,
-    nms_radius: float = 0.05,
-    tta: int = 0,
+    nms_radius: float | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """(evaluate task name, predictions) for a split, by the run's own task."""
+    """(evaluate task name, predictions) for a split, by the run's own task.
+
+    Saliency in "nms" mode with neither ``threshold`` nor ``nms_radius`` given uses the run's
+    ``decision.json`` (chosen on the validation split) when there is one, else 0.1 and 0.05."""
     model, state = load_run(run, category=resolve_category(category).name)
     cfg = TrainConfig.from_json(state["config"])
     shapes = KeypointNetDataset(data, category, split, n_points=cfg.n_points)
     if len(shapes) == 0:
         raise DataError(f"{category}/{split} has no usable shapes under {data}: {shapes.problem_summary()}")
     if cfg.task == "saliency":
+        if saliency_mode == "nms" and threshold is None and nms_radius is None:
+            from kpengine.learn.decision import stored_decision
+
+            tuned = stored_decision(run)
+            if tuned is not None:
+                threshold, nms_radius = tuned["threshold"], tuned["nms_radius"]
         return "saliency", predict_saliency(
-            model, shapes, mode=saliency_mode, threshold=threshold, nms_radius=nms_radius, tta=tta
+            model, shapes, mode=saliency_mode, threshold=threshold, nms_radius=nms_radius
         )
     if cfg.task == "correspondence":
-        return "correspondence", predict_correspondence(model, shapes, tta=tta)
+        return "correspondence", predict_correspondence(model, shapes)
     from kpengine.learn.transfer import Prototypes
 
     protos = Prototypes.for_run(run, model, state, data)
