@@ -20,10 +20,10 @@ lowest validation loss. Tasks:
 
 Defaults follow the official benchmark: Adam 1e-3, batch 8, 50 epochs, 2,048 points,
 jitter sigma 0.004 clipped at 0.01, translation up to 0.02. Off by default, and what
-short runs need (docs/learning.md): --lr-schedule cosine (decay to 1% of --lr) and, for
-saliency, --saliency-sigma 0.02 (soft geodesic Gaussian targets). The run directory gets
-config.json, last.pt (every epoch; --resume continues from it), best.pt, history.json
-and curve.png. Same command under torchrun for distributed training:
+short runs need (docs/learning.md): --lr-schedule cosine (decay to 1% of --lr),
+--scale-augment 0.2 and, for saliency, --saliency-sigma 0.02 (soft geodesic Gaussian
+targets). The run directory gets config.json, last.pt (every epoch; --resume continues
+from it), best.pt, history.json and curve.png. Same command under torchrun for distributed training:
   torchrun --nproc_per_node 2 -m kpengine.cli.main train ...
 """
 
@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument(
+        "--scale-augment", type=float, default=0.0, help="scale each axis by U(1-s, 1+s) in training (0 = off)"
+    )
     p.add_argument(
         "--saliency-sigma", type=float, default=0.0, help="saliency: soft targets exp(-d^2/2s^2) (0 = hard, official)"
     )
@@ -141,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             lr=args.lr,
             lr_schedule=args.lr_schedule,
             saliency_sigma=args.saliency_sigma,
+            scale_augment=args.scale_augment,
             n_points=args.points,
             seed=args.seed,
             threads=args.threads,
