@@ -249,3 +249,16 @@ def test_benchmark_saliency_reports_official_and_tuned_decisions(sample_root: Pa
     assert (out / "chair-saliency-pointnet" / "decision.json").is_file()
     cfg = load_checkpoint(out / "chair-saliency-pointnet" / "best.pt")["config"]
     assert cfg["lr_schedule"] == "cosine" and cfg["saliency_sigma"] == 0.03
+
+
+def test_scale_augmentation_is_anisotropic_bounded_and_seeded() -> None:
+    from kpengine.learn.augment import Augment
+
+    pts = np.random.default_rng(0).uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
+    aug = Augment(jitter_sigma=0.0, translate=0.0, scale=0.2)
+    out = aug(pts, np.random.default_rng(1))
+    factors = (out / pts).mean(axis=0)
+    assert np.allclose(out / pts, factors, atol=1e-5)  # one factor per axis
+    assert np.all((factors >= 0.8) & (factors <= 1.2)) and np.ptp(factors) > 0
+    assert np.array_equal(out, aug(pts, np.random.default_rng(1)))
+    assert np.array_equal(Augment(jitter_sigma=0.0, translate=0.0)(pts, np.random.default_rng(1)), pts)
