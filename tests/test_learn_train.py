@@ -165,6 +165,20 @@ def test_predictions_accepted_by_evaluate(sample_root: Path, corr_run: Path, tmp
     assert main(["evaluate", *args, "--task", "correspondence", "--predictions", str(p), "--output", str(r)]) == 0
     result = json.loads(r.read_text())
     assert len(result["pck"]) == 11 and 0 <= result["pck"][-1] <= 1
+    # look at them: `kpengine show --predictions` draws a model's predictions over its ground truth
+    from kpengine.cli.data import predicted_keypoints
+    from kpengine.data import KeypointNetDataset
+
+    model = next(iter(json.loads(p.read_text())))
+    shape = KeypointNetDataset(sample_root, "chair", "test", model_ids=[model])[0]
+    xyz, ids = predicted_keypoints(str(p), shape)
+    assert sorted(ids.tolist()) == sorted(shape.semantic_ids.tolist()) and xyz.shape == (len(ids), 3)
+    png = tmp_path / "show.png"
+    assert main(["show", *args, "--split", "test", "--model", model, "--predictions", str(p), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"nobody": {}}))
+    assert main(["show", *args, "--split", "test", "--model", model, "--predictions", str(other), "--out", str(png)]) == 1
 
 
 def test_saliency_predict_modes(sample_root: Path, tmp_path: Path) -> None:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from kpengine.cli.common import add_data_args, emit_json
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kpengine.data.shape import Shape
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,10 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "show",
         help="render a model with its keypoints coloured by semantic id (PNG)",
         description="Draw a model's point cloud from three views with its ground-truth keypoints coloured and "
-        "labelled by semantic id.",
+        "labelled by semantic id. With --predictions (a file `kpengine predict` wrote, either task), the "
+        "model's predicted keypoints are drawn over them as crosses: coloured by id for correspondence, "
+        "black for saliency.",
     )
     add_data_args(p, split="all")
     p.add_argument("--model", metavar="ID", help="model id (default: the first model of the split)")
+    p.add_argument("--predictions", metavar="P.json", help="overlay this model's predicted keypoints")
     p.add_argument("--out", required=True, metavar="PNG")
     p.set_defaults(func=cmd_show)
 
@@ -84,12 +93,46 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"error: no usable shapes: {detail}", file=sys.stderr)
         return 1
     shape = ds[0]
+    predicted, predicted_ids, note = None, None, ""
+    if args.predictions:
+        predicted, predicted_ids = predicted_keypoints(args.predictions, shape)
+        note = f"; x = {len(predicted)} predicted"
     plot_shape_keypoints(
         args.out,
         shape.points,
         shape.keypoints,
         shape.semantic_ids,
-        title=f"{shape.category.name} {shape.model_id} ({shape.source}, {len(shape.keypoints)} keypoints)",
+        title=f"{shape.category.name} {shape.model_id} ({shape.source}, {len(shape.keypoints)} keypoints{note})",
+        predicted=predicted,
+        predicted_ids=predicted_ids,
     )
     print(json.dumps({"model_id": shape.model_id, "png": args.out}))
     return 0
+
+
+def predicted_keypoints(path: str, shape: Shape) -> tuple[np.ndarray, np.ndarray | None]:
+    """A model's predicted keypoints from a predictions file: (xyz (K, 3), semantic ids or None).
+
+    Correspondence files map ids to point indices (ids the model lacks are left out, as evaluate
+    does); saliency files list [point_index, score]."""
+    import numpy as np
+
+    from kpengine.errors import DataError
+    from kpengine.io.atomic import read_json
+
+    preds = read_json(path)
+    if not isinstance(preds, dict) or shape.model_id not in preds:
+        raise DataError(f"no predictions for model {shape.model_id}", path=path)
+    entry = preds[shape.model_id]
+    if isinstance(entry, dict):  # correspondence: only the ids the model has (others are not scored)
+        have = set(np.asarray(shape.semantic_ids).tolist())
+        pairs = [(int(k), int(v)) for k, v in entry.items() if int(k) in have]
+        ids = np.array([k for k, _ in pairs], np.int64)
+        idx = np.array([v for _, v in pairs], np.int64)
+    elif isinstance(entry, list):  # saliency
+        idx, ids = np.array([int(e[0]) for e in entry], np.int64), None
+    else:
+        raise DataError(f"model {shape.model_id}: expected an object or a list, got {type(entry).__name__}", path=path)
+    if len(idx) and not (0 <= idx.min() and idx.max() < shape.n_points):
+        raise DataError(f"model {shape.model_id}: point index out of range [0, {shape.n_points})", path=path)
+    return shape.points[idx], ids

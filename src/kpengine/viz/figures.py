@@ -47,8 +47,11 @@ def plot_shape_keypoints(
     title: str = "",
     names: dict[int, str] | None = None,
     views: Sequence[tuple[float, float]] = VIEWS,
+    predicted: np.ndarray | None = None,
+    predicted_ids: np.ndarray | None = None,
 ) -> None:
-    """A point cloud (grey, shaded by height) with keypoints coloured and labelled by semantic id."""
+    """A point cloud (grey, shaded by height) with keypoints coloured and labelled by semantic id;
+    optional predicted keypoints as crosses (coloured by id when ``predicted_ids`` is given)."""
     pts, kps = to_plot_frame(points), to_plot_frame(keypoints)
     fig = plt.figure(figsize=(4.2 * len(views), 4.6))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
@@ -60,6 +63,9 @@ def plot_shape_keypoints(
         for p, sid in zip(kps, np.asarray(semantic_ids).tolist()):
             label = names.get(sid, str(sid)) if names else str(sid)
             ax.text(*p, f" {label}", fontsize=7)
+        if predicted is not None and len(predicted):
+            colour = semantic_colors(predicted_ids) if predicted_ids is not None else "black"
+            ax.scatter(*to_plot_frame(predicted).T, s=70, c=colour, marker="x", linewidths=2.0, depthshade=False)
         ax.set_xlim(centre[0] - half, centre[0] + half)
         ax.set_ylim(centre[1] - half, centre[1] + half)
         ax.set_zlim(centre[2] - half, centre[2] + half)
