@@ -178,7 +178,8 @@ def test_predictions_accepted_by_evaluate(sample_root: Path, corr_run: Path, tmp
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"nobody": {}}))
-    assert main(["show", *args, "--split", "test", "--model", model, "--predictions", str(other), "--out", str(png)]) == 1
+    show = ["show", *args, "--split", "test", "--model", model, "--out", str(png)]
+    assert main([*show, "--predictions", str(other)]) == 1
 
 
 def test_saliency_predict_modes(sample_root: Path, tmp_path: Path) -> None:
