@@ -125,7 +125,7 @@ def _duplicate_rate(models: np.ndarray) -> float:
     return float((counts > 1).mean()) if len(counts) else 0.0
 
 
-def _two_means(xy: np.ndarray, iterations: int = 20) -> np.ndarray:
+def two_means(xy: np.ndarray, iterations: int = 20) -> np.ndarray:
     """Deterministic 2-means (n, 2) -> (n,) bool side: seeded with the two mutually farthest points."""
     a = int(np.square(xy - xy.mean(axis=0)).sum(axis=1).argmax())
     b = int(np.square(xy - xy[a]).sum(axis=1).argmax())
@@ -151,7 +151,7 @@ def split_shared(xy: np.ndarray, labels: np.ndarray, model_index: np.ndarray, mi
         r = _duplicate_rate(model_index[idx])
         if r <= rate or len(idx) < 2 * min_size:
             continue
-        side = _two_means(xy[idx])
+        side = two_means(xy[idx])
         halves = [idx[~side], idx[side]]
         if min(len(h) for h in halves) < min_size or max(_duplicate_rate(model_index[h]) for h in halves) > r / 2:
             continue

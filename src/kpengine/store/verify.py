@@ -38,15 +38,18 @@ from kpengine.store.schema import (
 DECISIONS = ("verified", "rejected", "pending")
 
 
-def _category_keypoints(session: Session, category: Category) -> list[AggregatedKeypoint]:
-    return list(
-        session.scalars(
-            select(AggregatedKeypoint)
-            .join(Model, Model.id == AggregatedKeypoint.model_id)
-            .where(Model.category_id == category.id)
-            .order_by(AggregatedKeypoint.model_id, AggregatedKeypoint.ordinal)
-        )
+def _category_keypoints(
+    session: Session, category: Category, semantic_id: int | None = None
+) -> list[AggregatedKeypoint]:
+    """The category's aggregated keypoints (only those of ``semantic_id`` if given), in model order."""
+    query = (
+        select(AggregatedKeypoint)
+        .join(Model, Model.id == AggregatedKeypoint.model_id)
+        .where(Model.category_id == category.id)
     )
+    if semantic_id is not None:
+        query = query.where(AggregatedKeypoint.semantic_id == semantic_id)
+    return list(session.scalars(query.order_by(AggregatedKeypoint.model_id, AggregatedKeypoint.ordinal)))
 
 
 def save_aggregation(session: Session, category: Category, result: Any) -> AggregationRun:  # noqa: ANN401
@@ -245,7 +248,7 @@ def _keypoint_in(session: Session, category: Category, keypoint_id: int) -> Aggr
 
 
 def _cluster_keypoints(session: Session, category: Category, semantic_id: int) -> list[AggregatedKeypoint]:
-    rows = [k for k in _category_keypoints(session, category) if k.semantic_id == semantic_id]
+    rows = _category_keypoints(session, category, semantic_id)
     if not rows:
         raise LookupError(f"no cluster (semantic id) {semantic_id} in {category.name}")
     return rows
@@ -327,11 +330,13 @@ def split_cluster(
     """Move part of a cluster to a new semantic id (one above the category's largest).
 
     ``keypoint_ids`` chooses the part; without it the cluster is cut in two by 2-means on
-    the t-SNE coordinates of its keypoints' candidates (deterministic: seeded from the two
-    points farthest apart), which is the split a person would draw on the scatter plot.
+    the t-SNE coordinates of its keypoints' candidates (the aggregation's own deterministic
+    :func:`~kpengine.aggregate.cluster.two_means`), the split a person would draw on the scatter plot.
     """
     rows = _cluster_keypoints(session, category, semantic_id)
     if keypoint_ids is None:
+        from kpengine.aggregate.cluster import two_means  # scikit-learn: not at server start-up
+
         cands = {
             c.keypoint_id: (c.tsne_x, c.tsne_y)
             for c in session.scalars(
@@ -342,7 +347,7 @@ def split_cluster(
         if len(ids) < 2:
             raise StoreError(f"cluster {semantic_id} has fewer than 2 keypoints with t-SNE positions; choose them")
         xy = np.array([cands[i] for i in ids], dtype=np.float64)
-        part = _two_means(xy)
+        part = two_means(xy)
         keypoint_ids = [i for i, p in zip(ids, part) if p]
     chosen = set(keypoint_ids)
     if not chosen or not chosen < {k.id for k in rows}:
@@ -359,23 +364,6 @@ def split_cluster(
     )
     session.flush()
     return {"new_id": new_id, "moved": len(chosen), "kept": len(rows) - len(chosen)}
-
-
-def _two_means(xy: np.ndarray, iterations: int = 20) -> np.ndarray:
-    """Boolean side of each point after 2-means, started from the farthest pair."""
-    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
-    a, b = np.unravel_index(int(np.argmax(d)), d.shape)
-    centres = xy[[a, b]].copy()
-    side = np.zeros(len(xy), bool)
-    for _ in range(iterations):
-        side = np.linalg.norm(xy - centres[1], axis=1) < np.linalg.norm(xy - centres[0], axis=1)
-        if side.all() or not side.any():
-            break
-        new = np.stack([xy[~side].mean(0), xy[side].mean(0)])
-        if np.allclose(new, centres):
-            break
-        centres = new
-    return side
 
 
 def name_semantic_id(session: Session, category: Category, semantic_id: int, name: str) -> None:
