@@ -122,16 +122,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_benchmark)
 
 
+def json_object_arg(text: str, flag: str, example: str) -> dict:
+    """A command-line JSON object, or a DataError naming the flag and showing an example."""
+    from kpengine.errors import DataError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{flag} is not JSON ({exc}); example: '{example}'") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{flag} must be a JSON object, e.g. '{example}'")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from kpengine.categories import resolve_category
     from kpengine.errors import DataError
     from kpengine.learn.config import TrainConfig
     from kpengine.learn.train import train
 
-    try:
-        backbone_kwargs = json.loads(args.backbone_args)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"--backbone-args is not JSON ({exc}); example: '{{\"width\": 256}}'") from None
+    backbone_kwargs = json_object_arg(args.backbone_args, "--backbone-args", '{"width": 256}')
     try:
         config = TrainConfig(
             task=args.task,
@@ -194,22 +204,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from kpengine.errors import DataError
     from kpengine.learn.benchmark import run_benchmark
 
-    try:
-        per_backbone = json.loads(args.backbone_args)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"--backbone-args is not JSON: {exc}") from None
-    if not isinstance(per_backbone, dict) or not all(isinstance(v, dict) for v in per_backbone.values()):
+    per_backbone = json_object_arg(args.backbone_args, "--backbone-args", '{"pointnet": {"width": 256}}')
+    if not all(isinstance(v, dict) for v in per_backbone.values()):
         raise DataError('--backbone-args must map backbone names to objects, e.g. {"pointnet": {"width": 256}}')
-    try:
-        overrides = json.loads(args.config)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"--config is not JSON: {exc}") from None
+    overrides = json_object_arg(args.config, "--config", '{"lr_schedule": "cosine"}')
     from dataclasses import fields
 
     from kpengine.learn.config import TrainConfig
 
     settable = {f.name for f in fields(TrainConfig)} - {"task", "data", "category", "backbone", "backbone_kwargs"}
-    if not isinstance(overrides, dict) or set(overrides) - settable:
+    if set(overrides) - settable:
         raise DataError(f"--config must be an object of training settings among: {', '.join(sorted(settable))}")
     unknown = sorted(set(per_backbone) - set(args.backbones))
     if unknown:
