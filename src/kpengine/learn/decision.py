@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from kpengine.data.shape import Shape
+from kpengine.geometry.geodesic import GeodesicGraph
 from kpengine.io.atomic import read_json, write_json
 
 THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
@@ -26,22 +27,31 @@ OBJECTIVE_AT: tuple[float, ...] = (0.01, 0.05)
 DECISION_FILE = "decision.json"
 
 
-def decide(shapes: Sequence[Shape], probs: Sequence[np.ndarray], threshold: float, radius: float) -> dict:
-    """Saliency predictions {model_id: (indices, scores)} for one decision (radius 0: no suppression)."""
+def decide(
+    shapes: Sequence[Shape],
+    probs: Sequence[np.ndarray],
+    threshold: float,
+    radius: float,
+    graphs: Sequence[GeodesicGraph | None] | None = None,
+) -> dict:
+    """Saliency predictions {model_id: (indices, scores)} for one decision (radius 0: no suppression).
+    ``graphs``: each shape's strict-protocol geodesic graph, built once for a whole grid."""
     from kpengine.learn.predict import saliency_keypoints
 
     out = {}
-    for shape, prob in zip(shapes, probs):
-        kept = saliency_keypoints(shape.points, prob, threshold, radius)
+    for shape, prob, graph in zip(shapes, probs, graphs or [None] * len(shapes)):
+        kept = saliency_keypoints(shape.points, prob, threshold, radius, graph)
         out[shape.model_id] = (np.array([k for k, _ in kept], np.int64), np.array([p for _, p in kept]))
     return out
 
 
-def scores_at(dataset, preds: dict, at: Sequence[float] = (0.01, 0.02, 0.05, 0.1)) -> dict[str, Any]:
+def scores_at(
+    dataset, preds: dict, at: Sequence[float] = (0.01, 0.02, 0.05, 0.1), gt_distances: list | None = None
+) -> dict[str, Any]:
     """mIoU and mAP at the thresholds ``at``, and the mean number of points kept per shape."""
     from kpengine.metrics.evaluate import evaluate_saliency
 
-    res = evaluate_saliency(dataset, preds)
+    res = evaluate_saliency(dataset, preds, gt_distances=gt_distances)
     th = [round(t, 2) for t in res.thresholds]
     pick = [th.index(t) for t in at]
     out: dict[str, Any] = {k: [round(float(res.metrics[k][i]), 4) for i in pick] for k in ("miou", "map")}
@@ -57,10 +67,14 @@ def tune_saliency_decision(run: str | Path, data: str | Path, category: str, spl
 
     model, state = load_run(run, task="saliency")
     shapes = KeypointNetDataset(data, category, split, n_points=TrainConfig.from_json(state["config"]).n_points)
+    from kpengine.metrics.evaluate import saliency_ground_truth_distances
+
     probs = [saliency_probabilities(o) for o in infer(model, [s.points for s in shapes])]
+    graphs = [GeodesicGraph(s.points, protocol="strict") for s in shapes]  # one per shape for the whole grid
+    truth = saliency_ground_truth_distances(shapes)
     grid = []
     for threshold, radius in itertools.product(THRESHOLDS, RADII):
-        s = scores_at(shapes, decide(shapes, probs, threshold, radius), OBJECTIVE_AT)
+        s = scores_at(shapes, decide(shapes, probs, threshold, radius, graphs), OBJECTIVE_AT, truth)
         grid.append({"threshold": threshold, "radius": radius, "objective": float(np.mean(s["miou"])), **s})
     best = max(grid, key=lambda g: g["objective"])
     result = {

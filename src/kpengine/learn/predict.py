@@ -73,13 +73,18 @@ def saliency_probabilities(logits: np.ndarray) -> np.ndarray:
     return e[:, 1] / e.sum(axis=1)
 
 
-def geodesic_nms(points: np.ndarray, prob: np.ndarray, threshold: float, radius: float) -> list[tuple[int, float]]:
-    """Greedy suppression over geodesic neighbours: points (N, 3), prob (N,) -> [(index, prob)], best first."""
+def geodesic_nms(
+    points: np.ndarray, prob: np.ndarray, threshold: float, radius: float, graph: GeodesicGraph | None = None
+) -> list[tuple[int, float]]:
+    """Greedy suppression over geodesic neighbours: points (N, 3), prob (N,) -> [(index, prob)], best first.
+
+    ``graph``: the cloud's strict-protocol :class:`GeodesicGraph`, when the caller already has it."""
     cand = np.where(prob > threshold)[0]
     cand = cand[np.argsort(-prob[cand], kind="stable")]
     if len(cand) == 0:
         return []
-    graph = GeodesicGraph(points, protocol="strict")  # another component is not a neighbour
+    if graph is None:
+        graph = GeodesicGraph(points, protocol="strict")  # another component is not a neighbour
     d = graph.from_sources(cand, limit=radius)  # (S, N)
     near = d[:, cand] <= radius  # (S, S)
     suppressed = np.zeros(len(cand), bool)
@@ -93,12 +98,12 @@ def geodesic_nms(points: np.ndarray, prob: np.ndarray, threshold: float, radius:
 
 
 def saliency_keypoints(
-    points: np.ndarray, prob: np.ndarray, threshold: float, radius: float
+    points: np.ndarray, prob: np.ndarray, threshold: float, radius: float, graph: GeodesicGraph | None = None
 ) -> list[tuple[int, float]]:
     """[(index, probability)] best first: points above ``threshold``, suppressed within geodesic
     ``radius`` (radius 0: no suppression, the official decision)."""
     if radius > 0:
-        return geodesic_nms(points, prob, threshold, radius)
+        return geodesic_nms(points, prob, threshold, radius, graph)
     idx = np.where(prob > threshold)[0]
     return [(int(i), float(prob[i])) for i in idx[np.argsort(-prob[idx], kind="stable")]]
 

@@ -143,18 +143,34 @@ def load_correspondence_predictions(
 # --------------------------------------------------------------------------- scoring
 
 
+def saliency_ground_truth_distances(
+    dataset: KeypointNetDataset, protocol: Protocol = "official", thresholds: tuple[float, ...] = THRESHOLDS
+) -> list[np.ndarray]:
+    """Per shape, geodesic distances (K, N) from its keypoints to every point, up to the largest threshold."""
+    return [
+        # a point is a keypoint once, however many ids it carries
+        GeodesicGraph(shape.points, protocol=protocol).from_sources(
+            np.unique(shape.point_indices), limit=max(thresholds)
+        )
+        for shape in dataset
+    ]
+
+
 def evaluate_saliency(
     dataset: KeypointNetDataset,
     predictions: SaliencyPredictions,
     *,
     protocol: Protocol = "official",
     thresholds: tuple[float, ...] = THRESHOLDS,
+    gt_distances: list[np.ndarray] | None = None,
 ) -> EvaluationResult:
-    """mIoU (all listed points) and mAP (ranked by score) at each threshold, pooled over the split."""
-    dists, preds, scores = [], [], []
+    """mIoU (all listed points) and mAP (ranked by score) at each threshold, pooled over the split.
+
+    ``gt_distances`` (from :func:`saliency_ground_truth_distances` with the same protocol and
+    thresholds) saves recomputing them when one split is scored many times."""
+    dists = gt_distances if gt_distances is not None else saliency_ground_truth_distances(dataset, protocol, thresholds)
+    preds, scores = [], []
     for shape in dataset:
-        gt = np.unique(shape.point_indices)  # a point is a keypoint once, however many ids it carries
-        dists.append(GeodesicGraph(shape.points, protocol=protocol).from_sources(gt, limit=max(thresholds)))
         idx, score = predictions.get(shape.model_id, (np.zeros(0, np.int64), np.zeros(0)))
         preds.append(idx)
         scores.append(score)
