@@ -1,0 +1,1 @@
+"""From photos to pixel-level semantics (paper §4): image data types, training renders, and networks."""
