@@ -1,0 +1,116 @@
+"""EPFL cars viewpoint benchmark: train on sequences 1-10, test on 11-20 (the standard protocol).
+
+    python benchmarks/see_epfl_cars.py --data ../shared/data/images/epfl_cars --run runs/epfl_vp \
+        --epochs 60 [--resume] [--eval-only]
+
+Writes the run (resumable) and, in --figures, ``epfl_test.json`` (metrics, per-frame
+predictions) and ``epfl_failures.png`` (worst test frames: front/back flips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kpengine.image.fit import fit
+from kpengine.image.tasks import ViewSet, crops_from_frames, predict_viewpoints, viewpoint_task
+from kpengine.image.viewpoint import angle_difference, viewpoint_metrics
+from kpengine.io.epfl_cars import TEST_SEQUENCES, TRAIN_SEQUENCES, load_epfl_cars
+
+
+def view_set(frames, size: int) -> ViewSet:
+    crops = crops_from_frames([f.path for f in frames], [f.bbox for f in frames], size)
+    az = torch.tensor([f.azimuth for f in frames], dtype=torch.float32)
+    return ViewSet(crops, az, torch.full_like(az, float("nan")), [f.path.name for f in frames])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--figures", default="docs/figures")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--time-limit", type=float, default=None, help="stop after the epoch that passes this many seconds")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    torch.set_num_threads(1)
+    t0 = time.time()
+    train = view_set(load_epfl_cars(args.data, TRAIN_SEQUENCES), 96)
+    test = view_set(load_epfl_cars(args.data, TEST_SEQUENCES), 96)
+    print(f"loaded {len(train)} train / {len(test)} test crops in {time.time() - t0:.1f} s", flush=True)
+    task = viewpoint_task(train, test, "car", size=args.size)
+    if not args.eval_only:
+        fit(task, args.run, epochs=args.epochs, resume=args.resume, time_limit_s=args.time_limit)
+    state = torch.load(Path(args.run) / "last.pt", map_location="cpu", weights_only=False)
+    task.model.load_state_dict(state["model"])
+    p = predict_viewpoints(task.model, test.crops, flip_average=True)
+    p0 = predict_viewpoints(task.model, test.crops, flip_average=False)
+    gt = test.azimuth.numpy()
+    res = {
+        "epochs_trained": state["epoch"],
+        "train_seconds": float(sum(h["seconds"] for h in state["history"])),
+        "test_flip_average": viewpoint_metrics(p["azimuth"], gt),
+        "test_single": viewpoint_metrics(p0["azimuth"], gt),
+    }
+    err = angle_difference(p["azimuth"], gt)
+    conf = p["confidence"]
+    res["median_confidence_correct"] = float(np.median(conf[err < 30])) if (err < 30).any() else None
+    res["median_confidence_wrong"] = float(np.median(conf[err >= 30])) if (err >= 30).any() else None
+    per_seq = {}
+    seqs = np.array([int(n.split("_")[2]) for n in test.names])
+    for s in sorted(set(seqs.tolist())):
+        m = seqs == s
+        per_seq[s] = viewpoint_metrics(p["azimuth"][m], gt[m])
+    res["per_sequence"] = per_seq
+    fig_dir = Path(args.figures)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    res["predictions"] = {
+        n: {"azimuth_gt": float(g), "azimuth": float(a), "confidence": float(c)}
+        for n, g, a, c in zip(test.names, gt, p["azimuth"], conf)
+    }
+    (fig_dir / "epfl_test.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k not in ("predictions", "per_sequence")}, indent=1))
+    failures_png(test, p, gt, fig_dir / "epfl_failures.png")
+
+
+def failures_png(test: ViewSet, p: dict, gt: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    err = angle_difference(p["azimuth"], gt)
+    worst = np.argsort(-err)[:12]
+    fig = plt.figure(figsize=(12, 7.5))
+    ax = fig.add_subplot(3, 1, 1)
+    ax.scatter(np.mod(gt, 360), p["azimuth"], s=4, c=p["confidence"], cmap="viridis")
+    ax.set_xlabel("ground-truth azimuth (deg, 0 = facing camera)")
+    ax.set_ylabel("predicted")
+    ax.set_title(
+        f"EPFL cars test (seq 11-20): median error {np.median(err):.1f} deg, "
+        f"Acc@30 {np.mean(err < 30):.3f}, flips >150 deg {np.mean(err > 150):.3f} (colour = confidence)"
+    )
+    for j, i in enumerate(worst):
+        a = fig.add_subplot(3, 6, 7 + j)
+        a.imshow(test.crops[i].permute(1, 2, 0).numpy())
+        a.set_title(
+            f"{test.names[i][10:-4]}\ngt {gt[i]:.0f} pred {p['azimuth'][i]:.0f}\nconf {p['confidence'][i]:.2f}",
+            fontsize=7,
+        )
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

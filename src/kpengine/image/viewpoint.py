@@ -1,0 +1,230 @@
+"""Viewpoint from one image (You et al. §4.3): azimuth and elevation classified into bins with soft labels.
+
+Labels and decoding follow the official code (SemanticTransfer ``datasets/shapenet.py``):
+
+* **Azimuth**: 24 bins of 15 degrees whose centres sit at ``(k + 0.5) * 15``. A label is split
+  linearly between the two bin centres around it; the interpolation runs over 25 centres (the
+  extra, 25th centre is 360 + 7.5, the first one again) and the wrap bin is folded back onto
+  bin 0, so labels near 0/360 share their mass across the seam.
+* **Elevation**: 12 bins whose centres are spread *end to end* over [-90, 90]
+  (``-90 + k * 180 / 11``), linear interpolation between the two around the label; no wrap.
+* **Loss**: cross-entropy against those soft labels (the official KL divergence differs by the
+  label entropy, a constant).
+* **Decoding**: azimuth is the circular mean of the bin centres under the predicted
+  distribution; elevation the expectation. The **confidence** is the azimuth distribution's
+  mean resultant length ``|sum_k p_k exp(i theta_k)|`` in [0, 1]: near 1 for one peak (at most
+  cos 7.5° = 0.991 for a label between two bins), low when the mass is split between
+  opposite views, which is the typical front/back confusion.
+
+Angles follow :mod:`kpengine.render.cameras` (azimuth 0 looks from +z, degrees). The network
+is a small ResNet in plain torch (torchvision does not load here): 64-128 px crops of the object.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kpengine.render.cameras import Viewpoint, viewpoint_to_rt
+
+AZIMUTH_BINS = 24
+ELEVATION_BINS = 12
+_AZ_STEP = 360.0 / AZIMUTH_BINS
+_EL_STEP = 180.0 / (ELEVATION_BINS - 1)
+
+
+def azimuth_centres() -> torch.Tensor:
+    """(24,) bin centres in degrees: 7.5, 22.5, ..., 352.5."""
+    return (torch.arange(AZIMUTH_BINS, dtype=torch.float32) + 0.5) * _AZ_STEP
+
+
+def elevation_centres() -> torch.Tensor:
+    """(12,) bin centres in degrees, end to end over [-90, 90]."""
+    return -90.0 + torch.arange(ELEVATION_BINS, dtype=torch.float32) * _EL_STEP
+
+
+def azimuth_soft_label(azimuth: torch.Tensor) -> torch.Tensor:
+    """Azimuths (B,) in degrees (any range) -> soft labels (B, 24) summing to 1."""
+    a = torch.remainder(azimuth.double(), 360.0)
+    a = torch.where(a < _AZ_STEP / 2, a + 360.0, a) - _AZ_STEP / 2  # position on the 25 centres
+    x = a / _AZ_STEP
+    low = torch.clamp(torch.floor(x).long(), 0, AZIMUTH_BINS - 1)
+    w_high = (x - low).clamp(0, 1)
+    out = torch.zeros(azimuth.shape[0], AZIMUTH_BINS + 1, dtype=torch.float64)
+    out.scatter_(1, low[:, None], (1 - w_high)[:, None])
+    out.scatter_add_(1, (low + 1)[:, None], w_high[:, None])
+    out[:, 0] += out[:, -1]  # the wrap bin is bin 0
+    return out[:, :-1].float()
+
+
+def elevation_soft_label(elevation: torch.Tensor) -> torch.Tensor:
+    """Elevations (B,) in degrees, clipped to [-90, 90] -> soft labels (B, 12) summing to 1."""
+    x = (elevation.double().clamp(-90.0, 90.0) + 90.0) / _EL_STEP
+    low = torch.clamp(torch.floor(x).long(), 0, ELEVATION_BINS - 2)
+    w_high = (x - low).clamp(0, 1)
+    out = torch.zeros(elevation.shape[0], ELEVATION_BINS, dtype=torch.float64)
+    out.scatter_(1, low[:, None], (1 - w_high)[:, None])
+    out.scatter_add_(1, (low + 1)[:, None], w_high[:, None])
+    return out.float()
+
+
+def decode_azimuth(prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities (B, 24) -> azimuth (B,) in [0, 360) and confidence (B,) (mean resultant length)."""
+    rad = torch.deg2rad(azimuth_centres()).to(prob)
+    c, s = (prob * torch.cos(rad)).sum(-1), (prob * torch.sin(rad)).sum(-1)
+    az = torch.remainder(torch.rad2deg(torch.atan2(s, c)), 360.0)
+    return torch.where(az >= 360.0, az - 360.0, az), torch.sqrt(c * c + s * s)
+
+
+def decode_elevation(prob: torch.Tensor) -> torch.Tensor:
+    """Probabilities (B, 12) -> expected elevation (B,) in degrees."""
+    return (prob * elevation_centres().to(prob)).sum(-1)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a (projected) identity shortcut (He et al. 2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.short(x))
+
+
+class ResNetEncoder(nn.Module):
+    """(B, C, S, S) -> features (B, widths[-1], S / 2**len(widths), same): a stem and one block per stage."""
+
+    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256)):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
+        stages, cin = [], widths[0]
+        for w in widths:
+            stages.append(BasicBlock(cin, w, 2))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.widths = widths
+
+    def forward(self, x: torch.Tensor, return_all: bool = False):
+        x = self.stem(x)
+        feats = [x]
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats if return_all else x
+
+
+class ViewpointNet(nn.Module):
+    """Image crop (B, 3, S, S), normalised -> logits ``{"azimuth": (B, 24), "elevation": (B, 12)}``.
+
+    The head keeps the spatial layout (a 1x1 reduction then a fully connected layer over the
+    final S/16 grid) rather than global pooling: front and back views of a car differ mainly in
+    *where* things are, and pooling throws that away.
+    """
+
+    def __init__(self, size: int = 64, widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3):
+        super().__init__()
+        self.size = size
+        self.encoder = ResNetEncoder(3, widths)
+        grid = size // 2 ** len(widths)
+        self.reduce = nn.Sequential(nn.Conv2d(widths[-1], 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(64 * grid * grid, 256),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(256, AZIMUTH_BINS + ELEVATION_BINS),
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.head(self.reduce(self.encoder(x)))
+        return {"azimuth": out[:, :AZIMUTH_BINS], "elevation": out[:, AZIMUTH_BINS:]}
+
+
+def viewpoint_loss(
+    logits: dict[str, torch.Tensor], azimuth: torch.Tensor, elevation: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Soft-label cross-entropy; ``elevation`` entries that are NaN (unknown, e.g. EPFL cars) add nothing."""
+    loss = -(azimuth_soft_label(azimuth) * F.log_softmax(logits["azimuth"], -1)).sum(-1).mean()
+    if elevation is not None:
+        known = torch.isfinite(elevation)
+        if known.any():
+            el = elevation_soft_label(elevation[known])
+            loss = loss - (el * F.log_softmax(logits["elevation"][known], -1)).sum(-1).mean()
+    return loss
+
+
+@torch.no_grad()
+def decode(logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Logits -> ``azimuth`` (B,) [0, 360), ``elevation`` (B,), ``confidence`` (B,) in [0, 1]."""
+    az, conf = decode_azimuth(F.softmax(logits["azimuth"].float(), -1))
+    el = decode_elevation(F.softmax(logits["elevation"].float(), -1))
+    return {"azimuth": az, "elevation": el, "confidence": conf}
+
+
+def angle_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Absolute circular difference of angles in degrees, in [0, 180]."""
+    d = np.abs(np.mod(np.asarray(a, np.float64) - np.asarray(b, np.float64), 360.0))
+    return np.minimum(d, 360.0 - d)
+
+
+def rotation_geodesic(pred: Viewpoint, gt: Viewpoint) -> float:
+    """Geodesic distance (degrees) between the two camera rotations: arccos((tr(R1^T R2) - 1) / 2)."""
+    r1, _ = viewpoint_to_rt(Viewpoint(pred.azimuth, pred.elevation, 1.0, pred.theta))
+    r2, _ = viewpoint_to_rt(Viewpoint(gt.azimuth, gt.elevation, 1.0, gt.theta))
+    c = (np.trace(r1.T @ r2) - 1.0) / 2.0
+    return math.degrees(math.acos(float(np.clip(c, -1.0, 1.0))))
+
+
+def viewpoint_metrics(
+    pred_az: np.ndarray,
+    gt_az: np.ndarray,
+    pred_el: np.ndarray | None = None,
+    gt_el: np.ndarray | None = None,
+    pred_theta: np.ndarray | None = None,
+    gt_theta: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Median azimuth / elevation error and Acc@30° (rotation geodesic < 30°), as in Render for CNN / §4.3.
+
+    Without elevations (or thetas) both sides use 0, so the geodesic reduces to the azimuth error.
+    """
+    pred_az, gt_az = np.asarray(pred_az, np.float64), np.asarray(gt_az, np.float64)
+    n = len(gt_az)
+    zeros = np.zeros(n)
+    pe = zeros if pred_el is None or gt_el is None else np.asarray(pred_el, np.float64)
+    ge = zeros if pred_el is None or gt_el is None else np.asarray(gt_el, np.float64)
+    pt = zeros if pred_theta is None or gt_theta is None else np.asarray(pred_theta, np.float64)
+    gt_t = zeros if pred_theta is None or gt_theta is None else np.asarray(gt_theta, np.float64)
+    geo = np.array(
+        [
+            rotation_geodesic(Viewpoint(pred_az[i], pe[i], 1.0, pt[i]), Viewpoint(gt_az[i], ge[i], 1.0, gt_t[i]))
+            for i in range(n)
+        ]
+    )
+    az_err = angle_difference(pred_az, gt_az)
+    out = {
+        "n": float(n),
+        "median_azimuth_error": float(np.median(az_err)) if n else float("nan"),
+        "median_geodesic_error": float(np.median(geo)) if n else float("nan"),
+        "acc_30": float(np.mean(geo < 30.0)) if n else float("nan"),
+        "flips_150": float(np.mean(az_err > 150.0)) if n else float("nan"),
+    }
+    if pred_el is not None and gt_el is not None:
+        out["median_elevation_error"] = float(np.median(np.abs(pe - ge))) if n else float("nan")
+    return out

@@ -1,0 +1,155 @@
+"""Viewpoint labels, decoding, metrics, crops, the EPFL cars reader, and that the network learns a viewpoint."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kpengine.errors import DataError
+from kpengine.image.crops import crop_square, resample
+from kpengine.image.viewpoint import (
+    ViewpointNet,
+    angle_difference,
+    azimuth_soft_label,
+    decode_azimuth,
+    decode_elevation,
+    elevation_soft_label,
+    rotation_geodesic,
+    viewpoint_loss,
+    viewpoint_metrics,
+)
+from kpengine.render.cameras import Viewpoint
+
+
+def test_azimuth_labels_interpolate_between_centres_and_wrap():
+    lab = azimuth_soft_label(torch.tensor([7.5, 15.0, 0.0, 359.0, 367.5, -352.5]))
+    assert torch.allclose(lab.sum(1), torch.ones(6))
+    assert lab[0, 0] == 1.0  # on a centre
+    assert lab[1, 0] == pytest.approx(0.5) and lab[1, 1] == pytest.approx(0.5)
+    assert lab[2, 0] == pytest.approx(0.5) and lab[2, 23] == pytest.approx(0.5)  # across the seam
+    assert lab[3, 23] == pytest.approx(8.5 / 15) and lab[3, 0] == pytest.approx(6.5 / 15)
+    assert torch.allclose(lab[4], lab[0]) and torch.allclose(lab[5], lab[0])  # any range
+
+
+def test_azimuth_decoding_recovers_the_label_within_a_degree():
+    angles = torch.linspace(0, 359.9, 997)
+    az, conf = decode_azimuth(azimuth_soft_label(angles))
+    assert angle_difference(az.numpy(), angles.numpy()).max() < 1.0
+    assert ((az >= 0) & (az < 360)).all()
+    assert conf.min() >= math.cos(math.radians(7.5)) - 1e-4 and conf.max() <= 1 + 1e-6
+
+
+def test_confidence_is_low_for_opposite_views():
+    p = 0.5 * (azimuth_soft_label(torch.tensor([7.5])) + azimuth_soft_label(torch.tensor([187.5])))
+    assert float(decode_azimuth(p)[1]) < 1e-5
+
+
+def test_mirrored_distribution_is_the_mirrored_azimuth():
+    p = torch.softmax(torch.randn(20, 24), -1)
+    a, _ = decode_azimuth(p)
+    b, _ = decode_azimuth(p.flip(-1))
+    assert angle_difference(a.numpy(), -b.numpy()).max() < 1e-3
+
+
+def test_elevation_labels_and_expectation_are_exact():
+    el = torch.tensor([-90.0, -37.0, 0.0, 12.3, 90.0])
+    lab = elevation_soft_label(el)
+    assert torch.allclose(lab.sum(1), torch.ones(5))
+    assert torch.allclose(decode_elevation(lab), el, atol=1e-4)
+
+
+def test_loss_ignores_unknown_elevations_and_is_minimal_at_the_label():
+    az, el = torch.tensor([30.0, 200.0]), torch.tensor([float("nan"), 10.0])
+    good = {"azimuth": 50 * azimuth_soft_label(az), "elevation": 50 * elevation_soft_label(torch.tensor([0.0, 10.0]))}
+    bad = {"azimuth": 50 * azimuth_soft_label(az + 90), "elevation": good["elevation"]}
+    assert viewpoint_loss(good, az, el) < viewpoint_loss(bad, az, el)
+    only_nan = viewpoint_loss(good, az[:1], el[:1])
+    assert torch.isfinite(only_nan)
+
+
+def test_geodesic_distance_matches_independent_angles():
+    assert rotation_geodesic(Viewpoint(10, 0, 1), Viewpoint(50, 0, 1)) == pytest.approx(40.0, abs=1e-6)
+    assert rotation_geodesic(Viewpoint(10, 20, 1, 0), Viewpoint(10, 20, 1, 25)) == pytest.approx(25.0, abs=1e-6)
+    assert rotation_geodesic(Viewpoint(0, 0, 1), Viewpoint(0, 30, 1)) == pytest.approx(30.0, abs=1e-6)
+    m = viewpoint_metrics(np.array([0.0, 350.0, 180.0]), np.array([20.0, 10.0, 0.0]))
+    assert m["median_azimuth_error"] == pytest.approx(20.0)
+    assert m["acc_30"] == pytest.approx(2 / 3)
+    assert m["flips_150"] == pytest.approx(1 / 3)
+
+
+def test_crop_square_repeats_the_border_and_resample_flips():
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, 15:] = 255  # right half white
+    crop = crop_square(img, (10, 5, 10, 10), margin=3.0, size=30)  # reaches outside the photo
+    assert crop.shape == (30, 30, 3)
+    assert crop[15, 0].max() == 0 and crop[15, -1].min() == 255  # border repeated, no black bar on the right
+    t = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None]
+    flipped = resample(t, 30, 1.0, flip=torch.tensor([True]))
+    assert torch.allclose(flipped[0, :, :, 2:-2], t[0].float().flip(-1)[:, :, 2:-2] / 255, atol=0.02)
+
+
+def _wedge_images(az: np.ndarray, size: int = 32) -> torch.Tensor:
+    """A bright wedge pointing at angle ``az`` on a dark disc: a toy image with an unambiguous azimuth."""
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    ang = np.degrees(np.arctan2(yy, xx))
+    r = np.hypot(xx, yy)
+    out = np.zeros((len(az), 3, size, size), np.float32)
+    for i, a in enumerate(az):
+        wedge = (angle_difference(ang, a) < 25) & (r < size / 2.2)
+        out[i, :] = wedge
+    return torch.from_numpy((out - 0.5) / 0.25)
+
+
+def test_viewpoint_net_learns_a_toy_azimuth():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    net = ViewpointNet(32, (8, 16), dropout=0.0)
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    for _ in range(120):
+        az = rng.uniform(0, 360, 32)
+        loss = viewpoint_loss(net(_wedge_images(az)), torch.tensor(az, dtype=torch.float32))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    test_az = rng.uniform(0, 360, 64)
+    with torch.no_grad():
+        pred, _ = decode_azimuth(torch.softmax(net(_wedge_images(test_az))["azimuth"], -1))
+    assert np.median(angle_difference(pred.numpy(), test_az)) < 15.0
+
+
+def _fake_epfl(root, sense=1):
+    root.mkdir()
+    (root / "tripod-seq.txt").write_text("1 376 250\n5\ntripod_seq_%02d_%03d.jpg\nbbox_%02d.txt\n5\n2\n" + f"{sense}\n")
+    (root / "times_01.txt").write_text("\n".join(f"2008:03:12 10:00:{s:02d}" for s in (0, 10, 20, 30, 40)))
+    (root / "bbox_01.txt").write_text("\n".join("1 2 30 20" for _ in range(5)))
+
+
+def test_epfl_reader_computes_the_turntable_azimuth(tmp_path):
+    from kpengine.io.epfl_cars import load_epfl_cars
+
+    _fake_epfl(tmp_path / "a")
+    frames = load_epfl_cars(tmp_path / "a")
+    # frame 2 faces the camera; frame 5 completes the turn after 40 s: 9 degrees per second
+    assert [f.azimuth for f in frames] == pytest.approx([-90.0, 0.0, 90.0, 180.0, -90.0])
+    assert frames[0].bbox == (1.0, 2.0, 30.0, 20.0)
+    _fake_epfl(tmp_path / "b", sense=-1)
+    assert [f.azimuth for f in load_epfl_cars(tmp_path / "b")] == pytest.approx([90.0, 0.0, -90.0, 180.0, 90.0])
+    (tmp_path / "b" / "bbox_01.txt").write_text("1 2 30\n")
+    with pytest.raises(DataError, match="bbox_01"):
+        load_epfl_cars(tmp_path / "b")
+
+
+@pytest.mark.realdata
+def test_epfl_real_labels(shared_data):
+    from kpengine.io.epfl_cars import load_epfl_cars
+
+    root = shared_data / "images" / "epfl_cars"
+    frames = load_epfl_cars(root)
+    assert len(frames) == 2299 and all(f.path.is_file() for f in frames[::97])
+    front = {1: 50, 5: 23, 14: 109}  # line 6 of tripod-seq.txt
+    for seq, f in front.items():
+        assert next(x for x in frames if x.sequence == seq and x.frame == f).azimuth == 0.0
