@@ -2,7 +2,8 @@
 # Install what the store, server and web tests need beyond Python, quietly and only when
 # missing: Debian's chromium (driven by Playwright through its executable path; never
 # `playwright install`) and PostgreSQL (the tests start their own throwaway cluster), then
-# `npm ci` and the build of web/ into web/dist (rebuilt only when a source is newer).
+# `npm ci` and the build of web/ into web/dist (rebuilt only when a source is newer); and
+# EGL with Mesa's software OpenGL (llvmpipe) for the headless rasteriser (render/gl.py, moderngl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,9 @@ need=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+for pkg in libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libgbm1; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
