@@ -14,7 +14,8 @@ from kpengine.cli.main import main
 from kpengine.errors import DataError
 from kpengine.learn.checkpoint import load_checkpoint
 from kpengine.learn.config import TrainConfig
-from kpengine.learn.train import Trainer, check_batch, train
+from kpengine.learn.pointtask import check_batch
+from kpengine.learn.train import Trainer, train
 
 torch.set_num_threads(1)  # shared 2-core machines: one thread is far faster under load
 
@@ -139,7 +140,7 @@ def test_checkpoint_refused_across_task_and_category(sample_root: Path, corr_run
 
 
 def test_nan_batch_and_small_cloud_messages(corr_run: Path) -> None:
-    from kpengine.learn.predict import infer, load_run
+    from kpengine.learn.inference import infer, load_run
 
     batch = {"points": torch.zeros(2, 5, 3), "model_id": ["a", "b"]}
     batch["points"][1, 2, 0] = float("nan")
@@ -183,7 +184,7 @@ def test_predictions_accepted_by_evaluate(sample_root: Path, corr_run: Path, tmp
 
 
 def test_saliency_predict_modes(sample_root: Path, tmp_path: Path) -> None:
-    from kpengine.learn.predict import geodesic_nms
+    from kpengine.learn.inference import geodesic_nms
 
     run = tmp_path / "sal"
     train(config(sample_root, task="saliency"), run, progress=False)

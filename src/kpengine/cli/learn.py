@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import fields
 
 from kpengine.cli.common import add_data_args, emit_json
+from kpengine.learn.registry import BACKBONES, TASKS
+
+#: packages above kpengine.learn whose modules register more tasks (one module per task)
+TASK_PACKAGES = ("kpengine.image.tasks",)
+for _package in TASK_PACKAGES:
+    TASKS.add_package(_package)
 
 TRAIN_HELP = """\
-Train a point network on one category's train split, keeping the checkpoint with the
-lowest validation loss. Tasks:
-  saliency        per-point keypoint probability (two-class cross-entropy)
-  correspondence  per semantic id a softmax over points; absent ids ignored; the minimum
-                  loss over a shape's rotational relabellings (symmetric categories)
-  embedding       dense per-point embeddings, contrastive loss on keypoints (same id on
-                  different shapes together, other ids beyond --margin, hardest negatives);
-                  used by `kpengine transfer`
+Train a network on one category's train split, keeping the checkpoint with the lowest
+validation loss. Tasks (one module each in kpengine/learn/tasks/ or a registered package):
+{tasks}
+Backbones of the point tasks (kpengine/learn/backbones/):
+{backbones}
 
 Defaults follow the official benchmark: Adam 1e-3, batch 8, 50 epochs, 2,048 points,
 jitter sigma 0.004 clipped at 0.01, translation up to 0.02. Off by default, and what
 short runs need (docs/learning.md): --lr-schedule cosine (decay to 1% of --lr),
 --scale-augment 0.2 and, for saliency, --saliency-sigma 0.02 (soft geodesic Gaussian
 targets). The run directory gets config.json, last.pt (every epoch; --resume continues
-from it), best.pt, history.json and curve.png. Same command under torchrun for distributed training:
-  torchrun --nproc_per_node 2 -m kpengine.cli.main train ...
+from it), best.pt, history.json and curve.png. A task's settings without a flag go in
+--config '{{"name": value}}'. Same command under torchrun for distributed training:
+  torchrun --nproc_per_node 2 -m kpengine.cli.main train ...   (--device cuda: NCCL, a GPU per process)
 """
 
 PREDICT_HELP = """\
@@ -54,10 +60,16 @@ official mode), and write a Markdown and a JSON table at 0.01, 0.05 and 0.10.
 
 def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("train", help="train a saliency, correspondence or embedding network", description=TRAIN_HELP)
+    tasks, backbones = TASKS.names(), BACKBONES.names()
+    p = sub.add_parser(
+        "train",
+        help=f"train a network ({', '.join(tasks)})",
+        description=TRAIN_HELP.format(tasks=TASKS.help(), backbones=BACKBONES.help()),
+    )
     p.formatter_class = fmt
-    p.add_argument("--task", required=True, choices=("saliency", "correspondence", "embedding"))
-    p.add_argument("--backbone", default="pointnet", choices=("pointnet", "pointnet2", "dgcnn"))
+    # dest = the config field each flag sets (a task's config takes the flags it has fields for)
+    p.add_argument("--task", required=True, choices=tasks)
+    p.add_argument("--backbone", default="pointnet", choices=backbones)
     add_data_args(p, split=None)
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     p.add_argument("--epochs", type=int, default=50)
@@ -70,12 +82,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--saliency-sigma", type=float, default=0.0, help="saliency: soft targets exp(-d^2/2s^2) (0 = hard, official)"
     )
-    p.add_argument("--points", type=int, default=2048, help="points per cloud (clouds must have this many)")
+    p.add_argument(
+        "--points",
+        dest="n_points",
+        metavar="N",
+        type=int,
+        default=2048,
+        help="points per cloud (clouds must have this many)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
     p.add_argument("--margin", type=float, default=1.0, help="embedding: contrastive margin")
     p.add_argument("--surface-noise", type=float, default=0.0, help="embedding: extra unclipped noise sigma")
     p.add_argument("--backbone-args", default="{}", metavar="JSON", help="e.g. '{\"width\": 256}'")
+    p.add_argument("--config", default="{}", metavar="JSON", help="other settings of the task, e.g. '{\"lr\": 0.01}'")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_train)
@@ -103,10 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.formatter_class = fmt
     p.add_argument("--data", required=True, metavar="ROOT")
     p.add_argument("--categories", nargs="+", required=True)
-    p.add_argument("--backbones", nargs="+", default=["pointnet"], choices=("pointnet", "pointnet2", "dgcnn"))
-    p.add_argument(
-        "--tasks", nargs="+", default=["correspondence"], choices=("saliency", "correspondence", "embedding")
-    )
+    p.add_argument("--backbones", nargs="+", default=["pointnet"], choices=backbones)
+    p.add_argument("--tasks", nargs="+", default=["correspondence"], choices=TASKS.names("kpengine.learn.tasks"))
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--out", default="runs/benchmark", metavar="DIR", help="run directories and tables go here")
     p.add_argument("--seed", type=int, default=0)
@@ -138,36 +157,27 @@ def json_object_arg(text: str, flag: str, example: str) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from kpengine.categories import resolve_category
     from kpengine.errors import DataError
-    from kpengine.learn.config import TrainConfig
-    from kpengine.learn.train import train
+    from kpengine.learn.runs import train_run
 
-    backbone_kwargs = json_object_arg(args.backbone_args, "--backbone-args", '{"width": 256}')
+    task_class = TASKS.get(args.task)
+    names = {f.name for f in fields(task_class.config_class)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values["backbone_kwargs"] = json_object_arg(args.backbone_args, "--backbone-args", '{"width": 256}')
+    if "category" in names:
+        values["category"] = resolve_category(args.category).name
+    others = json_object_arg(args.config, "--config", '{"lr": 0.01}')
+    if set(others) - names:
+        raise DataError(f"--config: task {args.task} has no settings {', '.join(sorted(set(others) - names))}")
+    values = {k: v for k, v in {**values, **others}.items() if k in names}
     try:
-        config = TrainConfig(
-            task=args.task,
-            data=args.data,
-            category=resolve_category(args.category).name,
-            backbone=args.backbone,
-            backbone_kwargs=backbone_kwargs,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            lr_schedule=args.lr_schedule,
-            saliency_sigma=args.saliency_sigma,
-            scale_augment=args.scale_augment,
-            n_points=args.points,
-            seed=args.seed,
-            threads=args.threads,
-            margin=args.margin,
-            surface_noise=args.surface_noise,
-        )
-    except ValueError as exc:
+        config = task_class.config_class(**values)
+    except (TypeError, ValueError) as exc:
         raise DataError(str(exc)) from None
-    summary = train(config, args.out, resume=args.resume, progress=not args.json)
+    summary = train_run(task_class(config), args.out, resume=args.resume, progress=not args.json)
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")
-    elif summary["world_size"] == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+    elif summary["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(
             f"best validation loss {summary['best_val_loss']:.4f} at epoch {summary['best_epoch']}; run in {args.out}"
         )
@@ -208,8 +218,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if not all(isinstance(v, dict) for v in per_backbone.values()):
         raise DataError('--backbone-args must map backbone names to objects, e.g. {"pointnet": {"width": 256}}')
     overrides = json_object_arg(args.config, "--config", '{"lr_schedule": "cosine"}')
-    from dataclasses import fields
-
     from kpengine.learn.config import TrainConfig
 
     settable = {f.name for f in fields(TrainConfig)} - {"task", "data", "category", "backbone", "backbone_kwargs"}

@@ -68,9 +68,9 @@ def load_checkpoint(path: str | Path, *, task: str | None = None, category: str 
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise DataError("not a kpengine checkpoint (no config or weights)", path=path)
     cfg = state["config"]
-    if task is not None and cfg["task"] != task:
+    if task is not None and cfg.get("task") != task:
         raise DataError(f"checkpoint was trained for task {cfg['task']!r}, not {task!r}", path=path)
-    if category is not None and cfg["category"] != category:
+    if category is not None and cfg.get("category") != category:
         raise DataError(
             f"checkpoint was trained on category {cfg['category']!r}; it cannot predict {category!r}", path=path
         )

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, ClassVar
 
-Task = Literal["saliency", "correspondence", "embedding"]
-TASKS: tuple[str, ...] = ("saliency", "correspondence", "embedding")
+from kpengine.learn.registry import TASKS
+
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class RunConfig:
+    """The settings every run has, whatever the network (point, image, voxel); a task's own
+    config subclasses it. Saved as the run's ``config.json`` and in each checkpoint."""
+
     task: str
-    data: str
-    category: str
-    backbone: str = "pointnet"
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     epochs: int = 50
     batch_size: int = 8
     lr: float = 1e-3
@@ -32,37 +31,24 @@ class TrainConfig:
     lr_schedule: str = "constant"
     min_lr_ratio: float = 0.01
     weight_decay: float = 0.0
-    n_points: int = 2048
-    jitter_sigma: float = 0.004
-    jitter_clip: float = 0.01
-    translate: float = 0.02
-    #: random anisotropic scaling U(1 - s, 1 + s) per axis; 0 (official) = off
-    scale_augment: float = 0.0
     seed: int = 0
-    train_split: str = "train"
-    val_split: str = "val"
-    #: saliency: 0 = hard labels (official); > 0 = target exp(-d^2 / 2 sigma^2), d the geodesic
-    #: distance to the nearest keypoint, so that near-misses are not punished like far ones
-    saliency_sigma: float = 0.0
-    #: PointNet's feature-transform orthogonality weight (official 0.001)
-    regularizer_weight: float = 0.001
-    #: embedding task: dimension, contrastive margin (on unit-normalised embeddings), surface noise sigma
-    embedding_dim: int = 32
-    margin: float = 1.0
-    surface_noise: float = 0.0
-    #: torch CPU threads; 1 by default: on a shared 2-core machine 2 threads ran 10x slower under load
+    #: torch CPU threads; 1 by default: on a shared 2-core machine 2 threads ran 10x slower under load;
+    #: 0 leaves torch's own setting
     threads: int = 1
     workers: int = 0
+    #: "cpu" or "cuda" (under torchrun: the process's LOCAL_RANK GPU, NCCL)
+    device: str = "cpu"
+
+    #: settings a resumed run takes from the command, not from the saved run (not training settings)
+    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device")
+    #: settings a resumed run must share with the saved one, or it is refused
+    IDENTITY: ClassVar[tuple[str, ...]] = ("task",)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.n_points < 1:
-            raise ValueError("epochs, batch size and number of points must be positive")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch size must be positive")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-        if self.saliency_sigma < 0:
-            raise ValueError("saliency sigma must be >= 0")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for a 0-based epoch: a function of the epoch alone, so resuming is exact."""
@@ -75,6 +61,47 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> TrainConfig:
+    def from_json(cls, obj: dict[str, Any]):
+        """The config of a saved run; keys it does not know (older or newer versions) are dropped."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+@dataclass(kw_only=True)
+class TrainConfig(RunConfig):
+    """A point task's run (saliency, correspondence, embedding) on one KeypointNet category."""
+
+    data: str
+    category: str
+    backbone: str = "pointnet"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_points: int = 2048
+    jitter_sigma: float = 0.004
+    jitter_clip: float = 0.01
+    translate: float = 0.02
+    #: random anisotropic scaling U(1 - s, 1 + s) per axis; 0 (official) = off
+    scale_augment: float = 0.0
+    train_split: str = "train"
+    val_split: str = "val"
+    #: saliency: 0 = hard labels (official); > 0 = target exp(-d^2 / 2 sigma^2), d the geodesic
+    #: distance to the nearest keypoint, so that near-misses are not punished like far ones
+    saliency_sigma: float = 0.0
+    #: PointNet's feature-transform orthogonality weight (official 0.001)
+    regularizer_weight: float = 0.001
+    #: embedding task: dimension, contrastive margin (on unit-normalised embeddings), surface noise sigma
+    embedding_dim: int = 32
+    margin: float = 1.0
+    surface_noise: float = 0.0
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backbone", "category")
+
+    def __post_init__(self) -> None:
+        point_tasks = TASKS.names("kpengine.learn.tasks")
+        if self.task not in point_tasks:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(point_tasks)}")
+        if self.n_points < 1:
+            raise ValueError("epochs, batch size and number of points must be positive")
+        super().__post_init__()
+        if self.saliency_sigma < 0:
+            raise ValueError("saliency sigma must be >= 0")

@@ -1,4 +1,5 @@
-"""The training-curve PNG of a run (train and validation loss per epoch)."""
+"""The training-curve PNG of a run: train and validation loss per epoch, the best epoch marked
+(by validation loss, or by training loss for a run without a validation set)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ def plot_training_curve(path: str | Path, history: list[dict[str, float]], title
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.plot(epochs, [h["train_loss"] for h in history], marker="o", ms=3, label="train")
-    ax.plot(epochs, [h["val_loss"] for h in history], marker="o", ms=3, label="validation")
-    best = min(range(len(history)), key=lambda i: history[i]["val_loss"])
+    validated = all(h.get("val_loss") is not None for h in history)
+    key = "val_loss" if validated else "train_loss"
+    if validated:
+        ax.plot(epochs, [h["val_loss"] for h in history], marker="o", ms=3, label="validation")
+    best = min(range(len(history)), key=lambda i: history[i][key])
     ax.axvline(epochs[best], color="grey", ls=":", lw=1, label=f"best (epoch {epochs[best]})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")

@@ -1,7 +1,8 @@
 """torch.distributed glue: the same training command on one process or under torchrun.
 
 Under ``torchrun`` (WORLD_SIZE > 1 in the environment) the process group is initialised with
-gloo on CPU and NCCL on GPU; only rank 0 logs, draws and writes checkpoints.
+gloo for a run on the CPU and NCCL for one on CUDA (each process on its LOCAL_RANK GPU); only
+rank 0 logs, draws and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.distributed as dist
 class DistInfo:
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -27,21 +29,25 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed() -> DistInfo:
+def init_distributed(device: str = "cpu") -> DistInfo:
     """Join the process group that torchrun describes in the environment, or run alone."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if world <= 1:
         return DistInfo()
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size())
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local)
 
 
-def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
-    """Sum floats over ranks (validation loss totals)."""
+def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device | str = "cpu") -> list[float]:
+    """Sum floats over ranks (loss totals); ``device``: where the process group's tensors live."""
     if not info.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
 

@@ -1,8 +1,9 @@
-"""Task heads on a backbone: one :class:`KeypointModel` per task, same call shape.
+"""Task heads on a backbone: one :class:`KeypointModel` per point task, same call shape.
 
 ``forward(points (B, N, 3))`` returns per-point outputs:
 saliency (B, N, 2) logits; correspondence (B, N, C) logits (softmax over N per id);
-embedding (B, N, D) unit-normalised embeddings.
+embedding (B, N, D) unit-normalised embeddings. The head's size and normalisation come from
+the task's class in the task registry (``kpengine/learn/tasks/``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from kpengine.learn.backbones import build_backbone
+from kpengine.learn.registry import TASKS
 
 
 class KeypointModel(nn.Module):
     def __init__(self, task: str, backbone: str, n_classes: int, embedding_dim: int = 32, **backbone_kwargs):
         super().__init__()
         self.task = task
+        spec = TASKS.get(task)  # a PointTask subclass
+        self.normalize = spec.unit_outputs
         self.backbone = build_backbone(backbone, **backbone_kwargs)
-        out = {"saliency": 2, "correspondence": n_classes, "embedding": embedding_dim}[task]
+        out = spec.head_channels(n_classes, embedding_dim)
         self.head = nn.Conv1d(self.backbone.out_channels, out, 1)
 
     @property
@@ -29,7 +33,7 @@ class KeypointModel(nn.Module):
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(points)  # (B, N, F)
         out = self.head(feats.transpose(1, 2)).transpose(1, 2)
-        if self.task == "embedding":
+        if self.normalize:
             out = F.normalize(out, dim=-1)
         return out
 

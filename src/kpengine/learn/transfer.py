@@ -5,7 +5,8 @@ its keypoints. On a new shape, an id's keypoint is the point whose embedding is 
 the prototype (cosine), and that similarity is its confidence; an id is present when the
 confidence clears a per-id threshold learnt on the annotated shapes (with and without the
 id). Reflection-symmetric partners (left/right armrests) are decided together and never
-share a point.
+share a point. :class:`TransferPredictor` is the same behind the predictor interface: ``fit``
+on annotated shapes builds the prototypes, ``predict`` gives correspondences.
 """
 
 from __future__ import annotations
@@ -14,18 +15,25 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 import numpy as np
 import torch
 
+from kpengine.categories import resolve_category
 from kpengine.data.dataset import KeypointNetDataset
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
-from kpengine.learn.checkpoint import data_version
+from kpengine.geometry.sampling import sample_surface, seed_for
+from kpengine.io.annotations import Keypoint, ModelAnnotation, save_annotations
+from kpengine.io.mesh import load_mesh
+from kpengine.io.pcd import load_pcd
+from kpengine.learn.checkpoint import data_version, save_checkpoint
 from kpengine.learn.config import TrainConfig
 from kpengine.learn.heads import KeypointModel
-from kpengine.learn.predict import infer
+from kpengine.learn.inference import infer, load_run
+from kpengine.learn.predictor import Predictor
+from kpengine.viz.figures import plot_shape_keypoints
 
 #: two partner keypoints closer than this (model units) count as the same place
 PARTNER_MIN_DISTANCE = 0.02
@@ -43,19 +51,19 @@ class TransferResult:
     def correspondence(self) -> dict[int, int]:
         return {int(c): int(self.index[c]) for c in np.where(self.present)[0]}
 
-    def to_official(self, class_id: str, model_id: str) -> list[dict[str, Any]]:
-        """The official KeypointNet annotation format (one model), with a ``confidence`` per keypoint."""
+    def to_annotation(self, class_id: str, model_id: str) -> ModelAnnotation:
+        """The model's keypoints as an official KeypointNet annotation, with a ``confidence`` each."""
         kps = [
-            {
-                "xyz": [float(v) for v in self.points[self.index[c]]],
-                "rgb": [0, 0, 0],
-                "semantic_id": int(c),
-                "pcd_info": {"point_index": int(self.index[c])},
-                "confidence": float(self.confidence[c]),
-            }
+            Keypoint(
+                xyz=tuple(float(v) for v in self.points[self.index[c]]),
+                semantic_id=int(c),
+                rgb=(0, 0, 0),
+                point_index=int(self.index[c]),
+                extra={"confidence": float(self.confidence[c])},
+            )
             for c in np.where(self.present)[0]
         ]
-        return [{"class_id": class_id, "model_id": model_id, "keypoints": kps, "symmetries": {}}]
+        return ModelAnnotation(class_id, model_id, kps)
 
 
 @dataclass
@@ -114,8 +122,6 @@ class Prototypes:
             return cls(saved["vectors"], saved["thresholds"], [tuple(p) for p in saved["partners"]])
         shapes = KeypointNetDataset(knowledge, cfg.category, cfg.train_split, n_points=cfg.n_points)
         protos = cls.fit(model, shapes, state["n_classes"])
-        from kpengine.learn.checkpoint import save_checkpoint
-
         save_checkpoint(cache, protos.__dict__)
         return protos
 
@@ -138,12 +144,32 @@ class Prototypes:
         return TransferResult(points, index, conf, present)
 
 
+class TransferPredictor(Predictor):
+    """Correspondences by transfer through an embedding network's prototypes."""
+
+    evaluates_as = "correspondence"
+
+    def __init__(self, model: KeypointModel, n_classes: int, prototypes: Prototypes | None = None):
+        self.model = model
+        self.n_classes = n_classes
+        self.prototypes = prototypes
+
+    def fit(self, shapes: Sequence[Shape]) -> Self:
+        """Prototypes and presence thresholds from annotated shapes (the training split)."""
+        self.prototypes = Prototypes.fit(self.model, shapes, self.n_classes)
+        return self
+
+    def predict(self, shapes: Sequence[Shape]) -> dict[str, dict[str, int]]:
+        if self.prototypes is None:
+            raise ValueError("fit the transfer predictor on annotated shapes first")
+        return {
+            s.model_id: {str(k): v for k, v in self.prototypes.transfer(self.model, s.points).correspondence().items()}
+            for s in shapes
+        }
+
+
 def load_cloud(path: str | Path, n_points: int) -> tuple[str, np.ndarray]:
     """(model id, cloud (N, 3)) from a PCD, or from a mesh sampled deterministically to ``n_points``."""
-    from kpengine.geometry.sampling import sample_surface, seed_for
-    from kpengine.io.mesh import load_mesh
-    from kpengine.io.pcd import load_pcd
-
     path = Path(path)
     if not path.is_file():
         raise DataError("shape file not found", path=path)
@@ -160,20 +186,14 @@ def transfer_file(
     run: str | Path, knowledge: str | Path, shape: str | Path, out: str | Path, *, png: str | Path | None = None
 ) -> TransferResult:
     """The ``kpengine transfer`` command as a function: JSON to ``out``, picture to ``png``."""
-    from kpengine.categories import resolve_category
-    from kpengine.io.atomic import write_json
-    from kpengine.learn.predict import load_run
-
     model, state = load_run(run, task="embedding")
     cfg = TrainConfig.from_json(state["config"])
     protos = Prototypes.for_run(run, model, state, knowledge)
     model_id, points = load_cloud(shape, cfg.n_points)
     result = protos.transfer(model, points)
     category = resolve_category(cfg.category)
-    write_json(out, result.to_official(category.synset, model_id), indent=2)
+    save_annotations(out, [result.to_annotation(category.synset, model_id)])
     if png:
-        from kpengine.viz.figures import plot_shape_keypoints
-
         ids = np.where(result.present)[0]
         plot_shape_keypoints(
             png,

@@ -2,6 +2,9 @@
 
 Every backbone is a :class:`PointBackbone`; ``build_backbone(name, **kwargs)`` makes one by
 name so that tasks, training and the aggregation code never depend on a concrete network.
+Each module of this package is one backbone, named after the module and registered with
+``@register_backbone(name)`` (:data:`kpengine.learn.registry.BACKBONES`): adding a backbone is
+adding a file; the CLI lists them from the registry without importing torch.
 Backbones that carry a regulariser (PointNet's feature-transform orthogonality) expose it
 through :meth:`PointBackbone.regularizer` after each forward pass.
 """
@@ -13,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-BACKBONES: dict[str, Callable[..., PointBackbone]] = {}
+from kpengine.learn.registry import BACKBONES
 
 
 class PointBackbone(nn.Module):
@@ -44,23 +47,17 @@ class PointBackbone(nn.Module):
 
 
 def register_backbone(name: str) -> Callable[[type[PointBackbone]], type[PointBackbone]]:
-    def wrap(cls: type[PointBackbone]) -> type[PointBackbone]:
-        BACKBONES[name] = cls
-        return cls
-
-    return wrap
+    """Class decorator of a backbone module; ``name`` must be the module's name."""
+    return BACKBONES.register(name)
 
 
 def build_backbone(name: str, **kwargs) -> PointBackbone:
-    """Make a backbone by name: "pointnet", "pointnet2" or "dgcnn" (kwargs go to its constructor)."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    """Make a backbone by name, one of ``BACKBONES.names()`` (kwargs go to its constructor)."""
+    cls = BACKBONES.get(name)
     try:
-        return BACKBONES[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as exc:  # an unknown or misspelt keyword
         raise ValueError(f"bad arguments for backbone {name!r}: {exc}") from None
 
-
-from kpengine.learn.backbones import dgcnn, pointnet, pointnet2  # noqa: E402,F401  (registers them)
 
 __all__ = ["BACKBONES", "PointBackbone", "build_backbone", "register_backbone"]
