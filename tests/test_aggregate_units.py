@@ -7,11 +7,12 @@ import pytest
 
 from kpengine.aggregate.cluster import assign_noise, best_per_model, project_tsne, relabel_by_size, split_shared
 from kpengine.aggregate.fidelity import MISS_COST, fidelity_error, model_evidence, non_minimum_suppression
-from kpengine.aggregate.raw import Click, check_clicks, load_clicks
+from kpengine.aggregate.raw import check_clicks
 from kpengine.aggregate.saliency import click_saliency, gaussian, saliency_map
 from kpengine.aggregate.symmetry import detect_symmetries, model_reflection_pairs, model_rotation_orbits
 from kpengine.errors import DataError
 from kpengine.geometry.geodesic import GeodesicGraph
+from kpengine.io.clicks import Click, load_clicks
 
 
 def _line(n=200, step=0.005):

@@ -10,10 +10,10 @@ from sqlalchemy import func, inspect, select
 
 from kpengine.data.sample import KEYPOINT_NAMES
 from kpengine.io.annotations import load_annotations, model_to_json
+from kpengine.io.clicks import Click
 from kpengine.store import open_store
 from kpengine.store.exchange import export_dataset, export_raw, import_dataset
 from kpengine.store.repo import (
-    Click,
     RevisionConflict,
     StoreError,
     annotated_models,
@@ -90,16 +90,20 @@ def test_save_is_atomic_and_revisioned(db_url: str, sample_root: Path, tmp_path:
         model = next_model(s, alice)
         assert model is not None
         mid = model.model_id
-        rev = save_raw_annotation(s, model, alice, [Click(0, (0.1, 0.2, 0.3), 5, (0.2, 0.3, 0.5), 7)])
+        rev = save_raw_annotation(s, model, alice, [Click(mid, "alice", 0, (0.1, 0.2, 0.3), 7, 5, (0.2, 0.3, 0.5))])
         assert rev == 1
     with store.session() as s:  # bob's save never touches alice's set
         model = get_model(s, "mug", mid)
-        save_raw_annotation(s, model, bob, [Click(3, (0.0, 0.0, 0.0))])
-        assert save_raw_annotation(s, model, alice, [Click(1, (1.0, 2.0, 3.0))], base_revision=1) == 2
+        save_raw_annotation(s, model, bob, [Click(mid, "bob", 3, (0.0, 0.0, 0.0))])
+        assert save_raw_annotation(s, model, alice, [Click(mid, "alice", 1, (1.0, 2.0, 3.0))], base_revision=1) == 2
     with pytest.raises(RevisionConflict), store.session() as s:  # a stale base revision is refused...
-        save_raw_annotation(s, get_model(s, "mug", mid), alice, [Click(9, (9.0, 9.0, 9.0))], base_revision=1)
+        save_raw_annotation(
+            s, get_model(s, "mug", mid), alice, [Click(mid, "alice", 9, (9.0, 9.0, 9.0))], base_revision=1
+        )
     with pytest.raises(StoreError, match="at most 24"), store.session() as s:
-        save_raw_annotation(s, get_model(s, "mug", mid), alice, [Click(i, (0.0, 0.0, 0.0)) for i in range(25)])
+        save_raw_annotation(
+            s, get_model(s, "mug", mid), alice, [Click(mid, "alice", i, (0.0, 0.0, 0.0)) for i in range(25)]
+        )
     with store.session() as s:  # ...and rolled back whole
         model = get_model(s, "mug", mid)
         rev, rows = raw_keypoints(s, model, alice)
@@ -113,7 +117,7 @@ def test_save_is_atomic_and_revisioned(db_url: str, sample_root: Path, tmp_path:
         assert export_raw(s, tmp_path / "raw.json") == 2
     raw = json.loads((tmp_path / "raw.json").read_text())
     assert {r["annotator"] for r in raw} == {"alice", "bob"}
-    assert raw[0]["keypoints"][0]["xyz"] in ([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    assert raw[0]["xyz"] in ([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])  # one flat click per object
     store.dispose()
 
 

@@ -55,7 +55,7 @@ def fill_store(url: str, root: Path, *, keep_truth: bool = False) -> tuple[Store
         sets: dict[tuple[str, str], list] = {}
         for c in clicks:
             sets.setdefault((c.annotator, c.model_id), []).append(
-                repo.Click(c.kp_index, c.xyz, point_index=c.point_index)
+                repo.Click(c.model_id, c.annotator, c.kp_index, c.xyz, point_index=c.point_index)
             )
         for (who, mid), kps in sets.items():
             repo.save_raw_annotation(s, repo.get_model(s, "chair", mid), people[who], kps)  # type: ignore[arg-type]

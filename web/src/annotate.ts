@@ -1,10 +1,12 @@
-// The annotation page: place, select, move, delete and renumber up to 24 keypoints on a model,
+// The annotation page: place, select, move, delete and renumber keypoints (at most the
+// server's limit, `max_keypoints` from /api/me: 24, as in KeypointNet) on a model,
 // save them (one request = one transaction on the server), go to the next model. Edits are
 // kept in localStorage as a draft, and a save that cannot reach the server waits in an
 // outbox that is re-sent when the connection returns.
 import { api, ApiError, banner, colorFor, token, Vec3, Viewer, ModelInfo } from "./common";
 
-const MAX = 24;
+// set from /api/me before anything is placed: the one limit is defined on the server (kpengine.io.clicks)
+let MAX = 0;
 type Points = Record<number, Vec3>; // annotator's own index -> position
 interface Saved { category: string; model_id: string; revision: number; keypoints: { index: number; xyz: Vec3 }[] }
 interface Outgoing { category: string; model_id: string; base_revision: number; points: Points }
@@ -272,8 +274,9 @@ async function main(): Promise<void> {
     return;
   }
   try {
-    const me = await api<{ name: string }>("/api/me");
+    const me = await api<{ name: string; max_keypoints: number }>("/api/me");
     $("who").textContent = me.name;
+    MAX = me.max_keypoints;
     const cat = params.get("category");
     const model = params.get("model");
     if (cat && model) await open(cat, model);

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kpengine.aggregate.raw import Click
 from kpengine.data.shape import Shape
+from kpengine.io.clicks import Click
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,7 @@ def simulate_crowd(shapes: Sequence[Shape], model: CrowdModel) -> list[Click]:
                         xyz=tuple(float(v) for v in pts[idx]),  # type: ignore[arg-type]
                         point_index=idx,
                         time=round(t, 3),
+                        class_id=shape.category.synset,
                     )
                 )
     return clicks

@@ -34,7 +34,7 @@ from kpengine.aggregate.fidelity import (
     reference_models,
     smooth,
 )
-from kpengine.aggregate.raw import Click, ClickSet, check_clicks
+from kpengine.aggregate.raw import ClickSet, check_clicks
 from kpengine.aggregate.saliency import SIGMA, click_saliency, gaussian
 from kpengine.aggregate.symmetry import SymmetryConfig, detect_symmetries
 from kpengine.data.shape import Shape
@@ -42,6 +42,7 @@ from kpengine.errors import DataError, Problem
 from kpengine.geometry.geodesic import GeodesicGraph
 from kpengine.geometry.sampling import snap_to_points
 from kpengine.io.annotations import Keypoint, ModelAnnotation
+from kpengine.io.clicks import Click
 
 MIN_MODELS = 2
 
@@ -104,10 +105,14 @@ def aggregate(
         if s.model_id not in cs.models:
             problems.append(Problem(s.model_id, "no clicks on this model; it gets no keypoints", fatal=False))
     if len(order) < MIN_MODELS or cs.n_clicks < 3:
+        # the problems say why clicks were dropped; name the first few here, since the caller
+        # never gets the list when this raises
+        dropped = [str(p) for p in problems if p.fatal][:3]
         raise DataError(
             f"too few annotations to cluster: {cs.n_clicks} usable clicks on {len(order)} model(s); "
             f"aggregation needs clicks on at least {MIN_MODELS} models (of {len(shapes)} in the dataset, "
-            f"{len(clicks)} clicks given, {len(clicks) - len(kept)} dropped: see the problems)"
+            f"{len(clicks)} clicks given, {len(clicks) - len(kept)} dropped"
+            + (f"; first problems: {'; '.join(dropped)})" if dropped else ")")
         )
     # 1. saliency (geodesic Gaussians), evidence per model
     near_thr = float(gaussian(cfg.fidelity.near * cfg.sigma, cfg.sigma))

@@ -1,139 +1,25 @@
-"""Raw crowd clicks: the RAW.json format, validation at the boundary, and I/O.
+"""Raw crowd clicks ready for aggregation: checks against a dataset, and grouping.
 
-A raw-annotation file is a JSON list of clicks, one object per click::
-
-    {"model_id": "1a2b...", "annotator": "alice", "kp_index": 3,
-     "xyz": [x, y, z],                       # model frame (ShapeNetCore.v2 model_normalized)
-     "point_index": 1476,                    # optional: index into the model's 2,048-point cloud
-     "face_index": 20521, "face_uv": [u, v, w],   # optional: mesh triangle + barycentrics
-     "time": 1700000000.0}                   # optional: seconds since the epoch
-
-``kp_index`` is the annotator's *own* numbering: the same annotator uses the same number for
-the same kind of point on every model they annotate; two annotators' numbers are unrelated.
-The store (issue 3) writes this format; ``kpengine simulate-crowd`` writes it too.
-
-:func:`load_clicks` parses and validates; :func:`check_clicks` checks clicks against the
-models of a dataset. Both return what can be used plus a list of ``Problem`` messages, so
-one bad click never stops the rest.
+The file format (RAW.json) and the :class:`~kpengine.io.clicks.Click` type live in
+:mod:`kpengine.io.clicks`. :func:`check_clicks` checks clicks against the models of a
+dataset and returns what can be used plus a list of ``Problem`` messages, so one bad click
+never stops the rest; :class:`ClickSet` groups the kept clicks by model as arrays.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from kpengine.errors import DataError, Problem
-from kpengine.io.atomic import read_json, write_json
-
-#: KeypointNet's annotation tool allowed at most this many keypoints per model and annotator.
-MAX_POINTS_PER_MODEL = 24
-
-
-@dataclass(frozen=True)
-class Click:
-    """One raw click. ``xyz`` in the model frame; optional cloud / mesh locations."""
-
-    model_id: str
-    annotator: str
-    kp_index: int
-    xyz: tuple[float, float, float]
-    point_index: int | None = None
-    face_index: int | None = None
-    face_uv: tuple[float, float, float] | None = None
-    time: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "model_id": self.model_id,
-            "annotator": self.annotator,
-            "kp_index": self.kp_index,
-            "xyz": list(self.xyz),
-        }
-        if self.point_index is not None:
-            out["point_index"] = self.point_index
-        if self.face_index is not None:
-            out["face_index"] = self.face_index
-            out["face_uv"] = list(self.face_uv or ())
-        if self.time is not None:
-            out["time"] = self.time
-        return out
-
-
-def _vec3(value: Any, what: str) -> tuple[float, float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise ValueError(f"{what} must be a list of 3 numbers, got {value!r}")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
-        raise ValueError(f"{what} must hold 3 finite numbers, got {value!r}")
-    return (float(value[0]), float(value[1]), float(value[2]))
-
-
-def _opt_int(obj: dict[str, Any], key: str) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key!r} must be an integer >= 0, got {value!r}")
-    return value
-
-
-def parse_click(obj: Any) -> Click:
-    """One click object -> :class:`Click`; ``ValueError`` names the field at fault."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected an object, got {type(obj).__name__}")
-    for key in ("model_id", "annotator", "kp_index", "xyz"):
-        if key not in obj:
-            raise ValueError(f"missing field {key!r}")
-    kp = obj["kp_index"]
-    if isinstance(kp, bool) or not isinstance(kp, int) or kp < 0:
-        raise ValueError(f"'kp_index' must be an integer >= 0, got {kp!r}")
-    face_uv = obj.get("face_uv")
-    t = obj.get("time")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
-        raise ValueError(f"'time' must be a number, got {t!r}")
-    return Click(
-        model_id=str(obj["model_id"]),
-        annotator=str(obj["annotator"]),
-        kp_index=kp,
-        xyz=_vec3(obj["xyz"], "'xyz'"),
-        point_index=_opt_int(obj, "point_index"),
-        face_index=_opt_int(obj, "face_index"),
-        face_uv=None if face_uv is None else _vec3(face_uv, "'face_uv'"),
-        time=None if t is None else float(t),
-    )
-
-
-def load_clicks(path: str | Path) -> tuple[list[Click], list[Problem]]:
-    """Read RAW.json. Returns the clicks that parsed and a ``Problem`` per element that did not.
-
-    A file that is not a JSON list raises ``DataError``.
-    """
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DataError("expected a JSON list of clicks (see docs/aggregation.md for the raw format)", path=path)
-    clicks: list[Click] = []
-    problems: list[Problem] = []
-    for i, obj in enumerate(data):
-        try:
-            clicks.append(parse_click(obj))
-        except ValueError as exc:
-            mid = str(obj.get("model_id", f"#{i}")) if isinstance(obj, dict) else f"#{i}"
-            problems.append(Problem(mid, f"click {i} ignored: {exc}", path=str(path)))
-    return clicks, problems
-
-
-def save_clicks(path: str | Path, clicks: Iterable[Click]) -> None:
-    """Write RAW.json atomically."""
-    write_json(path, [c.to_json() for c in clicks])
+from kpengine.errors import Problem
+from kpengine.io.clicks import MAX_KEYPOINTS, Click
 
 
 def check_clicks(
-    clicks: Sequence[Click], model_ids: Iterable[str], *, max_points: int = MAX_POINTS_PER_MODEL
+    clicks: Sequence[Click], model_ids: Iterable[str], *, max_points: int = MAX_KEYPOINTS
 ) -> tuple[list[Click], list[Problem]]:
     """Keep the clicks that can be aggregated; say why each other one was dropped.
 

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p, split="all")
     # with --db the raw clicks come from the store and the geometry root from its stored paths
     p._option_string_actions["--data"].required = False
-    p.add_argument("--raw", metavar="RAW.json", help="raw clicks (RAW.json); or --db")
+    p.add_argument("--raw", metavar="RAW.json", help="raw clicks (RAW.json, or - for standard input); or --db")
     p.add_argument("--out", metavar="OUT.json", help="official-format output (required with --raw)")
     p.add_argument(
         "--db",
@@ -80,7 +80,7 @@ def _shapes(args: argparse.Namespace):
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from kpengine.aggregate.crowd import CrowdModel, simulate_crowd
-    from kpengine.aggregate.raw import save_clicks
+    from kpengine.io.clicks import save_clicks
 
     _, shapes = _shapes(args)
     model = CrowdModel(
@@ -104,8 +104,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
     from kpengine.aggregate.pipeline import AggregateConfig, aggregate
     from kpengine.aggregate.plots import plot_clusters, plot_fidelity
-    from kpengine.aggregate.raw import load_clicks
-    from kpengine.cli.common import emit_json
+    from kpengine.cli.common import emit_json, load_raw_clicks
     from kpengine.io.annotations import save_annotations
 
     cfg = AggregateConfig(rounds=args.rounds, progress=not args.no_progress)
@@ -119,7 +118,9 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     if not (args.raw and args.out and args.data):
         print("aggregate needs --raw RAW.json --out OUT.json --data ROOT, or --db URL", file=sys.stderr)
         return 2
-    clicks, problems = load_clicks(args.raw)
+    clicks, problems = load_raw_clicks(args.raw)
+    for p in problems:  # before the pipeline, which may stop on too few usable clicks
+        print(f"{p}", file=sys.stderr)
     ds, shapes = _shapes(args)
     result = aggregate(shapes, clicks, cfg)
     result.problems[:0] = problems
@@ -136,7 +137,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         pred = result.predictions[m]
         plot_fidelity(f"{stem}.fidelity_{m}.png", by_id[m].points, result.fidelity[m], pred.point_index,
                       pred.ids, title=f"{ds.category.name} {m}: fidelity error and keypoints")  # fmt: skip
-    for p in result.problems:
+    for p in result.problems[len(problems) :]:
         print(f"{p}", file=sys.stderr)
     counts = np.array(list(result.report["keypoints_per_model"].values()))
     print(

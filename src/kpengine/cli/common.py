@@ -27,3 +27,17 @@ def emit_json(obj: Any, path: str | None) -> None:
         sys.stdout.write("\n")
     elif path:
         write_json(path, obj, indent=2)
+
+
+def load_raw_clicks(path: str):  # noqa: ANN201 - (list[Click], list[Problem]); io imported lazily
+    """Raw clicks from ``path``, or from standard input when path is '-' (for pipes)."""
+    from kpengine.errors import DataError
+    from kpengine.io.clicks import clicks_from_json, load_clicks
+
+    if path != "-":
+        return load_clicks(path)
+    try:
+        data = json.load(sys.stdin)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", path="<stdin>") from exc
+    return clicks_from_json(data, "<stdin>")

@@ -1,4 +1,4 @@
-"""Store and server commands: ``serve`` and ``db upgrade|import|export|export-raw|invite``."""
+"""Store and server commands: ``serve`` and ``db upgrade|import|export|export-raw|import-raw|invite``."""
 
 from __future__ import annotations
 
@@ -54,11 +54,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--category", action="append", metavar="NAME")
     p.set_defaults(func=cmd_export)
-    p = dsub.add_parser("export-raw", help="write every annotator's raw keypoints as JSON")
+    p = dsub.add_parser(
+        "export-raw",
+        help="write every annotator's raw clicks (RAW.json, the input of `kpengine aggregate --raw`)",
+        description="Write the raw clicks in the one raw-click format (docs/aggregation.md): a JSON list of "
+        '{"class_id", "model_id", "annotator", "kp_index", "xyz", "point_index", "face_index", "face_uv", "time"}. '
+        "Example: kpengine db export-raw --category bed --out - | "
+        "kpengine aggregate --raw - --data ROOT --category bed --out OUT.json",
+    )
     _db_arg(p)
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, metavar="FILE", help="RAW.json, or - for standard output")
     p.add_argument("--category", metavar="NAME")
     p.set_defaults(func=cmd_export_raw)
+    p = dsub.add_parser(
+        "import-raw",
+        help="save raw clicks (RAW.json from export-raw or simulate-crowd) into the store",
+        description="Each (model, annotator) set of clicks replaces that annotator's keypoints on the model "
+        "(revision bumped). Models are found by class_id (or --category) and model_id; annotators missing "
+        "from the store are created without a token. Sets that break the store's rules are skipped and "
+        "listed; clicks are not re-projected onto the geometry.",
+    )
+    _db_arg(p)
+    p.add_argument("--raw", required=True, metavar="FILE", help="RAW.json, or - for standard input")
+    p.add_argument("--category", metavar="NAME", help="category of clicks that carry no class_id")
+    p.set_defaults(func=cmd_import_raw)
     p = dsub.add_parser("invite", help="create an annotator (or admin) and print their token")
     _db_arg(p)
     p.add_argument("name")
@@ -154,13 +173,39 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_export_raw(args: argparse.Namespace) -> int:
+    import json
+
+    from kpengine.io.clicks import clicks_to_json
     from kpengine.store import open_store
-    from kpengine.store.exchange import export_raw
+    from kpengine.store.exchange import export_raw, raw_clicks
 
     store = open_store(_url(args))
     with store.session() as s:
-        n = export_raw(s, args.out, args.category)
-    print(f"wrote {n} keypoint sets to {args.out}")
+        if args.out == "-":
+            clicks = raw_clicks(s, args.category)
+            json.dump(clicks_to_json(clicks), sys.stdout)
+            sys.stdout.write("\n")
+            print(f"wrote {len(clicks)} clicks to standard output", file=sys.stderr)
+        else:
+            n = export_raw(s, args.out, args.category)
+            print(f"wrote {n} keypoint sets to {args.out}")
+    store.dispose()
+    return 0
+
+
+def cmd_import_raw(args: argparse.Namespace) -> int:
+    from kpengine.cli.common import load_raw_clicks
+    from kpengine.store import open_store
+    from kpengine.store.exchange import import_raw
+
+    clicks, problems = load_raw_clicks(args.raw)
+    store = open_store(_url(args))
+    with store.session() as s:
+        summary = import_raw(s, clicks, args.category)
+    store.dispose()
+    for problem in problems + summary.problems:
+        print(f"  {problem}", file=sys.stderr)
+    print(summary)
     return 0
 
 

@@ -15,12 +15,13 @@ from fastapi.concurrency import run_in_threadpool
 
 from kpengine.errors import DataError
 from kpengine.io.annotations import parse_model
+from kpengine.io.clicks import MAX_KEYPOINTS
 from kpengine.server.auth import AdminDep, AnnotatorDep
 from kpengine.server.geometry import OffSurface
 from kpengine.server.schemas import AnnotationIn, AnnotationOut, Invitation, InvitationOut, KeypointOut
 from kpengine.store import repo
 from kpengine.store.exchange import official_json, raw_annotations_json, store_model_annotations
-from kpengine.store.schema import MAX_KEYPOINTS, Model, RawAnnotation
+from kpengine.store.schema import Model, RawAnnotation
 
 router = APIRouter(prefix="/api")
 
@@ -190,7 +191,7 @@ def save_annotation(
         raise HTTPException(409, f"model {model_id} cannot be annotated: {exc}") from exc
     tolerance = request.app.state.config.tolerance
     try:
-        clicks = [geometry.locate(k.index, k.xyz, tolerance) for k in body.keypoints]
+        clicks = [geometry.locate(model_id, annotator.name, k.index, k.xyz, tolerance) for k in body.keypoints]
     except OffSurface as exc:
         raise HTTPException(422, str(exc)) from exc
     try:
@@ -210,7 +211,7 @@ def save_annotation(
                 index=c.kp_index,
                 xyz=c.xyz,
                 face_index=c.face_index,
-                barycentric=c.barycentric,
+                barycentric=c.face_uv,
                 point_index=c.point_index,
             )
             for c in sorted(clicks, key=lambda c: c.kp_index)
@@ -295,6 +296,7 @@ def export_annotations(request: Request, category: str, admin: AdminDep) -> Resp
 
 @router.get("/admin/raw", tags=["admin"])
 def export_raw(request: Request, admin: AdminDep, category: str | None = None) -> list[dict]:
-    """Every annotator's raw keypoints (one element per model and annotator)."""
+    """Every annotator's raw clicks, one flat object per click (the raw-click format of
+    ``kpengine db export-raw``, read by ``kpengine aggregate --raw`` and ``db import-raw``)."""
     with _store(request).session() as s:
         return raw_annotations_json(s, category)

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from kpengine.io.clicks import Click
 from kpengine.io.mesh import load_mesh
 from kpengine.io.pcd import load_pcd
-from kpengine.store.repo import Click
 
 
 class OffSurface(ValueError):
@@ -34,8 +34,10 @@ class ModelGeometry:
     tree: cKDTree | None
     lock: threading.Lock
 
-    def locate(self, kp_index: int, xyz: tuple[float, float, float], tolerance: float) -> Click:
-        """Project a click onto the surface; raises :class:`OffSurface` beyond ``tolerance``."""
+    def locate(
+        self, model_id: str, annotator: str, kp_index: int, xyz: tuple[float, float, float], tolerance: float
+    ) -> Click:
+        """Project ``annotator``'s click on ``model_id`` onto the surface; :class:`OffSurface` beyond ``tolerance``."""
         query = np.array([xyz], dtype=np.float64)
         face_index = barycentric = point_index = None
         if self.mesh is not None:
@@ -59,7 +61,13 @@ class ModelGeometry:
         if self.tree is not None:
             point_index = int(self.tree.query(position)[1])
         return Click(
-            kp_index, (float(position[0]), float(position[1]), float(position[2])), face_index, barycentric, point_index
+            model_id,
+            annotator,
+            kp_index,
+            (float(position[0]), float(position[1]), float(position[2])),
+            point_index=point_index,
+            face_index=face_index,
+            face_uv=barycentric,
         )
 
 

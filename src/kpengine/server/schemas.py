@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from kpengine.store.schema import MAX_KEYPOINTS
+from kpengine.io.clicks import MAX_KEYPOINTS
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class KeypointIn(BaseModel):
-    index: int = Field(ge=0, lt=MAX_KEYPOINTS, description="your own number for this keypoint (0-23)")
+    index: int = Field(ge=0, lt=MAX_KEYPOINTS, description=f"your own number for this keypoint (0-{MAX_KEYPOINTS - 1})")
     xyz: tuple[Finite, Finite, Finite] = Field(description="the clicked surface point, in the model's frame")
 
 

@@ -2,7 +2,7 @@
 
 Used by ``kpengine aggregate --db URL --category NAME`` and by the admin endpoint
 ``POST /api/admin/aggregate/{category}``. The raw clicks are read with the same query as
-the raw export (:func:`~kpengine.store.exchange.raw_annotations_json`), so what an admin
+the raw export (:func:`~kpengine.store.exchange.raw_clicks`), so what an admin
 downloads is exactly what was aggregated. The slow part (the pipeline) runs outside any
 transaction; the result is written in one transaction by
 :func:`~kpengine.store.verify.save_aggregation`, so annotators keep saving meanwhile and a
@@ -16,34 +16,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from kpengine.aggregate.raw import Click
 from kpengine.errors import DataError
 from kpengine.io import layout
 from kpengine.store.db import Store
-from kpengine.store.exchange import raw_annotations_json
+from kpengine.store.exchange import raw_clicks
 from kpengine.store.repo import get_category
 from kpengine.store.schema import Model
 from kpengine.store.verify import save_aggregation
-
-
-def raw_clicks(session: Any, category: str) -> list[Click]:  # noqa: ANN401 - Session
-    """The category's raw annotations as pipeline clicks (annotator name = annotator id)."""
-    clicks = []
-    for entry in raw_annotations_json(session, category):
-        for kp in entry["keypoints"]:
-            mesh, pcd = kp.get("mesh_info"), kp.get("pcd_info")
-            clicks.append(
-                Click(
-                    model_id=entry["model_id"],
-                    annotator=entry["annotator"],
-                    kp_index=int(kp["index"]),
-                    xyz=tuple(float(v) for v in kp["xyz"]),  # type: ignore[arg-type]
-                    point_index=None if pcd is None else pcd["point_index"],
-                    face_index=None if mesh is None else mesh["face_index"],
-                    face_uv=None if mesh is None else tuple(mesh["face_uv"]),
-                )
-            )
-    return clicks
 
 
 def infer_root(session: Any, category: str) -> Path:  # noqa: ANN401 - Session

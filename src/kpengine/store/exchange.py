@@ -16,6 +16,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,9 @@ from kpengine.io.annotations import (
     model_to_json,
     save_annotations,
 )
-from kpengine.io.atomic import write_json
+from kpengine.io.clicks import Click, clicks_to_json, save_clicks
 from kpengine.io.splits import SPLITS, save_split, split_index
+from kpengine.store.repo import StoreError, create_annotator, save_raw_annotation
 from kpengine.store.schema import (
     AggregatedKeypoint,
     Annotator,
@@ -320,8 +322,12 @@ def export_dataset(session: Session, out: str | Path, categories: Sequence[str] 
     return written
 
 
-def raw_annotations_json(session: Session, category: str | None = None) -> list[dict[str, Any]]:
-    """Every raw keypoint set as JSON: one element per (model, annotator), keypoints by own index."""
+def raw_clicks(session: Session, category: str | None = None) -> list[Click]:
+    """Every saved raw click (optionally of one category), by category, model, annotator, own index.
+
+    The one query behind ``db export-raw``, ``GET /api/admin/raw`` and ``aggregate --db``, so
+    what an admin downloads is exactly what gets aggregated. ``time`` is the click's save time.
+    """
     query = (
         select(RawAnnotation, Model, Category, Annotator)
         .join(Model, Model.id == RawAnnotation.model_id)
@@ -331,31 +337,100 @@ def raw_annotations_json(session: Session, category: str | None = None) -> list[
     )
     if category:
         query = query.where((Category.name == category) | (Category.synset == category))
-    sets: dict[tuple[int, int], dict[str, Any]] = {}
+    clicks = []
     for raw, model, cat, annotator in session.execute(query):
-        entry = sets.setdefault(
-            (model.id, annotator.id),
-            {"class_id": cat.synset, "model_id": model.model_id, "annotator": annotator.name, "keypoints": []},
+        created = raw.created_at if raw.created_at.tzinfo else raw.created_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+        clicks.append(
+            Click(
+                model_id=model.model_id,
+                annotator=annotator.name,
+                kp_index=raw.kp_index,
+                xyz=(raw.x, raw.y, raw.z),
+                point_index=raw.point_index,
+                face_index=raw.face_index,
+                face_uv=None if raw.face_index is None else (raw.u, raw.v, raw.w),  # type: ignore[arg-type]
+                time=created.timestamp(),
+                class_id=cat.synset,
+            )
         )
-        entry["keypoints"].append(
-            {
-                "index": raw.kp_index,
-                "xyz": [raw.x, raw.y, raw.z],
-                "mesh_info": None
-                if raw.face_index is None
-                else {"face_index": raw.face_index, "face_uv": [raw.u, raw.v, raw.w]},
-                "pcd_info": None if raw.point_index is None else {"point_index": raw.point_index},
-                "time": raw.created_at.isoformat(),
-            }
-        )
-    return list(sets.values())
+    return clicks
+
+
+def raw_annotations_json(session: Session, category: str | None = None) -> list[dict[str, Any]]:
+    """:func:`raw_clicks` as JSON objects of the raw-click format (:mod:`kpengine.io.clicks`)."""
+    return clicks_to_json(raw_clicks(session, category))
 
 
 def export_raw(session: Session, path: str | Path, category: str | None = None) -> int:
-    """Write :func:`raw_annotations_json` to ``path`` atomically; returns the number of sets."""
-    sets = raw_annotations_json(session, category)
-    write_json(path, sets, indent=None)
-    return len(sets)
+    """Write :func:`raw_clicks` to ``path`` atomically; returns the number of keypoint sets
+    (distinct model and annotator pairs)."""
+    clicks = raw_clicks(session, category)
+    save_clicks(path, clicks)
+    return len({(c.class_id, c.model_id, c.annotator) for c in clicks})
+
+
+@dataclass
+class RawImportSummary:
+    """What ``db import-raw`` did: sets saved, clicks in them, annotators created, problems."""
+
+    sets: int = 0
+    clicks: int = 0
+    new_annotators: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        made = f"; created annotators {', '.join(self.new_annotators)}" if self.new_annotators else ""
+        bad = f"; {len(self.problems)} problems" if self.problems else ""
+        return f"imported {self.sets} keypoint sets ({self.clicks} clicks){made}{bad}"
+
+
+def import_raw(session: Session, clicks: Sequence[Click], category: str | None = None) -> RawImportSummary:
+    """Save raw clicks (e.g. from :func:`kpengine.io.clicks.load_clicks`) into the store.
+
+    Clicks are grouped by (model, annotator); each group replaces that annotator's set on the
+    model (:func:`~kpengine.store.repo.save_raw_annotation`, revision bumped), so importing
+    an export into the store it came from changes nothing but revisions. A click finds its
+    model by ``class_id`` (or ``category``) and ``model_id``; without either, by ``model_id``
+    alone when exactly one category has it. Annotators missing from the store are created
+    (role annotator; no token is shown: invite them under another name to let them log in).
+    Sets whose model is unknown or that break the store's rules (more than
+    :data:`~kpengine.io.clicks.MAX_KEYPOINTS` points, repeated indices) are skipped with a
+    ``Problem``; the rest are saved in the caller's transaction. Clicks are not re-projected
+    onto the geometry: they were located when first saved.
+    """
+    summary = RawImportSummary()
+    sets: dict[tuple[str | None, str, str], list[Click]] = {}
+    for c in clicks:
+        sets.setdefault((c.class_id or category, c.model_id, c.annotator), []).append(c)
+    models: dict[tuple[str | None, str], Model | None] = {}
+    people = {a.name: a for a in session.scalars(select(Annotator))}
+    for (cat, model_id, name), group in sets.items():
+        if (cat, model_id) not in models:
+            query = select(Model).join(Category, Category.id == Model.category_id).where(Model.model_id == model_id)
+            if cat:
+                query = query.where((Category.name == cat) | (Category.synset == cat))
+            found = list(session.scalars(query.limit(2)))
+            models[(cat, model_id)] = found[0] if len(found) == 1 else None
+            if len(found) != 1:
+                where = f"category {cat}" if cat else "the store"
+                reason = "is not in" if not found else "is ambiguous in (give class_id)"
+                summary.problems.append(Problem(model_id, f"model {reason} {where}; its raw clicks are skipped"))
+        model = models[(cat, model_id)]
+        if model is None:
+            continue
+        try:
+            with session.begin_nested():  # a refused set rolls back alone, with the annotator it created
+                annotator = people.get(name) or create_annotator(session, name)[0]
+                save_raw_annotation(session, model, annotator, group)
+        except StoreError as exc:
+            summary.problems.append(Problem(model_id, f"annotator {name}: set skipped: {exc}"))
+            continue
+        if name not in people:
+            people[name] = annotator
+            summary.new_annotators.append(name)
+        summary.sets += 1
+        summary.clicks += len(group)
+    return summary
 
 
 def official_json(session: Session, category: Category) -> str:
@@ -365,13 +440,16 @@ def official_json(session: Session, category: Category) -> str:
 
 __all__ = [
     "ImportSummary",
+    "RawImportSummary",
     "category_annotations",
     "ensure_category",
     "export_dataset",
     "export_raw",
     "import_dataset",
     "official_json",
+    "import_raw",
     "raw_annotations_json",
+    "raw_clicks",
     "set_labels",
     "store_model_annotations",
 ]

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from kpengine.io.clicks import MAX_KEYPOINTS, Click
 from kpengine.store.schema import (
-    MAX_KEYPOINTS,
     ROLES,
     AggregatedKeypoint,
     AnnotationRevision,
@@ -43,17 +43,6 @@ class RevisionConflict(StoreError):
         super().__init__(f"your keypoints are based on revision {base} but revision {stored} is stored; reload first")
         self.stored = stored
         self.base = base
-
-
-@dataclass(frozen=True)
-class Click:
-    """One keypoint of a save, already validated and located on the model's geometry."""
-
-    kp_index: int
-    xyz: tuple[float, float, float]
-    face_index: int | None = None
-    barycentric: tuple[float, float, float] | None = None
-    point_index: int | None = None
 
 
 # --------------------------------------------------------------------------- annotators
@@ -194,6 +183,10 @@ def save_raw_annotation(
 ) -> int:
     """Replace the annotator's keypoints on ``model`` with ``clicks``; return the new revision.
 
+    The clicks' own ``model_id`` and ``annotator`` are not consulted (``model`` and
+    ``annotator`` say whose set this is); a click's ``time`` (seconds since the epoch, as in
+    an imported raw file) is kept as its creation time, else the time of the save.
+
     ``base_revision`` (the revision the client started from) turns a stale save into a
     :class:`RevisionConflict` instead of silently overwriting a newer one. The caller's
     transaction makes the whole replacement atomic.
@@ -219,11 +212,11 @@ def save_raw_annotation(
             y=c.xyz[1],
             z=c.xyz[2],
             face_index=c.face_index,
-            u=None if c.barycentric is None else c.barycentric[0],
-            v=None if c.barycentric is None else c.barycentric[1],
-            w=None if c.barycentric is None else c.barycentric[2],
+            u=None if c.face_uv is None else c.face_uv[0],
+            v=None if c.face_uv is None else c.face_uv[1],
+            w=None if c.face_uv is None else c.face_uv[2],
             point_index=c.point_index,
-            created_at=now,
+            created_at=now if c.time is None else datetime.fromtimestamp(c.time, UTC),
         )
         for c in clicks
     )

@@ -26,8 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-#: At most this many keypoints per annotator per model (the KeypointNet protocol).
-MAX_KEYPOINTS = 24
+from kpengine.io.clicks import MAX_KEYPOINTS  # noqa: F401 - re-exported: the store's limit is the format's
+
 ROLES = ("admin", "annotator")
 #: "pending": proposed by ``kpengine aggregate --db`` and not yet looked at by a person.
 VERIFICATION = ("unverified", "verified", "rejected", "pending")
