@@ -51,13 +51,50 @@ def _read_obj(path: Path) -> Mesh:
     return Mesh(vertices, np.array(faces, dtype=np.int64).reshape(-1, 3))
 
 
+def _glb_problem(path: Path) -> str | None:
+    """What is structurally wrong with a binary glTF file, in words (None: nothing found).
+
+    trimesh reports a truncated GLB as a bare ``AssertionError``; this reads the 12-byte
+    header, the chunk headers and the buffer views to say which part is short.
+    """
+    import json
+    import struct
+
+    data = path.read_bytes()
+    if len(data) < 12 or data[:4] != b"glTF":
+        return f"not a GLB file: it does not start with the 'glTF' header ({len(data):,} bytes)"
+    _, _, declared = struct.unpack_from("<4sII", data)
+    if declared > len(data):
+        return f"truncated GLB: the header declares {declared:,} bytes, the file has {len(data):,}"
+    chunks: dict[bytes, bytes] = {}
+    at = 12
+    while at + 8 <= len(data):
+        size, kind = struct.unpack_from("<I4s", data, at)
+        if at + 8 + size > len(data):
+            name = kind.decode(errors="replace").strip("\0 ")
+            return f"truncated GLB: the {name} chunk needs {size:,} bytes, {len(data) - at - 8:,} remain"
+        chunks[kind] = data[at + 8 : at + 8 + size]
+        at += 8 + size
+    try:
+        gltf = json.loads(chunks.get(b"JSON", b"{}"))
+    except ValueError as exc:
+        return f"malformed GLB: its JSON chunk does not parse ({exc})"
+    binary = len(chunks.get(b"BIN\0", b""))
+    for view in gltf.get("bufferViews", []) if isinstance(gltf, dict) else []:
+        end = int(view.get("byteOffset", 0)) + int(view.get("byteLength", 0))
+        if view.get("buffer", 0) == 0 and end > binary:
+            return f"truncated GLB: a buffer view needs {end:,} bytes, the BIN chunk has {binary:,}"
+    return None
+
+
 def _read_with_trimesh(path: Path) -> Mesh:
     import trimesh
 
     try:
         loaded = trimesh.load(path, force="mesh", process=False)
     except Exception as exc:  # trimesh raises many types for truncated files
-        raise DataError(f"unreadable mesh ({type(exc).__name__}: {exc})", path=path) from exc
+        why = _glb_problem(path) if path.suffix.lower() == ".glb" else None
+        raise DataError(why or f"unreadable mesh ({type(exc).__name__}: {exc})", path=path) from exc
     if not isinstance(loaded, trimesh.Trimesh):
         raise DataError("file holds no triangle mesh (empty or truncated?)", path=path)
     colors = None

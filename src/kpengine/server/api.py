@@ -18,6 +18,7 @@ from kpengine.io.annotations import parse_model
 from kpengine.io.clicks import MAX_KEYPOINTS
 from kpengine.server.auth import AdminDep, AnnotatorDep
 from kpengine.server.geometry import OffSurface
+from kpengine.server.guard import BadJSON, parse_json
 from kpengine.server.schemas import AnnotationIn, AnnotationOut, Invitation, InvitationOut, KeypointOut
 from kpengine.store import repo
 from kpengine.store.exchange import official_json, raw_annotations_json, store_model_annotations
@@ -54,8 +55,12 @@ def _keypoints_out(rows: list[RawAnnotation]) -> list[KeypointOut]:
 
 
 @router.get("/health", tags=["public"])
-def health(request: Request) -> dict:
-    return {"ok": True, "database": _store(request).dialect}
+def health(request: Request, response: Response) -> dict:
+    """``ok`` only when the database answers and can commit a write now (503 otherwise, with why)."""
+    probe = request.app.state.write_probe.check()
+    if not probe.writable:
+        response.status_code = 503
+    return {"ok": probe.writable, "database": _store(request).dialect, "writable": probe.writable, "error": probe.error}
 
 
 @router.get("/categories", tags=["public"])
@@ -105,6 +110,12 @@ def model_info(request: Request, category: str, model_id: str) -> dict:
         }
 
 
+def _unusable(model_id: str, exc: Exception, what: str = "shown") -> HTTPException:
+    """409: the model exists but its geometry file on the server cannot be used (the reason)."""
+    reason = exc.reason if isinstance(exc, DataError) else (getattr(exc, "strerror", None) or str(exc))
+    return HTTPException(409, f"model {model_id} cannot be {what}: its geometry file is unusable: {reason}")
+
+
 def _geometry_paths(request: Request, category: str, model_id: str) -> tuple[str | None, str | None]:
     with _store(request).session() as s:
         model = _model_or_404(s, category, model_id)
@@ -119,7 +130,10 @@ async def mesh(request: Request, category: str, model_id: str, fmt: str) -> Resp
     mesh_path, _ = await run_in_threadpool(_geometry_paths, request, category, model_id)
     if mesh_path is None:
         raise HTTPException(404, f"model {model_id} has no mesh; use its point cloud (/points)")
-    data = await run_in_threadpool(request.app.state.geometry.encoded, mesh_path, fmt)
+    try:
+        data = await run_in_threadpool(request.app.state.geometry.encoded, mesh_path, fmt)
+    except (OSError, DataError) as exc:
+        raise _unusable(model_id, exc) from exc
     media = "model/gltf-binary" if fmt == "glb" else "application/octet-stream"
     return Response(data, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
 
@@ -130,7 +144,10 @@ def points(request: Request, category: str, model_id: str) -> dict:
     mesh_path, pcd_path = _geometry_paths(request, category, model_id)
     if pcd_path is None:
         raise HTTPException(404, f"model {model_id} has no point cloud")
-    geometry = request.app.state.geometry.get(mesh_path, pcd_path)
+    try:
+        geometry = request.app.state.geometry.get(mesh_path, pcd_path)
+    except (OSError, DataError) as exc:
+        raise _unusable(model_id, exc) from exc
     return {
         "points": [round(float(v), 7) for v in geometry.points.ravel()],
         "colors": None if geometry.colors is None else geometry.colors.ravel().tolist(),
@@ -187,8 +204,8 @@ def save_annotation(
     mesh_path, pcd_path = _geometry_paths(request, category, model_id)
     try:
         geometry = request.app.state.geometry.get(mesh_path, pcd_path)
-    except (FileNotFoundError, DataError) as exc:
-        raise HTTPException(409, f"model {model_id} cannot be annotated: {exc}") from exc
+    except (OSError, DataError) as exc:
+        raise _unusable(model_id, exc, "annotated") from exc
     tolerance = request.app.state.config.tolerance
     try:
         clicks = [geometry.locate(model_id, annotator.name, k.index, k.xyz, tolerance) for k in body.keypoints]
@@ -260,9 +277,9 @@ async def import_annotations(request: Request, category: str, admin: AdminDep) -
     """Import aggregated keypoints for models of a known category: the body is an official
     annotation file (a JSON list). Geometry is never uploaded; it comes from ``kpengine db import``."""
     try:
-        data = await request.json()
-    except ValueError as exc:
-        raise HTTPException(422, f"body is not JSON: {exc}") from exc
+        data = parse_json(await request.body())
+    except BadJSON as exc:
+        raise HTTPException(422, str(exc)) from exc
     if not isinstance(data, list):
         raise HTTPException(422, "expected a JSON list of models (the KeypointNet annotation format)")
     try:

@@ -9,10 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 
 from kpengine import __version__
 from kpengine.server.api import router
+from kpengine.server.faults import WriteProbe, describe
 from kpengine.server.geometry import GeometryCache
+from kpengine.server.guard import GuardMiddleware, TokenThrottle
 from kpengine.server.limits import BodyLimitMiddleware
 from kpengine.server.pages import mount_pages
 from kpengine.server.verify import router as verify_router
@@ -33,6 +36,9 @@ class ServerConfig:
     max_import_body: int = 64 * 1024 * 1024
     web_dist: Path | None = None
     pool_size: int = 20
+    #: unknown tokens one client address may send per ``token_window`` seconds before 429
+    token_failures: int = 20
+    token_window: float = 60.0
     store: Store | None = field(default=None, repr=False)
 
 
@@ -56,9 +62,23 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.state.config = config
     app.state.store = config.store or open_store(config.db_url, pool_size=config.pool_size)
     app.state.geometry = GeometryCache()
+    app.state.write_probe = WriteProbe(app.state.store)
+    app.state.token_throttle = TokenThrottle(config.token_failures, config.token_window)
     app.add_middleware(
         BodyLimitMiddleware, default=config.max_body, overrides=[("/api/admin/import", config.max_import_body)]
     )
+    app.add_middleware(GuardMiddleware)  # added last: runs first, and heads every answer
+
+    @app.exception_handler(DBAPIError)
+    async def _storage_fault(request: Request, exc: DBAPIError) -> JSONResponse:
+        """A driver error: 503 with what is wrong; the transaction was rolled back, nothing saved."""
+        message = describe(exc)
+        request.app.state.write_probe.failed(message)
+        return JSONResponse(
+            {"detail": f"{message}; nothing was saved. Try again later or tell the server's admin."},
+            status_code=503,
+            headers={"Retry-After": "30"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,7 +3,8 @@
 Tokens are random (``secrets.token_urlsafe``); the store keeps only their SHA-256, so a
 leaked database does not leak working tokens. Every route that touches raw annotations
 takes the annotator from the token, never from the URL or the body, which is what keeps
-one annotator from reading or changing another's clicks.
+one annotator from reading or changing another's clicks. A client address that sends
+too many unknown tokens is refused for a while (429, :class:`~kpengine.server.guard.TokenThrottle`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,19 @@ def current_annotator(
 ) -> Annotator:
     if credentials is None or not credentials.credentials:
         raise HTTPException(401, "missing token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+    throttle = request.app.state.token_throttle
+    client = request.client.host if request.client else "?"
+    wait = throttle.retry_after(client)
+    if wait:
+        raise HTTPException(
+            429, f"too many unknown tokens from {client}; try again in {wait} s", {"Retry-After": str(wait)}
+        )
     with request.app.state.store.session() as s:
         annotator = annotator_by_token(s, credentials.credentials)
         if annotator is not None:
             s.expunge(annotator)
     if annotator is None:
+        throttle.failed(client)
         raise HTTPException(401, "unknown token: ask an admin for an invitation", {"WWW-Authenticate": "Bearer"})
     return annotator
 

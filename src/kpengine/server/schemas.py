@@ -1,6 +1,9 @@
 """Request and response bodies (pydantic), so the OpenAPI page documents them.
 
-Only structure is checked here (types, finite numbers, index range); the rules that need
+Only structure is checked here (types, finite numbers, index range); types are strict
+(a coordinate given as the string ``"0.5"`` or an index given as ``true`` is refused, not
+converted: the browser never sends them, so they are someone else's mistake to hear
+about). The rules that need
 the store or the geometry (at most 24 keypoints, on the surface) are checked in ``api``
 with messages that say what was wrong.
 """
@@ -9,21 +12,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
 from kpengine.io.clicks import MAX_KEYPOINTS
+from kpengine.server.guard import Text
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: A JSON number (integers are numbers too), finite; strings and booleans are refused.
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class KeypointIn(BaseModel):
-    index: int = Field(ge=0, lt=MAX_KEYPOINTS, description=f"your own number for this keypoint (0-{MAX_KEYPOINTS - 1})")
+    index: StrictInt = Field(ge=0, lt=MAX_KEYPOINTS, description=f"your own number for this keypoint (0-{MAX_KEYPOINTS - 1})")
     xyz: tuple[Finite, Finite, Finite] = Field(description="the clicked surface point, in the model's frame")
 
 
 class AnnotationIn(BaseModel):
     keypoints: list[KeypointIn] = Field(description=f"your whole keypoint set for the model (at most {MAX_KEYPOINTS})")
-    base_revision: int | None = Field(
+    base_revision: StrictInt | None = Field(
         None, ge=0, description="the revision these edits start from; a newer stored revision gives 409"
     )
 
@@ -56,7 +61,7 @@ class AnnotationOut(BaseModel):
 
 
 class Invitation(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
+    name: Text = Field(min_length=1, max_length=128)
     role: Literal["admin", "annotator"] = "annotator"
 
 

@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from kpengine.errors import DataError
 from kpengine.server.auth import AdminDep
+from kpengine.server.guard import Text
 from kpengine.store import repo
 from kpengine.store import verify as ops
 
@@ -30,24 +31,24 @@ class StatusIn(BaseModel):
 
 
 class MergeIn(BaseModel):
-    source: int = Field(ge=0, description="the semantic id (cluster) that disappears")
-    target: int = Field(ge=0, description="the semantic id its keypoints join")
+    source: StrictInt = Field(ge=0, description="the semantic id (cluster) that disappears")
+    target: StrictInt = Field(ge=0, description="the semantic id its keypoints join")
 
 
 class SplitIn(BaseModel):
-    keypoint_ids: list[int] | None = Field(
+    keypoint_ids: list[StrictInt] | None = Field(
         None, max_length=100_000, description="keypoints to move to a new id; omitted: 2-means on t-SNE"
     )
 
 
 class NameIn(BaseModel):
-    name: str = Field(min_length=1, max_length=256, description="e.g. 'seat corner, front left'")
+    name: Text = Field(min_length=1, max_length=256, description="e.g. 'seat corner, front left'")
 
 
 class AggregateIn(BaseModel):
-    steps: int = Field(200, ge=1, le=100_000, description="embedding training steps per round")
-    rounds: int = Field(1, ge=1, le=10)
-    seed: int = 0
+    steps: StrictInt = Field(200, ge=1, le=100_000, description="embedding training steps per round")
+    rounds: StrictInt = Field(1, ge=1, le=10)
+    seed: StrictInt = 0
 
 
 def _run(request: Request, category: str, action: Any) -> dict:  # noqa: ANN401 - callable

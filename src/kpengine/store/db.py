@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 #: Environment variable naming the database URL when no option is given.
@@ -58,16 +59,61 @@ def _sqlite_begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+#: SQLite errors after which a connection must be reopened: a file SQLite could only open
+#: read-only (immutable, read-only mount) stays read-only on that connection even after the
+#: fault is repaired; an I/O error leaves the connection's view of the file unknown.
+_REOPEN = ("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_CORRUPT")
+
+
+def _sqlite_storage_fault(context) -> None:  # noqa: ANN001 - sqlalchemy ExceptionContext
+    name = getattr(context.original_exception, "sqlite_errorname", "") or ""
+    if name.startswith(_REOPEN):
+        context.is_disconnect = True  # the pool drops its connections; the next request reopens the file
+
+
+def _track_writability(path: str):  # noqa: ANN202 - two pool event hooks
+    """Pool hooks that reopen a connection made while the file could not be written once it can.
+
+    A read that opened the file during a fault (it succeeds, read-only) would otherwise stay
+    in the pool and fail the first write after the repair. ``os.access`` binds root too for
+    immutable files and read-only mounts.
+    """
+
+    def on_connect(_dbapi_conn, record) -> None:  # noqa: ANN001
+        record.info["read_only_at_open"] = not os.access(path, os.W_OK)
+
+    def on_checkout(_dbapi_conn, record, _proxy) -> None:  # noqa: ANN001
+        if record.info.get("read_only_at_open") and os.access(path, os.W_OK):
+            raise DisconnectionError("the database file became writable; reconnecting")
+
+    return on_connect, on_checkout
+
+
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file readable by its owner only (0600): it holds every annotator's
+    work and the token hashes. SQLite gives the ``-wal`` and ``-shm`` files the database's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass  # an existing database keeps the mode its owner gave it
+
+
 def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     """An engine for ``url`` with the settings described in the module docstring."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            _create_private(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "handle_error", _sqlite_storage_fault)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            on_connect, on_checkout = _track_writability(path)
+            event.listen(engine, "connect", on_connect)
+            event.listen(engine, "checkout", on_checkout)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 

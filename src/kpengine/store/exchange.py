@@ -142,11 +142,16 @@ def store_model_annotations(
     *,
     root: Path | None = None,
     splits: dict[str, str] | None = None,
+    problems: list[Problem] | None = None,
 ) -> tuple[int, int]:
     """Upsert models and replace their aggregated keypoints and symmetry groups.
 
     ``root`` (a server-side dataset root) locates geometry; without it (an upload through
-    the API) existing geometry paths are kept. Returns (models, keypoints) written.
+    the API) existing geometry paths are kept. Geometry found under ``root`` is read once
+    here, and a file that cannot be read (a truncated GLB, a malformed PCD) is appended to
+    ``problems`` with the reason; its path is still stored, so the API can tell annotators
+    why the model cannot be shown, and a repaired file works without a new import.
+    Returns (models, keypoints) written.
     """
     n_models = n_kp = 0
     existing = {m.model_id: m for m in session.scalars(select(Model).where(Model.category_id == category.id))}
@@ -163,6 +168,8 @@ def store_model_annotations(
             model.mesh_path = None if mesh is None else str(mesh.resolve())
             model.pcd_path = None if pcd is None else str(pcd.resolve())
             model.content_hash = _file_hash(mesh or pcd)
+            if problems is not None:
+                problems += _geometry_problems(ann.model_id, mesh, pcd)
         if splits is not None:
             model.split = splits.get(ann.model_id, model.split)
         model.extra = ann.extra
@@ -176,6 +183,24 @@ def store_model_annotations(
         n_kp += len(ann.keypoints)
     session.flush()
     return n_models, n_kp
+
+
+def _geometry_problems(model_id: str, mesh: Path | None, pcd: Path | None) -> list[Problem]:
+    """Read the model's geometry files; one :class:`Problem` per file that cannot be used."""
+    from kpengine.io.mesh import load_mesh
+    from kpengine.io.pcd import load_pcd
+
+    out = []
+    for path, load in ((mesh, load_mesh), (pcd, load_pcd)):
+        if path is None:
+            continue
+        try:
+            load(path)
+        except DataError as exc:
+            out.append(Problem(model_id, exc.reason, str(path)))
+        except OSError as exc:
+            out.append(Problem(model_id, f"cannot read: {exc.strerror or exc}", str(path)))
+    return out
 
 
 def _category_names(root: Path) -> list[str]:
@@ -215,7 +240,9 @@ def import_dataset(
         models = [m for m in models if m.class_id == cat_info.synset]
         category = ensure_category(session, cat_info.name, cat_info.synset)
         splits = {mid: s for (syn, mid), s in split_of.items() if syn == cat_info.synset}
-        n_models, n_kp = store_model_annotations(session, category, models, root=root, splits=splits)
+        n_models, n_kp = store_model_annotations(
+            session, category, models, root=root, splits=splits, problems=summary.problems
+        )
         if labels and cat_info.name in labels:
             set_labels(session, category, labels[cat_info.name])
         summary.models[cat_info.name] = n_models
