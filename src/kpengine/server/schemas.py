@@ -22,7 +22,9 @@ Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class KeypointIn(BaseModel):
-    index: StrictInt = Field(ge=0, lt=MAX_KEYPOINTS, description=f"your own number for this keypoint (0-{MAX_KEYPOINTS - 1})")
+    index: StrictInt = Field(
+        ge=0, lt=MAX_KEYPOINTS, description=f"your own number for this keypoint (0-{MAX_KEYPOINTS - 1})"
+    )
     xyz: tuple[Finite, Finite, Finite] = Field(description="the clicked surface point, in the model's frame")
 
 
