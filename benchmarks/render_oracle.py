@@ -17,9 +17,11 @@ from PIL import Image
 
 from kpengine.categories import resolve_category
 from kpengine.io import layout
+from kpengine.io.benchmark2d import load_benchmark
 from kpengine.io.mesh import Mesh, load_mesh
 from kpengine.io.pcd import load_pcd
-from kpengine.render.benchmark2d import load_benchmark, oracle_predictions, pck
+from kpengine.metrics.pck2d import pck
+from kpengine.render.benchmark2d import oracle_predictions
 from kpengine.render.cameras import Camera, Viewpoint, make_camera, rt_to_viewpoint
 from kpengine.render.refine import PoseRefiner
 from kpengine.render.splat import default_radius

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from kpengine.cli.main import main
-from kpengine.render.benchmark2d import build_benchmark, load_benchmark, oracle_predictions, pck
+from kpengine.io.benchmark2d import load_benchmark
+from kpengine.metrics.pck2d import pck
+from kpengine.render.benchmark2d import build_benchmark, oracle_predictions
 
 
 @pytest.fixture(scope="module")

@@ -49,13 +49,15 @@ def cmd_render_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_2d(args: argparse.Namespace) -> int:
-    from kpengine.render.benchmark2d import load_benchmark, oracle_predictions, pck, read_predictions
+    from kpengine.io.benchmark2d import load_benchmark, load_predictions_2d
+    from kpengine.metrics.pck2d import pck
+    from kpengine.render.benchmark2d import oracle_predictions
 
     if bool(args.predictions) == bool(args.oracle):
         print("error: give exactly one of --predictions P.json or --oracle", file=sys.stderr)
         return 2
     _, anns = load_benchmark(args.benchmark)
-    preds = oracle_predictions(anns) if args.oracle else read_predictions(args.predictions)
+    preds = oracle_predictions(anns) if args.oracle else load_predictions_2d(args.predictions)
     unknown = sorted(set(preds) - set(anns))
     if unknown:
         print(f"warning: {len(unknown)} predicted images are not in the benchmark (e.g. {unknown[0]})", file=sys.stderr)

@@ -6,14 +6,19 @@
     ROOT/splits/{train,val,test}.txt
     ROOT/pcds/<synset>/<model_id>.pcd
     ROOT/meshes/<synset>/<model_id>/models/model_normalized.obj   (ShapeNetCore.v2 layout)
-    ROOT/meshes/<synset>/<model_id>.{obj,ply,glb,off}            (flat layout, any trimesh format)
+    ROOT/meshes/<synset>/<model_id>.{obj,ply,glb,gltf,off,stl}   (flat layout: any registered mesh format)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
+from kpengine.io.mesh import READERS
+
+
+def mesh_suffixes() -> tuple[str, ...]:
+    """The registered mesh formats (:data:`kpengine.io.mesh.READERS`), OBJ first."""
+    return tuple(READERS)
 
 
 def annotation_path(root: Path, category: str) -> Path | None:
@@ -37,7 +42,7 @@ def mesh_path(root: Path, synset: str, model_id: str) -> Path | None:
     shapenet = root / "meshes" / synset / model_id / "models" / "model_normalized.obj"
     if shapenet.is_file():
         return shapenet
-    for suffix in MESH_SUFFIXES:
+    for suffix in mesh_suffixes():
         flat = root / "meshes" / synset / f"{model_id}{suffix}"
         if flat.is_file():
             return flat

@@ -5,10 +5,16 @@ KeypointNet's ``mesh_info.face_index`` indexes the triangles of ``model_normaliz
 (checked on the real bathtub meshes: barycentric rebuilds were off by up to 0.87), so OBJ
 is read by a small parser here that keeps file order and fans polygons into triangles.
 Other formats (PLY, GLB, OFF, STL, ...) go through trimesh with processing turned off.
+
+Formats are a registry keyed by file suffix (:data:`READERS`, :data:`WRITERS`, as trimesh's
+own loader table): :func:`register_mesh_format` adds one, and the dataset layout looks for
+mesh files with exactly the registered suffixes. A suffix that is not registered is tried
+with trimesh.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +109,43 @@ def _read_with_trimesh(path: Path) -> Mesh:
     return Mesh(np.asarray(loaded.vertices, np.float64), np.asarray(loaded.faces, np.int64), colors)
 
 
+def _write_obj(path: Path, mesh: Mesh) -> None:
+    with atomic_open(path, "w") as fh:
+        np.savetxt(fh, mesh.vertices, fmt="v %.9g %.9g %.9g")
+        np.savetxt(fh, mesh.faces + 1, fmt="f %d %d %d")
+
+
+def _write_with_trimesh(path: Path, mesh: Mesh) -> None:
+    data = mesh.to_trimesh().export(file_type=path.suffix.lower().lstrip("."))
+    with atomic_open(path, "wb") as fh:
+        fh.write(data if isinstance(data, bytes) else data.encode())
+
+
+MeshReader = Callable[[Path], Mesh]
+MeshWriter = Callable[[Path, Mesh], None]
+
+#: Reader per lower-case suffix; OBJ keeps file order (see the module docstring).
+READERS: dict[str, MeshReader] = {
+    ".obj": _read_obj,
+    ".ply": _read_with_trimesh,
+    ".glb": _read_with_trimesh,
+    ".gltf": _read_with_trimesh,
+    ".off": _read_with_trimesh,
+    ".stl": _read_with_trimesh,
+}
+#: Writer per lower-case suffix; every writer is atomic.
+WRITERS: dict[str, MeshWriter] = {".obj": _write_obj, **{s: _write_with_trimesh for s in READERS if s != ".obj"}}
+
+
+def register_mesh_format(suffix: str, reader: MeshReader | None = None, writer: MeshWriter | None = None) -> None:
+    """Read (and/or write) files ending in ``suffix`` (e.g. ``".npz"``) with these functions."""
+    suffix = suffix.lower() if suffix.startswith(".") else f".{suffix.lower()}"
+    if reader is not None:
+        READERS[suffix] = reader
+    if writer is not None:
+        WRITERS[suffix] = writer
+
+
 def load_mesh(path: str | Path) -> Mesh:
     """Read a triangle mesh and check it: non-empty, finite, indices in range."""
     path = Path(path)
@@ -110,7 +153,7 @@ def load_mesh(path: str | Path) -> Mesh:
         raise DataError("mesh file not found", path=path)
     if path.stat().st_size == 0:
         raise DataError("mesh file is empty", path=path)
-    mesh = _read_obj(path) if path.suffix.lower() == ".obj" else _read_with_trimesh(path)
+    mesh = READERS.get(path.suffix.lower(), _read_with_trimesh)(path)
     if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
         raise DataError(f"mesh has {len(mesh.vertices)} vertices and {len(mesh.faces)} faces", path=path)
     if not np.isfinite(mesh.vertices).all():
@@ -126,11 +169,4 @@ def load_mesh(path: str | Path) -> Mesh:
 def save_mesh(path: str | Path, mesh: Mesh) -> None:
     """Write OBJ (file order preserved, so face indices stay valid) or any trimesh format."""
     path = Path(path)
-    if path.suffix.lower() == ".obj":
-        with atomic_open(path, "w") as fh:
-            np.savetxt(fh, mesh.vertices, fmt="v %.9g %.9g %.9g")
-            np.savetxt(fh, mesh.faces + 1, fmt="f %d %d %d")
-        return
-    data = mesh.to_trimesh().export(file_type=path.suffix.lower().lstrip("."))
-    with atomic_open(path, "wb") as fh:
-        fh.write(data if isinstance(data, bytes) else data.encode())
+    WRITERS.get(path.suffix.lower(), _write_with_trimesh)(path, mesh)

@@ -1,18 +1,13 @@
 """Score a predictions file against a dataset split: the library behind ``kpengine evaluate``.
 
-Predictions formats (point indices refer to the model's cloud as kpengine loads it):
-
-* saliency: ``{"<model_id>": [[point_index, score], ...], ...}``
-* correspondence: ``{"<model_id>": {"<semantic_id>": point_index, ...}, ...}``
-
-A model of the split that is missing from the file counts as predicting nothing. Models or
-semantic ids the split does not know are reported as warnings and ignored; a malformed
-entry is an error naming the file and the model.
+The predictions formats are read by :mod:`kpengine.io.predictions`. A model of the split
+that is missing from the file counts as predicting nothing. Models or semantic ids the split
+does not know are reported as warnings and ignored; a malformed entry is an error naming
+the file and the model.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,14 +18,13 @@ from kpengine.data.dataset import KeypointNetDataset
 from kpengine.errors import DataError
 from kpengine.geometry.geodesic import GeodesicGraph, Protocol
 from kpengine.geometry.symmetry import rotational_relabellings
-from kpengine.io.atomic import read_json
+from kpengine.io import predictions as io_predictions
+from kpengine.io.predictions import CorrespondencePredictions, SaliencyPredictions
 from kpengine.metrics import THRESHOLDS
 from kpengine.metrics.correspondence import pck
 from kpengine.metrics.saliency import mean_average_precision, mean_iou
 
 Task = Literal["saliency", "correspondence"]
-SaliencyPredictions = dict[str, tuple[np.ndarray, np.ndarray]]
-CorrespondencePredictions = dict[str, dict[int, int]]
 
 
 @dataclass
@@ -64,80 +58,18 @@ class EvaluationResult:
 # --------------------------------------------------------------------------- predictions files
 
 
-def _warn_unknown(kind: str, names: list[str], path: Path, warnings: list[str]) -> None:
-    if names:
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        warnings.append(f"{path}: {len(names)} {kind} not in the evaluated split, ignored: {shown}")
-
-
 def load_saliency_predictions(path: str | Path, dataset: KeypointNetDataset) -> tuple[SaliencyPredictions, list[str]]:
-    path = Path(path)
-    raw = read_json(path)
-    if not isinstance(raw, dict):
-        raise DataError('saliency predictions must be an object {"<model_id>": [[point_index, score], ...]}', path=path)
-    out: SaliencyPredictions = {}
-    warnings: list[str] = []
-    known = set(dataset.model_ids)
-    _warn_unknown("models", [m for m in raw if m not in known], path, warnings)
-    for mid, items in raw.items():
-        if mid not in known:
-            continue
-        n = dataset.by_id(mid).n_points
-        if not isinstance(items, list):
-            raise DataError("expected a list of [point_index, score] pairs", path=path, model_id=mid)
-        idx = np.zeros(len(items), np.int64)
-        score = np.zeros(len(items))
-        for j, item in enumerate(items):
-            ok = isinstance(item, (list, tuple)) and len(item) == 2
-            if ok:
-                i, s = item
-                ok = isinstance(i, int) and not isinstance(i, bool) and isinstance(s, (int, float)) and math.isfinite(s)
-            if not ok:
-                raise DataError(
-                    f"entry {j}: expected [point_index, finite score], got {item!r}", path=path, model_id=mid
-                )
-            if not 0 <= i < n:
-                raise DataError(f"entry {j}: point index {i} out of range [0, {n})", path=path, model_id=mid)
-            idx[j], score[j] = i, s
-        out[mid] = (idx, score)
-    return out, warnings
+    """:func:`kpengine.io.predictions.load_saliency_predictions` checked against ``dataset``'s models."""
+    return io_predictions.load_saliency_predictions(path, {s.model_id: s.n_points for s in dataset})
 
 
 def load_correspondence_predictions(
     path: str | Path, dataset: KeypointNetDataset
 ) -> tuple[CorrespondencePredictions, list[str]]:
-    path = Path(path)
-    raw = read_json(path)
-    if not isinstance(raw, dict):
-        raise DataError(
-            'correspondence predictions must be an object {"<model_id>": {"<semantic_id>": point_index}}', path=path
-        )
-    out: CorrespondencePredictions = {}
-    warnings: list[str] = []
-    known = set(dataset.model_ids)
-    _warn_unknown("models", [m for m in raw if m not in known], path, warnings)
-    n_classes = dataset.n_classes
-    unknown_ids: set[str] = set()
-    for mid, items in raw.items():
-        if mid not in known:
-            continue
-        n = dataset.by_id(mid).n_points
-        if not isinstance(items, dict):
-            raise DataError("expected an object {semantic_id: point_index}", path=path, model_id=mid)
-        out[mid] = {}
-        for key, i in items.items():
-            try:
-                sid = int(key)
-            except ValueError:
-                raise DataError(f"semantic id {key!r} is not an integer", path=path, model_id=mid) from None
-            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n:
-                raise DataError(f"semantic id {sid}: point index {i!r} is not in [0, {n})", path=path, model_id=mid)
-            if not 0 <= sid < n_classes:
-                unknown_ids.add(key)
-                continue
-            out[mid][sid] = i
-    _warn_unknown("semantic ids", sorted(unknown_ids), path, warnings)
-    return out, warnings
+    """:func:`kpengine.io.predictions.load_correspondence_predictions` checked against ``dataset``."""
+    return io_predictions.load_correspondence_predictions(
+        path, {s.model_id: s.n_points for s in dataset}, dataset.n_classes
+    )
 
 
 # --------------------------------------------------------------------------- scoring

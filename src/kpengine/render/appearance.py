@@ -1,5 +1,7 @@
 """Surface appearance of OBJ models: MTL diffuse colours (``Kd``) and diffuse textures (``map_Kd``).
 
+The MTL format itself is read by :mod:`kpengine.io.mtl`.
+
 The OBJ is read here a second time, for appearance only, with the *same* face order and polygon
 fan as :func:`kpengine.io.mesh.load_mesh` (file order; ``f a b c d`` -> ``(a, b, c), (a, c, d)``),
 so face ``i`` of the :class:`Appearance` is face ``i`` of the keypoint mesh and KeypointNet's
@@ -20,17 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from kpengine.errors import DataError
+from kpengine.io.mtl import Material, load_mtl
 
 DEFAULT_GREY = np.array([0.72, 0.72, 0.72])
-
-
-@dataclass
-class Material:
-    """``kd`` (3,) float64 in [0, 1]; ``texture`` (H, W, 3) float32 in [0, 1] or None."""
-
-    name: str
-    kd: np.ndarray
-    texture: np.ndarray | None = None
 
 
 @dataclass
@@ -90,36 +84,6 @@ def sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return (top * (1 - fy) + bottom * fy).astype(np.float64)
 
 
-def read_mtl(path: Path) -> tuple[list[Material], list[str]]:
-    """Materials of an MTL file (``newmtl``, ``Kd``, ``map_Kd``; textures resolved against the MTL's
-    folder) and the ``map_Kd`` paths that could not be read."""
-    from PIL import Image
-
-    materials: list[Material] = []
-    missing: list[str] = []
-    current: Material | None = None
-    for raw in path.read_text(errors="replace").splitlines():
-        parts = raw.strip().split()
-        if not parts:
-            continue
-        key = parts[0]
-        if key == "newmtl":
-            current = Material(" ".join(parts[1:]), np.ones(3))
-            materials.append(current)
-        elif current is None:
-            continue
-        elif key == "Kd" and len(parts) >= 4:
-            current.kd = np.clip(np.array(parts[1:4], np.float64), 0.0, 1.0)
-        elif key == "map_Kd" and len(parts) >= 2:
-            tex_path = path.parent / parts[-1]  # options such as -s come before the file name
-            try:
-                with Image.open(tex_path) as img:
-                    current.texture = np.asarray(img.convert("RGB"), np.float32) / 255.0
-            except (OSError, ValueError):
-                missing.append(str(tex_path))
-    return materials, missing
-
-
 def load_obj_appearance(path: str | Path) -> Appearance:
     """Per-face materials and UVs of an OBJ, faces in the order of :func:`kpengine.io.mesh.load_mesh`."""
     path = Path(path)
@@ -142,7 +106,7 @@ def load_obj_appearance(path: str | Path) -> Appearance:
     for name in mtl_files:
         mtl = path.parent / name
         if mtl.is_file():
-            mats, miss = read_mtl(mtl)
+            mats, miss = load_mtl(mtl)
             for m in mats:
                 names.setdefault(m.name, len(materials))
                 materials.append(m)

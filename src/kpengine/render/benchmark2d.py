@@ -1,23 +1,8 @@
-"""A SPair-like 2D keypoint benchmark rendered from annotated real shapes, and PCK (paper eq. 8).
+"""A SPair-like 2D keypoint benchmark rendered from annotated real shapes.
 
-Layout of a benchmark folder::
-
-    benchmark.json            {"version", "category", "split", "size", "views", "seed", "images": [id, ...]}
-    images/<id>.png           the rendered photo-like image (random background and light)
-    masks/<id>.png            the object mask (0/255)
-    annotations/<id>.json     one per image, close to SPair-71k's fields (below)
-
-``<id>`` is ``<model_id>_<view>``. An annotation holds ``filename``, ``category``, ``model_id``,
-``image_width``, ``image_height``, ``bndbox`` ``[xmin, ymin, xmax, ymax]`` (pixels, from the
-mask), ``kps`` (K x [u, v] pixels, OpenCV convention of :mod:`kpengine.render.cameras`),
-``kps_ids`` (semantic ids), ``kps_visible`` (0/1 from the depth buffer), ``kps_xyz`` (model
-frame), ``viewpoint`` (azimuth, elevation, distance, theta and their 24/12 bins), ``camera``
-(intrinsics and R, t) and ``source`` (``mesh`` or ``pcd``: splatted point cloud).
-
-PCK (eq. 8): a visible keypoint is correct when its prediction lies within
-``alpha * max(h, w)`` pixels, where ``(h, w)`` is the image size (``alpha_img``) or the
-bounding box size (``alpha_bbox``). Predictions file: ``{"<id>": {"<semantic_id>": [u, v]}}``;
-a missing image or keypoint counts as wrong.
+The folder layout and the annotation fields are :mod:`kpengine.io.benchmark2d`'s; PCK
+(paper eq. 8) is :func:`kpengine.metrics.pck2d.pck`. This module renders the views and writes
+them, and gives the oracle predictions (true shape, true camera).
 """
 
 from __future__ import annotations
@@ -30,7 +15,7 @@ import numpy as np
 from kpengine.data.dataset import KeypointNetDataset
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
-from kpengine.io.atomic import read_json, write_json
+from kpengine.io.benchmark2d import image_path, mask_path, save_annotation, save_index
 from kpengine.io.mesh import load_mesh
 from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, azimuth_bin, elevation_bin, fit_distance, make_camera
 from kpengine.render.overlay import save_png
@@ -38,7 +23,6 @@ from kpengine.render.project import Projection, project_points, splat_visibility
 from kpengine.render.raycast import MeshRenderer, Render
 from kpengine.render.splat import default_radius, render_points
 
-ALPHAS = (0.05, 0.1, 0.15)
 VERSION = 2  # 2: splat visibility by splat_visibility (version 1 counted splat gaps as visible)
 
 
@@ -132,8 +116,8 @@ def build_benchmark(
                 continue
             proj = keypoint_visibility(shape, renderer, cam, r)
             image_id = f"{shape.model_id}_{v}"
-            save_png(out / "images" / f"{image_id}.png", r.color)
-            save_png(out / "masks" / f"{image_id}.png", r.mask.astype(np.uint8) * 255)
+            save_png(image_path(out, image_id), r.color)
+            save_png(mask_path(out, image_id), r.mask.astype(np.uint8) * 255)
             ann = {
                 "filename": f"images/{image_id}.png",
                 "mask": f"masks/{image_id}.png",
@@ -158,7 +142,7 @@ def build_benchmark(
                 "camera": cam.to_json(),
                 "source": "mesh" if renderer is not None else "pcd",
             }
-            write_json(out / "annotations" / f"{image_id}.json", ann, indent=1)
+            save_annotation(out, image_id, ann)
             ids.append(image_id)
     index = {
         "version": VERSION,
@@ -171,54 +155,8 @@ def build_benchmark(
         "images": ids,
         "skipped_models": [str(p) for p in ds.problems if p.fatal],
     }
-    write_json(out / "benchmark.json", index, indent=1)
+    save_index(out, index)
     return index
-
-
-def load_benchmark(path: str | Path) -> tuple[dict, dict[str, dict]]:
-    """The index and every annotation by image id; errors name the file."""
-    path = Path(path)
-    index = read_json(path / "benchmark.json")
-    if not isinstance(index, dict) or "images" not in index:
-        raise DataError("not a kpengine 2D benchmark index (no 'images')", path=path / "benchmark.json")
-    return index, {i: read_json(path / "annotations" / f"{i}.json") for i in index["images"]}
-
-
-def pck(
-    annotations: dict[str, dict], predictions: dict[str, dict[str, list[float]]], alphas=ALPHAS
-) -> dict[str, dict[str, float]]:
-    """PCK per category (and "all") at each alpha, for ``img`` and ``bbox`` normalisation, over visible keypoints.
-
-    Returns ``{category: {"img@0.1": value, "bbox@0.1": value, ..., "n": visible keypoints}}``."""
-    rows: dict[str, list[tuple[float, float, float]]] = {}
-    for image_id, ann in annotations.items():
-        pred = predictions.get(image_id, {})
-        x0, y0, x1, y1 = ann["bndbox"]
-        img_size = max(ann["image_width"], ann["image_height"])
-        box_size = max(x1 - x0 + 1, y1 - y0 + 1)
-        for (u, v), sid, vis in zip(ann["kps"], ann["kps_ids"], ann["kps_visible"]):
-            if not vis:
-                continue
-            p = pred.get(str(sid))
-            err = float(np.hypot(p[0] - u, p[1] - v)) if p is not None and np.isfinite(p).all() else np.inf
-            rows.setdefault(ann["category"], []).append((err, img_size, box_size))
-    out = {}
-    every = [r for rs in rows.values() for r in rs]
-    for cat, rs in {**rows, "all": every}.items():
-        e, img, box = (np.array(c, np.float64) for c in zip(*rs)) if rs else (np.zeros(0),) * 3
-        res: dict[str, float] = {"n": len(rs)}
-        for a in alphas:
-            res[f"img@{a:g}"] = float((e <= a * img).mean()) if rs else float("nan")
-            res[f"bbox@{a:g}"] = float((e <= a * box).mean()) if rs else float("nan")
-        out[cat] = res
-    return out
-
-
-def read_predictions(path: str | Path) -> dict[str, dict[str, list[float]]]:
-    preds = read_json(path)
-    if not isinstance(preds, dict) or not all(isinstance(v, dict) for v in preds.values()):
-        raise DataError('predictions must be {"<image_id>": {"<semantic_id>": [u, v]}}', path=path)
-    return preds
 
 
 def oracle_predictions(annotations: dict[str, dict]) -> dict[str, dict[str, list[float]]]:
