@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "kpengine.cli.aggregate",
     "kpengine.cli.store",
     "kpengine.cli.learn",
+    "kpengine.cli.image",
 )
 
 DESCRIPTION = """\
@@ -40,6 +41,7 @@ Typical session:
   kpengine serve                                # the web annotation tool on sample data
   kpengine simulate-crowd ... ; kpengine aggregate ...     # crowd clicks -> semantic keypoints
   kpengine render-benchmark ... ; kpengine evaluate-2d ... # 2D keypoint benchmark from shapes
+  kpengine render-views --data sample/ --category chair --out renders/  # training images of shapes
 
 Every command accepts --help. Data roots follow the KeypointNet layout:
 annotations/<category>.json, splits/*.txt, pcds/<synset>/<id>.pcd, meshes/<synset>/<id>/...

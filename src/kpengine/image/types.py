@@ -226,6 +226,21 @@ def _resample(arr: np.ndarray, width: int, height: int, smooth: bool) -> np.ndar
     return arr[ii][:, jj]
 
 
+def _pick_on_object(arr: np.ndarray, mask: np.ndarray, f: int) -> np.ndarray:
+    """Downscale (H, W, ...) by the integer ``f``: each output pixel takes the source pixel of its f x f block
+    nearest the block centre *among the object's pixels* (``mask`` (H, W)), so thin parts keep their depth."""
+    h, w = mask.shape
+    oh, ow = h // f, w // f
+    off = np.arange(f) - (f - 1) / 2.0
+    order = np.argsort((off[:, None] ** 2 + off[None, :] ** 2).ravel(), kind="stable")
+    blocks = mask.reshape(oh, f, ow, f).transpose(0, 2, 1, 3).reshape(oh, ow, f * f)[..., order]
+    pick = order[np.argmax(blocks, axis=-1)]  # the first object pixel by distance; the centre one if none
+    rest = arr.shape[2:]
+    a = arr.reshape(oh, f, ow, f, *rest).swapaxes(1, 2).reshape(oh, ow, f * f, *rest)
+    idx = pick.reshape(oh, ow, 1, *([1] * len(rest)))
+    return np.take_along_axis(a, idx, axis=2)[:, :, 0]
+
+
 def _resample_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     """Area-weighted resize of a bool mask, thresholded at one half."""
     h, w = mask.shape
@@ -244,8 +259,10 @@ def crop_and_resize(
     (``(width, height)`` or one side for a square; None keeps the box's size).
 
     The image is resampled bilinearly, the mask by area then thresholded at 0.5, depth, normals and
-    index by nearest pixel (no blending across the silhouette). Keypoints and the camera move with the
-    pixels (module docstring); keypoints that fall outside become not visible."""
+    index by nearest pixel (no blending across the silhouette; for an integer downscale, the object pixel
+    nearest each output pixel's centre, so thin parts keep their values), then emptied off the new mask.
+    Keypoints and the camera move with the pixels (module docstring); keypoints that fall outside become
+    not visible."""
     x0, y0, x1, y1 = (int(b) for b in box)
     bw, bh = x1 - x0, y1 - y0
     if bw <= 0 or bh <= 0:
@@ -277,14 +294,20 @@ def crop_and_resize(
         i = sample.camera.intrinsics
         intr = Intrinsics(sx * i.fx, sy * i.fy, sx * (i.cx - x0 + 0.5) - 0.5, sy * (i.cy - y0 + 0.5) - 0.5, ow, oh)
         camera = Camera(intr, sample.camera.R, sample.camera.t)
+    f = bw // ow
+    if sample.mask is not None and f > 1 and bw == f * ow and bh == f * oh:  # integer downscale: on-object picks
+        src_mask = _window(sample.mask, box, False)
+
+        def warp(arr, fill_value, smooth=False):  # noqa: F811 - the on-object variant of the nearest warp
+            return None if arr is None else _pick_on_object(_window(arr, box, fill_value), src_mask, f)
+
+    depth, normals, index = warp(sample.depth, 0.0), warp(sample.normals, 0.0), warp(sample.index, -1)
+    if mask is not None and (ow, oh) != (bw, bh):  # maps stay empty off the (area-resampled) mask
+        for arr, empty in ((depth, 0.0), (normals, 0.0), (index, -1)):
+            if arr is not None:
+                arr[~mask] = empty
     return sample.replace(
-        image=image,
-        mask=mask,
-        camera=camera,
-        keypoints=kps,
-        depth=warp(sample.depth, 0.0),
-        normals=warp(sample.normals, 0.0),
-        index=warp(sample.index, -1),
+        image=image, mask=mask, camera=camera, keypoints=kps, depth=depth, normals=normals, index=index
     )
 
 
