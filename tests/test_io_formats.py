@@ -105,3 +105,29 @@ def test_2d_benchmark_files_round_trip_and_are_checked(tmp_path: Path) -> None:
     (tmp_path / "P.json").write_text(json.dumps({"m_0": {"3": [1.0]}}))
     with pytest.raises(DataError, match=r"image m_0: semantic id 3: expected \[u, v\]"):
         load_predictions_2d(tmp_path / "P.json")
+
+
+def test_official_pcd_comes_back_byte_for_byte(keypointnet: Path, tmp_path: Path) -> None:
+    from kpengine.io.pcd import load_pcd, save_pcd
+
+    for path in sorted((keypointnet / "pcds" / "02808440").glob("*.pcd"))[:20]:
+        save_pcd(tmp_path / "c.pcd", load_pcd(path))
+        assert (tmp_path / "c.pcd").read_bytes() == path.read_bytes(), path
+
+
+def test_pcd_ascii_float_rgb_is_the_packed_integer_and_one_point_files_read(tmp_path: Path) -> None:
+    """PCL writes a TYPE F rgb in ASCII as its packed integer; a one-point file is still (1, 3)."""
+    from kpengine.io.pcd import PointCloud, load_pcd, save_pcd
+
+    head = "VERSION .7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F F\nWIDTH {n}\nHEIGHT 1\nPOINTS {n}\nDATA ascii\n"
+    path = tmp_path / "f.pcd"
+    path.write_text(head.format(n=2) + "0 0 0 1056816\n0.1 0.2 0.3 16711680\n")
+    cloud = load_pcd(path)
+    assert cloud.colors.tolist() == [[0x10, 0x20, 0x30], [255, 0, 0]]
+    assert cloud.points.tolist() == np.array([[0, 0, 0], [0.1, 0.2, 0.3]], np.float32).tolist()
+    path.write_text(head.format(n=1) + "1 2 3 255\n")
+    assert load_pcd(path).points.shape == (1, 3)
+    odd = np.array([[1e-7, -0.0, 0.1], [1 / 3, 123.456789, -2.5e-5]], np.float32)  # not all exact in 6 decimals
+    save_pcd(path, PointCloud(odd))
+    assert load_pcd(path).points.view(np.uint32).tolist() == odd.view(np.uint32).tolist()
+    assert path.read_text().splitlines()[-2].split()[:3] == ["0.0000001", "-0.000000", "0.100000"]

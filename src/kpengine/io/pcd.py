@@ -7,6 +7,7 @@ packed integer; both are read. Points come back as float32 (N, 3), colours as ui
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,12 @@ def _unpack_rgb(column: np.ndarray) -> np.ndarray:
     return np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=-1).astype(np.uint8)
 
 
+def _ascii_type(name: str, dt: str) -> str:
+    if name in ("rgb", "rgba") and np.dtype(dt).kind == "f":
+        return "<u4"
+    return "<f8" if np.dtype(dt).kind == "f" else dt
+
+
 def load_pcd(path: str | Path) -> PointCloud:
     """Read a PCD file; raises ``DataError`` naming the file for anything malformed."""
     path = Path(path)
@@ -112,15 +119,12 @@ def load_pcd(path: str | Path) -> PointCloud:
     body = raw[offset:]
     try:
         if kind == "ascii":
-            table = np.loadtxt(body.decode("ascii").splitlines(), dtype=np.float64, ndmin=2)
-            if table.shape != (n_points, len(columns)) and n_points:
-                raise ValueError(f"expected {n_points} rows of {len(columns)} values, got {table.shape}")
-            data = np.empty(n_points, dtype=dtype)
-            for k, (name, _) in enumerate(columns):
-                if name == "rgb" and dtype[name] == np.float32:
-                    data[name] = table[:, k].astype(np.uint32).view(np.float32)
-                else:
-                    data[name] = table[:, k]
+            # floats parsed as float64 and rounded to float32 once, below (the writer checks its text
+            # the same way); a float rgb is written as its packed integer in ASCII (as PCL does)
+            text_dtype = np.dtype([(name, _ascii_type(name, dt)) for name, dt in columns])
+            data = np.loadtxt(io.BytesIO(body), dtype=text_dtype, ndmin=1) if n_points else np.empty(0, text_dtype)
+            if len(data) != n_points:
+                raise ValueError(f"expected {n_points} rows of {len(columns)} values, got {len(data)} rows")
         elif kind == "binary":
             need = n_points * dtype.itemsize
             if len(body) < need:
@@ -153,8 +157,9 @@ def load_pcd(path: str | Path) -> PointCloud:
 def save_pcd(path: str | Path, cloud: PointCloud, *, binary: bool = False) -> None:
     """Write ``x y z rgb`` (rgb as packed unsigned int, like KeypointNet) atomically.
 
-    ASCII coordinates are written with the shortest text that reads back to the same
-    float32, so load -> save -> load is exact.
+    ASCII coordinates are written with six decimals (as the official KeypointNet clouds are,
+    so loading and saving one gives back the same bytes) where that text reads back to the
+    same float32, else with the shortest text that does, so load -> save -> load is exact.
     """
     pts = np.asarray(cloud.points, dtype=np.float32)
     n = len(pts)
@@ -169,6 +174,9 @@ def save_pcd(path: str | Path, cloud: PointCloud, *, binary: bool = False) -> No
         rec["x"], rec["y"], rec["z"], rec["rgb"] = pts[:, 0], pts[:, 1], pts[:, 2], packed
         write_bytes(path, head.encode() + rec.tobytes())
         return
-    fmt = lambda v: np.format_float_positional(v, unique=True, trim="-")  # noqa: E731
-    lines = [f"{fmt(x)} {fmt(y)} {fmt(z)} {c}" for (x, y, z), c in zip(pts, packed.tolist())]
+    text = np.char.mod("%.6f", pts.astype(np.float64)).astype(object)  # object: no fixed-width truncation
+    inexact = text.astype(np.float64).astype(np.float32).view(np.uint32) != pts.view(np.uint32)
+    for i, k in zip(*np.nonzero(inexact)):
+        text[i, k] = np.format_float_positional(pts[i, k], unique=True, trim="-")
+    lines = [f"{x} {y} {z} {c}" for (x, y, z), c in zip(text.tolist(), packed.tolist())]
     write_bytes(path, (head + "\n".join(lines) + "\n").encode())
