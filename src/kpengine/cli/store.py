@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--tolerance", type=float, default=0.005, help="largest click distance from the surface")
+    p.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (default 1; see docs/benchmarks.md)"
+    )
     p.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="knowledge store administration: import, export, invitations")
@@ -109,7 +112,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
     from kpengine.server import ServerConfig, create_app
+    from kpengine.server.app import TOLERANCE_ENV
     from kpengine.store import open_store
+    from kpengine.store.db import DB_ENV
     from kpengine.store.repo import create_annotator
     from kpengine.store.schema import Annotator, Model
 
@@ -139,6 +144,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"annotate:  {base}/annotate?token=<token>   (new tokens: kpengine db invite NAME)")
         print(f"verify:    {base}/verify?token=<admin token>")
     print(f"explore:   {base}/explore\nAPI docs:  {base}/docs\ndatabase:  {store.engine.url.render_as_string()}")
+    if args.workers > 1:  # each worker process opens its own store from the environment
+        import os
+
+        store.dispose()
+        os.environ.update({DB_ENV: url, TOLERANCE_ENV: str(args.tolerance)})
+        uvicorn.run(
+            "kpengine.server.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="warning",
+        )
+        return 0
     app = create_app(ServerConfig(tolerance=args.tolerance, store=store))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

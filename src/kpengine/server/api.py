@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from kpengine.errors import DataError
@@ -172,12 +172,21 @@ def my_annotations(request: Request, annotator: AnnotatorDep) -> list[Annotation
         ]
 
 
+def _warm(request: Request, background: BackgroundTasks, model: Model) -> None:
+    """Load the model's geometry after answering, while the annotator looks at the model: the
+    first save then finds the mesh, cloud and search trees ready (a cold load is ~200 ms)."""
+    background.add_task(request.app.state.geometry.warm, model.mesh_path, model.pcd_path)
+
+
 @router.get("/annotations/{category}/{model_id}", tags=["annotator"])
-def my_annotation(request: Request, category: str, model_id: str, annotator: AnnotatorDep) -> AnnotationOut:
+def my_annotation(
+    request: Request, category: str, model_id: str, annotator: AnnotatorDep, background: BackgroundTasks
+) -> AnnotationOut:
     """Your keypoints on one model (revision 0 and none when you have not saved it)."""
     with _store(request).session() as s:
         model = _model_or_404(s, category, model_id)
         revision, rows = repo.raw_keypoints(s, model, annotator)
+        _warm(request, background, model)
         return AnnotationOut(
             category=model.category.name, model_id=model_id, revision=revision, keypoints=_keypoints_out(rows)
         )
@@ -208,7 +217,9 @@ def save_annotation(
         raise _unusable(model_id, exc, "annotated") from exc
     tolerance = request.app.state.config.tolerance
     try:
-        clicks = [geometry.locate(model_id, annotator.name, k.index, k.xyz, tolerance) for k in body.keypoints]
+        clicks = geometry.locate(
+            model_id, annotator.name, [k.index for k in body.keypoints], [k.xyz for k in body.keypoints], tolerance
+        )
     except OffSurface as exc:
         raise HTTPException(422, str(exc)) from exc
     try:
@@ -237,7 +248,9 @@ def save_annotation(
 
 
 @router.get("/next", tags=["annotator"])
-def next_model(request: Request, annotator: AnnotatorDep, category: str | None = None) -> dict:
+def next_model(
+    request: Request, annotator: AnnotatorDep, background: BackgroundTasks, category: str | None = None
+) -> dict:
     """The next model for you: one you have not annotated, with the fewest annotators first."""
     with _store(request).session() as s:
         cat = None
@@ -248,6 +261,7 @@ def next_model(request: Request, annotator: AnnotatorDep, category: str | None =
         model = repo.next_model(s, annotator, cat)
         if model is None:
             raise HTTPException(404, "you have annotated every model" + (f" of {category}" if category else ""))
+        _warm(request, background, model)
         return {"category": model.category.name, "model_id": model.model_id}
 
 

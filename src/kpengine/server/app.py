@@ -51,6 +51,17 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(lines)
 
 
+#: Read by :func:`app_from_env` (with ``KPENGINE_DB``) in each worker of ``kpengine serve --workers N``.
+TOLERANCE_ENV = "KPENGINE_TOLERANCE"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker process: database URL and tolerance from the environment."""
+    import os
+
+    return create_app(ServerConfig(tolerance=float(os.environ.get(TOLERANCE_ENV, "0.005"))))
+
+
 def create_app(config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
     app = FastAPI(

@@ -45,10 +45,11 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
         thread.join(10)
 
 
-def start_serve_process(db_url: str, port: int, timeout: float = 60.0) -> subprocess.Popen:
-    """Start ``kpengine serve --db URL --port PORT`` and wait until ``/api/health`` answers."""
+def start_serve_process(db_url: str, port: int, timeout: float = 60.0, workers: int = 1) -> subprocess.Popen:
+    """Start ``kpengine serve --db URL --port PORT [--workers N]`` and wait until ``/api/health`` answers."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kpengine.cli.main", "serve", "--db", db_url, "--port", str(port)],
+        [sys.executable, "-m", "kpengine.cli.main", "serve", "--db", db_url, "--port", str(port)]
+        + (["--workers", str(workers)] if workers > 1 else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
