@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -18,6 +19,13 @@ def _require(path: Path) -> Path:
             pytest.fail(message + "; CI must have it")
         pytest.skip(message)
     return path
+
+
+def require_module(name: str):  # noqa: ANN201 - a module
+    """Import a test-only dependency; skip without it, but fail under CI, which installs it."""
+    if os.environ.get("CI"):
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
 
 
 @pytest.fixture(scope="session")

@@ -78,7 +78,8 @@ def test_broken_models_are_reported_and_the_rest_load(keypointnet, tmp_path):
 
 
 def test_torch_loader_batches_shapes(keypointnet):
-    torch = pytest.importorskip("torch")
+    import torch  # a dependency of kpengine: a missing torch is an error, never a skip
+
     from kpengine.data.torch import ShapeTensorDataset, collate_shapes
 
     ds = KeypointNetDataset(keypointnet, "bed", "val")

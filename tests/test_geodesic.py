@@ -53,3 +53,32 @@ def test_limited_search_agrees_with_full_search_within_the_limit():
         np.testing.assert_array_equal(lim[near], full[near])
         assert np.isinf(lim[full > 0.1]).all()
         np.testing.assert_array_equal(lim[full == 0] == 0, True)  # other component: 0 under "official"
+
+
+def _brute_force_knn_geodesics(pts: np.ndarray, k: int) -> np.ndarray:
+    """The benchmark's definition built without scikit-learn or SciPy: each point joined to its
+    k nearest others by an edge of Euclidean length, read undirected, then Floyd-Warshall."""
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    n = len(pts)
+    w = np.full((n, n), np.inf)
+    np.fill_diagonal(w, 0.0)
+    for i in range(n):
+        nearest = [j for j in np.argsort(d[i], kind="stable") if j != i][:k]
+        w[i, nearest] = d[i, nearest]
+    w = np.minimum(w, w.T)
+    for m in range(n):
+        w = np.minimum(w, w[:, m : m + 1] + w[m : m + 1, :])
+    return w
+
+
+def test_geodesics_use_exactly_twenty_neighbours_like_the_benchmark():
+    """A second construction of the 20-NN graph (argsort + Floyd-Warshall) gives the same distances.
+    A graph built with 19 or 21 neighbours changes some of them (checked below), so k is pinned."""
+    rng = np.random.default_rng(3)
+    pts = rng.random((90, 3)) * np.array([1.0, 0.3, 0.1])  # a flat slab: short paths wind around
+    expected = _brute_force_knn_geodesics(pts, 20)
+    got = GeodesicGraph(pts, protocol="strict").from_sources(np.arange(len(pts)))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    for other in (19, 21):  # the check above can tell k from k +- 1 on this cloud
+        assert np.abs(_brute_force_knn_geodesics(pts, other) - expected).max() > 1e-3
+    assert (GeodesicGraph(pts).graph.getnnz(axis=1) == 20).all()

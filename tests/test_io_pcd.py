@@ -3,6 +3,7 @@ import struct
 import numpy as np
 import pytest
 
+from conftest import require_module
 from kpengine.errors import DataError
 from kpengine.io.pcd import PointCloud, _lzf_decompress, load_pcd, save_pcd
 
@@ -73,3 +74,66 @@ def test_bad_pcd_names_the_file(tmp_path, body, message):
     with pytest.raises(DataError) as err:
         load_pcd(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def _padded_cloud(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """A cloud as PCL writes one with a padding field: ``x y z _ rgb``, ``_`` of COUNT 3.
+
+    The coordinates repeat a short pattern, so an LZF encoder finds long matches far back."""
+    i = np.arange(n)
+    xyz = np.stack([(i % 7) * 0.125, (i % 5) * 0.25, (i % 3) * 0.5], axis=1).astype("<f4")
+    rgb = ((i % 4) * 0x3F0000 + 0x00AA11).astype("<u4")
+    pad = np.full((n, 3), 0xEE, "u1")
+    header = (
+        "VERSION .7\nFIELDS x y z _ rgb\nSIZE 4 4 4 1 4\nTYPE F F F U U\nCOUNT 1 1 1 3 1\n"
+        f"WIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\n"
+    )
+    return xyz, rgb, pad, header
+
+
+def test_binary_with_a_padding_field_of_count_three(tmp_path):
+    xyz, rgb, pad, header = _padded_cloud(50)
+    records = b"".join(  # PCL's binary body: one packed record per point (array of structures)
+        struct.pack("<fff", *p) + bytes(q) + struct.pack("<I", c) for p, q, c in zip(xyz.tolist(), pad, rgb.tolist())
+    )
+    path = tmp_path / "pad.pcd"
+    path.write_bytes((header + "DATA binary\n").encode() + records)
+    cloud = load_pcd(path)
+    np.testing.assert_array_equal(cloud.points, xyz)
+    np.testing.assert_array_equal(cloud.colors[:, 0], (rgb >> 16) & 255)
+    np.testing.assert_array_equal(cloud.colors[:, 2], rgb & 255)
+
+
+@pytest.mark.parametrize("n", [64, 700])
+def test_binary_compressed_written_by_liblzf(tmp_path, n):
+    """The compressed body made by the reference LZF encoder (liblzf, through python-lzf), laid out
+    field by field as PCL's writer does (all x, all y, all z, the padding, all rgb). At 700 points
+    the encoder emits long back-references (length byte beyond 7, offsets past 256 bytes)."""
+    lzf = require_module("lzf")
+    xyz, rgb, pad, header = _padded_cloud(n)
+    planes = xyz[:, 0].tobytes() + xyz[:, 1].tobytes() + xyz[:, 2].tobytes() + pad.tobytes() + rgb.tobytes()
+    packed = lzf.compress(planes)
+    assert len(packed) < len(planes) / 4  # long matches far back were used
+    path = tmp_path / "c.pcd"
+    path.write_bytes(
+        (header + "DATA binary_compressed\n").encode() + struct.pack("<II", len(packed), len(planes)) + packed
+    )
+    cloud = load_pcd(path)
+    np.testing.assert_array_equal(cloud.points, xyz)
+    np.testing.assert_array_equal(cloud.colors[:, 0], (rgb >> 16) & 255)
+    np.testing.assert_array_equal(cloud.colors[:, 1], (rgb >> 8) & 255)
+
+
+def test_lzf_round_trips_the_reference_encoder_on_varied_data():
+    lzf = require_module("lzf")
+    rng = np.random.default_rng(0)
+    samples = [
+        b"a" * 5000,  # one run: back-reference of distance 1 overlapping itself
+        bytes(range(256)) * 40,  # period 256: offsets with the high bits set
+        rng.integers(0, 4, 20000, dtype=np.uint8).tobytes(),  # short random matches everywhere
+        rng.integers(0, 256, 3000, dtype=np.uint8).tobytes() * 3,  # matches 3,000 bytes back (LZF reaches 8,192)
+        b"header" + rng.integers(0, 256, 100, dtype=np.uint8).tobytes() + b"header" * 50,
+    ]
+    for data in samples:
+        packed = lzf.compress(data)
+        assert _lzf_decompress(packed, len(data)) == data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from kpengine.learn.losses import contrastive_loss, correspondence_loss, saliency_loss
@@ -52,3 +53,35 @@ def test_contrastive_loss_pulls_same_ids_and_pushes_hardest_negative() -> None:
     good[0, 0] = good[1, 2] = torch.tensor([1.0, 0, 0, 0])
     good[0, 1] = good[1, 3] = torch.tensor([-1.0, 0, 0, 0])
     assert contrastive_loss(good, idx, margin=1.0).item() < 1e-6
+
+
+def test_contrastive_loss_hand_computed() -> None:
+    """Four keypoints in the plane, eq. 5-6 worked by hand (margin 1).
+
+    Shape 0: id 0 at a0 = (0, 0), id 1 at a1 = (0, 0.5). Shape 1: id 0 at b0 = (0.3, 0), id 1 at
+    b1 = (0, 2). Positives (same id, other shape), both orders: d^2(a0, b0) = 0.09, d^2(a1, b1) = 2.25,
+    mean 1.17. Hardest (closest) negative of each keypoint, any shape, other id: a0 -> a1 at 0.5,
+    b0 -> a1 at sqrt(0.34), a1 -> a0 at 0.5, b1 -> a0 at 2. Squared hinge on the distance:
+    (1 - 0.5)^2, (1 - sqrt(0.34))^2, (1 - 0.5)^2, 0; mean over the four keypoints.
+    """
+    emb = torch.zeros(2, 3, 2, dtype=torch.float64)
+    emb[0, 0], emb[0, 2] = torch.tensor([0.0, 0.0]), torch.tensor([0.0, 0.5])  # point 1 of shape 0 unused
+    emb[1, 1], emb[1, 2] = torch.tensor([0.3, 0.0]), torch.tensor([0.0, 2.0])
+    idx = torch.tensor([[0, 2], [1, 2]])
+    positive = (0.09 + 2.25) / 2
+    negative = (0.25 + (1 - 0.34**0.5) ** 2 + 0.25 + 0.0) / 4
+    assert contrastive_loss(emb, idx, margin=1.0).item() == pytest.approx(positive + negative, rel=1e-7)
+    # absent ids (-1) are ignored: a1 gone, the negatives of a0 and b0 are b1 (2 and sqrt(4.09), hinge 0),
+    # b1's is a0 (2, hinge 0); the one positive pair a0-b0 remains
+    assert contrastive_loss(emb, torch.tensor([[0, -1], [1, 2]]), margin=1.0).item() == pytest.approx(0.09, rel=1e-7)
+
+
+def test_contrastive_margin_scales_the_hinge() -> None:
+    """With margin 3 every negative distance above is inside the margin: (3 - d)^2 for each keypoint."""
+    emb = torch.zeros(2, 3, 2, dtype=torch.float64)
+    emb[0, 0], emb[0, 2] = torch.tensor([0.0, 0.0]), torch.tensor([0.0, 0.5])
+    emb[1, 1], emb[1, 2] = torch.tensor([0.3, 0.0]), torch.tensor([0.0, 2.0])
+    idx = torch.tensor([[0, 2], [1, 2]])
+    hardest = [0.5, 0.34**0.5, 0.5, 2.0]
+    expected = (0.09 + 2.25) / 2 + sum((3 - d) ** 2 for d in hardest) / 4
+    assert contrastive_loss(emb, idx, margin=3.0).item() == pytest.approx(expected, rel=1e-7)

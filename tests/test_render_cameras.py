@@ -102,3 +102,43 @@ def test_bad_cameras_are_named() -> None:
     np.testing.assert_allclose(again.R, cam.R)
     with pytest.raises(DataError, match="malformed camera"):
         Camera.from_json({"fx": 1})
+
+
+def test_non_square_pixels_hand_computed_and_behind_the_camera() -> None:
+    """fx != fy and cx != cy, so swapping any two of them moves a pixel; points behind get NaN."""
+    k = Intrinsics(120.0, 80.0, 40.0, 25.0, 90, 60)
+    cam = Camera(k, np.eye(3), np.zeros(3))  # camera frame = world frame
+    pts = np.array([[1.0, 2.0, 4.0], [-0.5, 0.25, 2.0], [0.3, 0.3, -1.0], [0.0, 0.0, 0.0]])
+    uv, z = cam.project(pts)
+    # u = 120 * 1 / 4 + 40 = 70, v = 80 * 2 / 4 + 25 = 65; u = 120 * -0.25 + 40 = 10, v = 80 * 0.125 + 25 = 35
+    np.testing.assert_allclose(uv[:2], [[70.0, 65.0], [10.0, 35.0]], atol=1e-12)
+    np.testing.assert_array_equal(z, [4.0, 2.0, -1.0, 0.0])
+    assert np.isnan(uv[2:]).all()  # behind the camera, and on its centre: no pixel
+
+
+def test_projection_agrees_with_kornia_pinhole() -> None:
+    """A second implementation of the pinhole model: kornia's ``project_points`` with K and [R|t]."""
+    import torch
+    from kornia.geometry.camera import project_points
+
+    rng = np.random.default_rng(7)
+    k = Intrinsics(150.0, 95.0, 33.0, 41.0, 64, 80)
+    cam = make_camera(Viewpoint(37.0, -22.0, 2.5, 15.0), k, center=np.array([0.1, 0.2, -0.1]))
+    world = rng.uniform(-0.5, 0.5, (50, 3))
+    uv, z = cam.project(world)
+    cam_pts = torch.from_numpy(world @ cam.R.T + cam.t)
+    expected = project_points(cam_pts, torch.from_numpy(k.matrix)).numpy()
+    np.testing.assert_allclose(uv, expected, atol=1e-9)
+    np.testing.assert_allclose(z, cam_pts[:, 2].numpy(), atol=1e-12)
+
+
+def test_rays_of_non_square_pixels_pass_through_their_pixels() -> None:
+    k = Intrinsics(30.0, 12.0, 3.5, 2.0, 8, 5)
+    cam = make_camera(Viewpoint(200.0, 35.0, 2.0, -30.0), k)
+    origins, dirs = cam.rays()
+    jj, ii = np.meshgrid(np.arange(8), np.arange(5))
+    # the ray of pixel (i, j) in camera coordinates is ((j - cx) / fx, (i - cy) / fy, 1), normalised
+    d_cam = np.stack([(jj.ravel() - 3.5) / 30.0, (ii.ravel() - 2.0) / 12.0, np.ones(40)], 1)
+    np.testing.assert_allclose(dirs @ cam.R.T, d_cam / np.linalg.norm(d_cam, axis=1, keepdims=True), atol=1e-12)
+    uv, _ = cam.project(origins + 1.7 * dirs)
+    np.testing.assert_allclose(uv, np.stack([jj.ravel(), ii.ravel()], 1), atol=1e-9)
