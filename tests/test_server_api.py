@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -138,3 +139,55 @@ def load_annotations_from(obj: dict):  # noqa: ANN201
     from kpengine.io.annotations import parse_model
 
     return parse_model(obj)
+
+
+def _largest_face(sample_root: Path, model_id: str) -> tuple[int, list[float], list[float]]:
+    """The largest triangle of the model: its index, centroid and unit normal (NumPy, by hand).
+
+    On the sample mug it lies on the bounding box, so nothing else is within 0.01 of it outside."""
+    mesh = load_mesh(mesh_path(sample_root, MUG, model_id))
+    tri = mesh.vertices[mesh.faces]  # (F, 3, 3)
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    face = int(np.argmax(np.linalg.norm(cross, axis=1)))
+    normal = cross[face] / np.linalg.norm(cross[face])
+    return face, tri[face].mean(axis=0).tolist(), normal.tolist()
+
+
+def test_a_click_off_the_vertices_is_stored_as_its_surface_point(served: Served, sample_root: Path) -> None:
+    """A click 0.003 above the centre of a triangle (within the documented 0.005) is kept as the
+    centre itself: that triangle, barycentric weights (1/3, 1/3, 1/3), not the raw click."""
+    face, centre, normal = _largest_face(sample_root, served.model_id)
+    click = [c + 0.003 * n for c, n in zip(centre, normal)]
+    url = f"/api/annotations/mug/{served.model_id}"
+    r = served.client.put(url, json=_kps([click]), headers=served.alice)
+    assert r.status_code == 200, r.text
+    for kp in (r.json()["keypoints"][0], served.client.get(url, headers=served.alice).json()["keypoints"][0]):
+        np.testing.assert_allclose(kp["xyz"], centre, atol=1e-9)
+        assert kp["face_index"] == face
+        np.testing.assert_allclose(kp["barycentric"], [1 / 3] * 3, atol=1e-9)
+
+
+def test_surface_tolerance_is_five_thousandths(served: Served, sample_root: Path) -> None:
+    """The documented tolerance (0.005 model units): 0.8 of it above the surface is accepted,
+    1.3 of it is refused with the distance and the tolerance in the message, and nothing changes."""
+    assert ServerConfig().tolerance == 0.005
+    _, centre, normal = _largest_face(sample_root, served.model_id)
+    url = f"/api/annotations/mug/{served.model_id}"
+    near = [c + 0.004 * n for c, n in zip(centre, normal)]
+    assert served.client.put(url, json=_kps([near]), headers=served.alice).status_code == 200
+    far = [c + 0.0065 * n for c, n in zip(centre, normal)]
+    r = served.client.put(url, json=_kps([far, served.surface[0]]), headers=served.alice)
+    assert r.status_code == 422 and "0.0065" in r.json()["detail"] and "0.005" in r.json()["detail"]
+    assert served.client.get(url, headers=served.alice).json()["revision"] == 1
+
+
+def test_exactly_24_keypoints_are_saved_and_25_refused(served: Served) -> None:
+    url = f"/api/annotations/mug/{served.model_id}"
+    assert served.client.get("/api/me", headers=served.alice).json()["max_keypoints"] == 24
+    r = served.client.put(url, json=_kps(served.surface[:24]), headers=served.alice)
+    assert r.status_code == 200, r.text
+    assert [k["index"] for k in r.json()["keypoints"]] == list(range(24))
+    r = served.client.put(url, json=_kps(served.surface[:25]), headers=served.alice)
+    assert r.status_code == 422 and "24" in r.text
+    stored = served.client.get(url, headers=served.alice).json()
+    assert stored["revision"] == 1 and len(stored["keypoints"]) == 24
