@@ -165,7 +165,21 @@ def test_predictions_accepted_by_evaluate(sample_root: Path, corr_run: Path, tmp
     assert main(["predict", "--run", str(corr_run), *args, "--out", str(p)]) == 0
     assert main(["evaluate", *args, "--task", "correspondence", "--predictions", str(p), "--output", str(r)]) == 0
     result = json.loads(r.read_text())
-    assert len(result["pck"]) == 11 and 0 <= result["pck"][-1] <= 1
+    pck = result["pck"]
+    assert len(pck) == 11 and all(a <= b for a, b in zip(pck, pck[1:]))  # a curve over growing thresholds
+    # the ground truth itself, as predictions ({model: {id: point index}}), is a hit at every threshold above 0
+    from kpengine.data import KeypointNetDataset
+
+    truth = {
+        s.model_id: {str(int(k)): int(i) for k, i in zip(s.semantic_ids, s.point_indices)}
+        for s in KeypointNetDataset(sample_root, "chair", "test")
+    }
+    assert set(truth) == set(json.loads(p.read_text()))
+    perfect = tmp_path / "T.json"
+    perfect.write_text(json.dumps(truth))
+    argv = ["evaluate", *args, "--task", "correspondence", "--predictions", str(perfect), "--output", str(r)]
+    assert main(argv) == 0
+    assert json.loads(r.read_text())["pck"] == [0.0] + [1.0] * 10  # "strictly below": nothing is below 0
     # look at them: `kpengine show --predictions` draws a model's predictions over its ground truth
     from kpengine.cli.data import predicted_keypoints
     from kpengine.data import KeypointNetDataset
@@ -238,8 +252,20 @@ def test_transfer_outputs_official_json_and_png(sample_root: Path, tmp_path: Pat
     assert list(run.glob("prototypes-*.pt"))  # cached; the second transfer reads the cache
     assert main([*argv, "--out", str(out)]) == 0 and out.read_text() == first
     assert png.stat().st_size > 1000
-    # a correspondence run cannot transfer
-    assert main([*argv[:2], str(run.parent / "nope"), *argv[3:], "--out", str(out)]) == 1
+    assert main([*argv[:2], str(run.parent / "nope"), *argv[3:], "--out", str(out)]) == 1  # no such run
+
+
+def test_a_correspondence_run_cannot_transfer(
+    sample_root: Path, corr_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A real, complete correspondence run is refused by name, and nothing is written."""
+    mesh = next((sample_root / "meshes").glob("03001627/*/models/model_normalized.obj"))
+    out = tmp_path / "K.json"
+    argv = ["transfer", "--run", str(corr_run), "--knowledge", str(sample_root), "--shape", str(mesh)]
+    assert main([*argv, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "'correspondence'" in err and "embedding" in err
+    assert not out.exists()
 
 
 def test_benchmark_command_with_backbone_args(sample_root: Path, tmp_path: Path) -> None:
