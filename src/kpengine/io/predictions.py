@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,15 @@ def _warn_unknown(kind: str, names: list[str], path: Path, warnings: list[str]) 
 
 def load_saliency_predictions(path: str | Path, n_points: Mapping[str, int]) -> tuple[SaliencyPredictions, list[str]]:
     """Read a saliency file, keeping the models in ``n_points``; returns predictions and warnings."""
+    return parse_saliency_predictions(read_json(Path(path)), n_points, path)
+
+
+def parse_saliency_predictions(
+    raw: Any, n_points: Mapping[str, int], path: str | Path
+) -> tuple[SaliencyPredictions, list[str]]:
+    """Check saliency predictions already parsed from JSON (the explorer receives a file's
+    content, not a path); ``path`` names the source in messages."""
     path = Path(path)
-    raw = read_json(path)
     if not isinstance(raw, dict):
         raise DataError('saliency predictions must be an object {"<model_id>": [[point_index, score], ...]}', path=path)
     out: SaliencyPredictions = {}
@@ -82,8 +90,14 @@ def load_correspondence_predictions(
     path: str | Path, n_points: Mapping[str, int], n_classes: int
 ) -> tuple[CorrespondencePredictions, list[str]]:
     """Read a correspondence file, keeping the models in ``n_points`` and ids in ``[0, n_classes)``."""
+    return parse_correspondence_predictions(read_json(Path(path)), n_points, n_classes, path)
+
+
+def parse_correspondence_predictions(
+    raw: Any, n_points: Mapping[str, int], n_classes: int, path: str | Path
+) -> tuple[CorrespondencePredictions, list[str]]:
+    """Check correspondence predictions already parsed from JSON (see :func:`parse_saliency_predictions`)."""
     path = Path(path)
-    raw = read_json(path)
     if not isinstance(raw, dict):
         raise DataError(
             'correspondence predictions must be an object {"<model_id>": {"<semantic_id>": point_index}}', path=path
