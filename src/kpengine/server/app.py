@@ -13,6 +13,8 @@ from sqlalchemy.exc import DBAPIError
 
 from kpengine import __version__
 from kpengine.server.api import router
+from kpengine.server.explore import PREDICTIONS_PATH
+from kpengine.server.explore import router as explore_router
 from kpengine.server.faults import WriteProbe, describe
 from kpengine.server.geometry import GeometryCache
 from kpengine.server.guard import GuardMiddleware, TokenThrottle
@@ -76,7 +78,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.state.write_probe = WriteProbe(app.state.store)
     app.state.token_throttle = TokenThrottle(config.token_failures, config.token_window)
     app.add_middleware(
-        BodyLimitMiddleware, default=config.max_body, overrides=[("/api/admin/import", config.max_import_body)]
+        BodyLimitMiddleware,
+        default=config.max_body,
+        overrides=[("/api/admin/import", config.max_import_body), (PREDICTIONS_PATH, config.max_import_body)],
     )
     app.add_middleware(GuardMiddleware)  # added last: runs first, and heads every answer
 
@@ -103,5 +107,6 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     app.include_router(router)
     app.include_router(verify_router)
+    app.include_router(explore_router)
     mount_pages(app, config.web_dist)
     return app

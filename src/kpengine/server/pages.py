@@ -48,6 +48,10 @@ def mount_pages(app: FastAPI, dist: Path | None = None) -> None:
     router.add_api_route("/explore", page("explore"), methods=["GET"], response_model=None)
     router.add_api_route("/verify", page("verify"), methods=["GET"], response_model=None)  # admin token in the page
     router.add_api_route("/", lambda: RedirectResponse("/explore"), methods=["GET"], response_model=None)
+    # browsers ask for /favicon.ico on pages without an icon link (e.g. /docs)
+    router.add_api_route(
+        "/favicon.ico", lambda: RedirectResponse("/assets/favicon.svg"), methods=["GET"], response_model=None
+    )
     app.include_router(router)
     assets = dist / "assets"
     if assets.is_dir():

@@ -1,0 +1,366 @@
+"""The explorer's own API (``/api/explore``): what the catalogue endpoints of :mod:`api` do not
+carry and only the explorer page needs.
+
+* a category summary: semantic ids with names and the number of models carrying each, and how
+  many models have a mesh or a cloud (the page offers a geometry filter and opens on one);
+* a model's symmetry groups with their keypoints resolved to positions (reflection pairs,
+  rotation groups, circles);
+* the mesh with its MTL colours and textures as binary glTF, for looking at (``mesh.glb`` of
+  :mod:`api` keeps KeypointNet's triangle order for clicking and has no materials);
+* a predictions file (the format of ``kpengine evaluate``) scored model by model against the
+  stored keypoints, with the error lines to draw (:mod:`kpengine.metrics.per_model`).
+
+All public and read-only, like the rest of the catalogue; the predictions file is sent by the
+page (it is never read from a path named in a request).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import func, select
+
+from kpengine.errors import DataError
+from kpengine.io.pcd import load_pcd
+from kpengine.metrics import THRESHOLDS
+from kpengine.metrics.evaluate import parse_correspondence_predictions, parse_saliency_predictions
+from kpengine.metrics.per_model import model_errors
+from kpengine.store import repo
+from kpengine.store.schema import AggregatedKeypoint, Model, SymmetryGroup
+
+router = APIRouter(prefix="/api/explore", tags=["explore"])
+
+#: Path prefix of the one explorer endpoint that takes a body (a whole predictions file).
+PREDICTIONS_PATH = "/api/explore/predictions"
+
+
+def _store(request: Request):  # noqa: ANN202
+    return request.app.state.store
+
+
+def _category_or_404(session, category: str):  # noqa: ANN001, ANN202
+    cat = repo.get_category(session, category)
+    if cat is None:
+        raise HTTPException(404, f"no category {category!r}")
+    return cat
+
+
+def _model_or_404(session, category: str, model_id: str) -> Model:  # noqa: ANN001
+    model = repo.get_model(session, category, model_id)
+    if model is None:
+        raise HTTPException(404, f"no model {model_id!r} in category {category!r}")
+    return model
+
+
+def _visible(query):  # noqa: ANN001, ANN202 - keypoints an admin rejected are not shown or scored
+    return query.where(AggregatedKeypoint.status != "rejected")
+
+
+@router.get("/categories/{category}/summary")
+def category_summary(request: Request, category: str) -> dict:
+    """Semantic ids of the category: name (when labelled) and number of models carrying it;
+    model counts with a mesh, with a cloud, with either, per split."""
+    with _store(request).session() as s:
+        cat = _category_or_404(s, category)
+        labels = {c["synset"]: c["labels"] for c in repo.list_categories(s)}[cat.synset]
+        per_id = s.execute(
+            _visible(
+                select(AggregatedKeypoint.semantic_id, func.count(func.distinct(AggregatedKeypoint.model_id)))
+                .join(Model, Model.id == AggregatedKeypoint.model_id)
+                .where(Model.category_id == cat.id)
+            ).group_by(AggregatedKeypoint.semantic_id)
+        ).all()
+        has_mesh = Model.mesh_path.is_not(None)
+        has_points = Model.pcd_path.is_not(None)
+        row = s.execute(
+            select(
+                func.count(),
+                func.count().filter(has_mesh),
+                func.count().filter(has_points),
+                func.count().filter(has_mesh | has_points),
+            ).where(Model.category_id == cat.id)
+        ).one()
+        splits = dict(
+            s.execute(select(Model.split, func.count()).where(Model.category_id == cat.id).group_by(Model.split)).all()
+        )
+    return {
+        "category": cat.name,
+        "synset": cat.synset,
+        "n_models": row[0],
+        "n_with_mesh": row[1],
+        "n_with_points": row[2],
+        "n_with_geometry": row[3],
+        "splits": {str(k) if k else "none": v for k, v in splits.items()},
+        "semantic_ids": [
+            {"semantic_id": sid, "name": labels.get(str(sid)), "n_models": n} for sid, n in sorted(per_id)
+        ],
+    }
+
+
+@router.get("/categories/{category}/models")
+def models(request: Request, category: str) -> list[dict]:
+    """Every model of the category (the page filters and searches them itself) with its split,
+    geometry and the semantic ids it carries (to mark the models that have a highlighted id)."""
+    with _store(request).session() as s:
+        cat = _category_or_404(s, category)
+        rows = repo.list_models(s, cat)
+        pairs = s.execute(
+            _visible(
+                select(Model.model_id, AggregatedKeypoint.semantic_id)
+                .join(AggregatedKeypoint, AggregatedKeypoint.model_id == Model.id)
+                .where(Model.category_id == cat.id)
+            ).distinct()
+        ).all()
+    ids: dict[str, list[int]] = {}
+    for mid, sid in pairs:
+        ids.setdefault(mid, []).append(sid)
+    for row in rows:
+        row["semantic_ids"] = sorted(ids.get(row["model_id"], []))
+    return rows
+
+
+@router.get("/models/{category}/{model_id}/symmetries")
+def symmetries(request: Request, category: str, model_id: str) -> list[dict]:
+    """The model's symmetry groups, each with its keypoints' positions and semantic ids (in the
+    group's order) so the page can join reflection pairs and draw rotation groups and circles."""
+    with _store(request).session() as s:
+        model = _model_or_404(s, category, model_id)
+        kps = repo.aggregated_keypoints(s, model)
+        groups = s.scalars(
+            select(SymmetryGroup)
+            .where(SymmetryGroup.model_id == model.id)
+            .order_by(SymmetryGroup.kind, SymmetryGroup.ordinal)
+        ).all()
+        out = []
+        for g in groups:
+            members = [kps[i] for i in g.kp_indexes if isinstance(i, int) and 0 <= i < len(kps)]
+            out.append(
+                {
+                    "kind": g.kind,
+                    "kp_indexes": list(g.kp_indexes),
+                    "semantic_ids": [k.semantic_id for k in members],
+                    "xyz": [[k.x, k.y, k.z] for k in members if k.x is not None],
+                    "is_circle": g.is_circle,
+                    "circle": g.circle,
+                }
+            )
+        return out
+
+
+class _GlbCache:
+    """A small LRU of display meshes (textured GLBs of ShapeNet models run to megabytes)."""
+
+    def __init__(self, capacity: int = 16):
+        self.capacity = capacity
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, mesh_path: str) -> bytes:
+        with self._lock:
+            if mesh_path in self._items:
+                self._items.move_to_end(mesh_path)
+                return self._items[mesh_path]
+        data = display_glb(Path(mesh_path))
+        with self._lock:
+            self._items[mesh_path] = data
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return data
+
+
+_GLB = _GlbCache()
+
+
+class _ModelFolderResolver:
+    """Reads the files an OBJ's MTL names (textures), relative to the OBJ, from inside its model
+    folder only. ShapeNet keeps ``<model>/models/model_normalized.obj`` and its textures in
+    ``<model>/images/`` (``map_Kd ../images/texture0.jpg``), which trimesh's own resolver refuses
+    as escaping ``models/``; a folder above the model's is still refused."""
+
+    def __init__(self, obj_path: Path):
+        self.parent = obj_path.resolve().parent
+        self.root = self.parent.parent if self.parent.name == "models" else self.parent
+
+    def get(self, name: str) -> bytes:
+        target = (self.parent / name.strip()).resolve()
+        if not target.is_relative_to(self.root):
+            raise FileNotFoundError(f"{name} lies outside the model folder {self.root}")
+        return target.read_bytes()
+
+    __getitem__ = get  # trimesh's OBJ reader indexes the resolver for the MTL
+
+
+def display_glb(path: Path) -> bytes:
+    """The mesh file with its materials (MTL ``Kd`` colours, ``map_Kd`` textures) as binary glTF.
+
+    trimesh groups faces by material here, which is right for display and why this is not the
+    mesh annotation clicks are located on (that one keeps the file's triangle order)."""
+    import trimesh
+
+    scene = trimesh.load(path, force="scene", process=False, resolver=_ModelFolderResolver(path))
+    if not scene.geometry:
+        raise DataError("the mesh has no triangles", path=path)
+    return scene.export(file_type="glb")
+
+
+@router.get("/models/{category}/{model_id}/display.glb", response_class=Response)
+async def display_mesh(request: Request, category: str, model_id: str) -> Response:
+    """The model's mesh with its MTL colours and textures, as binary glTF (for viewing)."""
+
+    def path() -> str | None:
+        with _store(request).session() as s:
+            return _model_or_404(s, category, model_id).mesh_path
+
+    mesh_path = await run_in_threadpool(path)
+    if mesh_path is None:
+        raise HTTPException(404, f"model {model_id} has no mesh")
+    try:
+        data = await run_in_threadpool(_GLB.get, mesh_path)
+    except (OSError, ValueError, DataError) as exc:
+        raise HTTPException(409, f"cannot read the mesh of {model_id}: {exc}") from exc
+    return Response(data, media_type="model/gltf-binary", headers={"Cache-Control": "public, max-age=3600"})
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+class _StoredModel:
+    """What the predictions parsers ask of a shape: its cloud size (the cloud is loaded once)."""
+
+    def __init__(self, pcd_path: str):
+        self.pcd_path = pcd_path
+        self._points: np.ndarray | None = None
+
+    @property
+    def points(self) -> np.ndarray:
+        if self._points is None:
+            self._points = load_pcd(Path(self.pcd_path)).points
+        return self._points
+
+    @property
+    def n_points(self) -> int:
+        return len(self.points)
+
+
+class _StoredCategory:
+    """The stored models of a category that have a cloud, in the shape the parsers expect of a
+    :class:`~kpengine.data.dataset.KeypointNetDataset` (``model_ids``, ``by_id``, ``n_classes``)."""
+
+    def __init__(self, models: dict[str, _StoredModel], n_classes: int):
+        self.models = models
+        self.n_classes = n_classes
+
+    @property
+    def model_ids(self) -> list[str]:
+        return list(self.models)
+
+    def by_id(self, model_id: str) -> _StoredModel:
+        return self.models[model_id]
+
+
+def _xyz(points: np.ndarray, index: int | None) -> list[float] | None:
+    return None if index is None else [round(float(v), 6) for v in points[index]]
+
+
+def _num(x: float) -> float | None:
+    return round(float(x), 6) if np.isfinite(x) else None
+
+
+def score_predictions(request: Request, category: str, task: str, raw: Any, name: str) -> dict:
+    """Validate a predictions object and score each predicted model that has a stored cloud."""
+    with _store(request).session() as s:
+        cat = _category_or_404(s, category)
+        rows = s.execute(
+            select(Model.id, Model.model_id, Model.split, Model.pcd_path).where(Model.category_id == cat.id)
+        ).all()
+        kp_rows = s.execute(
+            _visible(
+                select(AggregatedKeypoint.model_id, AggregatedKeypoint.semantic_id, AggregatedKeypoint.point_index)
+                .join(Model, Model.id == AggregatedKeypoint.model_id)
+                .where(Model.category_id == cat.id)
+            ).order_by(AggregatedKeypoint.model_id, AggregatedKeypoint.ordinal)
+        ).all()
+    gt: dict[int, list[tuple[int, int]]] = {}
+    for pk, sid, pi in kp_rows:
+        if pi is not None:
+            gt.setdefault(pk, []).append((sid, pi))
+    n_classes = 1 + max((sid for _, sid, _ in kp_rows), default=-1)
+    with_cloud = {mid: _StoredModel(path) for _, mid, _, path in rows if path}
+    split_of = {mid: split for _, mid, split, _ in rows}
+    pk_of = {mid: pk for pk, mid, _, _ in rows}
+    known = _StoredCategory(with_cloud, n_classes)
+    if not isinstance(raw, dict):
+        raise DataError("a predictions file is a JSON object keyed by model id", path=name)
+    no_cloud = sorted(m for m in raw if m in split_of and m not in with_cloud)
+    try:
+        parser = {"saliency": parse_saliency_predictions, "correspondence": parse_correspondence_predictions}[task]
+    except KeyError:
+        raise HTTPException(422, f"unknown task {task!r}; choose saliency or correspondence") from None
+    preds, warnings = parser(raw, known, name)  # type: ignore[arg-type]
+    if no_cloud:
+        warnings.insert(0, f"{len(no_cloud)} predicted models have no point cloud on this server and are not scored")
+    models = []
+    for mid, pred in preds.items():
+        shape = known.by_id(mid)
+        pairs = gt.get(pk_of[mid], [])
+        ids = np.array([sid for sid, _ in pairs], np.int64)
+        indices = np.array([pi for _, pi in pairs], np.int64)
+        prediction = pred[0] if task == "saliency" else pred
+        result = model_errors(mid, shape.points, indices, ids, task, prediction)  # type: ignore[arg-type]
+        models.append(
+            {
+                "model_id": mid,
+                "split": split_of[mid],
+                "score": [_num(v) for v in result.score],
+                "mean_error": _num(result.mean_error),
+                "pairs": [
+                    {
+                        "pred": p.pred,
+                        "gt": p.gt,
+                        "semantic_id": p.semantic_id,
+                        "distance": _num(p.distance),
+                        "pred_xyz": _xyz(shape.points, p.pred),
+                        "gt_xyz": _xyz(shape.points, p.gt),
+                    }
+                    for p in result.pairs
+                ],
+                "gt": [
+                    {"semantic_id": int(sid), "point": int(pi), "xyz": _xyz(shape.points, int(pi)), "distance": _num(d)}
+                    for sid, pi, d in zip(ids, indices, result.gt_distance)
+                ],
+            }
+        )
+    return {
+        "task": task,
+        "source": name,
+        "thresholds": [round(t, 4) for t in THRESHOLDS],
+        "warnings": warnings,
+        "models": models,
+    }
+
+
+@router.post(PREDICTIONS_PATH.removeprefix("/api/explore") + "/{category}")
+async def predictions(
+    request: Request,
+    category: str,
+    task: Annotated[str, Query(pattern="^(saliency|correspondence)$")],
+    name: Annotated[str, Query(max_length=256)] = "uploaded predictions",
+) -> dict:
+    """Score a predictions file (the body; the format of ``kpengine evaluate``) model by model
+    against the stored keypoints: per model the score at each threshold (IoU for saliency, PCK
+    for correspondence), the mean clipped geodesic error and the error lines to draw.
+    Only models with a stored point cloud are scored (predictions index the cloud)."""
+    try:
+        raw = await request.json()
+    except ValueError as exc:
+        raise HTTPException(422, f"{name}: not JSON: {exc}") from exc
+    try:
+        return await run_in_threadpool(score_predictions, request, category, task, raw, name)
+    except DataError as exc:
+        raise HTTPException(422, str(exc)) from exc
