@@ -16,3 +16,4 @@ await build({
 });
 for (const f of ["annotate.html", "explore.html", "verify.html"]) copyFileSync(`src/${f}`, `dist/${f}`);
 copyFileSync("src/style.css", "dist/assets/style.css");
+copyFileSync("src/favicon.svg", "dist/assets/favicon.svg");

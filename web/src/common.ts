@@ -67,6 +67,9 @@ export interface ModelInfo {
   keypoints: { semantic_id: number; name: string; xyz: Vec3 | null }[];
 }
 
+/** A labelled sphere; `scale` multiplies the marker size, `className` is added to its label. */
+export interface Marker { key: number; xyz: Vec3; color: number; text: string; selected?: boolean; scale?: number; className?: string }
+
 /** A scene with orbit controls, lights, index labels and a render loop, filling `host`. */
 export class Viewer {
   scene = new THREE.Scene();
@@ -135,8 +138,8 @@ export class Viewer {
     this.frame();
   }
 
-  frame(): void {
-    const box = new THREE.Box3().setFromObject(this.model);
+  /** Point the camera at `box` (default: the model's bounds) and size the markers to it. */
+  frame(box = new THREE.Box3().setFromObject(this.model)): void {
     const centre = box.getCenter(new THREE.Vector3());
     const size = box.getSize(new THREE.Vector3()).length() || 1;
     this.markerSize = 0.016 * size;
@@ -147,7 +150,7 @@ export class Viewer {
   }
 
   /** Replace the markers: one sphere and one text label per point. */
-  setMarkers(items: { key: number; xyz: Vec3; color: number; text: string; selected?: boolean }[]): void {
+  setMarkers(items: Marker[]): void {
     for (const m of [...this.markers.children]) {
       m.traverse((o) => {
         if (o instanceof CSS2DObject) o.element.remove();
@@ -156,14 +159,14 @@ export class Viewer {
     this.markers.clear();
     for (const it of items) {
       const sphere = new THREE.Mesh(
-        new THREE.SphereGeometry(this.markerSize * (it.selected ? 1.4 : 1), 16, 12),
+        new THREE.SphereGeometry(this.markerSize * (it.scale ?? 1) * (it.selected ? 1.4 : 1), 16, 12),
         new THREE.MeshBasicMaterial({ color: it.selected ? 0xd2691e : it.color, depthTest: false }),
       );
       sphere.renderOrder = 10;
       sphere.position.set(...it.xyz);
       sphere.userData.key = it.key;
       const div = document.createElement("div");
-      div.className = "kp-label" + (it.selected ? " selected" : "");
+      div.className = "kp-label" + (it.selected ? " selected" : "") + (it.className ? ` ${it.className}` : "");
       div.textContent = it.text;
       div.dataset.key = String(it.key);
       div.style.borderColor = `#${it.color.toString(16).padStart(6, "0")}`;

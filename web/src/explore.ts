@@ -1,85 +1,536 @@
-// The explorer: categories, their models (filtered by split) and each model's aggregated
-// keypoints, coloured by semantic id with the semantic label names.
-import { api, banner, colorFor, cssColor, ModelInfo, Viewer } from "./common";
+// The explorer: a category's models (searched, filtered by split and geometry), each shown as
+// a mesh with its materials, a cloud, or — with no geometry on the server — its keypoints
+// alone; the category's semantic ids with counts (click to highlight); symmetry groups; and a
+// predictions file scored model by model with error lines, to find where a method fails.
+// Everything that decides the view is in the URL, so a copied link opens the same view.
+import * as THREE from "three";
+import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
+import { api, banner, colorFor, cssColor, Marker, ModelInfo, Vec3, Viewer } from "./common";
 
 interface Category { name: string; synset: string; n_models: number; labels: Record<string, string> }
-interface ModelRow { model_id: string; split: string | null; n_keypoints: number; has_mesh: boolean; has_points: boolean }
+interface Row { model_id: string; split: string | null; n_keypoints: number; has_mesh: boolean; has_points: boolean; semantic_ids: number[] }
+interface Summary {
+  n_models: number; n_with_mesh: number; n_with_points: number; n_with_geometry: number;
+  semantic_ids: { semantic_id: number; name: string | null; n_models: number }[];
+}
+interface Symmetry { kind: "reflection" | "rotation"; semantic_ids: number[]; xyz: Vec3[]; is_circle: boolean; circle: { center: Vec3; radius: number; normal: Vec3 } | null }
+interface Pair { pred: number | null; gt: number | null; semantic_id: number | null; distance: number | null; pred_xyz: Vec3 | null; gt_xyz: Vec3 | null }
+interface Scored { model_id: string; split: string | null; score: (number | null)[]; mean_error: number | null; pairs: Pair[]; gt: { semantic_id: number; xyz: Vec3; distance: number | null }[] }
+interface Predictions { task: "saliency" | "correspondence"; source: string; thresholds: number[]; warnings: string[]; models: Scored[] }
+type Display = "mesh" | "cloud";
 
 const $ = (id: string) => document.getElementById(id)!;
+const input = (id: string) => document.getElementById(id) as HTMLInputElement | HTMLSelectElement;
 const view = new Viewer($("view"));
+const overlay = new THREE.Group();
+view.scene.add(overlay);
 const params = new URLSearchParams(location.search);
-let categories: Category[] = [];
+const THRESHOLDS = Array.from({ length: 11 }, (_, i) => i / 100); // the benchmark's, as metrics/__init__.py
 
-async function showModel(category: string, row: { model_id: string; has_mesh: boolean; has_points: boolean }): Promise<void> {
+const state = {
+  categories: [] as Category[],
+  category: "",
+  rows: [] as Row[],
+  shown: [] as Row[],
+  summary: null as Summary | null,
+  model: null as string | null,
+  display: (params.get("display") === "cloud" ? "cloud" : "mesh") as Display,
+  labels: params.get("labels") !== "0",
+  symmetry: params.get("sym") !== "0",
+  highlight: new Set((params.get("hl") ?? "").split(",").filter((s) => s !== "").map(Number)),
+  preds: null as Predictions | null,
+  predBy: new Map<string, Scored>(),
+  t: THRESHOLDS.indexOf(Number(params.get("t") ?? "0.05")),
+  camera: params.get("cam"),
+  loading: 0,
+};
+if (state.t < 0) state.t = 5;
+
+// ------------------------------------------------------------------ URL and list
+
+function updateUrl(): void {
+  const q = new URLSearchParams();
+  q.set("category", state.category);
+  if (state.model) q.set("model", state.model);
+  const keep: [string, string][] = [
+    ["split", input("split").value], ["geo", input("geo").value], ["q", input("search").value.trim()],
+    ["display", state.display === "cloud" ? "cloud" : ""], ["labels", state.labels ? "" : "0"], ["sym", state.symmetry ? "" : "0"],
+    ["hl", [...state.highlight].sort((a, b) => a - b).join(",")], ["sort", input("sort").value],
+    ["t", state.t === 5 ? "" : String(THRESHOLDS[state.t])],
+  ];
+  for (const [k, v] of keep) if (v) q.set(k, v);
+  const p = view.camera.position, c = view.controls.target;
+  q.set("cam", [p.x, p.y, p.z, c.x, c.y, c.z].map((v) => v.toFixed(3)).join(","));
+  history.replaceState(null, "", `/explore?${q.toString()}`);
+}
+view.controls.addEventListener("end", updateUrl);
+
+function score(row: Row): number | null {
+  const s = state.predBy.get(row.model_id);
+  return s ? s.score[state.t] : null;
+}
+
+function filtered(): Row[] {
+  const split = input("split").value, geo = input("geo").value, q = input("search").value.trim().toLowerCase();
+  const rows = state.rows.filter((r) =>
+    (!split || r.split === split) &&
+    (!q || r.model_id.toLowerCase().startsWith(q)) &&
+    (geo === "" || (geo === "any" && (r.has_mesh || r.has_points)) || (geo === "mesh" && r.has_mesh) ||
+      (geo === "points" && r.has_points) || (geo === "none" && !r.has_mesh && !r.has_points)));
+  if (input("sort").value === "error" && state.preds) {
+    const key = (r: Row): number => score(r) ?? Infinity;
+    const err = (r: Row): number => state.predBy.get(r.model_id)?.mean_error ?? 0;
+    rows.sort((a, b) => key(a) - key(b) || err(b) - err(a));
+  }
+  return rows;
+}
+
+function renderList(): void {
+  state.shown = filtered();
+  $("n-models").textContent = String(state.shown.length);
+  $("n-total").textContent = String(state.rows.length);
+  const frag = document.createDocumentFragment();
+  const metric = state.preds?.task === "saliency" ? "IoU" : "PCK";
+  for (const r of state.shown) {
+    const li = document.createElement("li");
+    li.dataset.id = r.model_id;
+    const geo = r.has_mesh ? "mesh" : r.has_points ? "cloud" : "keypoints";
+    const s = state.predBy.get(r.model_id);
+    li.title = r.model_id;
+    li.textContent = s
+      ? `${r.model_id.slice(0, 10)} ${(r.split ?? "-").padEnd(5)} ${metric} ${fmt(s.score[state.t])} err ${fmt(s.mean_error, 3)}`
+      : `${r.model_id.slice(0, 12)} ${(r.split ?? "-").padEnd(5)} ${String(r.n_keypoints).padStart(2)} kp ${geo}`;
+    li.classList.toggle("active", r.model_id === state.model);
+    li.classList.toggle("marked", r.semantic_ids.some((id) => state.highlight.has(id)));
+    li.classList.toggle("nogeo", !r.has_mesh && !r.has_points);
+    frag.append(li);
+  }
+  $("models").replaceChildren(frag);
+}
+$("models").addEventListener("click", (ev) => {
+  const li = (ev.target as HTMLElement).closest("li");
+  if (li?.dataset.id) void showModel(li.dataset.id);
+});
+
+const fmt = (v: number | null | undefined, digits = 2): string => (v === null || v === undefined ? "–" : v.toFixed(digits));
+
+function renderLegend(): void {
+  const labels = state.categories.find((c) => c.name === state.category)?.labels ?? {};
+  $("legend").replaceChildren(
+    ...(state.summary?.semantic_ids ?? []).map(({ semantic_id: id, name, n_models }) => {
+      const li = document.createElement("li");
+      li.dataset.id = String(id);
+      const dot = document.createElement("span");
+      dot.className = "swatch";
+      dot.style.background = cssColor(id);
+      const count = document.createElement("span");
+      count.className = "count";
+      count.textContent = `${n_models} models`;
+      li.append(dot, `${id}${name ?? labels[String(id)] ? `: ${name ?? labels[String(id)]}` : ""}`, count);
+      li.classList.toggle("active", state.highlight.has(id));
+      li.onclick = () => toggleHighlight(id);
+      return li;
+    }),
+  );
+}
+
+function toggleHighlight(id: number | null): void {
+  if (id === null) state.highlight.clear();
+  else if (state.highlight.has(id)) state.highlight.delete(id);
+  else state.highlight.add(id);
+  renderLegend();
+  renderList();
+  drawMarkers();
+  updateUrl();
+}
+
+// ------------------------------------------------------------------ the 3D view
+
+let current: { info: ModelInfo; row: Row; symmetries: Symmetry[]; shownAs: Display | "keypoints" } | null = null;
+
+function disposeModel(): void {
+  view.model.traverse((o) => {
+    const m = o as THREE.Mesh;
+    m.geometry?.dispose();
+    const mats = Array.isArray(m.material) ? m.material : m.material ? [m.material] : [];
+    for (const mat of mats) {
+      for (const v of Object.values(mat)) if (v instanceof THREE.Texture) v.dispose();
+      mat.dispose();
+    }
+  });
+  view.model.clear();
+}
+
+function clearOverlay(): void {
+  overlay.traverse((o) => {
+    const l = o as THREE.Line;
+    l.geometry?.dispose();
+    (l.material as THREE.Material | undefined)?.dispose();
+  });
+  overlay.clear();
+}
+
+function line(points: Vec3[], color: number, dashed = false, closed = false): THREE.Line {
+  const pts = points.map((p) => new THREE.Vector3(...p));
+  if (closed && pts.length > 2) pts.push(pts[0].clone());
+  const geom = new THREE.BufferGeometry().setFromPoints(pts);
+  const size = view.markerSize;
+  const mat = dashed
+    ? new THREE.LineDashedMaterial({ color, dashSize: size, gapSize: size * 0.7, depthTest: false, transparent: true })
+    : new THREE.LineBasicMaterial({ color, depthTest: false, transparent: true });
+  const l = new THREE.Line(geom, mat);
+  if (dashed) l.computeLineDistances();
+  l.renderOrder = 5;
+  return l;
+}
+
+function circle(center: Vec3, radius: number, normal: Vec3, color: number): THREE.Line {
+  const n = new THREE.Vector3(...normal).normalize();
+  const a = Math.abs(n.x) < 0.9 ? new THREE.Vector3(1, 0, 0) : new THREE.Vector3(0, 1, 0);
+  const u = new THREE.Vector3().crossVectors(n, a).normalize();
+  const v = new THREE.Vector3().crossVectors(n, u);
+  const c = new THREE.Vector3(...center);
+  const pts: Vec3[] = [];
+  for (let i = 0; i <= 64; i++) {
+    const t = (i / 64) * Math.PI * 2;
+    const p = c.clone().addScaledVector(u, radius * Math.cos(t)).addScaledVector(v, radius * Math.sin(t));
+    pts.push([p.x, p.y, p.z]);
+  }
+  return line(pts, color);
+}
+
+/** A rotation group's members in angular order around `axis` (through their centroid), so the
+ * drawn polygon goes round the axis instead of crossing itself (kp_indexes carry no order). */
+function aroundAxis(points: Vec3[], axis: Vec3): Vec3[] {
+  const n = new THREE.Vector3(...axis).normalize();
+  const c = points.reduce((acc, p) => acc.add(new THREE.Vector3(...p)), new THREE.Vector3()).divideScalar(points.length);
+  const a = Math.abs(n.x) < 0.9 ? new THREE.Vector3(1, 0, 0) : new THREE.Vector3(0, 1, 0);
+  const u = new THREE.Vector3().crossVectors(n, a).normalize();
+  const v = new THREE.Vector3().crossVectors(n, u);
+  const angle = (p: Vec3) => {
+    const d = new THREE.Vector3(...p).sub(c);
+    return Math.atan2(d.dot(v), d.dot(u));
+  };
+  return [...points].sort((p, q) => angle(p) - angle(q));
+}
+
+async function loadMesh(category: string, modelId: string): Promise<void> {
+  const url = `/api/explore/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}/display.glb`;
+  const gltf = await new GLTFLoader().loadAsync(url);
+  gltf.scene.traverse((o) => {
+    const m = o as THREE.Mesh;
+    if (!m.isMesh) return;
+    for (const mat of Array.isArray(m.material) ? m.material : [m.material]) {
+      mat.side = THREE.DoubleSide; // ShapeNet winding is inconsistent
+      // MTL has no metalness; glTF's default (1) turns unlit-by-environment surfaces black
+      if (mat instanceof THREE.MeshStandardMaterial) Object.assign(mat, { metalness: 0, roughness: 0.85 });
+    }
+  });
+  view.model.add(gltf.scene);
+  view.target = view.model;
+}
+
+/** What the view shows for the current model: the predictions when loaded, else its keypoints. */
+function drawMarkers(): void {
+  clearOverlay();
+  if (!current) return view.setMarkers([]);
+  const { info } = current;
+  const scored = state.predBy.get(info.model_id);
+  const hl = state.highlight;
+  const t = THRESHOLDS[state.t];
+  const markers: Marker[] = [];
+  if (scored) {
+    scored.gt.forEach((g, i) => {
+      const missed = g.distance === null || g.distance > t;
+      markers.push({ key: i, xyz: g.xyz, color: colorFor(g.semantic_id), text: `${g.semantic_id}`, selected: hl.has(g.semantic_id), className: missed ? "miss" : "" });
+    });
+    scored.pairs.forEach((p, i) => {
+      if (!p.pred_xyz || (state.preds!.task === "correspondence" && !p.gt_xyz)) return; // an id the model lacks is not scored
+      const color = state.preds!.task === "correspondence" && p.semantic_id !== null ? colorFor(p.semantic_id) : 0x1d2430;
+      markers.push({ key: 1000 + i, xyz: p.pred_xyz, color, text: state.preds!.task === "correspondence" ? `p${p.semantic_id}` : "p", scale: 0.6, className: "pred" });
+      if (p.gt_xyz) overlay.add(line([p.pred_xyz, p.gt_xyz], p.distance !== null && p.distance <= t ? 0x2ca02c : 0xd62728));
+    });
+  } else {
+    info.keypoints.forEach((k, i) => {
+      if (k.xyz) markers.push({ key: i, xyz: k.xyz, color: colorFor(k.semantic_id), text: `${k.semantic_id}`, selected: hl.has(k.semantic_id) });
+    });
+  }
+  view.setMarkers(markers);
+  for (const el of view.host.querySelectorAll<HTMLElement>(".kp-label")) el.style.visibility = state.labels ? "" : "hidden";
+  if (state.symmetry) {
+    for (const g of current.symmetries) {
+      if (g.kind === "reflection" && g.xyz.length === 2) overlay.add(line(g.xyz, 0x5b6573, true));
+      else if (g.kind === "rotation") {
+        if (g.is_circle && g.circle) overlay.add(circle(g.circle.center, g.circle.radius, g.circle.normal, 0x8a5cf6));
+        if (g.xyz.length > 1) overlay.add(line(aroundAxis(g.xyz, g.circle?.normal ?? [0, 1, 0]), 0x8a5cf6, true, true));
+      }
+    }
+  }
+  const n = (kind: string) => current!.symmetries.filter((g) => g.kind === kind).length;
+  $("model-name").textContent = `${info.category} · ${info.model_id} · ${info.split ?? "no split"} · ${info.keypoints.length} keypoints` +
+    ` · ${n("reflection")} reflection / ${n("rotation")} rotation groups`;
+  if (scored && state.preds) {
+    const metric = state.preds.task === "saliency" ? "IoU" : "PCK";
+    $("score").textContent = `${metric}@${t.toFixed(2)} ${fmt(scored.score[state.t])} · mean error ${fmt(scored.mean_error, 3)} · ` +
+      "green: within the threshold, red: beyond it; small markers p = predictions";
+  } else $("score").textContent = "";
+}
+
+async function showModel(modelId: string): Promise<void> {
+  const row = state.rows.find((r) => r.model_id === modelId);
+  if (!row) return banner("error", `No model ${modelId} in ${state.category}.`);
+  const ticket = ++state.loading;
+  const category = state.category;
+  const base = `/api/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}`;
+  document.body.dataset.shown = "";
   try {
-    const info = await api<ModelInfo>(`/api/models/${encodeURIComponent(category)}/${encodeURIComponent(row.model_id)}`);
-    $("model-name").textContent = `${info.category} · ${info.model_id} · ${info.split ?? "no split"} · ${info.keypoints.length} keypoints`;
-    await view.load(category, row.model_id, info, row.has_points, true);
+    const [info, symmetries] = await Promise.all([
+      api<ModelInfo>(base),
+      api<Symmetry[]>(`/api/explore/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}/symmetries`),
+    ]);
+    if (ticket !== state.loading) return;
+    // predictions index the cloud, so a scored model is shown as its cloud
+    const wantCloud = state.display === "cloud" || state.predBy.has(modelId);
+    let shownAs: Display | "keypoints" = row.has_mesh && !(wantCloud && row.has_points) ? "mesh" : row.has_points ? "cloud" : "keypoints";
+    disposeModel();
+    let note = "";
+    try {
+      if (shownAs === "mesh") await loadMesh(category, modelId);
+      else if (shownAs === "cloud") await view.load(category, modelId, { has_mesh: false }, true, true);
+    } catch (err) {
+      note = `Cannot load the ${shownAs} (${err instanceof Error ? err.message : err}); showing the keypoints alone. `;
+      shownAs = "keypoints";
+    }
+    if (ticket !== state.loading) return;
     const kps = info.keypoints.filter((k) => k.xyz);
-    view.setMarkers(kps.map((k, i) => ({ key: i, xyz: k.xyz!, color: colorFor(k.semantic_id), text: `${k.semantic_id}` })));
-    const legend = $("legend");
-    const seen = new Map(kps.map((k) => [k.semantic_id, k.name]));
-    legend.replaceChildren(
-      ...[...seen].sort((a, b) => a[0] - b[0]).map(([id, name]) => {
-        const li = document.createElement("li");
-        const dot = document.createElement("span");
-        dot.className = "swatch";
-        dot.style.background = cssColor(id);
-        li.append(dot, `${id}: ${name}`);
-        return li;
-      }),
-    );
-    for (const li of $("models").children) li.classList.toggle("active", (li as HTMLElement).dataset.id === row.model_id);
-    history.replaceState(null, "", `/explore?category=${encodeURIComponent(category)}&model=${encodeURIComponent(row.model_id)}`);
+    if (shownAs === "keypoints") {
+      disposeModel();
+      view.target = null;
+      const box = new THREE.Box3().setFromPoints(kps.map((k) => new THREE.Vector3(...k.xyz!)));
+      if (box.isEmpty()) box.set(new THREE.Vector3(-0.3, -0.3, -0.3), new THREE.Vector3(0.3, 0.3, 0.3));
+      box.expandByScalar(Math.max(0, 0.3 - box.getSize(new THREE.Vector3()).length() / 2) / 2);
+      view.frame(box);
+      note += `No geometry for this model on this server: its ${kps.length} keypoints alone, at the positions in the annotation.`;
+    } else view.frame();
+    if (state.camera) {
+      const c = state.camera.split(",").map(Number);
+      if (c.length === 6 && c.every(Number.isFinite)) {
+        view.camera.position.set(c[0], c[1], c[2]);
+        view.controls.target.set(c[3], c[4], c[5]);
+        view.controls.update();
+      }
+      state.camera = null; // only the first view comes from the link
+    }
+    current = { info, row, symmetries, shownAs };
+    state.model = modelId;
+    $("note").textContent = note;
+    $("note").style.display = note ? "" : "none";
+    $("display").textContent = shownAs === "mesh" ? "Show cloud" : "Show mesh";
+    (($("display")) as HTMLButtonElement).disabled = !(row.has_mesh && row.has_points);
+    drawMarkers();
+    for (const li of $("models").children) li.classList.toggle("active", (li as HTMLElement).dataset.id === modelId);
+    ($("models").querySelector("li.active") as HTMLElement | null)?.scrollIntoView({ block: "nearest" });
+    updateUrl();
+    document.body.dataset.display = shownAs;
+    document.body.dataset.shown = modelId;
+    if (!note) banner("");
   } catch (err) {
-    banner("error", `Cannot show ${row.model_id}: ${err instanceof Error ? err.message : err}`);
+    banner("error", `Cannot show ${modelId}: ${err instanceof Error ? err.message : err}`);
   }
 }
 
+// ------------------------------------------------------------------ categories and predictions
+
 async function showCategory(wanted?: string | null): Promise<void> {
-  const category = ($("category") as HTMLSelectElement).value;
-  const split = ($("split") as HTMLSelectElement).value;
+  state.category = input("category").value;
+  const cat = encodeURIComponent(state.category);
   try {
-    const rows = await api<ModelRow[]>(`/api/categories/${encodeURIComponent(category)}/models${split ? `?split=${split}` : ""}`);
-    $("n-models").textContent = String(rows.length);
-    $("models").replaceChildren(
-      ...rows.map((r) => {
-        const li = document.createElement("li");
-        li.dataset.id = r.model_id;
-        li.textContent = `${r.model_id.slice(0, 12)}… · ${r.split ?? "-"} · ${r.n_keypoints}`;
-        li.onclick = () => void showModel(category, r);
-        return li;
-      }),
-    );
-    const first = rows.find((r) => r.model_id === wanted) ?? rows[0];
-    if (first) await showModel(category, first);
+    const [rows, summary] = await Promise.all([
+      api<Row[]>(`/api/explore/categories/${cat}/models`),
+      api<Summary>(`/api/explore/categories/${cat}/summary`),
+    ]);
+    state.rows = rows;
+    state.summary = summary;
+    if (input("geo").value === "any" && summary.n_with_geometry === 0) {
+      input("geo").value = "";
+      banner("warn", `No ${state.category} model has geometry on this server: the models show their keypoints alone.`);
+    }
+    if (state.preds && !rows.some((r) => state.predBy.has(r.model_id))) clearPredictions();
+    renderLegend();
+    renderList();
+    let target = wanted ? state.rows.find((r) => r.model_id === wanted) : undefined;
+    if (target && !state.shown.includes(target)) {
+      input("geo").value = ""; // a linked model is shown even when the filter would hide it
+      input("search").value = "";
+      renderList();
+    }
+    target ??= state.shown[0];
+    if (target) await showModel(target.model_id);
+    else {
+      current = null;
+      disposeModel();
+      drawMarkers();
+      banner("warn", "No model matches the filters.");
+    }
   } catch (err) {
     banner("error", `Cannot list models: ${err instanceof Error ? err.message : err}`);
   }
 }
 
+function clearPredictions(): void {
+  state.preds = null;
+  state.predBy.clear();
+  $("pred-summary").textContent = "";
+  (input("pred-file") as HTMLInputElement).value = "";
+}
+
+function predictionSummary(): void {
+  const p = state.preds;
+  if (!p) return;
+  const vals = p.models.map((m) => m.score[state.t]).filter((v): v is number => v !== null);
+  const mean = vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : null;
+  const metric = p.task === "saliency" ? "mean per-model IoU" : "PCK";
+  $("pred-summary").textContent = `${p.source}: ${p.task}, ${p.models.length} models scored; ` +
+    `${metric}@${THRESHOLDS[state.t].toFixed(2)} = ${fmt(mean, 3)}` + (p.warnings.length ? ` · ${p.warnings.join(" · ")}` : "");
+}
+
+async function loadPredictions(file: File): Promise<void> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await file.text());
+  } catch (err) {
+    return banner("error", `${file.name} is not JSON: ${err instanceof Error ? err.message : err}`);
+  }
+  const first = raw && typeof raw === "object" ? Object.values(raw as object)[0] : undefined;
+  const task = Array.isArray(first) ? "saliency" : "correspondence";
+  banner("", "");
+  $("pred-summary").textContent = `Scoring ${file.name} (${task})…`;
+  try {
+    const res = await api<Predictions>(
+      `/api/explore/predictions/${encodeURIComponent(state.category)}?task=${task}&name=${encodeURIComponent(file.name)}`,
+      { method: "POST", body: JSON.stringify(raw) },
+    );
+    state.preds = res;
+    state.predBy = new Map(res.models.map((m) => [m.model_id, m]));
+    predictionSummary();
+    input("sort").value = "error";
+    input("geo").value = "points";
+    renderList();
+    const worst = state.shown.find((r) => state.predBy.has(r.model_id));
+    if (worst) await showModel(worst.model_id);
+    if (res.warnings.length) banner("warn", res.warnings.join(" · "));
+  } catch (err) {
+    $("pred-summary").textContent = "";
+    banner("error", `Cannot score ${file.name}: ${err instanceof Error ? err.message : err}`);
+  }
+}
+
+// ------------------------------------------------------------------ controls
+
+function step(delta: number): void {
+  const i = state.shown.findIndex((r) => r.model_id === state.model);
+  const next = state.shown[Math.min(state.shown.length - 1, Math.max(0, i + delta))];
+  if (next && next.model_id !== state.model) void showModel(next.model_id);
+}
+
+function toggleDisplay(): void {
+  if (!current || !(current.row.has_mesh && current.row.has_points)) return;
+  state.display = current.shownAs === "mesh" ? "cloud" : "mesh";
+  void showModel(current.row.model_id);
+}
+
+function wire(): void {
+  input("category").onchange = () => void showCategory();
+  for (const id of ["split", "geo", "sort"]) {
+    input(id).onchange = () => {
+      renderList();
+      updateUrl();
+      if (!state.shown.some((r) => r.model_id === state.model) && state.shown[0]) void showModel(state.shown[0].model_id);
+    };
+  }
+  let timer = 0;
+  input("search").oninput = () => {
+    clearTimeout(timer);
+    timer = window.setTimeout(() => {
+      renderList();
+      updateUrl();
+      if (state.shown.length && !state.shown.some((r) => r.model_id === state.model)) void showModel(state.shown[0].model_id);
+    }, 120);
+  };
+  const tSelect = input("pred-t") as HTMLSelectElement;
+  tSelect.replaceChildren(...THRESHOLDS.map((t, i) => new Option(t.toFixed(2), String(i), false, i === state.t)));
+  tSelect.onchange = () => {
+    state.t = Number(tSelect.value);
+    predictionSummary();
+    renderList();
+    drawMarkers();
+    updateUrl();
+  };
+  (input("pred-file") as HTMLInputElement).onchange = (ev) => {
+    const f = (ev.target as HTMLInputElement).files?.[0];
+    if (f) void loadPredictions(f);
+  };
+  $("display").onclick = toggleDisplay;
+  $("labels").onclick = () => {
+    state.labels = !state.labels;
+    $("labels").classList.toggle("on", state.labels);
+    drawMarkers();
+    updateUrl();
+  };
+  $("symmetry").onclick = () => {
+    state.symmetry = !state.symmetry;
+    $("symmetry").classList.toggle("on", state.symmetry);
+    drawMarkers();
+    updateUrl();
+  };
+  $("labels").classList.toggle("on", state.labels);
+  $("symmetry").classList.toggle("on", state.symmetry);
+  $("share").onclick = async () => {
+    updateUrl();
+    try {
+      await navigator.clipboard.writeText(location.href);
+      banner("ok", "Link to this view copied.");
+    } catch {
+      banner("ok", `Link to this view: ${location.href}`);
+    }
+  };
+  document.addEventListener("keydown", (ev) => {
+    const tag = (ev.target as HTMLElement).tagName;
+    if (tag === "INPUT" || tag === "SELECT" || ev.ctrlKey || ev.metaKey || ev.altKey) {
+      if (ev.key === "Escape") (ev.target as HTMLElement).blur();
+      return;
+    }
+    const actions: Record<string, () => void> = {
+      j: () => step(1), ArrowDown: () => step(1), k: () => step(-1), ArrowUp: () => step(-1),
+      "/": () => input("search").focus(), m: toggleDisplay, l: () => $("labels").click(), y: () => $("symmetry").click(),
+      Escape: () => toggleHighlight(null),
+    };
+    const act = actions[ev.key];
+    if (act) {
+      ev.preventDefault();
+      act();
+    }
+  });
+}
+
 async function main(): Promise<void> {
   try {
-    categories = await api<Category[]>("/api/categories");
+    state.categories = await api<Category[]>("/api/categories");
   } catch (err) {
     banner("error", `Cannot reach the server: ${err instanceof Error ? err.message : err}`);
     return;
   }
-  const select = $("category") as HTMLSelectElement;
-  select.replaceChildren(
-    ...categories.map((c) => {
-      const o = document.createElement("option");
-      o.value = c.name;
-      o.textContent = `${c.name} (${c.n_models})`;
-      return o;
-    }),
-  );
+  const select = input("category") as HTMLSelectElement;
+  select.replaceChildren(...state.categories.map((c) => new Option(`${c.name} (${c.n_models})`, c.name)));
   const wanted = params.get("category");
-  if (wanted && categories.some((c) => c.name === wanted || c.synset === wanted)) {
-    select.value = categories.find((c) => c.name === wanted || c.synset === wanted)!.name;
-  }
-  select.onchange = () => void showCategory();
-  ($("split") as HTMLSelectElement).onchange = () => void showCategory();
+  const cat = state.categories.find((c) => c.name === wanted || c.synset === wanted);
+  if (cat) select.value = cat.name;
+  input("split").value = params.get("split") ?? "";
+  input("search").value = params.get("q") ?? "";
+  input("sort").value = params.get("sort") ?? "";
+  // open on a model that can be seen: with geometry when the category has any
+  input("geo").value = params.get("geo") ?? (params.get("model") ? "" : "any");
+  wire();
   await showCategory(params.get("model"));
 }
 void main();
