@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,9 +29,10 @@ from sqlalchemy import func, select
 
 from kpengine.errors import DataError
 from kpengine.io.pcd import load_pcd
+from kpengine.io.predictions import parse_correspondence_predictions, parse_saliency_predictions
 from kpengine.metrics import THRESHOLDS
-from kpengine.metrics.evaluate import parse_correspondence_predictions, parse_saliency_predictions
 from kpengine.metrics.per_model import model_errors
+from kpengine.server.guard import BadJSON, parse_json
 from kpengine.store import repo
 from kpengine.store.schema import AggregatedKeypoint, Model, SymmetryGroup
 
@@ -230,38 +232,30 @@ async def display_mesh(request: Request, category: str, model_id: str) -> Respon
 # --------------------------------------------------------------------------- predictions
 
 
-class _StoredModel:
-    """What the predictions parsers ask of a shape: its cloud size (the cloud is loaded once)."""
+class _CloudSizes(Mapping[str, int]):
+    """Model id -> cloud size for the stored models of a category that have a cloud, as the
+    predictions parsers ask for it; a cloud is read only when a prediction names its model."""
 
-    def __init__(self, pcd_path: str):
-        self.pcd_path = pcd_path
-        self._points: np.ndarray | None = None
+    def __init__(self, pcd_paths: dict[str, str]):
+        self.pcd_paths = pcd_paths
+        self._points: dict[str, np.ndarray] = {}
 
-    @property
-    def points(self) -> np.ndarray:
-        if self._points is None:
-            self._points = load_pcd(Path(self.pcd_path)).points
-        return self._points
+    def points(self, model_id: str) -> np.ndarray:
+        if model_id not in self._points:
+            self._points[model_id] = load_pcd(Path(self.pcd_paths[model_id])).points
+        return self._points[model_id]
 
-    @property
-    def n_points(self) -> int:
-        return len(self.points)
+    def __getitem__(self, model_id: str) -> int:
+        return len(self.points(model_id))
 
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self.pcd_paths
 
-class _StoredCategory:
-    """The stored models of a category that have a cloud, in the shape the parsers expect of a
-    :class:`~kpengine.data.dataset.KeypointNetDataset` (``model_ids``, ``by_id``, ``n_classes``)."""
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.pcd_paths)
 
-    def __init__(self, models: dict[str, _StoredModel], n_classes: int):
-        self.models = models
-        self.n_classes = n_classes
-
-    @property
-    def model_ids(self) -> list[str]:
-        return list(self.models)
-
-    def by_id(self, model_id: str) -> _StoredModel:
-        return self.models[model_id]
+    def __len__(self) -> int:
+        return len(self.pcd_paths)
 
 
 def _xyz(points: np.ndarray, index: int | None) -> list[float] | None:
@@ -291,28 +285,28 @@ def score_predictions(request: Request, category: str, task: str, raw: Any, name
         if pi is not None:
             gt.setdefault(pk, []).append((sid, pi))
     n_classes = 1 + max((sid for _, sid, _ in kp_rows), default=-1)
-    with_cloud = {mid: _StoredModel(path) for _, mid, _, path in rows if path}
+    clouds = _CloudSizes({mid: path for _, mid, _, path in rows if path})
     split_of = {mid: split for _, mid, split, _ in rows}
     pk_of = {mid: pk for pk, mid, _, _ in rows}
-    known = _StoredCategory(with_cloud, n_classes)
     if not isinstance(raw, dict):
         raise DataError("a predictions file is a JSON object keyed by model id", path=name)
-    no_cloud = sorted(m for m in raw if m in split_of and m not in with_cloud)
-    try:
-        parser = {"saliency": parse_saliency_predictions, "correspondence": parse_correspondence_predictions}[task]
-    except KeyError:
-        raise HTTPException(422, f"unknown task {task!r}; choose saliency or correspondence") from None
-    preds, warnings = parser(raw, known, name)  # type: ignore[arg-type]
+    no_cloud = sorted(m for m in raw if m in split_of and m not in clouds)
+    if task == "saliency":
+        preds, warnings = parse_saliency_predictions(raw, clouds, name)
+    elif task == "correspondence":
+        preds, warnings = parse_correspondence_predictions(raw, clouds, n_classes, name)
+    else:
+        raise HTTPException(422, f"unknown task {task!r}; choose saliency or correspondence")
     if no_cloud:
         warnings.insert(0, f"{len(no_cloud)} predicted models have no point cloud on this server and are not scored")
     models = []
     for mid, pred in preds.items():
-        shape = known.by_id(mid)
+        points = clouds.points(mid)
         pairs = gt.get(pk_of[mid], [])
         ids = np.array([sid for sid, _ in pairs], np.int64)
         indices = np.array([pi for _, pi in pairs], np.int64)
         prediction = pred[0] if task == "saliency" else pred
-        result = model_errors(mid, shape.points, indices, ids, task, prediction)  # type: ignore[arg-type]
+        result = model_errors(mid, points, indices, ids, task, prediction)  # type: ignore[arg-type]
         models.append(
             {
                 "model_id": mid,
@@ -325,13 +319,13 @@ def score_predictions(request: Request, category: str, task: str, raw: Any, name
                         "gt": p.gt,
                         "semantic_id": p.semantic_id,
                         "distance": _num(p.distance),
-                        "pred_xyz": _xyz(shape.points, p.pred),
-                        "gt_xyz": _xyz(shape.points, p.gt),
+                        "pred_xyz": _xyz(points, p.pred),
+                        "gt_xyz": _xyz(points, p.gt),
                     }
                     for p in result.pairs
                 ],
                 "gt": [
-                    {"semantic_id": int(sid), "point": int(pi), "xyz": _xyz(shape.points, int(pi)), "distance": _num(d)}
+                    {"semantic_id": int(sid), "point": int(pi), "xyz": _xyz(points, int(pi)), "distance": _num(d)}
                     for sid, pi, d in zip(ids, indices, result.gt_distance)
                 ],
             }
@@ -357,9 +351,9 @@ async def predictions(
     for correspondence), the mean clipped geodesic error and the error lines to draw.
     Only models with a stored point cloud are scored (predictions index the cloud)."""
     try:
-        raw = await request.json()
-    except ValueError as exc:
-        raise HTTPException(422, f"{name}: not JSON: {exc}") from exc
+        raw = parse_json(await request.body())
+    except BadJSON as exc:
+        raise HTTPException(422, f"{name}: {exc}") from exc
     try:
         return await run_in_threadpool(score_predictions, request, category, task, raw, name)
     except DataError as exc:
