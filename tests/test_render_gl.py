@@ -170,3 +170,28 @@ def test_bad_input_names_the_mesh() -> None:
         gl.GLMeshRenderer(Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64)), name="x.obj")
     with pytest.raises(DataError, match="NaN"):
         gl.GLSplatRenderer(np.array([[0.0, np.nan, 0.0]]))
+
+
+def test_oriented_surfels_hold_the_plane_depth_at_a_slant() -> None:
+    # points on the plane z = 0 seen at 60 degrees: camera-facing discs carry their centre's depth over the whole
+    # disc, surfels the plane's depth at every pixel (ray-plane intersection)
+    g = np.linspace(-0.3, 0.3, 40)
+    pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    pts = np.c_[pts, np.zeros(len(pts))]
+    normals = np.tile([0.0, 0.0, 1.0], (len(pts), 1))
+    cam = make_camera(Viewpoint(0.0, 60.0, 2.0), Intrinsics(120.0, 120.0, 47.5, 47.5, 96, 96))
+    origins, dirs = cam.rays()
+    t = -origins[:, 2] / dirs[:, 2]  # exact depth of the plane along each pixel ray
+    exact = (cam.to_camera(origins + t[:, None] * dirs)[:, 2]).reshape(96, 96)
+    radius = 0.02
+    flat = gl.GLSplatRenderer(pts, normals=normals, radius=radius).render(cam)
+    surf = gl.GLSplatRenderer(pts, normals=normals, radius=radius, oriented=True, max_radius_px=24).render(cam)
+    inner = surf.mask & flat.mask
+    err_surf = np.abs(surf.depth[inner] - exact[inner])
+    err_flat = np.abs(flat.depth[inner] - exact[inner])
+    assert err_surf.max() < 1e-4 and np.median(err_flat) > 20 * np.median(err_surf) + 1e-4
+    # the slanted plane shows as a closed quadrilateral: no holes inside the silhouette's rows
+    rows = surf.mask.any(axis=1)
+    filled = np.array([np.ptp(np.nonzero(r)[0]) + 1 == r.sum() for r in surf.mask[rows]])
+    assert filled.mean() > 0.95
+    np.testing.assert_allclose(np.abs(surf.normals[surf.mask][:, 2]), 1.0, atol=1e-5)

@@ -24,7 +24,9 @@ For each view of a shape (paper §4's training data; conventions of :mod:`kpengi
    :func:`~kpengine.render.project.splat_visibility` for splats.
 
 Bathtubs and beds have no meshes here, only the official 2,048-point clouds: they are rendered as
-splats with PCA normals, not as surfaces reconstructed from the clouds. Why: the keypoints are points of
+oriented splats (surfels: discs of twice :func:`~kpengine.render.splat.default_radius` in each point's
+PCA tangent plane; 1 and 1.5 times left holes, checked by eye), not as surfaces reconstructed from the
+clouds. Why: the keypoints are points of
 that very cloud, so splats keep them exactly on the rendered surface; a reconstruction (Poisson or
 ball pivoting: open3d, a 400 MB dependency) of 2,048 points would close the openings of thin
 double-walled shapes (a bathtub's basin) and move the surface off the keypoints.
@@ -44,6 +46,9 @@ from kpengine.errors import DataError
 from kpengine.image.backgrounds import BackgroundBank, generated_background
 from kpengine.image.types import ImageSample, Keypoints2D, resize
 from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, fit_distance, make_camera
+
+SURFEL_SCALE = 2.0
+RENDERER = "gl-1: meshes rasterised; clouds as oriented surfels of 2x default_radius"
 
 CONVENTIONS = (
     "kpengine.render.cameras: world y up (ShapeNet model_normalized, objects face -z); camera x right, y down, "
@@ -126,8 +131,8 @@ def shape_geometry(shape: Shape, rng: np.random.Generator) -> ShapeGeometry:
     if colors is None or np.ptp(np.asarray(colors, np.int64), axis=0).max() == 0:
         base = rng.uniform(40, 230, 3)
         colors = np.clip(base + rng.normal(0, 8, (len(pts), 3)), 0, 255).astype(np.uint8)
-    radius = 1.5 * default_radius(pts)  # a little wider than the NumPy splatter's: 2,048 points leave gaps
-    renderer = GLSplatRenderer(pts, colors=colors, radius=radius, name=shape.model_id)
+    radius = SURFEL_SCALE * default_radius(pts)  # 2,048 points leave gaps between narrower surfels
+    renderer = GLSplatRenderer(pts, colors=colors, radius=radius, oriented=True, max_radius_px=24, name=shape.model_id)
     return ShapeGeometry(renderer, pts, radius, "splat", (pts.min(0) + pts.max(0)) / 2)
 
 
@@ -346,6 +351,7 @@ def build_render_set(
         "backgrounds": None if backgrounds is None else str(Path(backgrounds).resolve()),
         "background_photos": 0 if bank is None else len(bank),
         "limit": limit,
+        "renderer": RENDERER,
         **cfg.to_json(),
     }
     shard_config = {k: v for k, v in config.items() if k not in ("categories", "limit")}

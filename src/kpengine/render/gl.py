@@ -211,6 +211,70 @@ void main() {
 }
 """
 
+_VERTEX_SURFEL = """
+#version 330
+uniform mat4 mvp;
+uniform mat4 world_to_cam;
+uniform float radius;
+uniform float fx;
+uniform float max_radius_px;
+in vec3 in_pos;
+in vec3 in_normal;
+in vec3 in_color;
+in float in_face;
+flat out vec3 v_center;
+flat out vec3 v_normal_cam;
+flat out vec3 v_normal;
+flat out vec3 v_color;
+flat out float v_face;
+void main() {
+    gl_Position = mvp * vec4(in_pos, 1.0);
+    v_center = (world_to_cam * vec4(in_pos, 1.0)).xyz;
+    v_normal_cam = mat3(world_to_cam) * in_normal;
+    float znear = max(v_center.z - radius, 0.5 * v_center.z);
+    gl_PointSize = 2.0 * max(min(radius * fx / znear, max_radius_px), 0.5) + 1.0;
+    v_normal = in_normal;
+    v_color = in_color;
+    v_face = in_face;
+}
+"""
+
+_FRAGMENT_SURFEL = """
+#version 330
+uniform mat4 world_to_cam;
+uniform vec3 eye;
+uniform vec3 light;
+uniform int headlight;
+uniform float ambient;
+uniform float radius;
+uniform vec4 intrinsics;  // fx, fy, cx, cy
+uniform vec2 depth_map;   // z_ndc = x + y / z
+flat in vec3 v_center;
+flat in vec3 v_normal_cam;
+flat in vec3 v_normal;
+flat in vec3 v_color;
+flat in float v_face;
+layout(location = 0) out vec4 out_geom;
+layout(location = 1) out vec4 out_color;
+layout(location = 2) out float out_index;
+void main() {
+    vec2 uv = gl_FragCoord.xy - 0.5;  // this pixel's (u, v): framebuffer rows are image rows
+    vec3 ray = vec3((uv.x - intrinsics.z) / intrinsics.x, (uv.y - intrinsics.w) / intrinsics.y, 1.0);
+    float denom = dot(ray, v_normal_cam);
+    if (abs(denom) < 1e-6) discard;
+    float z = dot(v_center, v_normal_cam) / denom;  // the ray meets the disc's plane at depth z
+    vec3 hit = z * ray;
+    if (z <= 0.0 || distance(hit, v_center) > radius) discard;
+    gl_FragDepth = 0.5 * (depth_map.x + depth_map.y / z) + 0.5;
+    vec3 d = normalize(transpose(mat3(world_to_cam)) * ray);
+    vec3 n = dot(v_normal, d) > 0.0 ? -v_normal : v_normal;
+    float lambert = headlight == 1 ? abs(dot(n, d)) : clamp(dot(n, light), 0.0, 1.0);
+    out_geom = vec4(n, z);
+    out_color = vec4(clamp(v_color * (ambient + (1.0 - ambient) * lambert), 0.0, 1.0), 1.0);
+    out_index = v_face + 1.0;
+}
+"""
+
 INSTALL_HINT = (
     "OpenGL rendering needs EGL and Mesa (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1; "
     "scripts/setup_system.sh installs them) and the Python package moderngl"
@@ -277,6 +341,7 @@ _SHADERS = {
     "mesh": (_VERTEX_MESH, _FRAGMENT_MESH),
     "indexed": (_VERTEX_INDEXED, _FRAGMENT_INDEXED),
     "splat": (_VERTEX_SPLAT, _FRAGMENT_SPLAT),
+    "surfel": (_VERTEX_SURFEL, _FRAGMENT_SURFEL),
 }
 
 
@@ -299,18 +364,29 @@ class _GLRenderer:
         near = max(dist - 1.05 * self._radius, 1e-3 * max(dist, 1e-3))
         far = dist + 1.05 * self._radius + 1e-6
         view, proj = gl_matrices(camera, near, far)
+        self._depth_map = (float(proj[2, 2]), float(proj[2, 3]))
         mvp = (proj @ view).T.astype("f4").tobytes()
         w2c = view.T.astype("f4").tobytes()
         eye = tuple(float(x) for x in camera.position)
         ldir = None if light is None else np.asarray(light, np.float64)
+        values = {
+            "mvp": mvp,
+            "world_to_cam": w2c,
+            "eye": eye,
+            "headlight": int(ldir is None),
+            "ambient": float(ambient),
+        }
+        if ldir is not None:
+            values["light"] = tuple(float(x) for x in ldir / np.linalg.norm(ldir))
         for prog in self._programs:
-            prog["mvp"].write(mvp)
-            prog["world_to_cam"].write(w2c)
-            prog["eye"].value = eye
-            prog["headlight"].value = int(ldir is None)
-            if ldir is not None:
-                prog["light"].value = tuple(float(x) for x in ldir / np.linalg.norm(ldir))
-            prog["ambient"].value = float(ambient)
+            for name, value in values.items():
+                member = prog.get(name, None)  # a shader that does not use a uniform does not have it
+                if member is None:
+                    continue
+                if isinstance(value, bytes):
+                    member.write(value)
+                else:
+                    member.value = value
 
     def _draw(self, camera: Camera) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -562,7 +638,13 @@ class GLMeshRenderer(_GLRenderer):
 
 class GLSplatRenderer(_GLRenderer):
     """OpenGL splats of one cloud: ``points`` (N, 3); ``colors`` (N, 3) uint8 or None (grey); ``normals``
-    (N, 3) or None (PCA, as the NumPy splatter); ``radius`` world units (default :func:`default_radius`)."""
+    (N, 3) or None (PCA, as the NumPy splatter); ``radius`` world units (default :func:`default_radius`).
+
+    ``oriented=False`` (default): camera-facing discs at their point's depth, as
+    :func:`kpengine.render.splat.render_points` draws them. ``oriented=True``: surfels, discs of radius
+    ``radius`` in each point's tangent plane (normal ``normals``), each pixel's depth where its ray meets
+    the disc: a closed-looking surface with correct depth at slants, for images (training renders);
+    slower (per-fragment depth turns llvmpipe's early depth test off)."""
 
     def __init__(
         self,
@@ -572,6 +654,7 @@ class GLSplatRenderer(_GLRenderer):
         normals: np.ndarray | None = None,
         radius: float | None = None,
         max_radius_px: int = 12,
+        oriented: bool = False,
         name: str = "points",
     ):
         points = np.asarray(points, np.float64)
@@ -584,7 +667,8 @@ class GLSplatRenderer(_GLRenderer):
         super().__init__(center, float(np.linalg.norm(points - center, axis=1).max()) + self.radius)
         self.points = points
         self.max_radius_px = max_radius_px
-        self.program = _program("splat")
+        self.oriented = oriented
+        self.program = _program("surfel" if oriented else "splat")
         self._programs = [self.program]
         normals = estimate_normals(points) if normals is None else np.asarray(normals, np.float64)
         base = np.broadcast_to(DEFAULT_GREY, (len(points), 3)) if colors is None else np.asarray(colors) / 255.0
@@ -598,7 +682,14 @@ class GLSplatRenderer(_GLRenderer):
     def _draw(self, camera: Camera) -> None:
         import moderngl
 
-        self.program["radius_px"].value = float(self.radius * camera.intrinsics.fx)
+        k = camera.intrinsics
+        if self.oriented:
+            self.program["radius"].value = float(self.radius)
+            self.program["fx"].value = float(k.fx)
+            self.program["intrinsics"].value = (float(k.fx), float(k.fy), float(k.cx), float(k.cy))
+            self.program["depth_map"].value = self._depth_map
+        else:
+            self.program["radius_px"].value = float(self.radius * k.fx)
         self.program["max_radius_px"].value = float(self.max_radius_px)
         self._vao.render(moderngl.POINTS, vertices=len(self.points))
 
