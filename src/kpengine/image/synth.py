@@ -324,7 +324,8 @@ def build_render_set(
 ) -> dict:
     """Render ``views_per_shape`` views of every shape of ``categories`` in ``split`` into the render set ``out``
     (layout in :mod:`kpengine.io.renderset`). Resumable: shapes whose shard exists with the same settings are
-    skipped; ``index.json`` is written at the end. ``limit`` caps shapes per category. Returns the index."""
+    skipped; ``index.json`` is rewritten after each category (``"complete": false`` until the last).
+    ``limit`` caps shapes per category. Returns the index."""
     import time
 
     from kpengine.data.dataset import KeypointNetDataset
@@ -408,6 +409,8 @@ def build_render_set(
             stats["rendered_views"] += len(shape_views)
             save_shard(out, ds.category.name, shape.model_id, shard_config, shape_views)
             views += shape_views
+        if category != categories[-1]:  # a usable partial set while the rest renders
+            save_index(out, config, views, CONVENTIONS, complete=False)
     index = save_index(out, config, views, CONVENTIONS)
     return {
         "views": len(views),

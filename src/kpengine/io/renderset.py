@@ -2,14 +2,15 @@
 
 Layout of a render set folder ``DIR``::
 
-    index.json                      header + every view (below); written last, atomically
+    index.json                      header + every view (below); rewritten atomically after each category
     shards/<category>/<model_id>.json   one shape's views, written when its images are: resuming skips these
     images/<category>/<view_id>.png     RGB (H, W, 3): the render composited on its background
     masks/<category>/<view_id>.png      object mask, 0 / 255
     depth/<category>/<view_id>.png      16-bit: z-depth * header["depth_scale"] (model units), 0 off the object
     normals/<category>/<view_id>.png    8-bit RGB: world-frame unit normal n as round((n + 1) * 127.5), 0 off it
 
-``index.json``: ``{"format": "kpengine-render-set", "version": 1, "config": {...generation settings:
+``index.json``: ``{"format": "kpengine-render-set", "version": 1, "complete": bool (False while a
+generation is still running: rewritten after each category), "config": {...generation settings:
 size, views_per_shape, seed, split, categories, elevation/fov ranges, supersampling, backgrounds...},
 "depth_scale": 10000, "conventions": "...", "views": [view, ...]}``. A view::
 
@@ -132,10 +133,12 @@ def load_shard(root: Path, category: str, model_id: str, config: dict) -> list[d
     return obj["views"]
 
 
-def save_index(root: Path, config: dict, views: list[dict], conventions: str) -> dict:
+def save_index(root: Path, config: dict, views: list[dict], conventions: str, complete: bool = True) -> dict:
+    """Write ``index.json``; ``complete`` False marks a set still being generated (usable as it is)."""
     index = {
         "format": FORMAT,
         "version": VERSION,
+        "complete": complete,
         "config": config,
         "depth_scale": DEPTH_SCALE,
         "conventions": conventions,
