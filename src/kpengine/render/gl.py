@@ -70,12 +70,27 @@ void main() {
 }
 """
 
-_FRAGMENT_MESH = """
+_FRAGMENT_HEAD = """
 #version 330
 uniform vec3 eye;
 uniform vec3 light;
 uniform int headlight;
 uniform float ambient;
+layout(location = 0) out vec4 out_geom;
+layout(location = 1) out vec4 out_color;
+layout(location = 2) out float out_index;
+// one shading rule for every path (as raycast.shade): Lambert, headlight or a directional light
+void emit(vec3 n, vec3 d, vec3 base, float z, float face) {
+    float lambert = headlight == 1 ? abs(dot(n, d)) : clamp(dot(n, light), 0.0, 1.0);
+    out_geom = vec4(n, z);
+    out_color = vec4(clamp(base * (ambient + (1.0 - ambient) * lambert), 0.0, 1.0), 1.0);
+    out_index = face + 1.0;
+}
+"""
+
+_FRAGMENT_MESH = (
+    _FRAGMENT_HEAD
+    + """
 uniform int use_texture;
 uniform sampler2D tex;
 in vec3 v_pos;
@@ -85,9 +100,6 @@ flat in vec3 v_normal;
 flat in vec3 v_color;
 flat in float v_face;
 flat in float v_twin;
-layout(location = 0) out vec4 out_geom;
-layout(location = 1) out vec4 out_color;
-layout(location = 2) out float out_index;
 void main() {
     vec3 d = normalize(v_pos - eye);
     vec3 n = v_normal;
@@ -98,12 +110,10 @@ void main() {
     }
     vec3 base = v_color;
     if (use_texture == 1) base *= texture(tex, vec2(v_uv.x, 1.0 - v_uv.y)).rgb;
-    float lambert = headlight == 1 ? abs(dot(n, d)) : clamp(dot(n, light), 0.0, 1.0);
-    out_geom = vec4(n, v_z);
-    out_color = vec4(clamp(base * (ambient + (1.0 - ambient) * lambert), 0.0, 1.0), 1.0);
-    out_index = v_face + 1.0;
+    emit(n, d, base, v_z, v_face);
 }
 """
+)
 
 _VERTEX_INDEXED = """
 #version 330
@@ -122,12 +132,9 @@ void main() {
 }
 """
 
-_FRAGMENT_INDEXED = """
-#version 330
-uniform vec3 eye;
-uniform vec3 light;
-uniform int headlight;
-uniform float ambient;
+_FRAGMENT_INDEXED = (
+    _FRAGMENT_HEAD
+    + """
 uniform int use_vertex_color;
 uniform sampler2D face_a;  // normal xyz, front face id
 uniform sampler2D face_b;  // front colour rgb, back face id
@@ -135,9 +142,6 @@ uniform sampler2D face_c;  // back colour rgb
 in vec3 v_pos;
 in float v_z;
 in vec3 v_color;
-layout(location = 0) out vec4 out_geom;
-layout(location = 1) out vec4 out_color;
-layout(location = 2) out float out_index;
 void main() {
     ivec2 at = ivec2(gl_PrimitiveID % 2048, gl_PrimitiveID / 2048);
     vec4 a = texelFetch(face_a, at, 0);
@@ -152,12 +156,10 @@ void main() {
         face = b.w;
     }
     if (use_vertex_color == 1) base = v_color;
-    float lambert = headlight == 1 ? abs(dot(n, d)) : clamp(dot(n, light), 0.0, 1.0);
-    out_geom = vec4(n, v_z);
-    out_color = vec4(clamp(base * (ambient + (1.0 - ambient) * lambert), 0.0, 1.0), 1.0);
-    out_index = face + 1.0;
+    emit(n, d, base, v_z, face);
 }
 """
+)
 
 _VERTEX_SPLAT = """
 #version 330
@@ -185,31 +187,23 @@ void main() {
 }
 """
 
-_FRAGMENT_SPLAT = """
-#version 330
-uniform vec3 eye;
-uniform vec3 light;
-uniform int headlight;
-uniform float ambient;
+_FRAGMENT_SPLAT = (
+    _FRAGMENT_HEAD
+    + """
 in vec3 v_pos;
 flat in float v_z;
 flat in vec3 v_normal;
 flat in vec3 v_color;
 flat in float v_face;
-layout(location = 0) out vec4 out_geom;
-layout(location = 1) out vec4 out_color;
-layout(location = 2) out float out_index;
 void main() {
     vec2 p = gl_PointCoord * 2.0 - 1.0;
     if (dot(p, p) > 1.0) discard;
     vec3 d = normalize(v_pos - eye);
     vec3 n = dot(v_normal, d) > 0.0 ? -v_normal : v_normal;
-    float lambert = headlight == 1 ? abs(dot(n, d)) : clamp(dot(n, light), 0.0, 1.0);
-    out_geom = vec4(n, v_z);
-    out_color = vec4(clamp(v_color * (ambient + (1.0 - ambient) * lambert), 0.0, 1.0), 1.0);
-    out_index = v_face + 1.0;
+    emit(n, d, v_color, v_z, v_face);
 }
 """
+)
 
 _VERTEX_SURFEL = """
 #version 330
@@ -239,13 +233,10 @@ void main() {
 }
 """
 
-_FRAGMENT_SURFEL = """
-#version 330
+_FRAGMENT_SURFEL = (
+    _FRAGMENT_HEAD
+    + """
 uniform mat4 world_to_cam;
-uniform vec3 eye;
-uniform vec3 light;
-uniform int headlight;
-uniform float ambient;
 uniform float radius;
 uniform vec4 intrinsics;  // fx, fy, cx, cy
 uniform vec2 depth_map;   // z_ndc = x + y / z
@@ -254,9 +245,6 @@ flat in vec3 v_normal_cam;
 flat in vec3 v_normal;
 flat in vec3 v_color;
 flat in float v_face;
-layout(location = 0) out vec4 out_geom;
-layout(location = 1) out vec4 out_color;
-layout(location = 2) out float out_index;
 void main() {
     vec2 uv = gl_FragCoord.xy - 0.5;  // this pixel's (u, v): framebuffer rows are image rows
     vec3 ray = vec3((uv.x - intrinsics.z) / intrinsics.x, (uv.y - intrinsics.w) / intrinsics.y, 1.0);
@@ -268,12 +256,10 @@ void main() {
     gl_FragDepth = 0.5 * (depth_map.x + depth_map.y / z) + 0.5;
     vec3 d = normalize(transpose(mat3(world_to_cam)) * ray);
     vec3 n = dot(v_normal, d) > 0.0 ? -v_normal : v_normal;
-    float lambert = headlight == 1 ? abs(dot(n, d)) : clamp(dot(n, light), 0.0, 1.0);
-    out_geom = vec4(n, z);
-    out_color = vec4(clamp(v_color * (ambient + (1.0 - ambient) * lambert), 0.0, 1.0), 1.0);
-    out_index = v_face + 1.0;
+    emit(n, d, v_color, z, v_face);
 }
 """
+)
 
 INSTALL_HINT = (
     "OpenGL rendering needs EGL and Mesa (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1; "
