@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
+from kpengine.errors import DataError
 from kpengine.io.atomic import write_json
 
 
@@ -41,3 +44,23 @@ def load_raw_clicks(path: str):  # noqa: ANN201 - (list[Click], list[Problem]); 
     except json.JSONDecodeError as exc:
         raise DataError(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", path="<stdin>") from exc
     return clicks_from_json(data, "<stdin>")
+
+
+def check_output(*paths: str | None) -> None:
+    """Refuse output paths that cannot be written, before any work is done.
+
+    ``os.access`` binds root too for read-only mounts and immutable folders. ``-`` (stdout)
+    and ``None`` (no output asked for) pass.
+    """
+    for path in paths:
+        if not path or path == "-":
+            continue
+        target = Path(path)
+        if target.is_dir():
+            raise DataError("is a folder; give a file name", path=target)
+        folder = target.parent if str(target.parent) else Path(".")
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+        if not existing.is_dir():
+            raise DataError(f"cannot create the output folder: {existing} is a file", path=target)
+        if not os.access(existing, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+            raise DataError("cannot write here (no permission, or a read-only file system)", path=target)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from kpengine.cli.common import add_data_args, emit_json
+from kpengine.cli.common import add_data_args, check_output, emit_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,7 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p, split=None, category=False)
     p.add_argument("--category", action="append", metavar="NAME", help="only these categories (repeatable)")
     p.add_argument("--json", metavar="PATH", help="also write the statistics as JSON (use - for stdout)")
-    p.add_argument("--problems", action="store_true", help="list annotation problems per model")
+    p.add_argument(
+        "--problems",
+        action="store_true",
+        help="read every cloud and mesh as the other commands do and list each model that cannot be used, "
+        "by name and reason (clouds, meshes and annotations alike); slower",
+    )
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser(
@@ -72,15 +77,18 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from kpengine.data.stats import dataset_stats, stats_json, stats_table
 
-    stats = dataset_stats(args.data, args.category)
+    check_output(args.json)
+    stats = dataset_stats(args.data, args.category, check=args.problems)
     if args.json != "-":
         print(stats_table(stats))
     if args.problems:
         for s in stats:
             for line in s.problems:
-                print(line)
+                print(f"{s.category}: {line}")
+        if not any(s.problems for s in stats):
+            print("no problems: every model can be used")
     emit_json(stats_json(stats), args.json)
-    return 0
+    return 1 if any(s.error for s in stats) else 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:

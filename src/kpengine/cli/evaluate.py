@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from kpengine.cli.common import add_data_args, emit_json
+from kpengine.cli.common import add_data_args, check_output, emit_json
+
+log = logging.getLogger("kpengine")
 
 EVALUATE_HELP = """\
 Score predictions with the KeypointNet benchmark metrics, at geodesic thresholds
@@ -64,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from kpengine.metrics.evaluate import evaluate_file
 
+    check_output(args.output, args.png)  # before the work, not after the results are printed
+
     result = evaluate_file(
         args.data,
         args.category,
@@ -74,7 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         symmetry=args.symmetry,
     )
     for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        log.warning("%s", w)
     if args.output != "-":
         print(result.table())
     emit_json(result.to_json(), args.output)
@@ -90,7 +95,16 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from kpengine.data import KeypointNetDataset
     from kpengine.learn.template import MeanPositionTemplate
 
-    template = MeanPositionTemplate.fit(KeypointNetDataset(args.data, args.category, args.fit_split))
+    check_output(args.out)
+    fit = KeypointNetDataset(args.data, args.category, args.fit_split)
+    if not len(fit):
+        print(
+            f"error: no usable {fit.category.name}/{args.fit_split} shapes to fit the template on: "
+            f"{fit.problem_summary()}",
+            file=sys.stderr,
+        )
+        return 1
+    template = MeanPositionTemplate.fit(fit)
     target = KeypointNetDataset(args.data, args.category, args.split)
     if args.task == "correspondence":
         preds = {s.model_id: {str(k): v for k, v in template.predict_correspondence(s).items()} for s in target}

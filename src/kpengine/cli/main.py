@@ -61,11 +61,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """One handler on stderr, ``warning: ...`` lines; ``-q`` shows errors only, ``-v`` also the details
+    (each skipped model and why). Python warnings (``warnings.warn``) go through the same
+    handler, so ``-q`` silences them too and nothing prints twice."""
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname_lower)s: %(message)s"))
+    handler.addFilter(_lower_level)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("matplotlib", "PIL", "numba", "h5py", "urllib3", "httpx", "asyncio", "trimesh"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    logging.captureWarnings(True)
+
+
+def _lower_level(record: logging.LogRecord) -> bool:
+    record.levelname_lower = "info" if record.levelno < logging.WARNING else record.levelname.lower()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    configure_logging(args.verbose, args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -73,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file or folder the OS refuses: say which, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -104,11 +104,19 @@ def _positions(kps, points, mesh, root, category, mid, allow_pcd=False, idx=None
         if kp.xyz is not None:
             out[k] = kp.xyz
         elif kp.face_index is not None:
+            mesh_file = layout.mesh_path(root, category.synset, mid)
             if mesh is None:
-                mesh_file = layout.mesh_path(root, category.synset, mid)
                 if mesh_file is None:
                     continue
                 mesh = load_mesh(mesh_file)
+            if mesh_file is not None and mesh_file.suffix.lower() != ".obj":
+                raise DataError(
+                    f"keypoint {k} has no xyz, and its mesh_info.face_index counts the triangles of "
+                    f"model_normalized.obj in file order; this model's mesh is {mesh_file.name}, whose triangles "
+                    "come in another order, so the keypoint cannot be placed (add xyz, or provide the OBJ)",
+                    path=mesh_file,
+                    model_id=mid,
+                )
             if kp.face_index >= len(mesh.faces):
                 raise DataError(f"keypoint {k}: face_index {kp.face_index} >= {len(mesh.faces)} faces", model_id=mid)
             out[k] = barycentric_points(mesh, np.array([kp.face_index]), np.array([kp.face_uv]))[0]
@@ -157,8 +165,13 @@ class KeypointNetDataset(Sequence[Shape]):
             results = list(pool.map(lambda a: self._try_load(a, n_points), jobs))
         self.shapes: list[Shape] = [s for s in results if s is not None]
         self._by_id = {s.model_id: s for s in self.shapes}
+        #: annotated models of the split whose geometry could not be used (they have ground
+        #: truth, so a benchmark counts them as predicting nothing)
+        self.unloaded: dict[str, ModelAnnotation] = {a.model_id: a for a, s in zip(jobs, results) if s is None}
         if self.problems:
             log.warning("%s", self.problem_summary())
+            for problem in self.problems:  # shown with `kpengine -v`
+                log.info("%s/%s: %s", self.category.name, self.split, problem)
 
     # ------------------------------------------------------------------ loading
 
@@ -207,7 +220,7 @@ class KeypointNetDataset(Sequence[Shape]):
         text = f"{self.category.name}/{self.split}: {sum(kinds.values())} models skipped ({', '.join(parts) or 'none'})"
         if warnings:
             text += f", {warnings} warnings"
-        return text + "; details in dataset.problems or `kpengine stats --problems`"
+        return text + "; `kpengine -v` names them, `kpengine stats --problems` lists every unusable file"
 
     # ------------------------------------------------------------------ access
 

@@ -58,6 +58,15 @@ def read_json(path: str | Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise DataError("file not found", path=path) from exc
+    except IsADirectoryError as exc:
+        raise DataError("is a folder, not a JSON file", path=path) from exc
+    except OSError as exc:  # no read permission, I/O error
+        raise DataError(f"cannot read: {exc.strerror or exc}", path=path) from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); JSON files must be UTF-8",
+            path=path,
+        ) from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

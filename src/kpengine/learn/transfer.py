@@ -176,8 +176,9 @@ def load_cloud(path: str | Path, n_points: int) -> tuple[str, np.ndarray]:
     model_id = path.parent.parent.name if path.name == "model_normalized.obj" else path.stem
     if path.suffix.lower() == ".pcd":
         return model_id, load_pcd(path).points.astype(np.float32)
+    mesh = load_mesh(path)  # its DataError names the file already
     try:
-        return model_id, sample_surface(load_mesh(path), n_points, seed=seed_for(model_id)).points
+        return model_id, sample_surface(mesh, n_points, seed=seed_for(model_id)).points
     except ValueError as exc:
         raise DataError(str(exc), path=path) from exc
 

@@ -1,13 +1,17 @@
 """Score a predictions file against a dataset split: the library behind ``kpengine evaluate``.
 
 The predictions formats are read by :mod:`kpengine.io.predictions`. A model of the split
-that is missing from the file counts as predicting nothing. Models or semantic ids the split
+that is missing from the file counts as predicting nothing, and so does an annotated model
+whose geometry cannot be used (a truncated mesh, say): it has ground truth, no method could
+predict on it, and leaving it out would flatter every method alike; the result names it
+(``skipped``). Models or semantic ids the split
 does not know are reported as warnings and ignored; a malformed entry is an error naming
 the file and the model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +23,7 @@ from kpengine.errors import DataError
 from kpengine.geometry.geodesic import GeodesicGraph, Protocol
 from kpengine.geometry.symmetry import rotational_relabellings
 from kpengine.io import predictions as io_predictions
+from kpengine.io.annotations import ModelAnnotation
 from kpengine.io.predictions import CorrespondencePredictions, SaliencyPredictions
 from kpengine.metrics import THRESHOLDS
 from kpengine.metrics.correspondence import pck
@@ -38,6 +43,9 @@ class EvaluationResult:
     n_shapes: int
     symmetry: str = "plain"
     warnings: list[str] = field(default_factory=list)
+    #: models of the split that were not scored on geometry: ``model_id``, ``reason``, ``path``
+    #: and ``counted_as_nothing`` (true when the model has ground truth, so it counts as a miss)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -47,6 +55,9 @@ class EvaluationResult:
     def table(self) -> str:
         names = list(self.metrics)
         head = f"{self.task} on {self.category}/{self.split}: {self.n_shapes} shapes, geodesic protocol {self.protocol}"
+        counted = sum(s["counted_as_nothing"] for s in self.skipped)
+        if counted:
+            head = head.replace(" shapes,", f" shapes + {counted} unusable (counted as predicting nothing),", 1)
         if self.task == "correspondence":
             head += f", symmetry {self.symmetry}"
         lines = [head, "threshold  " + "  ".join(f"{n:>6}" for n in names)]
@@ -95,17 +106,25 @@ def evaluate_saliency(
     protocol: Protocol = "official",
     thresholds: tuple[float, ...] = THRESHOLDS,
     gt_distances: list[np.ndarray] | None = None,
+    unusable: Sequence[ModelAnnotation] = (),
 ) -> EvaluationResult:
     """mIoU (all listed points) and mAP (ranked by score) at each threshold, pooled over the split.
 
     ``gt_distances`` (from :func:`saliency_ground_truth_distances` with the same protocol and
-    thresholds) saves recomputing them when one split is scored many times."""
+    thresholds) saves recomputing them when one split is scored many times. ``unusable``:
+    annotated models without usable geometry; each adds its keypoints as misses."""
     dists = gt_distances if gt_distances is not None else saliency_ground_truth_distances(dataset, protocol, thresholds)
+    dists = list(dists)
     preds, scores = [], []
     for shape in dataset:
         idx, score = predictions.get(shape.model_id, (np.zeros(0, np.int64), np.zeros(0)))
         preds.append(idx)
         scores.append(score)
+    for ann in unusable:  # (K, 0): K ground-truth keypoints, no points, nothing predicted
+        keypoints = {kp.point_index if kp.point_index is not None else tuple(kp.xyz or ()) for kp in ann.keypoints}
+        dists.append(np.zeros((len(keypoints), 0)))
+        preds.append(np.zeros(0, np.int64))
+        scores.append(np.zeros(0))
     metrics = {
         "miou": [mean_iou(dists, preds, t) for t in thresholds],
         "map": [mean_average_precision(dists, preds, scores, t) for t in thresholds],
@@ -122,11 +141,13 @@ def evaluate_correspondence(
     protocol: Protocol = "official",
     symmetry: Literal["plain", "best"] = "plain",
     thresholds: tuple[float, ...] = THRESHOLDS,
+    unusable: Sequence[ModelAnnotation] = (),
 ) -> EvaluationResult:
     """PCK per shape, averaged. ``symmetry="best"`` scores each shape against the rotational
     relabelling of its ground truth that lies closest to the prediction: the smallest mean
     geodesic distance over its ids, each distance clipped at twice the largest threshold
-    (a missing prediction counts as clipped)."""
+    (a missing prediction counts as clipped). ``unusable``: annotated models without usable
+    geometry; each counts as a shape whose ids were all missed."""
     n_classes = dataset.n_classes
     clip = 2 * max(thresholds)
     per_shape = []
@@ -146,6 +167,9 @@ def evaluate_correspondence(
             best = int(np.argmin([np.mean(np.minimum(d, clip)) if len(d) else 0.0 for d in candidates]))
             candidates = [candidates[best]]
         per_shape.append(candidates[0])
+    for ann in unusable:
+        ids = {kp.semantic_id for kp in ann.keypoints if 0 <= kp.semantic_id < n_classes}
+        per_shape.append(np.full(len(ids), np.inf))
     metrics = {"pck": pck(per_shape, thresholds).tolist()}
     return EvaluationResult(
         "correspondence",
@@ -173,18 +197,34 @@ def evaluate_file(
     dataset = KeypointNetDataset(root, category, split)
     if len(dataset) == 0:
         raise DataError(f"{category}/{split} has no usable shapes under {root}: {dataset.problem_summary()}")
+    unusable = list(dataset.unloaded.values())
     if task == "saliency":
         preds, warnings = load_saliency_predictions(predictions_path, dataset)
-        result = evaluate_saliency(dataset, preds, protocol=protocol)
+        result = evaluate_saliency(dataset, preds, protocol=protocol, unusable=unusable)
     elif task == "correspondence":
         preds_c, warnings = load_correspondence_predictions(predictions_path, dataset)
-        result = evaluate_correspondence(dataset, preds_c, protocol=protocol, symmetry=symmetry)
+        result = evaluate_correspondence(dataset, preds_c, protocol=protocol, symmetry=symmetry, unusable=unusable)
     else:
         raise DataError(f"unknown task {task!r}; choose saliency or correspondence")
     missing = [m for m in dataset.model_ids if m not in (preds if task == "saliency" else preds_c)]
     if missing:
         warnings.append(f"{len(missing)} models of the split have no predictions and count as predicting nothing")
-    if dataset.problems:
-        warnings.append(dataset.problem_summary())
+    if unusable:
+        warnings.append(
+            f"{len(unusable)} annotated models have unusable geometry and count as predicting nothing: "
+            + ", ".join(sorted(a.model_id for a in unusable)[:5])
+            + (" ..." if len(unusable) > 5 else "")
+            + " (reasons in the output's 'skipped')"
+        )
     result.warnings = warnings
+    result.skipped = [
+        {
+            "model_id": p.model_id,
+            "reason": p.reason,
+            "path": p.path,
+            "counted_as_nothing": p.model_id in dataset.unloaded,
+        }
+        for p in dataset.problems
+        if p.fatal
+    ]
     return result
