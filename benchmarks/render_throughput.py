@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kpengine.geometry.sampling import sample_surface
+from kpengine.geometry.transforms import bbox_centre
 from kpengine.io.mesh import load_mesh
 from kpengine.render.cameras import Intrinsics, Viewpoint, fit_distance, make_camera
 from kpengine.render.gl import GLMeshRenderer, GLSplatRenderer
@@ -41,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     mesh = load_mesh(args.mesh)
     k = Intrinsics.from_fov(256, 256, 30.0)
-    center = (mesh.vertices.min(0) + mesh.vertices.max(0)) / 2
+    center = bbox_centre(mesh.vertices)
     cams = [
         make_camera(Viewpoint(a, 20.0, fit_distance(0.5, k)), k, center)
         for a in np.linspace(0, 360, args.views, endpoint=False)

@@ -13,10 +13,11 @@ from kpengine.categories import SYNSETS
 from kpengine.data import KeypointNetDataset
 from kpengine.data.sample import KEYPOINT_NAMES, README_MARKER, generate_sample_dataset
 from kpengine.geometry.sampling import barycentric_points
-from kpengine.geometry.symmetry import rotation_about_y, rotational_relabellings
+from kpengine.geometry.transforms import rotate_about_y
 from kpengine.io import layout
 from kpengine.io.mesh import load_mesh
 from kpengine.io.splits import SPLITS, load_split
+from kpengine.metrics.relabel import official_turn, rotational_relabellings
 
 CATEGORIES = ("chair", "table", "mug")
 N = 24
@@ -132,7 +133,7 @@ def test_symmetries_are_valid_and_geometric(root: Path, datasets: dict[str, Keyp
                 else:
                     assert g.circle is None and raw_group["circle"] == {}
                     centre = pts.mean(axis=0)
-                    turned = (pts - centre) @ rotation_about_y(2 * np.pi / len(pts)).T + centre
+                    turned = rotate_about_y(pts, official_turn(1, len(pts)), centre)
                     np.testing.assert_allclose(turned, np.roll(pts, -1, axis=0), atol=1e-6)
     kinds = {tuple(len(g.kp_indexes) for g in s.symmetries.rotation) for s in datasets["table"]}
     assert {(4, 4), (2, 2, 2, 2), (4,)} <= kinds  # square, rectangular, round tables

@@ -3,8 +3,8 @@
 import numpy as np
 
 from kpengine.data import KeypointNetDataset
-from kpengine.geometry.symmetry import rotational_relabellings
 from kpengine.metrics.evaluate import evaluate_correspondence
+from kpengine.metrics.relabel import rotational_relabellings
 
 
 def test_rotated_prediction_wins_only_under_best_symmetry(sample_root):

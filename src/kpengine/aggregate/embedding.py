@@ -34,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from kpengine.aggregate.saliency import SIGMA
+from kpengine.geometry.transforms import bbox_centre
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class EmbeddingNet(nn.Module):
 
 def _centre(points: np.ndarray) -> np.ndarray:
     """Translate a cloud (N, 3) to its bounding-box centre (ShapeNet v2 clouds are not centred)."""
-    return points - (points.min(axis=0) + points.max(axis=0)) / 2
+    return points - bbox_centre(points)
 
 
 def train_embedding(

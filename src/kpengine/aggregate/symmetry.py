@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from kpengine.geometry.transforms import bbox_centre, rotate_about_y
 from kpengine.io.annotations import Circle, ReflectionGroup, RotationGroup, Symmetries
 
 MAX_FOLD = 8
@@ -39,17 +40,6 @@ class SymmetryConfig:
     min_agree: float = 0.5
     axes: tuple[int, ...] = (0, 2)
     circle_tol: float = 0.01
-
-
-def _centre(points: np.ndarray) -> np.ndarray:
-    return (points.min(axis=0) + points.max(axis=0)) / 2
-
-
-def rotate_y(xyz: np.ndarray, angle: float, centre: np.ndarray) -> np.ndarray:
-    """Rotate (K, 3) about the vertical line through ``centre`` (3,) by ``angle`` (right-handed about +y)."""
-    c, s = np.cos(angle), np.sin(angle)
-    r = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-    return (xyz - centre) @ r.T + centre
 
 
 def model_reflection_pairs(xyz: np.ndarray, centre: np.ndarray, axis: int, tol: float) -> list[tuple[int, int]]:
@@ -69,7 +59,7 @@ def model_rotation_orbits(xyz: np.ndarray, centre: np.ndarray, fold: int, tol: f
     """Orbits (sorted index tuples of length ``fold``) of keypoints (K, 3) under rotation by 2 pi / fold."""
     if len(xyz) < fold:
         return []
-    rotated = rotate_y(xyz, 2 * np.pi / fold, centre)
+    rotated = rotate_about_y(xyz, 2 * np.pi / fold, centre)
     d = np.linalg.norm(rotated[:, None, :] - xyz[None, :, :], axis=-1)
     f = d.argmin(axis=1)
     f[d[np.arange(len(xyz)), f] > tol] = -1
@@ -89,7 +79,7 @@ def model_rotation_orbits(xyz: np.ndarray, centre: np.ndarray, fold: int, tol: f
 def is_continuous(points: np.ndarray, centre: np.ndarray, fold: int, tol: float) -> bool:
     """Whether the cloud (N, 3) is (nearly) invariant under a rotation that is no multiple of 2 pi / fold."""
     angle = 2 * np.pi / fold * 0.5 + 0.1
-    moved = rotate_y(points, angle, centre)
+    moved = rotate_about_y(points, angle, centre)
     return float(cKDTree(points).query(moved)[0].mean()) <= tol
 
 
@@ -100,7 +90,7 @@ def detect_symmetries(
     cfg: SymmetryConfig = SymmetryConfig(),
 ) -> list[Symmetries]:
     """Symmetries per model from keypoints (K_m, 3), their semantic ids (K_m,) and clouds (N, 3)."""
-    centres = [_centre(np.asarray(c, np.float64)) for c in clouds]
+    centres = [bbox_centre(np.asarray(c, np.float64)) for c in clouds]
     present = [set(np.asarray(i).tolist()) for i in ids]
     # --- reflection votes over semantic-id pairs
     votes: Counter[tuple[int, int]] = Counter()

@@ -37,6 +37,7 @@ from scipy.spatial import cKDTree
 from kpengine import __version__
 from kpengine.categories import SYNSETS
 from kpengine.geometry.sampling import DEFAULT_POINTS, sample_surface, seed_for
+from kpengine.geometry.transforms import bbox_centre
 from kpengine.io.annotations import (
     Circle,
     Keypoint,
@@ -345,8 +346,7 @@ def _finish(assembly: _Assembly, synset: str, model_id: str, n_points: int) -> t
         face_part += [part] * len(m.faces)
         offset += len(m.vertices)
     vertices, tris = np.concatenate(verts), np.concatenate(faces)
-    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
-    centre, scale = (lo + hi) / 2, 1.0 / float(np.linalg.norm(hi - lo))
+    centre, scale = bbox_centre(vertices), 1.0 / float(np.linalg.norm(np.ptp(vertices, axis=0)))
     vertices = (vertices - centre) * scale
     vertices[np.abs(vertices) < 1e-12] = 0.0  # cos(pi/2) and friends: write 0, not 6.1e-17
     vertices = _obj_round(vertices)

@@ -1,6 +1,6 @@
 """Training batches: kpengine's shape tensors plus each shape's symmetric relabellings.
 
-Relabellings (geometry/symmetry.rotational_relabellings) are computed once per shape when
+Relabellings (metrics/relabel.rotational_relabellings) are computed once per shape when
 the dataset is built, not per step: they depend on the clean cloud only, and jitter or
 translation leaves point indices unchanged.
 """
@@ -17,7 +17,7 @@ from kpengine.data.shape import Shape
 from kpengine.data.torch import ShapeTensorDataset, Transform, collate_shapes
 from kpengine.errors import DataError
 from kpengine.geometry.geodesic import GeodesicGraph
-from kpengine.geometry.symmetry import rotational_relabellings
+from kpengine.metrics.relabel import rotational_relabellings
 
 
 class KeypointBatches(ShapeTensorDataset):

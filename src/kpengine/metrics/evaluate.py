@@ -21,12 +21,12 @@ import numpy as np
 from kpengine.data.dataset import KeypointNetDataset
 from kpengine.errors import DataError
 from kpengine.geometry.geodesic import GeodesicGraph, Protocol
-from kpengine.geometry.symmetry import rotational_relabellings
 from kpengine.io import predictions as io_predictions
 from kpengine.io.annotations import ModelAnnotation
 from kpengine.io.predictions import CorrespondencePredictions, SaliencyPredictions
 from kpengine.metrics import THRESHOLDS
 from kpengine.metrics.correspondence import pck
+from kpengine.metrics.relabel import rotational_relabellings
 from kpengine.metrics.saliency import mean_average_precision, mean_iou
 
 Task = Literal["saliency", "correspondence"]

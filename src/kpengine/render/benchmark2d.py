@@ -15,6 +15,7 @@ import numpy as np
 from kpengine.data.dataset import KeypointNetDataset
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
+from kpengine.geometry.transforms import bbox_centre
 from kpengine.io.benchmark2d import image_path, mask_path, save_annotation, save_index
 from kpengine.io.mesh import load_mesh
 from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, azimuth_bin, elevation_bin, fit_distance, make_camera
@@ -49,8 +50,8 @@ def shape_geometry(shape: Shape) -> tuple[MeshRenderer | None, np.ndarray]:
     """A ray-cast renderer when the shape has a mesh, else None (splat its cloud); and the bbox centre."""
     if shape.mesh_path is not None and Path(shape.mesh_path).is_file():
         mesh = load_mesh(shape.mesh_path)
-        return MeshRenderer(mesh, name=str(shape.mesh_path)), (mesh.vertices.min(0) + mesh.vertices.max(0)) / 2
-    return None, (shape.points.min(0) + shape.points.max(0)) / 2
+        return MeshRenderer(mesh, name=str(shape.mesh_path)), bbox_centre(mesh.vertices)
+    return None, bbox_centre(shape.points)
 
 
 def render_shape(shape: Shape, renderer: MeshRenderer | None, camera: Camera, background=None, light=None) -> Render:

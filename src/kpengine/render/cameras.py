@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kpengine.errors import DataError
+from kpengine.geometry.transforms import rotation_about
 
 AZIMUTH_BINS = 24
 ELEVATION_BINS = 12
@@ -184,11 +185,6 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = _UP) -> np.nda
     return np.stack([right, down, forward])
 
 
-def _roll(theta_deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(theta_deg)), math.sin(math.radians(theta_deg))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def viewpoint_to_rt(view: Viewpoint, center: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Viewpoint -> world-to-camera ``R`` (3, 3), ``t`` (3,)."""
     values = np.array([view.azimuth, view.elevation, view.distance, view.theta], np.float64)
@@ -197,7 +193,7 @@ def viewpoint_to_rt(view: Viewpoint, center: np.ndarray | None = None) -> tuple[
     c = np.zeros(3) if center is None else np.asarray(center, np.float64)
     az, el = math.radians(view.azimuth), math.radians(view.elevation)
     eye = c + view.distance * np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
-    R = _roll(view.theta) @ look_at(eye, c)
+    R = rotation_about("z", math.radians(view.theta)) @ look_at(eye, c)  # the in-plane roll
     return R, -R @ eye
 
 

@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from kpengine.errors import DataError
+from kpengine.geometry.transforms import bbox_centre, so3_exp
 from kpengine.io.mesh import Mesh
 from kpengine.render.cameras import (
     AZIMUTH_BINS,
@@ -83,11 +84,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _skew(w: torch.Tensor) -> torch.Tensor:
-    z = torch.zeros((), dtype=w.dtype)
-    return torch.stack([torch.stack([z, -w[2], w[1]]), torch.stack([w[2], z, -w[0]]), torch.stack([-w[1], w[0], z])])
-
-
 def _silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -112,14 +108,13 @@ class PoseRefiner:
         if not np.isfinite(mesh.vertices).all():
             raise DataError("mesh has NaN or infinite vertices", path=name)
         self.mesh = simplify(mesh, max_faces)
-        bbox_center = (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0)) / 2
-        self.center = bbox_center if center is None else np.asarray(center, np.float64)
+        self.center = bbox_centre(mesh.vertices) if center is None else np.asarray(center, np.float64)
         self.dtype = dtype
         self._v = torch.from_numpy(self.mesh.vertices - self.center).to(dtype)
         self._f = torch.from_numpy(self.mesh.faces)
 
     def _camera_tensors(self, R0: torch.Tensor, a0: torch.Tensor, z0: float, omega, shift, log_scale):
-        R = torch.linalg.matrix_exp(_skew(omega)) @ R0
+        R = so3_exp(omega) @ R0
         a = a0 + shift
         z = z0 * torch.exp(-log_scale)
         return R, z * torch.cat([a, torch.ones(1, dtype=a.dtype)])
@@ -251,7 +246,7 @@ def coarse_search(
     size), best first, at most one per (azimuth, elevation) bin pair (the best fov of each)."""
     renderer = mesh if isinstance(mesh, MeshRenderer) else MeshRenderer(mesh)
     verts = renderer.mesh.vertices
-    c = (verts.min(axis=0) + verts.max(axis=0)) / 2 if center is None else np.asarray(center, np.float64)
+    c = bbox_centre(verts) if center is None else np.asarray(center, np.float64)
     radius = float(np.linalg.norm(verts - c, axis=1).max())
     mask = np.asarray(mask, bool)
     if not mask.any():
@@ -319,7 +314,7 @@ def fit_pose_to_mask(
         r = refiner.refine(mask, cand.camera, steps=steps, size=size, fit_focal=fit_focal)
         r.iou_after = _silhouette_iou(renderer.render(r.camera).mask, mask)  # full resolution, exact mesh
         results.append(r)
-    c = (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0)) / 2 if center is None else center
+    c = bbox_centre(mesh.vertices) if center is None else center
     pool = [r for r in results if max_roll is None or abs(rt_to_viewpoint(r.camera.R, r.camera.t, c).theta) <= max_roll]
     best = max(pool or results, key=lambda r: r.iou_after)
     return best, cands, results

@@ -5,6 +5,11 @@ labellings: all its keypoints rotated about the vertical (y) axis through the ce
 its *first* rotation group (centre's y set to 0) by 2*pi*i/n, i = 1..n-1, with n the
 group's size, or 36 when every group is a circle, each rotated keypoint snapped to the
 nearest cloud point. A prediction may legitimately match any of them.
+
+This is benchmark protocol (which categories, which centre, how many steps), so it lives with
+the metrics; the rotation itself is :mod:`kpengine.geometry.transforms`'s. The official code
+turns the *opposite* way to that module's right-handed convention (it maps +x towards +z),
+so the angles below are negated: the i-th relabelling is the official code's i-th.
 """
 
 from __future__ import annotations
@@ -13,15 +18,16 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from kpengine.data.shape import Shape
+from kpengine.geometry.transforms import rotate_about_y
 
 EXCLUDED_CATEGORIES = frozenset({"chair"})
 CIRCLE_STEPS = 36
 
 
-def rotation_about_y(angle: float) -> np.ndarray:
-    """The official code's (3, 3) rotation about +y (it maps x towards -z for positive angles)."""
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])
+def official_turn(i: int, steps: int) -> float:
+    """The angle of the official code's i-th of ``steps`` turns, in the right-handed convention of
+    :mod:`kpengine.geometry.transforms` (the official rotation matrix turns left-handedly about +y)."""
+    return -2 * np.pi * i / steps
 
 
 def rotational_relabellings(shape: Shape, n_classes: int) -> list[np.ndarray]:
@@ -40,7 +46,7 @@ def rotational_relabellings(shape: Shape, n_classes: int) -> list[np.ndarray]:
     tree = cKDTree(points)
     out = [label]
     for i in range(1, steps):
-        rotated = (coords - centre) @ rotation_about_y(2 * np.pi * i / steps).T + centre
+        rotated = rotate_about_y(coords, official_turn(i, steps), centre)
         relabel = np.full_like(label, -1)
         relabel[present] = tree.query(rotated, k=1)[1]
         out.append(relabel)
