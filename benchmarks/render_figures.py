@@ -23,12 +23,14 @@ import numpy as np
 from PIL import Image
 
 from kpengine.data import KeypointNetDataset
+from kpengine.geometry.transforms import bbox_centre
 from kpengine.io.mesh import load_mesh
 from kpengine.render.cameras import Intrinsics, Viewpoint, fit_distance, make_camera, rt_to_viewpoint
-from kpengine.render.overlay import draw_keypoints, overlay_mask, save_png, semantic_color, tile
+from kpengine.render.overlay import draw_keypoints, overlay_mask, save_png, tile
 from kpengine.render.project import dense_point_map, pca_rgb, project_points, semantic_map
 from kpengine.render.raycast import MeshRenderer
 from kpengine.render.refine import fit_pose_to_mask
+from kpengine.viz.palette import semantic_rgb
 
 CHAIR = "88382b877be91b2a572f8e1c1caad99e"
 COLOUR_MODELS = (  # textured chair; bathtub with a yellow tap; airplanes: 28 MTL colours, 13 (textures missing)
@@ -47,9 +49,8 @@ def colour_figure(data: Path, out: Path, size: int = 256) -> None:
         obj = data / "keypointnet/meshes" / rel / "models/model_normalized.obj"
         mesh = load_mesh(obj)
         coloured, grey = MeshRenderer.from_obj(obj, mesh), MeshRenderer(mesh)
-        lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
-        radius = float(np.linalg.norm(hi - lo)) / 2
-        cams = [make_camera(Viewpoint(az, 20.0, fit_distance(radius, k, 0.85)), k, (lo + hi) / 2) for az in (35, 150)]
+        radius, centre = float(np.linalg.norm(np.ptp(mesh.vertices, axis=0))) / 2, bbox_centre(mesh.vertices)
+        cams = [make_camera(Viewpoint(az, 20.0, fit_distance(radius, k, 0.85)), k, centre) for az in (35, 150)]
         t0 = time.perf_counter()
         rg = grey.render_batch(cams)
         t1 = time.perf_counter()
@@ -82,7 +83,7 @@ def main() -> None:
     ds = KeypointNetDataset(data / "keypointnet", "chair", "all")
     shape = ds.by_id(CHAIR)
     mesh = load_mesh(shape.mesh_path)
-    center = (mesh.vertices.min(0) + mesh.vertices.max(0)) / 2
+    center = bbox_centre(mesh.vertices)
     k = Intrinsics.from_fov(256, 256, 30.0)
     renderer = MeshRenderer.from_obj(shape.mesh_path, mesh)  # textures; faces in file order (face_index)
     tiles = []
@@ -100,7 +101,7 @@ def main() -> None:
         rgb[pmap >= 0] = pca_rgb(emb)[pmap[pmap >= 0]]
         tiles.append((rgb * 255).astype(np.uint8))
         sem = semantic_map(pmap, shape.points, shape.keypoints, shape.semantic_ids, radius=0.06)
-        sem_rgb = np.where((sem >= 0)[..., None], semantic_color(np.maximum(sem, 0)), 230 * r.mask[..., None])
+        sem_rgb = np.where((sem >= 0)[..., None], semantic_rgb(np.maximum(sem, 0)), 230 * r.mask[..., None])
         tiles.append(sem_rgb.astype(np.uint8))
     save_png(out / "chair_mesh_render.png", tile(tiles, 5))
     if args.skip_photo:
@@ -118,7 +119,7 @@ def main() -> None:
         r = MeshRenderer(mesh).render(best.camera)
         coarse = MeshRenderer(mesh).render(cands[0].camera).mask
         proj = project_points(shape.keypoints, best.camera, r.depth)
-        v = rt_to_viewpoint(best.camera.R, best.camera.t, (mesh.vertices.min(0) + mesh.vertices.max(0)) / 2)
+        v = rt_to_viewpoint(best.camera.R, best.camera.t, bbox_centre(mesh.vertices))
         fov = 2 * np.degrees(np.arctan(0.5 * mask.shape[1] / best.camera.intrinsics.fx))
         panels.append(overlay_mask(overlay_mask(photo, mask, (0, 160, 0), 0.25), coarse, (220, 30, 30), 0.35))
         panels.append(

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kpengine.viz.figures import plot_shape_keypoints, semantic_colors
+from kpengine.viz.figures import plot_shape_keypoints
+from kpengine.viz.palette import semantic_rgba
 
 
 def plot_fidelity(path: str | Path, points: np.ndarray, error: np.ndarray, kp_points: np.ndarray, ids: np.ndarray,
@@ -21,7 +22,7 @@ def plot_fidelity(path: str | Path, points: np.ndarray, error: np.ndarray, kp_po
     for k, (elev, azim) in enumerate(((20, -60), (20, 120))):
         ax = fig.add_subplot(1, 2, k + 1, projection="3d")
         sc = ax.scatter(*pts.T, s=3, c=error, cmap="viridis_r", vmin=error.min(), vmax=error.max())
-        ax.scatter(*kps.T, s=60, c=semantic_colors(ids), edgecolors="black", depthshade=False)
+        ax.scatter(*kps.T, s=60, c=semantic_rgba(ids), edgecolors="black", depthshade=False)
         for p, sid in zip(kps, ids.tolist()):
             ax.text(*p, f" {sid}", fontsize=7)
         ax.view_init(elev=elev, azim=azim)
@@ -41,7 +42,7 @@ def plot_clusters(path: str | Path, xy: np.ndarray, labels: np.ndarray, title: s
     fig, ax = plt.subplots(figsize=(6, 5.5))
     noise = labels < 0
     ax.scatter(*xy[noise].T, s=12, c="0.6", marker="x", label=f"noise ({int(noise.sum())})")
-    ax.scatter(*xy[~noise].T, s=10, c=semantic_colors(labels[~noise]))
+    ax.scatter(*xy[~noise].T, s=10, c=semantic_rgba(labels[~noise]))
     for c in np.unique(labels[~noise]):
         ax.annotate(str(c), xy[labels == c].mean(axis=0), fontsize=9, weight="bold")
     ax.legend(loc="best", fontsize=8)

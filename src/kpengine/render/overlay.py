@@ -9,21 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from kpengine.io.atomic import atomic_open
-
-_TAB20 = np.array(
-    [
-        [31, 119, 180], [174, 199, 232], [255, 127, 14], [255, 187, 120], [44, 160, 44], [152, 223, 138],
-        [214, 39, 40], [255, 152, 150], [148, 103, 189], [197, 176, 213], [140, 86, 75], [196, 156, 148],
-        [227, 119, 194], [247, 182, 210], [127, 127, 127], [199, 199, 199], [188, 189, 34], [219, 219, 141],
-        [23, 190, 207], [158, 218, 229],
-    ],
-    np.uint8,
-)  # fmt: skip
-
-
-def semantic_color(ids: np.ndarray) -> np.ndarray:
-    """(K,) ids -> (K, 3) uint8, tab20 cycling (the same colours as ``kpengine.viz.figures``)."""
-    return _TAB20[np.asarray(ids) % 20]
+from kpengine.viz.palette import semantic_rgb
 
 
 def draw_keypoints(
@@ -38,7 +24,7 @@ def draw_keypoints(
     im = Image.fromarray(np.ascontiguousarray(image))
     draw = ImageDraw.Draw(im)
     vis = np.ones(len(uv), bool) if visible is None else np.asarray(visible)
-    for (u, v), sid, c, ok in zip(uv, np.asarray(semantic_ids).tolist(), semantic_color(semantic_ids), vis):
+    for (u, v), sid, c, ok in zip(uv, np.asarray(semantic_ids).tolist(), semantic_rgb(semantic_ids), vis):
         if not np.isfinite([u, v]).all():
             continue
         box = [u - radius, v - radius, u + radius, v + radius]

@@ -15,14 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from kpengine.geometry.transforms import bbox_centre  # noqa: E402
 from kpengine.io.atomic import atomic_open  # noqa: E402
+from kpengine.viz.palette import semantic_rgba  # noqa: E402
 
 VIEWS: tuple[tuple[float, float], ...] = ((20, -60), (20, 30), (80, -90))
-
-
-def semantic_colors(ids: np.ndarray) -> np.ndarray:
-    """A stable colour per semantic id (tab20, cycling)."""
-    return plt.get_cmap("tab20")(np.asarray(ids) % 20)
 
 
 def to_plot_frame(xyz: np.ndarray) -> np.ndarray:
@@ -55,16 +52,16 @@ def plot_shape_keypoints(
     pts, kps = to_plot_frame(points), to_plot_frame(keypoints)
     fig = plt.figure(figsize=(4.2 * len(views), 4.6))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    centre, half = (lo + hi) / 2, (hi - lo).max() / 2
+    centre, half = bbox_centre(pts), (hi - lo).max() / 2
     for k, (elev, azim) in enumerate(views):
         ax = fig.add_subplot(1, len(views), k + 1, projection="3d")
         ax.scatter(*pts.T, s=1.5, c=pts[:, 2], cmap="Greys", vmin=lo[2] - 0.5 * (hi[2] - lo[2]), vmax=hi[2], alpha=0.5)
-        ax.scatter(*kps.T, s=60, c=semantic_colors(semantic_ids), edgecolors="black", linewidths=0.6, depthshade=False)
+        ax.scatter(*kps.T, s=60, c=semantic_rgba(semantic_ids), edgecolors="black", linewidths=0.6, depthshade=False)
         for p, sid in zip(kps, np.asarray(semantic_ids).tolist()):
             label = names.get(sid, str(sid)) if names else str(sid)
             ax.text(*p, f" {label}", fontsize=7)
         if predicted is not None and len(predicted):
-            colour = semantic_colors(predicted_ids) if predicted_ids is not None else "black"
+            colour = semantic_rgba(predicted_ids) if predicted_ids is not None else "black"
             ax.scatter(*to_plot_frame(predicted).T, s=70, c=colour, marker="x", linewidths=2.0, depthshade=False)
         ax.set_xlim(centre[0] - half, centre[0] + half)
         ax.set_ylim(centre[1] - half, centre[1] + half)
