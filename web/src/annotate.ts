@@ -3,12 +3,12 @@
 // save them (one request = one transaction on the server), go to the next model. Edits are
 // kept in localStorage as a draft, and a save that cannot reach the server waits in an
 // outbox that is re-sent when the connection returns.
-import { api, ApiError, banner, colorFor, token, Vec3, Viewer, ModelInfo } from "./common";
+import { AnnotationOut, api, ApiError, banner, colorFor, token, Vec3, Viewer, ModelInfo } from "./common";
 
 // set from /api/me before anything is placed: the one limit is defined on the server (kpengine.io.clicks)
 let MAX = 0;
 type Points = Record<number, Vec3>; // annotator's own index -> position
-interface Saved { category: string; model_id: string; revision: number; keypoints: { index: number; xyz: Vec3 }[] }
+type Saved = AnnotationOut;
 interface Outgoing { category: string; model_id: string; base_revision: number; points: Points }
 
 const $ = (id: string) => document.getElementById(id)!;

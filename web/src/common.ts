@@ -3,6 +3,10 @@ import * as THREE from "three";
 import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
 import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
 import { CSS2DObject, CSS2DRenderer } from "three/examples/jsm/renderers/CSS2DRenderer.js";
+import { PALETTE } from "./generated/palette";
+
+// The API's bodies, generated from /openapi.json (scripts/gen_web.py): one declaration each.
+export type { AnnotationOut, CategoryOut, ModelInfo, ModelRow } from "./generated/api-types";
 
 export type Vec3 = [number, number, number];
 
@@ -51,21 +55,9 @@ export function banner(kind: "error" | "warn" | "ok" | "", text = ""): void {
   el.textContent = text;
 }
 
-const PALETTE = [
-  0xe6194b, 0x3cb44b, 0xffe119, 0x4363d8, 0xf58231, 0x911eb4, 0x46f0f0, 0xf032e6, 0xbcf60c, 0xfabebe, 0x008080,
-  0xe6beff, 0x9a6324, 0x800000, 0xaaffc3, 0x808000, 0xffd8b1, 0x000075, 0x808080, 0x000000,
-];
-export const colorFor = (id: number): number => PALETTE[id % PALETTE.length];
+/** The colour of a semantic id: the PNG figures' (kpengine.viz.palette), cycling like Python's `%`. */
+export const colorFor = (id: number): number => PALETTE[((id % PALETTE.length) + PALETTE.length) % PALETTE.length];
 export const cssColor = (id: number): string => `#${colorFor(id).toString(16).padStart(6, "0")}`;
-
-export interface ModelInfo {
-  category: string;
-  model_id: string;
-  split: string | null;
-  has_mesh: boolean;
-  has_points: boolean;
-  keypoints: { semantic_id: number; name: string; xyz: Vec3 | null }[];
-}
 
 /** A labelled sphere; `scale` multiplies the marker size, `className` is added to its label. */
 export interface Marker { key: number; xyz: Vec3; color: number; text: string; selected?: boolean; scale?: number; className?: string }

@@ -5,10 +5,10 @@
 // Everything that decides the view is in the URL, so a copied link opens the same view.
 import * as THREE from "three";
 import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
-import { api, banner, colorFor, cssColor, Marker, ModelInfo, Vec3, Viewer } from "./common";
+import { api, banner, CategoryOut, colorFor, cssColor, Marker, ModelInfo, ModelRow, Vec3, Viewer } from "./common";
 
-interface Category { name: string; synset: string; n_models: number; labels: Record<string, string> }
-interface Row { model_id: string; split: string | null; n_keypoints: number; has_mesh: boolean; has_points: boolean; semantic_ids: number[] }
+/** A row of /api/explore/categories/{category}/models: the catalogue's ModelRow and the semantic ids it carries. */
+type Row = ModelRow & { semantic_ids: number[] };
 interface Summary {
   n_models: number; n_with_mesh: number; n_with_points: number; n_with_geometry: number;
   semantic_ids: { semantic_id: number; name: string | null; n_models: number }[];
@@ -28,7 +28,7 @@ const params = new URLSearchParams(location.search);
 const THRESHOLDS = Array.from({ length: 11 }, (_, i) => i / 100); // the benchmark's, as metrics/__init__.py
 
 const state = {
-  categories: [] as Category[],
+  categories: [] as CategoryOut[],
   category: "",
   rows: [] as Row[],
   shown: [] as Row[],
@@ -515,7 +515,7 @@ function wire(): void {
 
 async function main(): Promise<void> {
   try {
-    state.categories = await api<Category[]>("/api/categories");
+    state.categories = await api<CategoryOut[]>("/api/categories");
   } catch (err) {
     banner("error", `Cannot reach the server: ${err instanceof Error ? err.message : err}`);
     return;

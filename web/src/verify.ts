@@ -2,7 +2,7 @@
 // keypoints coloured by cluster, the selected model's keypoints in 3D, and the actions
 // (accept/reject a keypoint or a cluster, merge, split, name). Every action is saved by the
 // server in one transaction and the page redraws from the state the server sends back.
-import { api, banner, colorFor, cssColor, token, Vec3, Viewer } from "./common";
+import { api, banner, CategoryOut, colorFor, cssColor, ModelRow, token, Vec3, Viewer } from "./common";
 
 interface Cluster { id: number; name: string | null; pending: number; verified: number; rejected: number }
 interface Candidate { id: number; model_id: string; xy: [number, number]; cluster: number; error: number; keypoint_id: number | null }
@@ -16,7 +16,6 @@ interface State {
   keypoints: Keypoint[];
   result: Record<string, unknown> | null;
 }
-interface ModelRow { model_id: string; has_mesh: boolean; has_points: boolean }
 
 const $ = (id: string) => document.getElementById(id)!;
 const params = new URLSearchParams(location.search);
@@ -327,14 +326,14 @@ $("split-cluster").onclick = () => {
 new ResizeObserver(() => drawPlot()).observe(canvas.parentElement!);
 
 async function main(): Promise<void> {
-  let cats: { name: string; synset: string }[];
+  let cats: CategoryOut[];
   try {
     const me = await api<{ role: string }>("/api/me");
     if (me.role !== "admin") {
       banner("error", "This page needs an admin token (/verify?token=...)");
       return;
     }
-    cats = await api<{ name: string; synset: string }[]>("/api/categories");
+    cats = await api<CategoryOut[]>("/api/categories");
   } catch (err) {
     banner("error", `Cannot start: ${message(err)}`);
     return;

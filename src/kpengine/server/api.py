@@ -19,7 +19,16 @@ from kpengine.io.clicks import MAX_KEYPOINTS
 from kpengine.server.auth import AdminDep, AnnotatorDep
 from kpengine.server.geometry import OffSurface
 from kpengine.server.guard import BadJSON, parse_json
-from kpengine.server.schemas import AnnotationIn, AnnotationOut, Invitation, InvitationOut, KeypointOut
+from kpengine.server.schemas import (
+    AnnotationIn,
+    AnnotationOut,
+    CategoryOut,
+    Invitation,
+    InvitationOut,
+    KeypointOut,
+    ModelInfo,
+    ModelRow,
+)
 from kpengine.store import repo
 from kpengine.store.exchange import official_json, raw_annotations_json, store_model_annotations
 from kpengine.store.schema import Model, RawAnnotation
@@ -64,14 +73,16 @@ def health(request: Request, response: Response) -> dict:
 
 
 @router.get("/categories", tags=["public"])
-def categories(request: Request) -> list[dict]:
+def categories(request: Request) -> list[CategoryOut]:
     """Categories with model counts and semantic labels."""
     with _store(request).session() as s:
         return repo.list_categories(s)
 
 
 @router.get("/categories/{category}/models", tags=["public"])
-def models(request: Request, category: str, split: Annotated[str | None, Query(pattern="^(train|val|test)$")] = None):
+def models(
+    request: Request, category: str, split: Annotated[str | None, Query(pattern="^(train|val|test)$")] = None
+) -> list[ModelRow]:
     """Models of a category, optionally of one split."""
     with _store(request).session() as s:
         cat = repo.get_category(s, category)
@@ -81,7 +92,7 @@ def models(request: Request, category: str, split: Annotated[str | None, Query(p
 
 
 @router.get("/models/{category}/{model_id}", tags=["public"])
-def model_info(request: Request, category: str, model_id: str) -> dict:
+def model_info(request: Request, category: str, model_id: str) -> ModelInfo:
     """A model with its aggregated keypoints (semantic ids and their names) and symmetries."""
     with _store(request).session() as s:
         model = _model_or_404(s, category, model_id)

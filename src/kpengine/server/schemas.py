@@ -71,3 +71,43 @@ class InvitationOut(BaseModel):
     name: str
     role: str
     token: str
+
+
+# --------------------------------------------------------------------------- catalogue (public)
+# Declared so that /openapi.json describes them: web/src/generated/api-types.ts is generated from it.
+
+
+class CategoryOut(BaseModel):
+    name: str
+    synset: str
+    n_models: int
+    labels: dict[str, str] = Field(description="semantic id (as a string) -> name")
+
+
+class ModelRow(BaseModel):
+    model_id: str
+    split: str | None
+    n_keypoints: int = Field(description="aggregated keypoints stored for the model")
+    has_mesh: bool
+    has_points: bool
+
+
+class ModelKeypoint(BaseModel):
+    semantic_id: int
+    name: str
+    xyz: tuple[float, float, float] | None
+    point_index: int | None
+    face_index: int | None
+    status: str
+
+
+class ModelInfo(BaseModel):
+    category: str
+    synset: str
+    model_id: str
+    split: str | None
+    has_mesh: bool
+    has_points: bool
+    content_hash: str | None
+    orientation: list[float] = Field(description="row-major 3x3 rotation to the canonical frame")
+    keypoints: list[ModelKeypoint]
