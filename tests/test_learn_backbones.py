@@ -165,3 +165,18 @@ def test_pointnet_with_local_features_trains() -> None:
     assert out.shape == (2, 128, 8) and net.min_points == 8
     out.pow(2).sum().backward()
     assert points.grad is not None and net.conv1[0].weight.grad.abs()[:, 3:].sum() > 0
+
+
+def test_fps_on_cpu_picks_the_points_of_the_torch_loop() -> None:
+    """fpsample (CPU) and the vectorised torch loop are the same algorithm from point 0: the same
+    indices on random clouds at PointNet++'s sizes; S > N falls back to the torch loop."""
+    import numpy as np
+
+    from kpengine.learn.backbones.pointnet2 import farthest_point_sample, farthest_point_sample_torch
+
+    xyz = torch.from_numpy(np.random.default_rng(0).uniform(-0.5, 0.5, (3, 512, 3)).astype(np.float32))
+    assert torch.equal(farthest_point_sample(xyz, 128), farthest_point_sample_torch(xyz, 128))
+    grid = torch.from_numpy(np.stack(np.meshgrid(*[np.arange(6.0)] * 3), -1).reshape(1, -1, 3).astype(np.float32))
+    assert torch.equal(farthest_point_sample(grid, 40), farthest_point_sample_torch(grid, 40))  # ties: first index
+    small = xyz[:, :4]
+    assert torch.equal(farthest_point_sample(small, 6), farthest_point_sample_torch(small, 6))
