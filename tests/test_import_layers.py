@@ -35,20 +35,9 @@ LAYERS: list[str] = [
 #: Arrows that are known to be wrong and are being fixed elsewhere: (importer, imported) -> issue.
 KNOWN_LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
 #: Import circles being fixed elsewhere: frozenset of modules -> issue. Remove an entry when its fix lands.
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    # issue 10b (`runs`): the learn/ circle, predict <-> decision <-> transfer (lazy imports)
-    frozenset({"kpengine.learn.decision", "kpengine.learn.predict", "kpengine.learn.transfer"}): "10b",
-    # issue 10b (`runs`, registries): backbones/__init__ defines the registry, then imports the
-    # modules that register themselves in it, which import it back
-    frozenset(
-        {
-            "kpengine.learn.backbones",
-            "kpengine.learn.backbones.dgcnn",
-            "kpengine.learn.backbones.pointnet",
-            "kpengine.learn.backbones.pointnet2",
-        }
-    ): "10b",
-}
+#: (The learn/ circles predict <-> decision <-> transfer and backbones/__init__ <-> its modules were
+#: listed here until issue 10b's run mechanism and registries landed.)
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 
 def _modules() -> dict[str, Path]:

@@ -35,6 +35,7 @@ from functools import lru_cache
 import numpy as np
 
 from kpengine.errors import DataError
+from kpengine.geometry.transforms import bbox_centre
 from kpengine.io.mesh import Mesh
 from kpengine.render.appearance import DEFAULT_GREY, Appearance
 from kpengine.render.cameras import Camera
@@ -496,7 +497,7 @@ class GLMeshRenderer(_GLRenderer):
         if n_faces >= 2**24:
             raise DataError(f"{n_faces} faces: more than the 2**24 a float32 face id holds exactly", path=name)
         v = np.asarray(mesh.vertices, np.float64)
-        center = (v.min(0) + v.max(0)) / 2
+        center = bbox_centre(v)
         super().__init__(center, float(np.linalg.norm(v - center, axis=1).max()))
         self.mesh = mesh
         tri = v[f]  # (F, 3, 3)
@@ -648,7 +649,7 @@ class GLSplatRenderer(_GLRenderer):
             raise DataError(f"cannot render points of shape {points.shape}; expected (N, 3) with N > 0", path=name)
         if not np.isfinite(points).all():
             raise DataError("cannot render points with NaN or infinite coordinates", path=name)
-        center = (points.min(0) + points.max(0)) / 2
+        center = bbox_centre(points)
         self.radius = default_radius(points) if radius is None else float(radius)
         super().__init__(center, float(np.linalg.norm(points - center, axis=1).max()) + self.radius)
         self.points = points
