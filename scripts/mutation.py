@@ -38,11 +38,17 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_metrics.py"],
     ),
     "geometry": (
-        ["src/kpengine/geometry/geodesic.py", "src/kpengine/geometry/sampling.py", "src/kpengine/geometry/symmetry.py"],
+        [
+            "src/kpengine/geometry/geodesic.py",
+            "src/kpengine/geometry/sampling.py",
+            "src/kpengine/geometry/transforms.py",
+            "src/kpengine/metrics/relabel.py",
+        ],
         [
             "tests/test_geodesic.py",
             "tests/test_io_mesh.py",
             "tests/test_symmetry_eval.py",
+            "tests/test_transforms.py",
             "tests/test_mutation_geometry.py",
         ],
     ),

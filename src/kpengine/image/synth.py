@@ -43,6 +43,7 @@ import numpy as np
 
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
+from kpengine.geometry.transforms import bbox_centre
 from kpengine.image.backgrounds import BackgroundBank, generated_background
 from kpengine.image.types import ImageSample, Keypoints2D, resize
 from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, fit_distance, make_camera
@@ -125,7 +126,7 @@ def shape_geometry(shape: Shape, rng: np.random.Generator) -> ShapeGeometry:
         else:
             renderer = GLMeshRenderer(mesh, appearance=appearance, name=str(path))
         v = mesh.vertices
-        return ShapeGeometry(renderer, v, 0.0, "mesh", (v.min(0) + v.max(0)) / 2)
+        return ShapeGeometry(renderer, v, 0.0, "mesh", bbox_centre(v))
     pts = np.asarray(shape.points, np.float64)
     colors = shape.colors
     if colors is None or np.ptp(np.asarray(colors, np.int64), axis=0).max() == 0:
@@ -133,7 +134,7 @@ def shape_geometry(shape: Shape, rng: np.random.Generator) -> ShapeGeometry:
         colors = np.clip(base + rng.normal(0, 8, (len(pts), 3)), 0, 255).astype(np.uint8)
     radius = SURFEL_SCALE * default_radius(pts)  # 2,048 points leave gaps between narrower surfels
     renderer = GLSplatRenderer(pts, colors=colors, radius=radius, oriented=True, max_radius_px=24, name=shape.model_id)
-    return ShapeGeometry(renderer, pts, radius, "splat", (pts.min(0) + pts.max(0)) / 2)
+    return ShapeGeometry(renderer, pts, radius, "splat", bbox_centre(pts))
 
 
 def random_viewpoint(rng: np.random.Generator, cfg: SynthConfig, radius: float) -> tuple[Viewpoint, float]:
