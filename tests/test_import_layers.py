@@ -32,8 +32,14 @@ LAYERS: list[str] = [
     "cli",
 ]
 
-#: Arrows that are known to be wrong and are being fixed elsewhere: (importer, imported) -> issue.
-KNOWN_LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
+#: Arrows that are known to be wrong, to be fixed elsewhere: (importer, imported) modules -> issue.
+#: Remove an entry when its fix lands.
+KNOWN_LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
+    # issue 11a (`gl`): RenderSet.sample builds an image.types.ImageSample with a render.cameras.Camera
+    # inside the io layer (a lazy import); the reading belongs in io, building the sample in image/.
+    ("kpengine.io.renderset", "kpengine.image.types"): "11a",
+    ("kpengine.io.renderset", "kpengine.render.cameras"): "11a",
+}
 #: Import circles being fixed elsewhere: frozenset of modules -> issue. Remove an entry when its fix lands.
 #: (The learn/ circles predict <-> decision <-> transfer and backbones/__init__ <-> its modules were
 #: listed here until issue 10b's run mechanism and registries landed.)
@@ -140,7 +146,7 @@ def test_imports_only_go_down_the_layers():
         f"{m} imports {t}"
         for m, targets in import_graph().items()
         for t in targets
-        if rank[layer_of(t)] > rank[layer_of(m)] and (layer_of(m), layer_of(t)) not in KNOWN_LAYER_EXCEPTIONS
+        if rank[layer_of(t)] > rank[layer_of(m)] and (m, t) not in KNOWN_LAYER_EXCEPTIONS
     )
     assert not wrong, "imports from a lower layer to a higher one:\n" + "\n".join(wrong)
 
