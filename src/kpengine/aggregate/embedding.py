@@ -18,6 +18,9 @@ its last-but-one layer. Here:
   the input/feature transforms: models are canonically oriented), ``out_channels=128``;
   a linear classifier on top. Adam, lr 1e-3.
 - **Output.** g = the backbone's 128-d features, L2-normalised (distances in [0, 2]).
+- **Training** is an in-memory run of :mod:`kpengine.learn.runs` (no run directory): one epoch
+  whose items are the ``steps`` batches, drawn in order from ``default_rng(seed)`` (models,
+  then each model's clicked points plus random others) as the original step loop drew them.
 
 Later rounds reuse :func:`train_embedding` with the recovered semantic ids as one
 "annotator" whose numbering is the cluster ids.
@@ -27,14 +30,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from kpengine.aggregate.saliency import SIGMA
 from kpengine.geometry.transforms import bbox_centre
+from kpengine.learn.backbones import build_backbone
+from kpengine.learn.config import RunConfig
+from kpengine.learn.runs import Data, Run, Task
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,6 @@ class EmbeddingNet(nn.Module):
 
     def __init__(self, cfg: EmbeddingConfig, n_logits: int):
         super().__init__()
-        from kpengine.learn.backbones import build_backbone
-
         kw = {"out_channels": cfg.dim}
         if cfg.backbone == "pointnet":
             kw.update(width=cfg.width, feature_transform=False, input_transform=False)
@@ -86,6 +90,109 @@ def _centre(points: np.ndarray) -> np.ndarray:
     return points - bbox_centre(points)
 
 
+class ClickEmbeddingTask(Task):
+    """The embedding's training as a run-mechanism task: items are whole steps (batches of models)."""
+
+    shuffle = False  # the steps in the order they were drawn
+
+    def __init__(
+        self,
+        points: Sequence[np.ndarray],
+        clicks: Sequence[TrainingClicks],
+        n_annotators: int,
+        label_annotator: np.ndarray,
+        cfg: EmbeddingConfig,
+    ):
+        # threads 0: leave torch's thread setting to the caller, as the pipeline always did
+        super().__init__(RunConfig(task="click-embedding", epochs=1, batch_size=1, lr=cfg.lr, seed=cfg.seed, threads=0))
+        self.cfg = cfg
+        self.points, self.clicks = points, clicks
+        self.n_labels, self.n_annotators = len(label_annotator), n_annotators
+        slices = [np.flatnonzero(label_annotator == a) for a in range(n_annotators)]
+        # position of each label inside its annotator's slice
+        self.local = np.zeros(self.n_labels, np.int64)
+        for sl in slices:
+            self.local[sl] = np.arange(len(sl))
+        # per annotator: the logit columns of its softmax (its labels, padding, its background last)
+        self.width = max((len(sl) for sl in slices), default=0) + 1
+        self.columns = np.zeros((n_annotators, self.width), np.int64)
+        self.valid = np.zeros((n_annotators, self.width), bool)
+        for a, sl in enumerate(slices):
+            self.columns[a, : len(sl)] = sl
+            self.columns[a, -1] = self.n_labels + a
+            self.valid[a, : len(sl)] = self.valid[a, -1] = True
+        self.usable = [m for m, c in enumerate(clicks) if len(c.label)]
+        if not self.usable:
+            raise ValueError("no clicks to learn an embedding from")
+        self.centred = [_centre(np.asarray(p, np.float32)) for p in points]
+        self.losses: list[float] = []
+
+    def data(self) -> Data:
+        """The ``steps`` batches: models and point selections drawn now (small), targets per item."""
+        cfg, rng = self.cfg, np.random.default_rng(self.cfg.seed)
+        steps = []
+        for _ in range(cfg.steps):
+            batch = rng.choice(self.usable, size=min(cfg.batch, len(self.usable)), replace=False)
+            n = min(cfg.train_points, min(len(self.points[m]) for m in batch))
+            steps.append(
+                (batch, [_sample(rng, len(self.points[m]), np.unique(self.clicks[m].point_index), n) for m in batch])
+            )
+        return Data(_Steps(self, steps), None, _single)
+
+    def model(self) -> EmbeddingNet:
+        return EmbeddingNet(self.cfg, self.n_labels + self.n_annotators)
+
+    def loss(self, net: nn.Module, step: dict[str, Any]) -> torch.Tensor:
+        g, logits = net(step["points"])
+        n = step["points"].shape[1]
+        # one masked log-softmax over every (model, annotator) pair of the batch at once:
+        # each annotator's softmax sees only its own labels and its background class
+        pair_model, pair_ann = step["pair_model"], step["pair_annotator"]
+        lg = logits[pair_model].gather(2, torch.from_numpy(self.columns[pair_ann])[:, None, :].expand(-1, n, -1))
+        lg = lg.masked_fill(~torch.from_numpy(self.valid[pair_ann])[:, None, :], -1e9)  # (P, n, width)
+        ce = -(step["targets"] * torch.log_softmax(lg, dim=2)).sum(dim=2)  # (P, n)
+        w = step["weights"]
+        loss_cls = ((w * ce).sum(dim=1) / w.sum(dim=1)).mean()
+        flat = g.reshape(-1, g.shape[-1])
+        collapse = torch.relu(1.0 - flat.std(dim=0)).mean()
+        loss = loss_cls + self.cfg.collapse_weight * collapse + net.backbone.regularizer()
+        self.losses.append(loss.item())
+        return loss
+
+    def size(self, step: dict[str, Any]) -> int:
+        return 1  # the epoch's loss is the mean over steps
+
+
+class _Steps(torch.utils.data.Dataset):
+    """Item i: step i's points (B, n, 3) and soft targets of its (model, annotator) pairs."""
+
+    def __init__(self, task: ClickEmbeddingTask, steps: list[tuple[np.ndarray, list[np.ndarray]]]):
+        self.task, self.steps = task, steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        t = self.task
+        batch, sel = self.steps[i]
+        xb = np.stack([t.centred[m][s] for m, s in zip(batch, sel)])  # (B, n, 3)
+        pair_model, pair_ann, targets, weights = _soft_targets(
+            xb, [t.centred[m] for m in batch], [t.clicks[m] for m in batch], t.local, t.width, t.cfg.sigma
+        )
+        return {
+            "points": torch.from_numpy(xb),
+            "pair_model": torch.from_numpy(pair_model),
+            "pair_annotator": pair_ann,
+            "targets": torch.from_numpy(targets),
+            "weights": torch.from_numpy(weights),
+        }
+
+
+def _single(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate of batch size 1: an item is already a whole step."""
+    return items[0]
+
+
 def train_embedding(
     points: Sequence[np.ndarray],
     clicks: Sequence[TrainingClicks],
@@ -96,61 +203,14 @@ def train_embedding(
 ) -> tuple[EmbeddingNet, list[float]]:
     """Fit the embedding. ``points``: M clouds (N, 3); ``label_annotator`` (L,) owner of each label.
 
-    Returns the network and the loss per step.
+    Returns the network (eval mode) and the loss per step.
     """
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    n_labels = len(label_annotator)
-    net = EmbeddingNet(cfg, n_labels + n_annotators)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    slices = [np.flatnonzero(label_annotator == a) for a in range(n_annotators)]
-    # position of each label inside its annotator's slice
-    local = np.zeros(n_labels, np.int64)
-    for s in slices:
-        local[s] = np.arange(len(s))
-    # per annotator: the logit columns of its softmax (its labels, padding, its background last)
-    width = max((len(s) for s in slices), default=0) + 1
-    columns = np.zeros((n_annotators, width), np.int64)
-    valid = np.zeros((n_annotators, width), bool)
-    for a, s in enumerate(slices):
-        columns[a, : len(s)] = s
-        columns[a, -1] = n_labels + a
-        valid[a, : len(s)] = valid[a, -1] = True
-    usable = [m for m, c in enumerate(clicks) if len(c.label)]
-    if not usable:
-        raise ValueError("no clicks to learn an embedding from")
-    centred = [_centre(np.asarray(p, np.float32)) for p in points]
-    losses: list[float] = []
-    net.train()
-    bar = tqdm(range(cfg.steps), desc="embedding", disable=not progress, leave=False)
-    for _ in bar:
-        batch = rng.choice(usable, size=min(cfg.batch, len(usable)), replace=False)
-        n = min(cfg.train_points, min(len(points[m]) for m in batch))
-        sel = [_sample(rng, len(points[m]), np.unique(clicks[m].point_index), n) for m in batch]
-        xb = np.stack([centred[m][s] for m, s in zip(batch, sel)])  # (B, n, 3)
-        pair_model, pair_ann, targets, weights = _soft_targets(
-            xb, [centred[m] for m in batch], [clicks[m] for m in batch], local, width, cfg.sigma
-        )
-        g, logits = net(torch.from_numpy(xb))
-        # one masked log-softmax over every (model, annotator) pair of the batch at once:
-        # each annotator's softmax sees only its own labels and its background class
-        lg = logits[torch.from_numpy(pair_model)].gather(
-            2, torch.from_numpy(columns[pair_ann])[:, None, :].expand(-1, n, -1)
-        )  # (P, n, width)
-        lg = lg.masked_fill(~torch.from_numpy(valid[pair_ann])[:, None, :], -1e9)
-        ce = -(torch.from_numpy(targets) * torch.log_softmax(lg, dim=2)).sum(dim=2)  # (P, n)
-        w = torch.from_numpy(weights)
-        loss_cls = ((w * ce).sum(dim=1) / w.sum(dim=1)).mean()
-        flat = g.reshape(-1, g.shape[-1])
-        collapse = torch.relu(1.0 - flat.std(dim=0)).mean()
-        loss = loss_cls + cfg.collapse_weight * collapse + net.backbone.regularizer()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    task = ClickEmbeddingTask(points, clicks, n_annotators, label_annotator, cfg)
+    run = Run(task, None, progress=progress)
+    run.run()
+    net = run.model
     net.eval()
-    return net, losses
+    return net, task.losses
 
 
 def _sample(rng: np.random.Generator, n_points: int, clicked: np.ndarray, n: int) -> np.ndarray:

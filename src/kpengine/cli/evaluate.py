@@ -93,7 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     from kpengine.data import KeypointNetDataset
-    from kpengine.learn.template import MeanPositionTemplate
+    from kpengine.learn.template import TemplatePredictor
 
     check_output(args.out)
     fit = KeypointNetDataset(args.data, args.category, args.fit_split)
@@ -104,12 +104,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    template = MeanPositionTemplate.fit(fit)
-    target = KeypointNetDataset(args.data, args.category, args.split)
-    if args.task == "correspondence":
-        preds = {s.model_id: {str(k): v for k, v in template.predict_correspondence(s).items()} for s in target}
-    else:
-        preds = {s.model_id: [[i, f] for i, f in template.predict_saliency(s)] for s in target}
+    template = TemplatePredictor(args.task).fit(fit)
+    preds = template.predict(KeypointNetDataset(args.data, args.category, args.split))
     emit_json(preds, args.out)
     print(f"wrote {args.task} predictions for {len(preds)} models to {args.out}")
     return 0

@@ -36,6 +36,34 @@ holds its config (a :class:`~kpengine.learn.config.RunConfig` subclass) and answ
   ``resume`` continues;
 * ``out=None``: an in-memory run (nothing written, no resume), e.g. a network trained inside a
   pipeline; the trained model is ``Run.model``.
+
+An image network, for example (``kpengine train --task viewpoint`` when the module is in a
+package the CLI adds to the registry; ``train_run`` from Python in any case)::
+
+    @dataclass(kw_only=True)
+    class ViewpointConfig(RunConfig):
+        size: int = 64
+        IDENTITY: ClassVar[tuple[str, ...]] = ("task", "size")
+
+    @TASKS.register("viewpoint")
+    class ViewpointTask(Task):
+        config_class = ViewpointConfig
+
+        def data(self) -> Data:  # augmentation: per item from (seed, epoch, index), or torch's RNG
+            return Data(ViewDataset(..., train=True), ViewDataset(..., train=False), default_collate)
+
+        def model(self) -> nn.Module:
+            return ViewpointNet(self.config.size)
+
+        def loss(self, net, batch):
+            x, azimuth, elevation = batch
+            return viewpoint_loss(net(x), azimuth, elevation)
+
+        def optimizer(self, model):
+            return torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=1e-4)
+
+    config = ViewpointConfig(task="viewpoint", epochs=30, lr=2e-3, lr_schedule="cosine", min_lr_ratio=0.0)
+    summary = train_run(ViewpointTask(config), "runs/vp", time_limit_s=480)
 """
 
 from __future__ import annotations

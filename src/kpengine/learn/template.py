@@ -4,18 +4,21 @@ Each semantic id is predicted at its mean position over the training shapes that
 it, snapped to the nearest point of the test cloud. It is the floor every learned method
 must clear (the issue's anchor: PCK 0.074 / 0.411 / 0.742 at 0.01 / 0.05 / 0.10 on
 bathtub). For saliency every template position is a detection, scored by the fraction of
-training shapes that carry the id.
+training shapes that carry the id. :class:`TemplatePredictor` is the template behind the
+predictor interface (``fit`` on training shapes, ``predict`` in evaluate's format).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Self
 
 import numpy as np
 
 from kpengine.data.shape import Shape
 from kpengine.geometry.sampling import snap_to_points
+from kpengine.learn.predictor import Predictor
 
 
 @dataclass
@@ -62,3 +65,24 @@ class MeanPositionTemplate:
         for i, f in zip(idx.tolist(), self.frequency[ids].tolist()):
             best[i] = max(best.get(i, 0.0), f)
         return sorted(best.items(), key=lambda kv: -kv[1])
+
+
+class TemplatePredictor(Predictor):
+    """The mean-position template for ``task`` "correspondence" or "saliency"."""
+
+    def __init__(self, task: str = "correspondence"):
+        if task not in ("correspondence", "saliency"):
+            raise ValueError(f"the template predicts correspondence or saliency, not {task!r}")
+        self.evaluates_as = task
+        self.template: MeanPositionTemplate | None = None
+
+    def fit(self, shapes: Sequence[Shape]) -> Self:
+        self.template = MeanPositionTemplate.fit(shapes)
+        return self
+
+    def predict(self, shapes: Sequence[Shape]) -> dict[str, Any]:
+        if self.template is None:
+            raise ValueError("fit the template on annotated shapes first")
+        if self.evaluates_as == "correspondence":
+            return {s.model_id: {str(k): v for k, v in self.template.predict_correspondence(s).items()} for s in shapes}
+        return {s.model_id: [[i, f] for i, f in self.template.predict_saliency(s)] for s in shapes}
