@@ -47,6 +47,8 @@ def site(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "url": url,
             "token": token,
             "model": anns[0].model_id,
+            "model2": anns[1].model_id,
+            "root": sample_root,
             "n_agg": len(anns[0].keypoints),
         }
     store.dispose()
@@ -81,6 +83,59 @@ def _click_on_model(page, n: int) -> int:  # noqa: ANN001
         angle = i * 2.4
         page.mouse.click(cx + r * math.cos(angle), cy + r * math.sin(angle))
     return placed()
+
+
+def test_drag_a_keypoint_along_the_surface(site: dict, browser) -> None:  # noqa: ANN001
+    """Select a saved keypoint, drag it to another spot on the model, save, reload: the moved
+    point is stored and is a point of the mesh's surface (the barycentric combination of its
+    triangle's corners), the other keypoints stay where they were."""
+    import httpx
+    import numpy as np
+
+    from kpengine.io.layout import mesh_path
+    from kpengine.io.mesh import load_mesh
+
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{site['url']}/annotate?token={site['token']}&category=mug&model={site['model2']}")
+    page.wait_for_function("document.getElementById('status').textContent.length > 0", timeout=20000)
+    page.wait_for_timeout(500)
+    assert _click_on_model(page, 3) == 3
+    page.click("#save")
+    page.wait_for_selector("#banner.ok", timeout=10000)
+    api = f"{site['url']}/api/annotations/mug/{site['model2']}"
+    headers = {"Authorization": f"Bearer {site['token']}"}
+    before = {k["index"]: k for k in httpx.get(api, headers=headers).json()["keypoints"]}
+
+    page.locator("#keypoints li").nth(0).click()  # select keypoint 0, then drag it 40 px left, 20 down
+    page.wait_for_selector("#view .kp-label.selected", timeout=5000)
+    box = page.locator("#view .kp-label.selected").bounding_box()  # centred on the marker (CSS2D)
+    x0, y0 = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for s in range(1, 21):  # small steps: the marker follows the pointer and stays under it
+        page.mouse.move(x0 - 2 * s, y0 + s)
+        page.wait_for_timeout(20)
+    page.mouse.up()
+    page.click("#save")
+    page.wait_for_function("document.getElementById('banner').className.includes('ok')", timeout=10000)
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('#view .kp-label').length === 3", timeout=20000)
+    assert "revision 2" in page.inner_text("#status")
+
+    after = {k["index"]: k for k in httpx.get(api, headers=headers).json()["keypoints"]}
+    assert sorted(after) == [0, 1, 2]
+    moved = np.array(after[0]["xyz"])
+    assert np.linalg.norm(moved - before[0]["xyz"]) > 0.02, "keypoint 0 did not move"
+    for k in (1, 2):
+        np.testing.assert_allclose(after[k]["xyz"], before[k]["xyz"], atol=1e-12)
+    mesh = load_mesh(mesh_path(site["root"], "03797390", site["model2"]))
+    corners = mesh.vertices[mesh.faces[after[0]["face_index"]]]
+    np.testing.assert_allclose(np.array(after[0]["barycentric"]) @ corners, moved, atol=1e-6)
+    page.screenshot(path=str(SHOTS / "kpengine_annotate_dragged.png"))
+    assert not errors, errors
+    page.close()
 
 
 def test_annotate_save_reload_and_offline(site: dict, browser) -> None:  # noqa: ANN001
