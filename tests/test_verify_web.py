@@ -85,3 +85,51 @@ def test_verify_page_reject_and_name(site: dict, browser) -> None:  # noqa: ANN0
     assert "admin" in other.inner_text("#banner")
     other.close()
     page.close()
+
+
+def test_verify_page_split_button(site: dict, browser) -> None:  # noqa: ANN001, F811
+    """Pick a cluster, press Split: its keypoints are cut in two by 2-means on the t-SNE plot.
+
+    Checked in the store: the cluster's keypoints are now two non-empty parts (the old id and one
+    above the largest), together exactly the old set, and each part is nearer its own mean than the
+    other's (the fixed point 2-means stops at: a split a person would draw on the scatter plot)."""
+    import numpy as np
+
+    from kpengine.store.schema import AggregationCandidate
+
+    source = 3
+    with site["store"].session() as s:
+        before = set(s.scalars(select(AggregatedKeypoint.id).where(AggregatedKeypoint.semantic_id == source)))
+        top = max(s.scalars(select(AggregatedKeypoint.semantic_id)))
+    assert len(before) >= 4
+    page = browser.new_page(viewport={"width": 1500, "height": 820})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{site['url']}/verify?token={site['tokens']['admin']}&category=chair")
+    page.wait_for_selector(f"#clusters li[data-id='{source}']", timeout=20000)
+    n_clusters = page.locator("#clusters li").count()
+    page.locator(f"#clusters li[data-id='{source}']").click()
+    page.click("#split-cluster")
+    page.wait_for_function(
+        f"document.getElementById('banner').textContent.startsWith('Split cluster {source}')", timeout=10000
+    )
+    page.wait_for_selector(f"#clusters li[data-id='{top + 1}']", timeout=10000)
+    assert page.locator("#clusters li").count() == n_clusters + 1
+    page.screenshot(path=str(SHOTS / "kpengine_verify_split.png"))
+    assert not errors, errors
+    page.close()
+
+    with site["store"].session() as s:
+        kept = set(s.scalars(select(AggregatedKeypoint.id).where(AggregatedKeypoint.semantic_id == source)))
+        moved = set(s.scalars(select(AggregatedKeypoint.id).where(AggregatedKeypoint.semantic_id == top + 1)))
+        xy = {
+            c.keypoint_id: (c.tsne_x, c.tsne_y, c.cluster)
+            for c in s.scalars(select(AggregationCandidate).where(AggregationCandidate.keypoint_id.in_(before)))
+        }
+    assert kept and moved and kept | moved == before and not kept & moved
+    assert all(xy[k][2] == top + 1 for k in moved) and all(xy[k][2] == source for k in kept)
+    a = np.array([xy[k][:2] for k in kept])
+    b = np.array([xy[k][:2] for k in moved])
+    ma, mb = a.mean(axis=0), b.mean(axis=0)
+    assert (np.linalg.norm(a - ma, axis=1) <= np.linalg.norm(a - mb, axis=1)).all()
+    assert (np.linalg.norm(b - mb, axis=1) <= np.linalg.norm(b - ma, axis=1)).all()
