@@ -159,6 +159,9 @@ def test_annotate_save_reload_and_offline(site: dict, browser) -> None:  # noqa:
     page.wait_for_function("document.querySelectorAll('#view .kp-label').length === 4", timeout=20000)
     assert "revision 1" in page.inner_text("#status")
     assert page.locator("#done li").count() == 1
+    page.wait_for_function("document.getElementById('progress').textContent.length > 0", timeout=10000)
+    assert page.inner_text("#progress") == "You have annotated 1 model: mug 1/12"  # the annotator's own progress
+    assert "Ctrl+S" in (page.text_content("#shortcuts") or "")
 
     # select keypoint 3 in the list, delete it, undo the delete: still 4
     page.locator("#keypoints li").nth(3).click()

@@ -149,6 +149,11 @@ document.addEventListener("keydown", (ev) => {
   if ((ev.target as HTMLElement).tagName === "INPUT") return;
   if (ev.key === "Delete" || ev.key === "Backspace") remove();
   if (ev.key === "z" && (ev.ctrlKey || ev.metaKey)) undo();
+  if (ev.key === "s" && (ev.ctrlKey || ev.metaKey)) {
+    ev.preventDefault(); // the browser's "save page"
+    void save();
+  }
+  if (ev.key === "n" && !ev.ctrlKey && !ev.metaKey && !ev.altKey) void next();
 });
 $("delete").onclick = remove;
 $("undo").onclick = undo;
@@ -246,8 +251,20 @@ async function next(): Promise<void> {
 }
 $("next").onclick = () => void next();
 
+/** The annotator's own progress: models they saved, per category, out of the category's models. */
+async function showProgress(done: Saved[]): Promise<void> {
+  const categories = await api<{ name: string; n_models: number }[]>("/api/categories");
+  const mine = new Map<string, number>();
+  for (const d of done) mine.set(d.category, (mine.get(d.category) ?? 0) + 1);
+  const parts = categories
+    .filter((c) => mine.has(c.name) || c.name === state.category)
+    .map((c) => `${c.name} ${mine.get(c.name) ?? 0}/${c.n_models}`);
+  $("progress").textContent = `You have annotated ${done.length} model${done.length === 1 ? "" : "s"}` + (parts.length ? `: ${parts.join(" · ")}` : "");
+}
+
 async function refreshDone(): Promise<void> {
   const done = await api<Saved[]>("/api/annotations");
+  void showProgress(done);
   const list = $("done");
   list.replaceChildren(
     ...done.map((d) => {
