@@ -59,6 +59,18 @@ export function banner(kind: "error" | "warn" | "ok" | "", text = ""): void {
 export const colorFor = (id: number): number => PALETTE[((id % PALETTE.length) + PALETTE.length) % PALETTE.length];
 export const cssColor = (id: number): string => `#${colorFor(id).toString(16).padStart(6, "0")}`;
 
+/** A model's point cloud as three.js points: its own colours, or grey when `neutral`. */
+export async function loadCloud(category: string, modelId: string, neutral = false): Promise<THREE.Points> {
+  const base = `/api/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}`;
+  const cloud = await api<{ points: number[]; colors: number[] | null }>(`${base}/points`);
+  const geom = new THREE.BufferGeometry();
+  geom.setAttribute("position", new THREE.Float32BufferAttribute(cloud.points, 3));
+  const colors = neutral ? null : cloud.colors;
+  if (colors) geom.setAttribute("color", new THREE.Float32BufferAttribute(colors.map((c) => c / 255), 3));
+  const mat = new THREE.PointsMaterial({ size: 0.012, vertexColors: !!colors, color: colors ? 0xffffff : 0x9aa5b5 });
+  return new THREE.Points(geom, mat);
+}
+
 /** A labelled sphere; `scale` multiplies the marker size, `className` is added to its label. */
 export interface Marker { key: number; xyz: Vec3; color: number; text: string; selected?: boolean; scale?: number; className?: string }
 
@@ -118,13 +130,7 @@ export class Viewer {
       });
       this.model.add(gltf.scene);
     } else {
-      const cloud = await api<{ points: number[]; colors: number[] | null }>(`${base}/points`);
-      const geom = new THREE.BufferGeometry();
-      geom.setAttribute("position", new THREE.Float32BufferAttribute(cloud.points, 3));
-      const colors = neutral ? null : cloud.colors;
-      if (colors) geom.setAttribute("color", new THREE.Float32BufferAttribute(colors.map((c) => c / 255), 3));
-      const mat = new THREE.PointsMaterial({ size: 0.012, vertexColors: !!colors, color: colors ? 0xffffff : 0x9aa5b5 });
-      this.model.add(new THREE.Points(geom, mat));
+      this.model.add(await loadCloud(category, modelId, neutral));
     }
     this.target = this.model;
     this.frame();

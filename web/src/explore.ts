@@ -5,7 +5,7 @@
 // Everything that decides the view is in the URL, so a copied link opens the same view.
 import * as THREE from "three";
 import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
-import { api, banner, CategoryOut, colorFor, cssColor, Marker, ModelInfo, ModelRow, Vec3, Viewer } from "./common";
+import { api, banner, CategoryOut, colorFor, cssColor, loadCloud, Marker, ModelInfo, ModelRow, Vec3, Viewer } from "./common";
 
 /** A row of /api/explore/categories/{category}/models: the catalogue's ModelRow and the semantic ids it carries. */
 type Row = ModelRow & { semantic_ids: number[] };
@@ -214,7 +214,7 @@ function aroundAxis(points: Vec3[], axis: Vec3): Vec3[] {
   return [...points].sort((p, q) => angle(p) - angle(q));
 }
 
-async function loadMesh(category: string, modelId: string): Promise<void> {
+async function loadMesh(category: string, modelId: string): Promise<THREE.Object3D> {
   const url = `/api/explore/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}/display.glb`;
   const gltf = await new GLTFLoader().loadAsync(url);
   gltf.scene.traverse((o) => {
@@ -226,8 +226,7 @@ async function loadMesh(category: string, modelId: string): Promise<void> {
       if (mat instanceof THREE.MeshStandardMaterial) Object.assign(mat, { metalness: 0, roughness: 0.85 });
     }
   });
-  view.model.add(gltf.scene);
-  view.target = view.model;
+  return gltf.scene;
 }
 
 /** What the view shows for the current model: the predictions when loaded, else its keypoints. */
@@ -283,28 +282,33 @@ async function showModel(modelId: string): Promise<void> {
   const category = state.category;
   const base = `/api/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}`;
   document.body.dataset.shown = "";
+  // predictions index the cloud, so a scored model is shown as its cloud
+  const wantCloud = state.display === "cloud" || state.predBy.has(modelId);
+  let shownAs: Display | "keypoints" = row.has_mesh && !(wantCloud && row.has_points) ? "mesh" : row.has_points ? "cloud" : "keypoints";
+  // the geometry loads while the keypoints do
+  const geometry = shownAs === "mesh" ? loadMesh(category, modelId) : shownAs === "cloud" ? loadCloud(category, modelId, true) : null;
+  geometry?.catch(() => undefined); // reported below
   try {
     const [info, symmetries] = await Promise.all([
       api<ModelInfo>(base),
       api<Symmetry[]>(`/api/explore/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}/symmetries`),
     ]);
-    if (ticket !== state.loading) return;
-    // predictions index the cloud, so a scored model is shown as its cloud
-    const wantCloud = state.display === "cloud" || state.predBy.has(modelId);
-    let shownAs: Display | "keypoints" = row.has_mesh && !(wantCloud && row.has_points) ? "mesh" : row.has_points ? "cloud" : "keypoints";
-    disposeModel();
     let note = "";
+    let object: THREE.Object3D | null = null;
     try {
-      if (shownAs === "mesh") await loadMesh(category, modelId);
-      else if (shownAs === "cloud") await view.load(category, modelId, { has_mesh: false }, true, true);
+      object = await geometry;
     } catch (err) {
       note = `Cannot load the ${shownAs} (${err instanceof Error ? err.message : err}); showing the keypoints alone. `;
       shownAs = "keypoints";
     }
     if (ticket !== state.loading) return;
+    disposeModel();
+    if (object) {
+      view.model.add(object);
+      view.target = view.model;
+    }
     const kps = info.keypoints.filter((k) => k.xyz);
     if (shownAs === "keypoints") {
-      disposeModel();
       view.target = null;
       const box = new THREE.Box3().setFromPoints(kps.map((k) => new THREE.Vector3(...k.xyz!)));
       if (box.isEmpty()) box.set(new THREE.Vector3(-0.3, -0.3, -0.3), new THREE.Vector3(0.3, 0.3, 0.3));
@@ -341,14 +345,15 @@ async function showModel(modelId: string): Promise<void> {
 
 // ------------------------------------------------------------------ categories and predictions
 
-async function showCategory(wanted?: string | null): Promise<void> {
+function fetchCategory(category: string): Promise<[Row[], Summary]> {
+  const cat = encodeURIComponent(category);
+  return Promise.all([api<Row[]>(`/api/explore/categories/${cat}/models`), api<Summary>(`/api/explore/categories/${cat}/summary`)]);
+}
+
+async function showCategory(wanted?: string | null, prefetched?: Promise<[Row[], Summary]>): Promise<void> {
   state.category = input("category").value;
-  const cat = encodeURIComponent(state.category);
   try {
-    const [rows, summary] = await Promise.all([
-      api<Row[]>(`/api/explore/categories/${cat}/models`),
-      api<Summary>(`/api/explore/categories/${cat}/summary`),
-    ]);
+    const [rows, summary] = await (prefetched ?? fetchCategory(state.category));
     state.rows = rows;
     state.summary = summary;
     if (input("geo").value === "any" && summary.n_with_geometry === 0) {
@@ -514,6 +519,10 @@ function wire(): void {
 }
 
 async function main(): Promise<void> {
+  // a linked category's models load while the category list does
+  const linked = params.get("category");
+  const early = linked ? fetchCategory(linked) : undefined;
+  early?.catch(() => undefined); // an unknown name is reported below, by the list
   try {
     state.categories = await api<CategoryOut[]>("/api/categories");
   } catch (err) {
@@ -531,6 +540,6 @@ async function main(): Promise<void> {
   // open on a model that can be seen: with geometry when the category has any
   input("geo").value = params.get("geo") ?? (params.get("model") ? "" : "any");
   wire();
-  await showCategory(params.get("model"));
+  await showCategory(params.get("model"), cat && cat.name === linked ? early : undefined);
 }
 void main();
