@@ -5,18 +5,11 @@
 // Everything that decides the view is in the URL, so a copied link opens the same view.
 import * as THREE from "three";
 import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
-import { api, banner, CategoryOut, colorFor, cssColor, loadCloud, Marker, ModelInfo, ModelRow, Vec3, Viewer } from "./common";
+import { api, banner, CategoryOut, colorFor, cssColor, loadCloud, Marker, ModelInfo, Vec3, Viewer } from "./common";
+import type {
+  CategorySummary as Summary, ExploreModelRow as Row, ModelScores as Scored, PredictionScores as Predictions, SymmetryOut as Symmetry,
+} from "./generated/api-types";
 
-/** A row of /api/explore/categories/{category}/models: the catalogue's ModelRow and the semantic ids it carries. */
-type Row = ModelRow & { semantic_ids: number[] };
-interface Summary {
-  n_models: number; n_with_mesh: number; n_with_points: number; n_with_geometry: number;
-  semantic_ids: { semantic_id: number; name: string | null; n_models: number }[];
-}
-interface Symmetry { kind: "reflection" | "rotation"; semantic_ids: number[]; xyz: Vec3[]; is_circle: boolean; circle: { center: Vec3; radius: number; normal: Vec3 } | null }
-interface Pair { pred: number | null; gt: number | null; semantic_id: number | null; distance: number | null; pred_xyz: Vec3 | null; gt_xyz: Vec3 | null }
-interface Scored { model_id: string; split: string | null; score: (number | null)[]; mean_error: number | null; pairs: Pair[]; gt: { semantic_id: number; xyz: Vec3; distance: number | null }[] }
-interface Predictions { task: "saliency" | "correspondence"; source: string; thresholds: number[]; warnings: string[]; models: Scored[] }
 type Display = "mesh" | "cloud";
 
 const $ = (id: string) => document.getElementById(id)!;
@@ -25,7 +18,8 @@ const view = new Viewer($("view"));
 const overlay = new THREE.Group();
 view.scene.add(overlay);
 const params = new URLSearchParams(location.search);
-const THRESHOLDS = Array.from({ length: 11 }, (_, i) => i / 100); // the benchmark's, as metrics/__init__.py
+// the benchmark's (kpengine.metrics.THRESHOLDS); a predictions answer carries them too
+const THRESHOLDS = Array.from({ length: 11 }, (_, i) => i / 100);
 
 const state = {
   categories: [] as CategoryOut[],

@@ -20,11 +20,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from kpengine.errors import DataError
@@ -33,10 +34,88 @@ from kpengine.io.predictions import parse_correspondence_predictions, parse_sali
 from kpengine.metrics import THRESHOLDS
 from kpengine.metrics.per_model import model_errors
 from kpengine.server.guard import BadJSON, parse_json
+from kpengine.server.schemas import ModelRow
 from kpengine.store import repo
 from kpengine.store.schema import AggregatedKeypoint, Model, SymmetryGroup
 
 router = APIRouter(prefix="/api/explore", tags=["explore"])
+
+
+# --------------------------------------------------------------------------- response bodies
+# Declared so that /openapi.json describes them and the page's TypeScript types are generated
+# from it (scripts/gen_web.py), like the catalogue's.
+
+Vec3 = tuple[float, float, float]
+
+
+class ExploreModelRow(ModelRow):
+    semantic_ids: list[int] = Field(description="semantic ids of the model's keypoints (rejected ones left out)")
+
+
+class SemanticIdCount(BaseModel):
+    semantic_id: int
+    name: str | None = Field(description="the category's label for the id, when it has one")
+    n_models: int = Field(description="models of the category with a keypoint of this id")
+
+
+class CategorySummary(BaseModel):
+    category: str
+    synset: str
+    n_models: int
+    n_with_mesh: int
+    n_with_points: int
+    n_with_geometry: int
+    splits: dict[str, int] = Field(description="models per split ('none' for models without one)")
+    semantic_ids: list[SemanticIdCount]
+
+
+class Circle(BaseModel):
+    center: Vec3
+    radius: float
+    normal: Vec3
+
+
+class SymmetryOut(BaseModel):
+    kind: Literal["reflection", "rotation"]
+    kp_indexes: list[int] = Field(description="indices into the model's keypoint list")
+    semantic_ids: list[int]
+    xyz: list[Vec3] = Field(description="the members' positions, in the group's order")
+    is_circle: bool
+    circle: Circle | None
+
+
+class ErrorPairOut(BaseModel):
+    pred: int | None = Field(description="predicted point index; null for a ground-truth id nobody predicted")
+    gt: int | None = Field(description="ground-truth point index; null for a prediction of an id the model lacks")
+    semantic_id: int | None
+    distance: float | None = Field(description="geodesic distance; null when beyond 2x the largest threshold")
+    pred_xyz: Vec3 | None
+    gt_xyz: Vec3 | None
+
+
+class GroundTruthOut(BaseModel):
+    semantic_id: int
+    point: int
+    xyz: Vec3
+    distance: float | None = Field(description="to the nearest prediction (saliency) or its id's (correspondence)")
+
+
+class ModelScores(BaseModel):
+    model_id: str
+    split: str | None
+    score: list[float | None] = Field(description="IoU (saliency) or PCK (correspondence) at each threshold")
+    mean_error: float | None
+    pairs: list[ErrorPairOut]
+    gt: list[GroundTruthOut]
+
+
+class PredictionScores(BaseModel):
+    task: Literal["saliency", "correspondence"]
+    source: str
+    thresholds: list[float]
+    warnings: list[str]
+    models: list[ModelScores]
+
 
 #: Path prefix of the one explorer endpoint that takes a body (a whole predictions file).
 PREDICTIONS_PATH = "/api/explore/predictions"
@@ -65,7 +144,7 @@ def _visible(query):  # noqa: ANN001, ANN202 - keypoints an admin rejected are n
 
 
 @router.get("/categories/{category}/summary")
-def category_summary(request: Request, category: str) -> dict:
+def category_summary(request: Request, category: str) -> CategorySummary:
     """Semantic ids of the category: name (when labelled) and number of models carrying it;
     model counts with a mesh, with a cloud, with either, per split."""
     with _store(request).session() as s:
@@ -91,22 +170,24 @@ def category_summary(request: Request, category: str) -> dict:
         splits = dict(
             s.execute(select(Model.split, func.count()).where(Model.category_id == cat.id).group_by(Model.split)).all()
         )
-    return {
-        "category": cat.name,
-        "synset": cat.synset,
-        "n_models": row[0],
-        "n_with_mesh": row[1],
-        "n_with_points": row[2],
-        "n_with_geometry": row[3],
-        "splits": {str(k) if k else "none": v for k, v in splits.items()},
-        "semantic_ids": [
-            {"semantic_id": sid, "name": labels.get(str(sid)), "n_models": n} for sid, n in sorted(per_id)
-        ],
-    }
+    return CategorySummary.model_validate(
+        {
+            "category": cat.name,
+            "synset": cat.synset,
+            "n_models": row[0],
+            "n_with_mesh": row[1],
+            "n_with_points": row[2],
+            "n_with_geometry": row[3],
+            "splits": {str(k) if k else "none": v for k, v in splits.items()},
+            "semantic_ids": [
+                {"semantic_id": sid, "name": labels.get(str(sid)), "n_models": n} for sid, n in sorted(per_id)
+            ],
+        }
+    )
 
 
 @router.get("/categories/{category}/models")
-def models(request: Request, category: str) -> list[dict]:
+def models(request: Request, category: str) -> list[ExploreModelRow]:
     """Every model of the category (the page filters and searches them itself): the fields of
     ``/api/categories/{category}/models`` and the semantic ids each model carries (to mark the
     models that have a highlighted id). Plain column queries: 1,124 tables in ~50 ms, where
@@ -130,20 +211,20 @@ def models(request: Request, category: str) -> list[dict]:
         if status != "rejected":
             ids.setdefault(pk, set()).add(sid)
     return [
-        {
-            "model_id": mid,
-            "split": split,
-            "n_keypoints": count.get(pk, 0),
-            "has_mesh": bool(has_mesh),
-            "has_points": bool(has_points),
-            "semantic_ids": sorted(ids.get(pk, ())),
-        }
+        ExploreModelRow(
+            model_id=mid,
+            split=split,
+            n_keypoints=count.get(pk, 0),
+            has_mesh=bool(has_mesh),
+            has_points=bool(has_points),
+            semantic_ids=sorted(ids.get(pk, ())),
+        )
         for pk, mid, split, has_mesh, has_points in models
     ]
 
 
 @router.get("/models/{category}/{model_id}/symmetries")
-def symmetries(request: Request, category: str, model_id: str) -> list[dict]:
+def symmetries(request: Request, category: str, model_id: str) -> list[SymmetryOut]:
     """The model's symmetry groups, each with its keypoints' positions and semantic ids (in the
     group's order) so the page can join reflection pairs and draw rotation groups and circles."""
     with _store(request).session() as s:
@@ -158,14 +239,16 @@ def symmetries(request: Request, category: str, model_id: str) -> list[dict]:
         for g in groups:
             members = [kps[i] for i in g.kp_indexes if isinstance(i, int) and 0 <= i < len(kps)]
             out.append(
-                {
-                    "kind": g.kind,
-                    "kp_indexes": list(g.kp_indexes),
-                    "semantic_ids": [k.semantic_id for k in members],
-                    "xyz": [[k.x, k.y, k.z] for k in members if k.x is not None],
-                    "is_circle": g.is_circle,
-                    "circle": g.circle,
-                }
+                SymmetryOut.model_validate(
+                    {
+                        "kind": g.kind,
+                        "kp_indexes": list(g.kp_indexes),
+                        "semantic_ids": [k.semantic_id for k in members],
+                        "xyz": [[k.x, k.y, k.z] for k in members if k.x is not None],
+                        "is_circle": g.is_circle,
+                        "circle": g.circle,
+                    }
+                )
             )
         return out
 
@@ -281,7 +364,7 @@ def _num(x: float) -> float | None:
     return round(float(x), 6) if np.isfinite(x) else None
 
 
-def score_predictions(request: Request, category: str, task: str, raw: Any, name: str) -> dict:
+def score_predictions(request: Request, category: str, task: str, raw: Any, name: str) -> PredictionScores:
     """Validate a predictions object and score each predicted model that has a stored cloud."""
     with _store(request).session() as s:
         cat = _category_or_404(s, category)
@@ -345,13 +428,15 @@ def score_predictions(request: Request, category: str, task: str, raw: Any, name
                 ],
             }
         )
-    return {
-        "task": task,
-        "source": name,
-        "thresholds": [round(t, 4) for t in THRESHOLDS],
-        "warnings": warnings,
-        "models": models,
-    }
+    return PredictionScores.model_validate(
+        {
+            "task": task,
+            "source": name,
+            "thresholds": [round(t, 4) for t in THRESHOLDS],
+            "warnings": warnings,
+            "models": models,
+        }
+    )
 
 
 @router.post(PREDICTIONS_PATH.removeprefix("/api/explore") + "/{category}")
@@ -360,7 +445,7 @@ async def predictions(
     category: str,
     task: Annotated[str, Query(pattern="^(saliency|correspondence)$")],
     name: Annotated[str, Query(max_length=256)] = "uploaded predictions",
-) -> dict:
+) -> PredictionScores:
     """Score a predictions file (the body; the format of ``kpengine evaluate``) model by model
     against the stored keypoints: per model the score at each threshold (IoU for saliency, PCK
     for correspondence), the mean clipped geodesic error and the error lines to draw.

@@ -20,6 +20,43 @@ export interface CategoryOut {
   n_models: number;
   labels: Record<string, string>;
 }
+export interface CategorySummary {
+  category: string;
+  synset: string;
+  n_models: number;
+  n_with_mesh: number;
+  n_with_points: number;
+  n_with_geometry: number;
+  splits: Record<string, number>;
+  semantic_ids: SemanticIdCount[];
+}
+export interface Circle {
+  center: [number, number, number];
+  radius: number;
+  normal: [number, number, number];
+}
+export interface ErrorPairOut {
+  pred: number | null;
+  gt: number | null;
+  semantic_id: number | null;
+  distance: number | null;
+  pred_xyz: [number, number, number] | null;
+  gt_xyz: [number, number, number] | null;
+}
+export interface ExploreModelRow {
+  model_id: string;
+  split: string | null;
+  n_keypoints: number;
+  has_mesh: boolean;
+  has_points: boolean;
+  semantic_ids: number[];
+}
+export interface GroundTruthOut {
+  semantic_id: number;
+  point: number;
+  xyz: [number, number, number];
+  distance: number | null;
+}
 export interface HTTPValidationError {
   detail?: ValidationError[];
 }
@@ -73,14 +110,42 @@ export interface ModelRow {
   has_mesh: boolean;
   has_points: boolean;
 }
+export interface ModelScores {
+  model_id: string;
+  split: string | null;
+  score: (number | null)[];
+  mean_error: number | null;
+  pairs: ErrorPairOut[];
+  gt: GroundTruthOut[];
+}
 export interface NameIn {
   name: string;
+}
+export interface PredictionScores {
+  task: "saliency" | "correspondence";
+  source: string;
+  thresholds: number[];
+  warnings: string[];
+  models: ModelScores[];
+}
+export interface SemanticIdCount {
+  semantic_id: number;
+  name: string | null;
+  n_models: number;
 }
 export interface SplitIn {
   keypoint_ids?: number[] | null;
 }
 export interface StatusIn {
   status: "verified" | "rejected" | "pending";
+}
+export interface SymmetryOut {
+  kind: "reflection" | "rotation";
+  kp_indexes: number[];
+  semantic_ids: number[];
+  xyz: [number, number, number][];
+  is_circle: boolean;
+  circle: Circle | null;
 }
 export interface ValidationError {
   loc: (string | number)[];
