@@ -41,11 +41,13 @@ def site(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with store.session() as s:
         import_dataset(s, sample_root, ["mug"], labels=KEYPOINT_NAMES)
         _, token = create_annotator(s, "alice")
+        _, token2 = create_annotator(s, "bob")  # the drag test's own annotator: alice's list stays hers
     with serve_in_thread(create_app(ServerConfig(store=store))) as url:
         anns, _ = load_annotations(sample_root / "annotations" / "mug.json")
         yield {
             "url": url,
             "token": token,
+            "token2": token2,
             "model": anns[0].model_id,
             "model2": anns[1].model_id,
             "root": sample_root,
@@ -98,14 +100,14 @@ def test_drag_a_keypoint_along_the_surface(site: dict, browser) -> None:  # noqa
     page = browser.new_page(viewport={"width": 1366, "height": 768})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{site['url']}/annotate?token={site['token']}&category=mug&model={site['model2']}")
+    page.goto(f"{site['url']}/annotate?token={site['token2']}&category=mug&model={site['model2']}")
     page.wait_for_function("document.getElementById('status').textContent.length > 0", timeout=20000)
     page.wait_for_timeout(500)
     assert _click_on_model(page, 3) == 3
     page.click("#save")
     page.wait_for_selector("#banner.ok", timeout=10000)
     api = f"{site['url']}/api/annotations/mug/{site['model2']}"
-    headers = {"Authorization": f"Bearer {site['token']}"}
+    headers = {"Authorization": f"Bearer {site['token2']}"}
     before = {k["index"]: k for k in httpx.get(api, headers=headers).json()["keypoints"]}
 
     page.locator("#keypoints li").nth(0).click()  # select keypoint 0, then drag it 40 px left, 20 down
