@@ -155,7 +155,6 @@ def json_object_arg(text: str, flag: str, example: str) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from kpengine.categories import resolve_category
     from kpengine.errors import DataError
     from kpengine.learn.runs import train_run
 
@@ -163,8 +162,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(task_class.config_class)}
     values = {k: v for k, v in vars(args).items() if k in names}
     values["backbone_kwargs"] = json_object_arg(args.backbone_args, "--backbone-args", '{"width": 256}')
-    if "category" in names:
-        values["category"] = resolve_category(args.category).name
     others = json_object_arg(args.config, "--config", '{"lr": 0.01}')
     if set(others) - names:
         raise DataError(f"--config: task {args.task} has no settings {', '.join(sorted(set(others) - names))}")

@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from kpengine.categories import resolve_category
 from kpengine.learn.registry import TASKS
 
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
@@ -105,3 +106,4 @@ class TrainConfig(RunConfig):
         super().__post_init__()
         if self.saliency_sigma < 0:
             raise ValueError("saliency sigma must be >= 0")
+        self.category = resolve_category(self.category).name  # a synset names the same run
