@@ -111,9 +111,10 @@ async def _person(base, token, surfaces, seconds, seed, think, tally) -> None:  
                 r = await client.get(f"/api/annotations/mug/{mid}")
                 tally.reads.append(time.perf_counter() - t0)
                 revision[mid] = r.json()["revision"]
-            await asyncio.sleep(think_time(rng, *think))
-            if time.monotonic() >= end:
+            wait = think_time(rng, *think)
+            if time.monotonic() + wait >= end:  # would save after the end: the run stops here
                 break
+            await asyncio.sleep(wait)
             await _save(client, mid, surfaces[mid], rng, int(rng.integers(3, 16)), revision, token, tally)
 
 

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -81,10 +81,12 @@ def get_category(session: Session, name_or_synset: str) -> Category | None:
 
 
 def get_model(session: Session, category: str, model_id: str) -> Model | None:
-    cat = get_category(session, category)
-    if cat is None:
-        return None
-    return session.scalar(select(Model).where(Model.category_id == cat.id, Model.model_id == model_id))
+    """The model ``model_id`` of a category given by name or synset (one query)."""
+    return session.scalar(
+        select(Model)
+        .join(Category, Category.id == Model.category_id)
+        .where((Category.name == category) | (Category.synset == category), Model.model_id == model_id)
+    )
 
 
 def list_categories(session: Session) -> list[dict]:
@@ -163,9 +165,9 @@ def _bump_revision(session: Session, model: Model, annotator: Annotator) -> int:
     same set; on SQLite ``BEGIN IMMEDIATE`` already serialises writers.
     """
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
-    stmt = insert(AnnotationRevision).values(model_id=model.id, annotator_id=annotator.id, revision=1, updated_at=now)
+    stmt = upsert(AnnotationRevision).values(model_id=model.id, annotator_id=annotator.id, revision=1, updated_at=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=[AnnotationRevision.model_id, AnnotationRevision.annotator_id],
         set_={"revision": AnnotationRevision.revision + 1, "updated_at": now},
@@ -203,24 +205,27 @@ def save_raw_annotation(
         delete(RawAnnotation).where(RawAnnotation.model_id == model.id, RawAnnotation.annotator_id == annotator.id)
     )
     now = utcnow()
-    session.add_all(
-        RawAnnotation(
-            model_id=model.id,
-            annotator_id=annotator.id,
-            kp_index=c.kp_index,
-            x=c.xyz[0],
-            y=c.xyz[1],
-            z=c.xyz[2],
-            face_index=c.face_index,
-            u=None if c.face_uv is None else c.face_uv[0],
-            v=None if c.face_uv is None else c.face_uv[1],
-            w=None if c.face_uv is None else c.face_uv[2],
-            point_index=c.point_index,
-            created_at=now if c.time is None else datetime.fromtimestamp(c.time, UTC),
+    if clicks:  # one executemany INSERT, not ORM objects: a third of a save's CPU time otherwise
+        session.execute(
+            insert(RawAnnotation),
+            [
+                {
+                    "model_id": model.id,
+                    "annotator_id": annotator.id,
+                    "kp_index": c.kp_index,
+                    "x": c.xyz[0],
+                    "y": c.xyz[1],
+                    "z": c.xyz[2],
+                    "face_index": c.face_index,
+                    "u": None if c.face_uv is None else c.face_uv[0],
+                    "v": None if c.face_uv is None else c.face_uv[1],
+                    "w": None if c.face_uv is None else c.face_uv[2],
+                    "point_index": c.point_index,
+                    "created_at": now if c.time is None else datetime.fromtimestamp(c.time, UTC),
+                }
+                for c in clicks
+            ],
         )
-        for c in clicks
-    )
-    session.flush()
     return revision
 
 
