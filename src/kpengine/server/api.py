@@ -75,7 +75,7 @@ def health(request: Request, response: Response) -> dict:
 @router.get("/categories", tags=["public"])
 def categories(request: Request) -> list[CategoryOut]:
     """Categories with model counts and semantic labels."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         return repo.list_categories(s)
 
 
@@ -84,7 +84,7 @@ def models(
     request: Request, category: str, split: Annotated[str | None, Query(pattern="^(train|val|test)$")] = None
 ) -> list[ModelRow]:
     """Models of a category, optionally of one split."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         cat = repo.get_category(s, category)
         if cat is None:
             raise HTTPException(404, f"no category {category!r}")
@@ -94,7 +94,7 @@ def models(
 @router.get("/models/{category}/{model_id}", tags=["public"])
 def model_info(request: Request, category: str, model_id: str) -> ModelInfo:
     """A model with its aggregated keypoints (semantic ids and their names) and symmetries."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         model = _model_or_404(s, category, model_id)
         labels = {c["synset"]: c["labels"] for c in repo.list_categories(s)}[model.category.synset]
         kps = repo.aggregated_keypoints(s, model)
@@ -128,7 +128,7 @@ def _unusable(model_id: str, exc: Exception, what: str = "shown") -> HTTPExcepti
 
 
 def _geometry_paths(request: Request, category: str, model_id: str) -> tuple[str | None, str | None]:
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         model = _model_or_404(s, category, model_id)
         return model.mesh_path, model.pcd_path
 
@@ -176,7 +176,7 @@ def me(annotator: AnnotatorDep) -> dict:
 @router.get("/annotations", tags=["annotator"])
 def my_annotations(request: Request, annotator: AnnotatorDep) -> list[AnnotationOut]:
     """Every model you annotated, most recent first, with your keypoints (for the side panel)."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         return [
             AnnotationOut(category=m.category.name, model_id=m.model_id, revision=rev, keypoints=_keypoints_out(rows))
             for m, rev, rows in repo.annotated_models(s, annotator)
@@ -194,7 +194,7 @@ def my_annotation(
     request: Request, category: str, model_id: str, annotator: AnnotatorDep, background: BackgroundTasks
 ) -> AnnotationOut:
     """Your keypoints on one model (revision 0 and none when you have not saved it)."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         model = _model_or_404(s, category, model_id)
         revision, rows = repo.raw_keypoints(s, model, annotator)
         _warm(request, background, model)
@@ -263,7 +263,7 @@ def next_model(
     request: Request, annotator: AnnotatorDep, background: BackgroundTasks, category: str | None = None
 ) -> dict:
     """The next model for you: one you have not annotated, with the fewest annotators first."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         cat = None
         if category:
             cat = repo.get_category(s, category)
@@ -279,7 +279,7 @@ def next_model(
 @router.get("/progress", tags=["annotator"])
 def progress(request: Request, annotator: AnnotatorDep) -> list[dict]:
     """Per category: models, models annotated by anyone, keypoint sets saved."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         return repo.progress(s)
 
 
@@ -329,7 +329,7 @@ async def import_annotations(request: Request, category: str, admin: AdminDep) -
 @router.get("/admin/export/{category}", tags=["admin"], response_class=Response)
 def export_annotations(request: Request, category: str, admin: AdminDep) -> Response:
     """The category's aggregated keypoints as an official KeypointNet annotation file."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         cat = repo.get_category(s, category)
         if cat is None:
             raise HTTPException(404, f"no category {category!r}")
@@ -340,5 +340,5 @@ def export_annotations(request: Request, category: str, admin: AdminDep) -> Resp
 def export_raw(request: Request, admin: AdminDep, category: str | None = None) -> list[dict]:
     """Every annotator's raw clicks, one flat object per click (the raw-click format of
     ``kpengine db export-raw``, read by ``kpengine aggregate --raw`` and ``db import-raw``)."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         return raw_annotations_json(s, category)

@@ -32,7 +32,7 @@ def current_annotator(
         raise HTTPException(
             429, f"too many unknown tokens from {client}; try again in {wait} s", {"Retry-After": str(wait)}
         )
-    with request.app.state.store.session() as s:
+    with request.app.state.store.read() as s:
         annotator = annotator_by_token(s, credentials.credentials)
         if annotator is not None:
             s.expunge(annotator)

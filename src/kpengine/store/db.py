@@ -55,8 +55,14 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API conne
     cur.close()
 
 
+#: Execution option of a read-only transaction (:meth:`Store.read`): a plain deferred BEGIN.
+READ_ONLY = "kpengine_read_only"
+
+
 def _sqlite_begin(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A reader in WAL mode needs no lock: a deferred BEGIN never waits for the writer (whose
+    # commit may be inside an fsync) nor sleeps in SQLite's busy handler.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 #: SQLite errors after which a connection must be reopened: a file SQLite could only open
@@ -141,6 +147,15 @@ class Store:
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back on an exception."""
         with self.sessions.begin() as s:
+            yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction that only reads. On SQLite it does not take the write lock, so reads
+        go on beside a save; on PostgreSQL it is an ordinary transaction. Writing in it is a
+        mistake (SQLite may then answer "database is locked")."""
+        with self.sessions() as s:  # closing ends the transaction (rolled back: nothing to keep)
+            s.connection(execution_options={READ_ONLY: True})
             yield s
 
     @property
