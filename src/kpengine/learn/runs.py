@@ -150,7 +150,8 @@ class Task(ABC):
         return "this batch"
 
     def metrics(self, model: nn.Module, batch: Any) -> dict[str, float]:
-        """Validation metrics summed over the batch's items (the run averages them)."""
+        """Validation metrics summed over the batch's items (the run averages them); the same keys
+        for every batch (ranks add their sums key by key)."""
         return {}
 
     def validate(self, model: nn.Module) -> dict[str, float] | None:
