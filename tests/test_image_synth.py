@@ -80,6 +80,9 @@ def test_labels_agree_with_shapes_and_cameras(sample_root: Path, render_set: Pat
                 for dj in (-1, 0, 1):
                     near |= np.roll(np.roll(s.mask, di, 0), dj, 1)
             assert near[ij[:, 0], ij[:, 1]].all()
+    stacked = rs.images([0, 5])
+    assert stacked["image"].shape == (2, 64, 64, 3) and stacked["mask"].dtype == bool
+    np.testing.assert_array_equal(stacked["mask"][1], rs.sample(5).mask)
     # azimuths cover the circle rather than clustering (12 views, uniform sampling)
     az = rs.arrays()["azimuth"]
     assert np.ptp(az) > 120

@@ -202,6 +202,15 @@ class RenderSet:
             category=v["category"],
         )
 
+    def images(self, indices: Sequence[int] | None = None, *, masks: bool = True) -> dict[str, np.ndarray]:
+        """Pixels of views stacked for training: ``image`` (N, H, W, 3) uint8 and ``mask`` (N, H, W) bool
+        (every view of a set has the same size)."""
+        idx = list(range(len(self.views))) if indices is None else list(indices)
+        out = {"image": np.stack([load_image(self.root / self.views[i]["image"]) for i in idx])}
+        if masks:
+            out["mask"] = np.stack([_read_raw(self.root / self.views[i]["mask"]) > 0 for i in idx])
+        return out
+
     def arrays(self, indices: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """Labels of views as arrays, for training loops: ``azimuth``, ``elevation``, ``theta``, ``distance``,
         ``fov`` (N,) float64, ``category`` (N,) str, ``model_id`` (N,) str."""
