@@ -49,7 +49,7 @@ def test_web_and_png_colours_agree():
 def test_pages_declare_no_api_type_or_palette_of_their_own():
     for path in WEB_SRC.glob("*.ts"):
         text = path.read_text()
-        for name in ("ModelRow", "ModelInfo", "CategoryOut", "AnnotationOut"):
+        for name in ("ModelRow", "ModelInfo", "CategoryOut", "AnnotationOut", "MeOut", "NextModelOut", "PointCloudOut"):
             assert not re.search(rf"\b(interface|type)\s+{name}\b", text), f"{path.name} declares {name} again"
         assert not re.search(r"\[\s*(0x[0-9a-fA-F]{6}\s*,\s*){4,}", text), f"{path.name} has its own palette"
     common = (WEB_SRC / "common.ts").read_text()

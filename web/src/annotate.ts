@@ -3,7 +3,7 @@
 // save them (one request = one transaction on the server), go to the next model. Edits are
 // kept in localStorage as a draft, and a save that cannot reach the server waits in an
 // outbox that is re-sent when the connection returns.
-import { AnnotationOut, api, ApiError, banner, colorFor, token, Vec3, Viewer, ModelInfo } from "./common";
+import { AnnotationOut, api, ApiError, banner, colorFor, MeOut, ModelInfo, NextModelOut, token, Vec3, Viewer } from "./common";
 
 // set from /api/me before anything is placed: the one limit is defined on the server (kpengine.io.clicks)
 let MAX = 0;
@@ -243,7 +243,7 @@ async function open(category: string, modelId: string): Promise<void> {
 async function next(): Promise<void> {
   if (state.dirty && !confirm("You have unsaved keypoints on this model. Leave it anyway?")) return;
   try {
-    const n = await api<{ category: string; model_id: string }>(`/api/next${state.category ? `?category=${encodeURIComponent(state.category)}` : ""}`);
+    const n = await api<NextModelOut>(`/api/next${state.category ? `?category=${encodeURIComponent(state.category)}` : ""}`);
     await open(n.category, n.model_id);
   } catch (err) {
     banner("error", err instanceof Error ? err.message : String(err));
@@ -291,7 +291,7 @@ async function main(): Promise<void> {
     return;
   }
   try {
-    const me = await api<{ name: string; max_keypoints: number }>("/api/me");
+    const me = await api<MeOut>("/api/me");
     $("who").textContent = me.name;
     MAX = me.max_keypoints;
     const cat = params.get("category");

@@ -3,10 +3,11 @@ import * as THREE from "three";
 import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
 import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
 import { CSS2DObject, CSS2DRenderer } from "three/examples/jsm/renderers/CSS2DRenderer.js";
+import type { PointCloudOut } from "./generated/api-types";
 import { PALETTE } from "./generated/palette";
 
 // The API's bodies, generated from /openapi.json (scripts/gen_web.py): one declaration each.
-export type { AnnotationOut, CategoryOut, ModelInfo, ModelRow } from "./generated/api-types";
+export type { AnnotationOut, CategoryOut, MeOut, ModelInfo, ModelRow, NextModelOut, PointCloudOut } from "./generated/api-types";
 
 export type Vec3 = [number, number, number];
 
@@ -62,7 +63,7 @@ export const cssColor = (id: number): string => `#${colorFor(id).toString(16).pa
 /** A model's point cloud as three.js points: its own colours, or grey when `neutral`. */
 export async function loadCloud(category: string, modelId: string, neutral = false): Promise<THREE.Points> {
   const base = `/api/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}`;
-  const cloud = await api<{ points: number[]; colors: number[] | null }>(`${base}/points`);
+  const cloud = await api<PointCloudOut>(`${base}/points`);
   const geom = new THREE.BufferGeometry();
   geom.setAttribute("position", new THREE.Float32BufferAttribute(cloud.points, 3));
   const colors = neutral ? null : cloud.colors;

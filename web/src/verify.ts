@@ -2,7 +2,7 @@
 // keypoints coloured by cluster, the selected model's keypoints in 3D, and the actions
 // (accept/reject a keypoint or a cluster, merge, split, name). Every action is saved by the
 // server in one transaction and the page redraws from the state the server sends back.
-import { api, banner, CategoryOut, colorFor, cssColor, ModelRow, token, Vec3, Viewer } from "./common";
+import { api, banner, CategoryOut, colorFor, cssColor, MeOut, ModelRow, token, Vec3, Viewer } from "./common";
 
 interface Cluster { id: number; name: string | null; pending: number; verified: number; rejected: number }
 interface Candidate { id: number; model_id: string; xy: [number, number]; cluster: number; error: number; keypoint_id: number | null }
@@ -328,7 +328,7 @@ new ResizeObserver(() => drawPlot()).observe(canvas.parentElement!);
 async function main(): Promise<void> {
   let cats: CategoryOut[];
   try {
-    const me = await api<{ role: string }>("/api/me");
+    const me = await api<MeOut>("/api/me");
     if (me.role !== "admin") {
       banner("error", "This page needs an admin token (/verify?token=...)");
       return;

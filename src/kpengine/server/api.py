@@ -26,8 +26,11 @@ from kpengine.server.schemas import (
     Invitation,
     InvitationOut,
     KeypointOut,
+    MeOut,
     ModelInfo,
     ModelRow,
+    NextModelOut,
+    PointCloudOut,
 )
 from kpengine.store import repo
 from kpengine.store.exchange import official_json, raw_annotations_json, store_model_annotations
@@ -150,7 +153,7 @@ async def mesh(request: Request, category: str, model_id: str, fmt: str) -> Resp
 
 
 @router.get("/models/{category}/{model_id}/points", tags=["public"])
-def points(request: Request, category: str, model_id: str) -> dict:
+def points(request: Request, category: str, model_id: str) -> PointCloudOut:
     """The model's point cloud: ``points`` flat [x0, y0, z0, x1, ...], ``colors`` flat 0-255 or null."""
     mesh_path, pcd_path = _geometry_paths(request, category, model_id)
     if pcd_path is None:
@@ -169,7 +172,7 @@ def points(request: Request, category: str, model_id: str) -> dict:
 
 
 @router.get("/me", tags=["annotator"])
-def me(annotator: AnnotatorDep) -> dict:
+def me(annotator: AnnotatorDep) -> MeOut:
     return {"name": annotator.name, "role": annotator.role, "max_keypoints": MAX_KEYPOINTS}
 
 
@@ -261,7 +264,7 @@ def save_annotation(
 @router.get("/next", tags=["annotator"])
 def next_model(
     request: Request, annotator: AnnotatorDep, background: BackgroundTasks, category: str | None = None
-) -> dict:
+) -> NextModelOut:
     """The next model for you: one you have not annotated, with the fewest annotators first."""
     with _store(request).read() as s:
         cat = None

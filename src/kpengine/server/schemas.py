@@ -111,3 +111,22 @@ class ModelInfo(BaseModel):
     content_hash: str | None
     orientation: list[float] = Field(description="row-major 3x3 rotation to the canonical frame")
     keypoints: list[ModelKeypoint]
+
+
+class PointCloudOut(BaseModel):
+    points: list[float] = Field(description="flat [x0, y0, z0, x1, ...]")
+    colors: list[int] | None = Field(description="flat 0-255 RGB per point, or null")
+
+
+# --------------------------------------------------------------------------- annotator
+
+
+class MeOut(BaseModel):
+    name: str
+    role: str
+    max_keypoints: int
+
+
+class NextModelOut(BaseModel):
+    category: str
+    model_id: str

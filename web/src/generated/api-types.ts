@@ -80,6 +80,11 @@ export interface KeypointOut {
   barycentric?: [number, number, number] | null;
   point_index?: number | null;
 }
+export interface MeOut {
+  name: string;
+  role: string;
+  max_keypoints: number;
+}
 export interface MergeIn {
   source: number;
   target: number;
@@ -120,6 +125,14 @@ export interface ModelScores {
 }
 export interface NameIn {
   name: string;
+}
+export interface NextModelOut {
+  category: string;
+  model_id: string;
+}
+export interface PointCloudOut {
+  points: number[];
+  colors: number[] | null;
 }
 export interface PredictionScores {
   task: "saliency" | "correspondence";
