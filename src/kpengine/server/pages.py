@@ -46,6 +46,7 @@ def mount_pages(app: FastAPI, dist: Path | None = None) -> None:
 
     router.add_api_route("/annotate", page("annotate"), methods=["GET"], response_model=None)
     router.add_api_route("/explore", page("explore"), methods=["GET"], response_model=None)
+    router.add_api_route("/photo", page("photo"), methods=["GET"], response_model=None)  # `understand` output
     router.add_api_route("/verify", page("verify"), methods=["GET"], response_model=None)  # admin token in the page
     router.add_api_route("/", lambda: RedirectResponse("/explore"), methods=["GET"], response_model=None)
     # browsers ask for /favicon.ico on pages without an icon link (e.g. /docs)
