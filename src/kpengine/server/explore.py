@@ -147,7 +147,7 @@ def _visible(query):  # noqa: ANN001, ANN202 - keypoints an admin rejected are n
 def category_summary(request: Request, category: str) -> CategorySummary:
     """Semantic ids of the category: name (when labelled) and number of models carrying it;
     model counts with a mesh, with a cloud, with either, per split."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         cat = _category_or_404(s, category)
         labels = {c["synset"]: c["labels"] for c in repo.list_categories(s)}[cat.synset]
         per_id = s.execute(
@@ -192,7 +192,7 @@ def models(request: Request, category: str) -> list[ExploreModelRow]:
     ``/api/categories/{category}/models`` and the semantic ids each model carries (to mark the
     models that have a highlighted id). Plain column queries: 1,124 tables in ~50 ms, where
     loading ORM objects took ~4x longer."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         cat = _category_or_404(s, category)
         models = s.execute(
             select(Model.id, Model.model_id, Model.split, Model.mesh_path.is_not(None), Model.pcd_path.is_not(None))
@@ -227,7 +227,7 @@ def models(request: Request, category: str) -> list[ExploreModelRow]:
 def symmetries(request: Request, category: str, model_id: str) -> list[SymmetryOut]:
     """The model's symmetry groups, each with its keypoints' positions and semantic ids (in the
     group's order) so the page can join reflection pairs and draw rotation groups and circles."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         model = _model_or_404(s, category, model_id)
         kps = repo.aggregated_keypoints(s, model)
         groups = s.scalars(
@@ -314,7 +314,7 @@ async def display_mesh(request: Request, category: str, model_id: str) -> Respon
     """The model's mesh with its MTL colours and textures, as binary glTF (for viewing)."""
 
     def path() -> str | None:
-        with _store(request).session() as s:
+        with _store(request).read() as s:
             return _model_or_404(s, category, model_id).mesh_path
 
     mesh_path = await run_in_threadpool(path)
@@ -366,7 +366,7 @@ def _num(x: float) -> float | None:
 
 def score_predictions(request: Request, category: str, task: str, raw: Any, name: str) -> PredictionScores:
     """Validate a predictions object and score each predicted model that has a stored cloud."""
-    with _store(request).session() as s:
+    with _store(request).read() as s:
         cat = _category_or_404(s, category)
         rows = s.execute(
             select(Model.id, Model.model_id, Model.split, Model.pcd_path).where(Model.category_id == cat.id)
