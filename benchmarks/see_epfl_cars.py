@@ -18,16 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpengine.image.fit import fit
-from kpengine.image.tasks import ViewSet, crops_from_frames, predict_viewpoints, viewpoint_task
-from kpengine.image.viewpoint import angle_difference, viewpoint_metrics
-from kpengine.io.epfl_cars import TEST_SEQUENCES, TRAIN_SEQUENCES, load_epfl_cars
-
-
-def view_set(frames, size: int) -> ViewSet:
-    crops = crops_from_frames([f.path for f in frames], [f.bbox for f in frames], size)
-    az = torch.tensor([f.azimuth for f in frames], dtype=torch.float32)
-    return ViewSet(crops, az, torch.full_like(az, float("nan")), [f.path.name for f in frames])
+from kpengine.image.datasets import ViewSet, predict_viewpoints
+from kpengine.image.tasks.viewpoint import ViewpointConfig, ViewpointTask
+from kpengine.image.viewpoint import ViewpointNet, angle_difference, viewpoint_metrics
+from kpengine.learn.runs import train_run
 
 
 def main() -> None:
@@ -37,6 +31,11 @@ def main() -> None:
     ap.add_argument("--figures", default="docs/figures")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--crop-size", type=int, default=96, help="stored crop side (px)")
+    ap.add_argument("--swap", type=float, default=0.0, help="probability of a colour-channel permutation")
+    ap.add_argument("--grey", type=float, default=0.0, help="probability of a grey crop")
+    ap.add_argument("--erase", type=float, default=0.0, help="probability of a blanked rectangle")
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--time-limit", type=float, default=None, help="stop after the epoch that passes this many seconds")
@@ -44,20 +43,26 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     t0 = time.time()
-    train = view_set(load_epfl_cars(args.data, TRAIN_SEQUENCES), 96)
-    test = view_set(load_epfl_cars(args.data, TEST_SEQUENCES), 96)
-    print(f"loaded {len(train)} train / {len(test)} test crops in {time.time() - t0:.1f} s", flush=True)
-    task = viewpoint_task(train, test, "car", size=args.size)
+    config = ViewpointConfig(
+        task="viewpoint", data=args.data, category="car", size=args.size, epochs=args.epochs, batch_size=64,
+        lr=2e-3, lr_schedule="cosine", weight_decay=args.weight_decay, crop_size=args.crop_size,
+        swap=args.swap, grey=args.grey, erase=args.erase, zoom_jitter=0.15, shift_jitter=0.08,
+    )  # fmt: skip
+    task = ViewpointTask(config)
+    _, test = task.sets()
+    print(f"loaded crops in {time.time() - t0:.1f} s", flush=True)
     if not args.eval_only:
-        fit(task, args.run, epochs=args.epochs, resume=args.resume, time_limit_s=args.time_limit)
+        train_run(task, args.run, resume=args.resume, time_limit_s=args.time_limit)
     state = torch.load(Path(args.run) / "last.pt", map_location="cpu", weights_only=False)
-    task.model.load_state_dict(state["model"])
-    p = predict_viewpoints(task.model, test.crops, flip_average=True)
-    p0 = predict_viewpoints(task.model, test.crops, flip_average=False)
+    model = ViewpointNet(state["config"]["size"], tuple(state["config"]["widths"]))
+    model.load_state_dict(state["model"])
+    p = predict_viewpoints(model, test.crops, flip_average=True)
+    p0 = predict_viewpoints(model, test.crops, flip_average=False)
     gt = test.azimuth.numpy()
+    history = state["history"] if isinstance(state["history"], list) else state["history"]["epochs"]
     res = {
-        "epochs_trained": state["epoch"],
-        "train_seconds": float(sum(h["seconds"] for h in state["history"])),
+        "epochs_trained": len(history),
+        "train_seconds": float(sum(h["seconds"] for h in history)),
         "test_flip_average": viewpoint_metrics(p["azimuth"], gt),
         "test_single": viewpoint_metrics(p0["azimuth"], gt),
     }
@@ -92,8 +97,8 @@ def failures_png(test: ViewSet, p: dict, gt: np.ndarray, path: Path) -> None:
     worst = np.argsort(-err)[:12]
     fig = plt.figure(figsize=(12, 7.5))
     ax = fig.add_subplot(3, 1, 1)
-    ax.scatter(np.mod(gt, 360), p["azimuth"], s=4, c=p["confidence"], cmap="viridis")
-    ax.set_xlabel("ground-truth azimuth (deg, 0 = facing camera)")
+    ax.scatter(np.mod(gt - 180, 360), np.mod(p["azimuth"] - 180, 360), s=4, c=p["confidence"], cmap="viridis")
+    ax.set_xlabel("ground-truth azimuth (EPFL convention: 0 = the car faces the camera, 90 = front to image-left)")
     ax.set_ylabel("predicted")
     ax.set_title(
         f"EPFL cars test (seq 11-20): median error {np.median(err):.1f} deg, "
@@ -102,8 +107,9 @@ def failures_png(test: ViewSet, p: dict, gt: np.ndarray, path: Path) -> None:
     for j, i in enumerate(worst):
         a = fig.add_subplot(3, 6, 7 + j)
         a.imshow(test.crops[i].permute(1, 2, 0).numpy())
+        g, q = (gt[i] - 180) % 360, (p["azimuth"][i] - 180) % 360  # shown in the EPFL convention
         a.set_title(
-            f"{test.names[i][10:-4]}\ngt {gt[i]:.0f} pred {p['azimuth'][i]:.0f}\nconf {p['confidence'][i]:.2f}",
+            f"{test.names[i][10:-4]}\ngt {g:.0f} pred {q:.0f}\nconf {p['confidence'][i]:.2f}",
             fontsize=7,
         )
         a.axis("off")

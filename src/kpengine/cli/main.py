@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "kpengine.cli.aggregate",
     "kpengine.cli.store",
     "kpengine.cli.learn",
+    "kpengine.cli.see",
     "kpengine.cli.image",
 )
 
@@ -41,6 +42,8 @@ Typical session:
   kpengine serve                                # the web annotation tool on sample data
   kpengine simulate-crowd ... ; kpengine aggregate ...     # crowd clicks -> semantic keypoints
   kpengine render-benchmark ... ; kpengine evaluate-2d ... # 2D keypoint benchmark from shapes
+  kpengine understand --image PHOTO --category chair --knowledge ROOT --runs RUN... --out DIR
+                                                # photo -> viewpoint, shape, pose, pixel semantics
   kpengine render-views --data sample/ --category chair --out renders/  # training images of shapes
 
 Every command accepts --help. Data roots follow the KeypointNet layout:

@@ -37,7 +37,7 @@ def crop_square(image: np.ndarray, bbox: tuple[float, float, float, float], marg
 
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
     """(N, S, S, 3) uint8 -> (N, 3, S, S) uint8 tensor (what datasets keep in memory)."""
-    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.array(crops, np.uint8, copy=True)).permute(0, 3, 1, 2).contiguous()
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -87,3 +87,30 @@ def colour_jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 0.3) 
     grey = x.mean(dim=1, keepdim=True)
     x = (x - grey) * u() + grey
     return x.clamp(0.0, 1.0)
+
+
+def appearance_shuffle(
+    x: torch.Tensor, gen: torch.Generator, swap: float = 0.0, grey: float = 0.0, erase: float = 0.0
+) -> torch.Tensor:
+    """Per image of (B, 3, S, S) in [0, 1]: permute the colour channels with probability ``swap`` (a
+    coarse hue change: a car's paint must not tell its side), turn grey with probability ``grey``, and
+    blank one random rectangle (up to a third of each side) with probability ``erase`` (no single
+    part may decide the view)."""
+    b, _, h, w = x.shape
+    x = x.clone()
+    for i in range(b):
+        if torch.rand((), generator=gen) < swap:
+            x[i] = x[i, torch.randperm(3, generator=gen)]
+        if torch.rand((), generator=gen) < grey:
+            x[i] = x[i].mean(0, keepdim=True).expand(3, h, w)
+        if torch.rand((), generator=gen) < erase:
+            eh, ew = (
+                int(torch.randint(h // 8, h // 3 + 1, (), generator=gen)),
+                int(torch.randint(w // 8, w // 3 + 1, (), generator=gen)),
+            )
+            y0, x0 = (
+                int(torch.randint(0, h - eh + 1, (), generator=gen)),
+                int(torch.randint(0, w - ew + 1, (), generator=gen)),
+            )
+            x[i, :, y0 : y0 + eh, x0 : x0 + ew] = torch.rand(3, 1, 1, generator=gen)
+    return x

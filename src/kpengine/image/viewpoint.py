@@ -137,7 +137,7 @@ class ViewpointNet(nn.Module):
     *where* things are, and pooling throws that away.
     """
 
-    def __init__(self, size: int = 64, widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3):
+    def __init__(self, size: int = 64, widths: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.3):
         super().__init__()
         self.size = size
         self.encoder = ResNetEncoder(3, widths)

@@ -1,0 +1,215 @@
+"""The image networks' data in memory, their augmented batches, and inference on crops and photos.
+
+Viewpoint data: object crops with azimuth (and elevation, NaN where unknown). Crops are kept as
+uint8 (N, 3, S, S) at a size above the network input, with the object box spanning
+``1 / CROP_MARGIN`` of the crop; each batch re-samples them to the network's input with a random
+zoom and shift, a left-right flip (which mirrors the azimuth: ``az -> -az``, true for left-right
+symmetric objects such as cars and chairs) and colour jitter. Silhouette data: whole images and
+masks squashed to S x S, re-sampled together by the same random zoom, shift and flip.
+
+Batches are drawn with torch's global generator, which the run mechanism reseeds from (seed,
+epoch): a resumed run draws the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kpengine.image.crops import appearance_shuffle, colour_jitter, normalise, resample
+from kpengine.image.viewpoint import ViewpointNet, decode
+
+CROP_MARGIN = 1.4  # stored crops: the square of 1.4 x the box's longer side
+VIEW_MARGIN = 1.1  # network input: 1.1 x the box's longer side
+
+
+@dataclass
+class ViewSet:
+    """Crops (N, 3, S, S) uint8 made with ``CROP_MARGIN``; azimuth (N,) and elevation (N,) degrees (NaN: unknown)."""
+
+    crops: torch.Tensor
+    azimuth: torch.Tensor
+    elevation: torch.Tensor
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.crops.shape[0])
+
+
+def _base_zoom() -> float:
+    return VIEW_MARGIN / CROP_MARGIN
+
+
+def viewpoint_inputs(crops: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Stored crops (B, 3, S, S) -> normalised network input (B, 3, size, size), no randomness."""
+    return normalise(resample(crops, size, _base_zoom(), flip=flip))
+
+
+@torch.no_grad()
+def predict_viewpoints(model: ViewpointNet, crops: torch.Tensor, batch: int = 128, flip_average: bool = True) -> dict:
+    """Azimuth, elevation, confidence (N,) each, as numpy. ``flip_average`` also looks at the mirrored crop.
+
+    A mirrored crop's azimuth distribution is the original's reversed (bin k <-> bin 23 - k), so
+    the two are averaged at no cost to the convention.
+    """
+    model.eval()
+    outs: dict[str, list] = {"azimuth": [], "elevation": [], "confidence": []}
+    for i in range(0, crops.shape[0], batch):
+        c = crops[i : i + batch]
+        logits = model(viewpoint_inputs(c, model.size))
+        if flip_average:
+            flipped = model(viewpoint_inputs(c, model.size, flip=torch.ones(c.shape[0], dtype=torch.bool)))
+            pa = 0.5 * (F.softmax(logits["azimuth"], -1) + F.softmax(flipped["azimuth"], -1).flip(-1))
+            pe = 0.5 * (F.softmax(logits["elevation"], -1) + F.softmax(flipped["elevation"], -1))
+            logits = {"azimuth": torch.log(pa.clamp_min(1e-12)), "elevation": torch.log(pe.clamp_min(1e-12))}
+        d = decode(logits)
+        for k in outs:
+            outs[k].append(d[k])
+    return {k: torch.cat(v).numpy() for k, v in outs.items()}
+
+
+def crops_from_frames(paths: list, boxes: list, size: int = 96) -> torch.Tensor:
+    """Photos and their object boxes ``(x, y, w, h)`` -> stored crops (N, 3, size, size) uint8."""
+    from PIL import Image
+
+    from kpengine.image.crops import crop_square, to_tensor
+
+    out = np.empty((len(paths), size, size, 3), np.uint8)
+    for i, (p, b) in enumerate(zip(paths, boxes)):
+        with Image.open(p) as im:
+            out[i] = crop_square(np.asarray(im.convert("RGB")), b, CROP_MARGIN, size)
+    return to_tensor(out)
+
+
+@torch.no_grad()
+def predict_mask(model, image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 photo -> (H, W) bool mask: the network at ``size`` px, logits upsampled, largest region."""
+    from kpengine.image.crops import to_tensor
+    from kpengine.image.silhouette import largest_component
+
+    model.eval()
+    h, w = image.shape[:2]
+    x = to_tensor(image[None])
+    x = normalise(
+        F.interpolate(x.float() / 255, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    )
+    logits = model(x)[None]
+    up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    return largest_component((up > 0).numpy())
+
+
+@dataclass
+class MaskSet:
+    """Whole images (N, 3, S, S) uint8 and their masks (N, S, S) uint8 (0/255), squashed to S x S."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+class Indices(torch.utils.data.Dataset):
+    """0..n-1: the run mechanism shuffles and shards indices; the collate function builds the batch."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def viewpoint_batch(
+    data: ViewSet,
+    idx: list[int],
+    size: int,
+    zoom_jitter: float,
+    shift_jitter: float,
+    flip: bool,
+    swap: float = 0.0,
+    grey: float = 0.0,
+    erase: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Augmented network inputs (B, 3, size, size), azimuths (B,) (mirrored where flipped), elevations (B,).
+
+    ``swap``, ``grey``, ``erase``: probabilities of :func:`~kpengine.image.crops.appearance_shuffle`."""
+    i = torch.as_tensor(idx)
+    b = len(i)
+    zoom = VIEW_MARGIN / CROP_MARGIN * (1 + zoom_jitter * (2 * torch.rand(b) - 1))
+    shift = shift_jitter * (2 * torch.rand(b, 2) - 1)
+    flips = (torch.rand(b) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+    x = colour_jitter(resample(data.crops[i], size, zoom, shift, flips), gen)
+    if swap or grey or erase:
+        x = appearance_shuffle(x, gen, swap, grey, erase)
+    az = torch.where(flips, -data.azimuth[i], data.azimuth[i])
+    return normalise(x), az, data.elevation[i]
+
+
+def silhouette_batch(
+    data: MaskSet, idx: list[int], size: int, zoom_jitter: float, shift_jitter: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented inputs (B, 3, size, size) and target masks (B, size, size) in [0, 1], moved alike."""
+    i = torch.as_tensor(idx)
+    b = len(i)
+    zoom = 1 + zoom_jitter * (2 * torch.rand(b) - 1)
+    shift = shift_jitter * (2 * torch.rand(b, 2) - 1)
+    flips = torch.rand(b) < 0.5
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+    x = colour_jitter(resample(data.images[i], size, zoom, shift, flips), gen)
+    m = resample(data.masks[i][:, None], size, zoom, shift, flips)[:, 0]
+    return normalise(x), m
+
+
+def _epfl_view_sets(root: Path, size: int) -> tuple[ViewSet, ViewSet]:
+    """Crops of sequences 1-10 and 11-20, azimuths in kpengine's camera convention, elevations unknown."""
+    from kpengine.io.epfl_cars import TEST_SEQUENCES, TRAIN_SEQUENCES, load_epfl_cars
+
+    out = []
+    for seqs in (TRAIN_SEQUENCES, TEST_SEQUENCES):
+        frames = load_epfl_cars(root, seqs)
+        crops = crops_from_frames([f.path for f in frames], [f.bbox for f in frames], size)
+        # EPFL's 0 = the car faces the camera; kpengine's camera azimuth 0 sees a ShapeNet object's back
+        az = torch.tensor([(f.azimuth + 180.0) % 360.0 for f in frames], dtype=torch.float32)
+        out.append(ViewSet(crops, az, torch.full_like(az, float("nan")), [f.path.name for f in frames]))
+    return out[0], out[1]
+
+
+def is_epfl(path: str | Path) -> bool:
+    return (Path(path) / "tripod-seq.txt").is_file()
+
+
+def view_sets(data: str | Path, val_data: str | Path | None, size: int = 96) -> tuple[ViewSet, ViewSet | None]:
+    """Training and validation crops from a rendered set (benchmark layout) or the EPFL cars folder.
+
+    EPFL cars: the standard protocol, sequences 1-10 to train and 11-20 to validate (a photo
+    dataset has no separate validation split; the image commands read the last epoch, so
+    nothing is chosen on those sequences)."""
+    from kpengine.errors import DataError
+    from kpengine.image.renders import load_rendered, view_set
+
+    if is_epfl(data):
+        return _epfl_view_sets(Path(data), size)
+    if not (Path(data) / "benchmark.json").is_file():
+        raise DataError("not a rendered image set (no benchmark.json) nor the EPFL cars folder", path=data)
+    val = view_set(load_rendered(val_data), size) if val_data else None
+    return view_set(load_rendered(data), size), val
+
+
+def mask_sets(data: str | Path, val_data: str | Path | None, size: int = 96) -> tuple[MaskSet, MaskSet | None]:
+    """Whole images and masks of rendered sets (benchmark layout)."""
+    from kpengine.errors import DataError
+    from kpengine.image.renders import load_rendered, mask_set
+
+    if not (Path(data) / "benchmark.json").is_file():
+        raise DataError("not a rendered image set with masks (no benchmark.json)", path=data)
+    val = mask_set(load_rendered(val_data), size) if val_data else None
+    return mask_set(load_rendered(data), size), val

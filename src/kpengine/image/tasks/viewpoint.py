@@ -1,0 +1,110 @@
+"""azimuth (24 bins) and elevation (12 bins) of an object crop, soft labels (paper §4.3); EPFL cars or renders
+
+``--data``: a rendered image set (``kpengine render-benchmark`` layout) or the EPFL cars folder
+(sequences 1-10 train, 11-20 validate). Settings without a flag go in ``--config``: ``size``
+(network input, px), ``widths`` (ResNet stage widths), ``val_data``, ``zoom_jitter``,
+``shift_jitter``, ``flip``, ``swap``, ``grey``, ``erase``, ``crop_size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from kpengine.image.datasets import Indices, ViewSet, predict_viewpoints, view_sets, viewpoint_batch, viewpoint_inputs
+from kpengine.image.viewpoint import ViewpointNet, viewpoint_loss, viewpoint_metrics
+from kpengine.learn.config import RunConfig
+from kpengine.learn.registry import TASKS
+from kpengine.learn.runs import Data, Task
+
+
+@dataclass(kw_only=True)
+class ViewpointConfig(RunConfig):
+    data: str
+    category: str
+    val_data: str = ""
+    size: int = 64
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    zoom_jitter: float = 0.1
+    shift_jitter: float = 0.06
+    flip: bool = True
+    #: probabilities of a colour-channel permutation, a grey image, a blanked rectangle per training crop
+    swap: float = 0.0
+    grey: float = 0.0
+    erase: float = 0.0
+    #: side of the stored crops (px); the network input ``size`` is re-sampled from them
+    crop_size: int = 96
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 2e-3
+    lr_schedule: str = "cosine"
+    weight_decay: float = 1e-4
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "val_data")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "category", "size", "widths")
+
+
+@TASKS.register("viewpoint")
+class ViewpointTask(Task):
+    config_class = ViewpointConfig
+
+    def __init__(self, config: ViewpointConfig):
+        super().__init__(config)
+        self._sets: tuple[ViewSet, ViewSet | None] | None = None
+
+    def sets(self) -> tuple[ViewSet, ViewSet | None]:
+        if self._sets is None:
+            self._sets = view_sets(self.config.data, self.config.val_data or None, self.config.crop_size)
+        return self._sets
+
+    def data(self) -> Data:
+        train, _ = self.sets()
+        c = self.config
+        return Data(
+            Indices(len(train)),
+            None,
+            lambda idx: viewpoint_batch(
+                train, idx, c.size, c.zoom_jitter, c.shift_jitter, c.flip, c.swap, c.grey, c.erase
+            ),
+        )
+
+    def model(self) -> nn.Module:
+        return ViewpointNet(self.config.size, tuple(self.config.widths))
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
+        x, az, el = batch
+        return viewpoint_loss(net(x), az, el)
+
+    def validate(self, model: nn.Module) -> dict[str, float] | None:
+        _, val = self.sets()
+        if val is None:
+            return None
+        total = 0.0
+        for i in range(0, len(val), 256):
+            logits = model(viewpoint_inputs(val.crops[i : i + 256], self.config.size))
+            n = min(256, len(val) - i)
+            total += float(viewpoint_loss(logits, val.azimuth[i : i + 256], val.elevation[i : i + 256])) * n
+        p = predict_viewpoints(model, val.crops, flip_average=False)
+        known = bool(torch.isfinite(val.elevation).all())
+        met = viewpoint_metrics(
+            p["azimuth"],
+            val.azimuth.numpy(),
+            p["elevation"] if known else None,
+            val.elevation.numpy() if known else None,
+        )
+        met.pop("n")
+        return {"val_loss": total / max(len(val), 1), **met, "median_confidence": float(np.median(p["confidence"]))}
+
+    def describe(self) -> dict[str, Any]:
+        train, val = self.sets()
+        return {"category": self.config.category, "train_images": len(train), "val_images": len(val) if val else 0}
+
+    def title(self) -> str:
+        return f"viewpoint ({self.config.category})"

@@ -1,0 +1,124 @@
+"""The photo -> pixel-semantics pipeline on generated sample shapes, its CLI, and its refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kpengine.cli.main import main
+from kpengine.errors import DataError
+from kpengine.image.pipeline import KnowledgeBase, Networks, understand, write_understanding
+from kpengine.image.silhouette import SilhouetteNet, largest_component, mask_iou
+from kpengine.image.viewpoint import ViewpointNet
+from kpengine.learn.checkpoint import save_checkpoint
+from kpengine.render.cameras import Intrinsics, Viewpoint, fit_distance, make_camera
+
+
+@pytest.fixture(scope="module")
+def knowledge(sample_root):
+    return KnowledgeBase.load(sample_root, "chair", "all")
+
+
+@pytest.fixture(scope="module")
+def photo(knowledge):
+    """A render of a knowledge shape at a known camera: image, mask, true camera, the shape."""
+    shape = knowledge.shapes[0]
+    _, renderer, center = knowledge.mesh(shape)
+    k = Intrinsics.from_fov(160, 160, 30.0)
+    radius = float(np.linalg.norm(shape.points - center, axis=1).max())
+    view = Viewpoint(210.0, 20.0, fit_distance(radius, k, 0.8), 0.0)
+    cam = make_camera(view, k, center)
+    r = renderer.render(cam, background=(0.4, 0.5, 0.6))
+    return (r.color * 255).astype(np.uint8) if r.color.dtype != np.uint8 else r.color, r.mask, cam, view, shape
+
+
+def _save_run(path, task, category, model, size=64):
+    cfg = {"task": task, "category": category, "size": size, "widths": [16, 32, 64, 128]}
+    save_checkpoint(path / "last.pt", {"config": cfg, "model": model.state_dict()})
+    return path
+
+
+def test_understand_with_true_view_and_shape_projects_the_annotated_keypoints(knowledge, photo, tmp_path):
+    image, mask, cam, view, shape = photo
+    nets = Networks(ViewpointNet(64, (16, 32, 64, 128)))  # untrained: the view is given
+    u = understand(image, knowledge, nets, mask=mask, viewpoint_override=view, shape_override=shape.model_id, steps=20)
+    assert u.iou_refined > 0.9
+    truth, _ = cam.project(shape.keypoints.astype(np.float64))
+    errs = [
+        np.hypot(*(np.array(v["uv"]) - truth[list(shape.semantic_ids).index(int(sid))]))
+        for sid, v in u.keypoints.items()
+        if v["visible"]
+    ]
+    assert len(errs) >= 3 and np.median(errs) < 0.03 * 160  # within 3 % of the image
+    assert set(u.keypoints) == {str(int(s)) for s in shape.semantic_ids}
+    assert all(0 <= v["confidence"] <= 1 and v["name"] for v in u.keypoints.values())
+    labelled = u.semantic_map >= 0
+    assert labelled.any() and not (labelled & ~u.object_mask).any()  # semantics only on the fitted shape
+    files = write_understanding(u, tmp_path / "out")
+    assert {p.name for p in files} == {"keypoints.json", "pose.json", "semantics.png", "overlay.png"}
+    pose = json.loads((tmp_path / "out" / "pose.json").read_text())
+    assert pose["model_id"] == shape.model_id and abs(((pose["azimuth"] - 210 + 180) % 360) - 180) < 10
+
+
+def test_retrieval_by_silhouette_prefers_the_photographed_shape(knowledge, photo):
+    image, mask, _, view, shape = photo
+    u = understand(image, knowledge, Networks(ViewpointNet(64)), mask=mask, viewpoint_override=view, steps=0, top=3)
+    assert shape.model_id in [r["model_id"] for r in u.retrieved]
+
+
+def test_a_category_without_shapes_and_foreign_runs_are_refused(sample_root, tmp_path, photo):
+    import shutil
+
+    with pytest.raises(DataError, match="no annotations for airplane"):
+        KnowledgeBase.load(sample_root, "airplane", "all")
+    bare = tmp_path / "bare"
+    shutil.copytree(sample_root, bare, ignore=shutil.ignore_patterns("meshes"))
+    with pytest.raises(DataError, match="'chair' has no annotated shapes with meshes"):
+        KnowledgeBase.load(bare, "chair", "all")
+    sil = _save_run(tmp_path / "sil", "silhouette", "chair", SilhouetteNet())
+    with pytest.raises(DataError, match="no viewpoint run"):
+        Networks.from_runs([sil], "chair", sample_root)
+    vp = _save_run(tmp_path / "vp", "viewpoint", "mug", ViewpointNet(64))
+    with pytest.raises(DataError, match="trained on category 'mug'"):
+        Networks.from_runs([vp], "chair", sample_root)
+
+
+def test_cli_understand_and_viewpoint(sample_root, tmp_path, photo, capsys):
+    from kpengine.render.overlay import save_png
+
+    image, mask, *_ = photo
+    save_png(tmp_path / "photo.png", image)
+    save_png(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
+    torch.manual_seed(0)
+    vp = _save_run(tmp_path / "vp", "viewpoint", "chair", ViewpointNet(64))
+    sil = _save_run(tmp_path / "sil", "silhouette", "chair", SilhouetteNet())
+    out = tmp_path / "u"
+    base = ["understand", "--image", str(tmp_path / "photo.png"), "--category", "chair", "--knowledge",
+            str(sample_root), "--split", "all", "--steps", "5"]  # fmt: skip
+    assert main([*base, "--mask", str(tmp_path / "mask.png"), "--runs", str(vp), "--out", str(out)]) == 0
+    kps = json.loads((out / "keypoints.json").read_text())
+    assert kps and all(set(v) == {"uv", "visible", "confidence", "name"} for v in kps.values())
+    # a run of another task where the viewpoint run belongs: refused, nothing written
+    bad = tmp_path / "bad"
+    assert main([*base, "--runs", str(sil), "--out", str(bad)]) == 1
+    assert not bad.exists()
+    assert "no viewpoint run" in capsys.readouterr().err
+    assert main(["viewpoint", "--run", str(sil), "--images", str(tmp_path / "photo.png"), "--out", "-"]) == 1
+    assert "trained for task 'silhouette'" in capsys.readouterr().err
+
+
+def test_silhouette_net_shapes_and_iou():
+    net = SilhouetteNet((8, 16))
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 32, 32)
+    a = np.zeros((1, 4, 4), bool)
+    a[0, :2] = True
+    b = np.zeros((1, 4, 4), bool)
+    b[0, 1:3] = True
+    assert mask_iou(a, b)[0] == pytest.approx(4 / 12)
+    m = np.zeros((6, 6), bool)
+    m[0, 0] = True
+    m[2:5, 2:5] = True
+    assert largest_component(m).sum() == 9
