@@ -435,12 +435,12 @@ def understand(
 
 def semantics_picture(u: Understanding) -> np.ndarray:
     """(H, W, 3) uint8: the photo dimmed, the fitted shape in grey, semantic regions in their colours."""
-    from kpengine.render.overlay import semantic_color
+    from kpengine.viz.palette import semantic_rgb
 
     out = (u.image.astype(np.float64) * 0.35).astype(np.uint8)
     out[u.object_mask] = 150
     hit = u.semantic_map >= 0
-    out[hit] = semantic_color(u.semantic_map[hit])
+    out[hit] = semantic_rgb(u.semantic_map[hit])
     return out
 
 
