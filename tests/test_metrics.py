@@ -109,3 +109,57 @@ def test_das_by_hand():
     # forward: index 0 -> ids (0, 1): agreement over 4 ordered pairs = 2/4; same for index 1 -> 0.5
     # backward: id 0 -> indices (0, 1) -> 0.5; id 1 -> (1, 0) -> 0.5
     assert dual_alignment_score(swapped, gt_xyz, gt_sem) == {"forward": 0.5, "backward": 0.5, "das": 0.5}
+
+
+def reference_das(predicted, gt_xyz, gt_sem):
+    """DAS read literally off its definition: loops over shapes, keypoints and ordered pairs."""
+    labels, indices = [], {}
+    for pred, xyz, sem in zip(predicted, gt_xyz, gt_sem):
+        if len(xyz) == 0:
+            continue
+        row = []
+        for p in pred:
+            best = min(range(len(xyz)), key=lambda g: (float(np.sum((p - xyz[g]) ** 2)), g))
+            row.append(int(sem[best]))
+        labels.append(row)
+        for g in range(len(xyz)):
+            best = min(range(len(pred)), key=lambda k: (float(np.sum((pred[k] - xyz[g]) ** 2)), k))
+            indices.setdefault(int(sem[g]), []).append(best)
+
+    def agreement(values):
+        return sum(a == b for a in values for b in values) / len(values) ** 2
+
+    forward = np.mean([agreement([row[k] for row in labels]) for k in range(len(labels[0]))])
+    backward = np.mean([agreement(v) for v in indices.values()])
+    return forward, backward
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_das_equals_the_definition_with_unequal_counts(seed):
+    """K = 5 predictions against 1 to 8 ground-truth keypoints per shape (K != G both ways),
+    some shapes without keypoints (skipped, not the end of the loop)."""
+    rng = np.random.default_rng(seed)
+    predicted, gt_xyz, gt_sem = [], [], []
+    for i in range(9):
+        g = 0 if i in (0, 4) else int(rng.integers(1, 9))
+        predicted.append(rng.random((5, 3)))
+        gt_xyz.append(rng.random((g, 3)))
+        gt_sem.append(rng.choice(10, g, replace=False))
+    forward, backward = reference_das(predicted, gt_xyz, gt_sem)
+    got = dual_alignment_score(predicted, gt_xyz, gt_sem)
+    assert got["forward"] == pytest.approx(forward, abs=1e-12)
+    assert got["backward"] == pytest.approx(backward, abs=1e-12)
+    assert got["das"] == pytest.approx((forward + backward) / 2, abs=1e-12)
+
+
+def test_empty_inputs_give_nan_not_errors():
+    """No ground truth anywhere: DAS and PCK are undefined (NaN, every key present); mAP and
+    IoU have nothing to find (0)."""
+    nan3 = dual_alignment_score([np.zeros((4, 3))], [np.zeros((0, 3))], [np.zeros(0, np.int64)])
+    assert set(nan3) == {"forward", "backward", "das"} and all(np.isnan(v) for v in nan3.values())
+    assert np.isnan(pck([], THRESHOLDS)).all() and len(pck([], THRESHOLDS)) == len(THRESHOLDS)
+    assert np.isnan(pck([np.zeros(0)], [0.01, 0.02])).tolist() == [True, True]
+    no_gt = [np.zeros((0, 30))]
+    assert mean_average_precision(no_gt, [np.array([1, 2])], [np.array([0.9, 0.1])], 0.1) == 0.0
+    assert mean_average_precision([], [], [], 0.1) == 0.0
+    assert mean_iou(no_gt, [np.array([3])], 0.1) == 0.0
