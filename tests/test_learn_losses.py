@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -85,3 +87,45 @@ def test_contrastive_margin_scales_the_hinge() -> None:
     hardest = [0.5, 0.34**0.5, 0.5, 2.0]
     expected = (0.09 + 2.25) / 2 + sum((3 - d) ** 2 for d in hardest) / 4
     assert contrastive_loss(emb, idx, margin=3.0).item() == pytest.approx(expected, rel=1e-7)
+
+
+def test_contrastive_loss_edge_cases_by_hand() -> None:
+    """Default margin 1; one keypoint: nothing to compare (0); two of one id on two shapes: only the
+    pull d^2; two ids on one shape: only the push (1 - d)^2 for each."""
+    emb = torch.zeros(2, 2, 2, dtype=torch.float64)
+    emb[0, 0], emb[0, 1] = torch.tensor([0.0, 0.0]), torch.tensor([0.3, 0.4])  # 0.5 apart
+    emb[1, 0] = torch.tensor([0.6, 0.8])  # 1.0 from emb[0, 0]
+    assert contrastive_loss(emb, torch.tensor([[0, -1], [-1, -1]])).item() == 0.0
+    assert contrastive_loss(emb, torch.tensor([[0], [0]])).item() == pytest.approx(1.0)  # d^2 = 1
+    assert contrastive_loss(emb, torch.tensor([[0, 1], [-1, -1]])).item() == pytest.approx(0.25)
+    # the default margin is 1: the hand-worked four-keypoint case again, without naming it
+    emb4 = torch.zeros(2, 3, 2, dtype=torch.float64)
+    emb4[0, 0], emb4[0, 2] = torch.tensor([0.0, 0.0]), torch.tensor([0.0, 0.5])
+    emb4[1, 1], emb4[1, 2] = torch.tensor([0.3, 0.0]), torch.tensor([0.0, 2.0])
+    idx4 = torch.tensor([[0, 2], [1, 2]])
+    assert contrastive_loss(emb4, idx4).item() == pytest.approx(contrastive_loss(emb4, idx4, margin=1.0).item())
+    assert contrastive_loss(emb4, idx4).item() != pytest.approx(contrastive_loss(emb4, idx4, margin=2.0).item())
+
+
+def test_correspondence_loss_hand_computed() -> None:
+    """Two shapes, 3 points, 2 ids, 2 relabellings. With logits 0 except one value, the
+    log-softmax over 3 points is known in closed form: a point with logit L among two zeros has
+    log p = L - log(e^L + 2), the others -log(e^L + 2).
+
+    Shape 0 (id 0 logit 2 at point 0; id 1 logit 0 everywhere): labelling (0, 2) costs
+    ((log(e^2 + 2) - 2) + log 3) / 2, labelling (1, 0) costs (log(e^2 + 2) + log 3) / 2; min: the first.
+    Shape 1: no ids present (all -1): left out of the mean."""
+    logits = torch.zeros(2, 3, 2, dtype=torch.float64)
+    logits[0, 0, 0] = 2.0
+    logits[1, 1, 1] = 5.0  # must not count: shape 1 has no keypoints
+    lab = torch.tensor([[[0, 2], [1, 0]], [[-1, -1], [-1, -1]]])
+    z = math.log(math.exp(2) + 2)
+    expected = ((z - 2) + math.log(3)) / 2
+    assert correspondence_loss(logits, lab).item() == pytest.approx(expected, rel=1e-12)
+    assert correspondence_loss(logits, lab[:, 1:]).item() == pytest.approx((z + math.log(3)) / 2, rel=1e-12)
+    one_id = torch.tensor([[[0, -1]], [[-1, -1]]])  # a mean over present ids: one id, not halved
+    assert correspondence_loss(logits, one_id).item() == pytest.approx(z - 2, rel=1e-12)
+    nothing = correspondence_loss(logits.requires_grad_(True), torch.full((2, 1, 2), -1))
+    assert nothing.item() == 0.0
+    nothing.backward()
+    assert logits.grad.abs().sum() == 0
