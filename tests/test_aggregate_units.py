@@ -142,3 +142,26 @@ def test_check_clicks_drops_unknown_models_duplicates_and_extra_points():
     assert "duplicate click" in text
     assert "more than 24 points" in text and "ignored 2" in text
     assert "annotator b annotated this model only" in text
+
+
+def test_saliency_map_is_a_mean_over_all_the_models_annotators() -> None:
+    """Annotator 0 clicked twice (max per point), annotator 1 once; 4 people saw the model, so the two
+    who did not click count as zeros: (max(a, b) + c) / 4, worked by hand."""
+
+    per_click = np.array([[1.0, 0.2, 0.0], [0.1, 0.6, 0.0], [0.0, 0.4, 0.8]])
+    annotator = np.array([0, 0, 1])
+    np.testing.assert_allclose(saliency_map(per_click, annotator, 4), [1.0 / 4, 1.0 / 4, 0.8 / 4])
+    np.testing.assert_allclose(saliency_map(per_click, annotator), [1.0 / 2, 1.0 / 2, 0.8 / 2])
+
+
+def test_non_minimum_suppression_neighbourhood_counts_the_neighbours_not_the_point() -> None:
+    """40 points on a line 0.01 apart (geodesic = distance along it). Point 0 (value 0.5) has its
+    3rd-nearest neighbour, point 3, lower (0.1): with 3 neighbours it is suppressed, with 2 kept."""
+
+    pts = np.stack([np.arange(40) * 0.01, np.zeros(40), np.zeros(40)], axis=1)
+    graph = GeodesicGraph(pts, protocol="strict")
+    values = np.ones(40)
+    values[0], values[3] = 0.5, 0.1
+    assert non_minimum_suppression(graph, values, [0], neighbours=3, radius=0.06).tolist() == []
+    assert non_minimum_suppression(graph, values, [0], neighbours=2, radius=0.06).tolist() == [0]
+    assert non_minimum_suppression(graph, values, [0], neighbours=3, radius=0.025).tolist() == [0]  # 0.03 > radius
