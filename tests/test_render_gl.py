@@ -14,12 +14,13 @@ import pytest
 import trimesh
 from PIL import Image
 
+from conftest import require_module
 from kpengine.io.mesh import Mesh
 from kpengine.render.cameras import Intrinsics, Viewpoint, make_camera
 from kpengine.render.raycast import MeshRenderer, twin_faces
 from kpengine.render.splat import render_points
 
-gl = pytest.importorskip("kpengine.render.gl")
+gl = require_module("kpengine.render.gl")  # a skip without moderngl, a failure under CI
 
 
 @pytest.fixture(scope="module", autouse=True)
