@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from kpengine.learn.checkpoint import load_checkpoint
 
 
@@ -27,3 +29,76 @@ def test_torchrun_two_processes(sample_root: Path, tmp_path: Path) -> None:
     state = load_checkpoint(run / "best.pt", task="correspondence", category="chair")
     assert not any(k.startswith("module.") for k in state["model"])  # rank 0 saved the plain model
     assert proc.stdout.count("best validation loss") == 1  # rank-0 logging only
+
+
+LINEAR_TASK = '''
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset, default_collate
+
+from kpengine.learn.config import RunConfig
+from kpengine.learn.runs import Data, Task, train_run
+
+torch.set_num_threads(1)
+
+
+@dataclass(kw_only=True)
+class LinearConfig(RunConfig):
+    pass
+
+
+class LinearTask(Task):
+    """Least squares on 48 fixed samples with a linear model: no dropout, no batch norm, so the
+    gradient of a batch's mean loss is all that training depends on."""
+
+    config_class = LinearConfig
+
+    def data(self) -> Data:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(48, 4, generator=g, dtype=torch.float64)
+        w = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+        y = x @ w + 0.3 * torch.randn(48, generator=g, dtype=torch.float64)
+        return Data(TensorDataset(x, y), TensorDataset(x[:8], y[:8]), default_collate)
+
+    def model(self) -> nn.Module:
+        torch.manual_seed(1)
+        return nn.Linear(4, 1).double()
+
+    def loss(self, net: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return ((net(x)[:, 0] - y) ** 2).mean()
+
+
+config = LinearConfig(task="linear", epochs=3, batch_size=int(sys.argv[2]), lr=0.05)
+train_run(LinearTask(config), sys.argv[1], progress=False)
+'''
+
+
+def test_two_processes_shard_the_data_and_match_one_process(tmp_path: Path) -> None:
+    """Two ranks with batches of 4 take the same steps as one process with batches of 8.
+
+    DistributedSampler deals rank r the items perm[r::2] of one shared permutation, so batch i of
+    the two ranks together is batch i of the single process, and DDP averages the two ranks'
+    gradients of their mean losses: the mean loss over the 8. With a linear model the weights after
+    three epochs must agree to rounding; a rank that trained on all the data, or on the other
+    rank's half too, would take twice the steps and end elsewhere."""
+    script = tmp_path / "linear_task.py"
+    script.write_text(LINEAR_TASK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run([*two, str(script), str(tmp_path / "ddp"), "4"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "8"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp, one = (load_checkpoint(tmp_path / d / "last.pt")["model"] for d in ("ddp", "one"))
+    assert ddp.keys() == one.keys()
+    for k in one:
+        torch.testing.assert_close(ddp[k], one[k], rtol=1e-9, atol=1e-12)
+    torch.manual_seed(1)
+    start = torch.nn.Linear(4, 1).double().weight.detach()
+    assert (one["weight"] - start).abs().max() > 0.1  # training moved the weights
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert history["summary"]["world_size"] == 2
