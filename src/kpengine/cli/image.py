@@ -18,7 +18,7 @@ in-plane roll in degrees, and the category's keypoints projected with visibility
 Viewpoints: azimuth uniform over 360 degrees, elevation uniform in --elevation (default -10..60),
 roll ~ N(0, 5 degrees), field of view uniform in --fov (default 20..60); the object is centred and
 fills 1/(1 + 2 x 0.06..0.14) of the image (the crop the image networks assume). Shapes with a mesh are
-rasterised with their materials; clouds (bathtub, bed) are drawn as splats. Rendering is OpenGL
+rasterised with their materials; clouds (bathtub, bed) are drawn as oriented splats (surfels). Rendering is OpenGL
 (headless EGL, Mesa llvmpipe): scripts/setup_system.sh installs it.
 
 Backgrounds: --backgrounds DIR takes crops of real photos away from their objects (layouts: masks,
@@ -75,7 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="render set folder (created; resumed if it exists)")
     p.add_argument("--summary", metavar="S.json", help="also write the JSON summary to a file")
-    p.add_argument("--contact-sheet", metavar="PNG", help="also draw the first 48 views with their keypoints")
+    p.add_argument(
+        "--contact-sheet", metavar="PNG", help="also draw 48 views spread over the set with their keypoints (PNG)"
+    )
     p.set_defaults(func=cmd_render_views)
 
 

@@ -273,9 +273,15 @@ def context():
     """The process's headless EGL context (made once)."""
     try:
         import moderngl
-
+    except ImportError as exc:
+        raise RuntimeError(f"{INSTALL_HINT} ({exc})") from exc
+    try:  # the runtime sonames first: the unversioned libGL.so / libEGL.so come only with -dev packages
+        return moderngl.create_context(standalone=True, backend="egl", libgl="libGL.so.1", libegl="libEGL.so.1")
+    except Exception:  # noqa: BLE001 - glcontext raises plain Exceptions; try its own library lookup next
+        pass
+    try:
         return moderngl.create_context(standalone=True, backend="egl")
-    except Exception as exc:  # ImportError, or glcontext's errors when libEGL/libGL are missing
+    except Exception as exc:  # glcontext's errors when libEGL/libGL or a driver are missing
         raise RuntimeError(f"{INSTALL_HINT} ({type(exc).__name__}: {exc})") from exc
 
 
