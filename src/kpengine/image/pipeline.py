@@ -106,7 +106,7 @@ class Networks:
             net.silhouette, st = load_image_run(by_task["silhouette"], "silhouette", category)
             net.silhouette_size = int(st["config"]["size"])
         if "embedding" in by_task:
-            from kpengine.learn.predict import load_run
+            from kpengine.learn.inference import load_run
             from kpengine.learn.transfer import Prototypes
 
             model, state = load_run(by_task["embedding"], task="embedding", category=category)
@@ -377,7 +377,7 @@ def understand(
     points = shape.points.astype(np.float64)
     emb = None
     if nets.embedding is not None:
-        from kpengine.learn.predict import infer
+        from kpengine.learn.inference import infer
 
         model, protos = nets.embedding
         res = protos.transfer(model, shape.points)
