@@ -168,43 +168,49 @@ uniform mat4 mvp;
 uniform mat4 world_to_cam;
 uniform float radius_px;
 uniform float max_radius_px;
+uniform vec3 eye;
+uniform vec3 light;
+uniform int headlight;
+uniform float ambient;
 in vec3 in_pos;
 in vec3 in_normal;
 in vec3 in_color;
 in float in_face;
-out vec3 v_pos;
 flat out float v_z;
 flat out vec3 v_normal;
-flat out vec3 v_color;
+flat out vec3 v_shaded;
 flat out float v_face;
 void main() {
+    // a camera-facing disc has one depth, normal and colour: shade once per point, not per fragment
     gl_Position = mvp * vec4(in_pos, 1.0);
     v_z = (world_to_cam * vec4(in_pos, 1.0)).z;
     gl_PointSize = 2.0 * max(min(radius_px / v_z, max_radius_px), 0.5);
-    v_pos = in_pos;
-    v_normal = in_normal;
-    v_color = in_color;
+    vec3 d = normalize(in_pos - eye);
+    vec3 n = dot(in_normal, d) > 0.0 ? -in_normal : in_normal;
+    float lambert = headlight == 1 ? abs(dot(n, d)) : clamp(dot(n, light), 0.0, 1.0);
+    v_normal = n;
+    v_shaded = clamp(in_color * (ambient + (1.0 - ambient) * lambert), 0.0, 1.0);
     v_face = in_face;
 }
 """
 
-_FRAGMENT_SPLAT = (
-    _FRAGMENT_HEAD
-    + """
-in vec3 v_pos;
+_FRAGMENT_SPLAT = """
+#version 330
 flat in float v_z;
 flat in vec3 v_normal;
-flat in vec3 v_color;
+flat in vec3 v_shaded;
 flat in float v_face;
+layout(location = 0) out vec4 out_geom;
+layout(location = 1) out vec4 out_color;
+layout(location = 2) out float out_index;
 void main() {
     vec2 p = gl_PointCoord * 2.0 - 1.0;
     if (dot(p, p) > 1.0) discard;
-    vec3 d = normalize(v_pos - eye);
-    vec3 n = dot(v_normal, d) > 0.0 ? -v_normal : v_normal;
-    emit(n, d, v_color, v_z, v_face);
+    out_geom = vec4(v_normal, v_z);
+    out_color = vec4(v_shaded, 1.0);
+    out_index = v_face + 1.0;
 }
 """
-)
 
 _VERTEX_SURFEL = """
 #version 330
