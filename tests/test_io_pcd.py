@@ -137,3 +137,47 @@ def test_lzf_round_trips_the_reference_encoder_on_varied_data():
     for data in samples:
         packed = lzf.compress(data)
         assert _lzf_decompress(packed, len(data)) == data
+
+
+def test_header_defaults_and_an_organised_cloud(tmp_path):
+    """SIZE, TYPE and COUNT default to 4, F and 1 per field; without POINTS the count is WIDTH x
+    HEIGHT (an organised 2 x 2 cloud); comments and blank lines are skipped."""
+    path = tmp_path / "org.pcd"
+    path.write_text("# .PCD v0.7\n\nFIELDS x y z\nWIDTH 2\nHEIGHT 2\nDATA ascii\n0 0 0\n1 0 0\n0 1 0\n0.5 0.25 -2\n")
+    cloud = load_pcd(path)
+    assert cloud.colors is None
+    np.testing.assert_array_equal(cloud.points, [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0.5, 0.25, -2]])
+
+
+def test_rgba_field_is_read_as_colour(tmp_path):
+    path = tmp_path / "rgba.pcd"
+    rec = struct.pack("<fffI", 0.0, 1.0, 2.0, 0xFF123456)
+    head = "VERSION .7\nFIELDS x y z rgba\nSIZE 4 4 4 4\nTYPE F F F U\nCOUNT 1 1 1 1\nWIDTH 1\nPOINTS 1\nDATA binary\n"
+    path.write_bytes(head.encode() + rec)
+    assert load_pcd(path).colors.tolist() == [[0x12, 0x34, 0x56]]
+
+
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        ("FIELDS x y\nSIZE 4 4\nTYPE F F\nCOUNT 1 1\nWIDTH 1\nPOINTS 1\nDATA ascii\n", "no x y z fields"),
+        (
+            "FIELDS x y z\nSIZE 4 4 2\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 1\nPOINTS 1\nDATA ascii\n",
+            "unsupported PCD field type F2",
+        ),
+        ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 1\nPOINTS 1\nDATA packed\n", "unknown DATA kind"),
+        ("FIELDS x y z\nSIZE four 4 4\nWIDTH 1\nPOINTS 1\nDATA ascii\n", "malformed PCD header"),
+        ("SIZE 4 4 4\nWIDTH 1\nPOINTS 1\nDATA ascii\n", "malformed PCD header"),  # no FIELDS
+    ],
+)
+def test_bad_headers_name_the_file(tmp_path, head, message):
+    path = tmp_path / "bad.pcd"
+    path.write_text(head + "0 0 0\n")
+    with pytest.raises(DataError) as err:
+        load_pcd(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_pcd(tmp_path / "nope.pcd")
