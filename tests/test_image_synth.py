@@ -14,6 +14,7 @@ from kpengine.cli.main import main
 from kpengine.data.dataset import KeypointNetDataset
 from kpengine.errors import DataError
 from kpengine.image.backgrounds import BackgroundBank
+from kpengine.image.renderset import view_sample
 from kpengine.image.synth import SynthConfig, build_render_set, facing_azimuth
 from kpengine.image.types import mask_box
 from kpengine.io.backgrounds import BackgroundPhoto, find_background_photos
@@ -45,7 +46,7 @@ def test_labels_agree_with_shapes_and_cameras(sample_root: Path, render_set: Pat
     assert len(rs) == 2 * 2 * 3 and {v["category"] for v in rs} == {"chair", "mug"}
     shapes = {c: KeypointNetDataset(sample_root, c, "train") for c in ("chair", "mug")}
     for i, v in enumerate(rs.views):
-        s = rs.sample(i)
+        s = view_sample(rs, i)
         shape = shapes[v["category"]].by_id(v["model_id"])
         assert s.image.shape == (64, 64, 3) and s.mask.shape == (64, 64)
         # keypoints = the shape's 3D keypoints through the stored camera (independent projection)
@@ -82,7 +83,7 @@ def test_labels_agree_with_shapes_and_cameras(sample_root: Path, render_set: Pat
             assert near[ij[:, 0], ij[:, 1]].all()
     stacked = rs.images([0, 5])
     assert stacked["image"].shape == (2, 64, 64, 3) and stacked["mask"].dtype == bool
-    np.testing.assert_array_equal(stacked["mask"][1], rs.sample(5).mask)
+    np.testing.assert_array_equal(stacked["mask"][1], view_sample(rs, 5).mask)
     # azimuths cover the circle rather than clustering (12 views, uniform sampling)
     az = rs.arrays()["azimuth"]
     assert np.ptp(az) > 120

@@ -34,12 +34,8 @@ LAYERS: list[str] = [
 
 #: Arrows that are known to be wrong, to be fixed elsewhere: (importer, imported) modules -> issue.
 #: Remove an entry when its fix lands.
-KNOWN_LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # issue 11a (`gl`): RenderSet.sample builds an image.types.ImageSample with a render.cameras.Camera
-    # inside the io layer (a lazy import); the reading belongs in io, building the sample in image/.
-    ("kpengine.io.renderset", "kpengine.image.types"): "11a",
-    ("kpengine.io.renderset", "kpengine.render.cameras"): "11a",
-}
+#: (io/renderset built image samples until issue 11a moved that into image/renderset.)
+KNOWN_LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
 #: Import circles being fixed elsewhere: frozenset of modules -> issue. Remove an entry when its fix lands.
 #: (The learn/ circles predict <-> decision <-> transfer and backbones/__init__ <-> its modules were
 #: listed here until issue 10b's run mechanism and registries landed.)

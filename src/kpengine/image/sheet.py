@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kpengine.image.renderset import view_sample
 from kpengine.io.renderset import RenderSet
 from kpengine.render.overlay import draw_keypoints, outline, save_png, tile
 
@@ -21,7 +22,7 @@ def contact_sheet(render_set: RenderSet, out: str | Path, n: int = 48, columns: 
     picks = np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
     tiles = []
     for i in picks:
-        s = render_set.sample(int(i), maps=("mask",))
+        s = view_sample(render_set, int(i), maps=("mask",))
         img = np.asarray(Image.fromarray(s.image).resize((s.width * scale, s.height * scale), Image.Resampling.NEAREST))
         if s.mask is not None:
             edge = np.kron(outline(s.mask), np.ones((scale, scale), bool)).astype(bool)

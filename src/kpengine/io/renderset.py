@@ -151,7 +151,8 @@ def save_index(root: Path, config: dict, views: list[dict], conventions: str, co
 @dataclass
 class RenderSet:
     """A loaded render set: ``root``, ``config`` (generation settings), ``views`` (dicts as in the module
-    docstring, validated), ``depth_scale``."""
+    docstring, validated), ``depth_scale``. Files are decoded here (:meth:`read_view`, :meth:`images`);
+    image-level types are built above this layer (:mod:`kpengine.image.renderset`)."""
 
     root: Path
     config: dict
@@ -172,35 +173,22 @@ class RenderSet:
         ]
         return RenderSet(self.root, self.config, keep, self.depth_scale)
 
-    def sample(self, i: int, maps: Sequence[str] = MAPS):
-        """View ``i`` as an :class:`~kpengine.image.types.ImageSample` with the maps asked for (read from disk)."""
-        from kpengine.image.types import ImageSample, Keypoints2D
-        from kpengine.render.cameras import Camera, Viewpoint
-
+    def read_view(self, i: int, maps: Sequence[str] = MAPS) -> dict:
+        """View ``i``'s files decoded: ``{"view": the index entry, "image": (H, W, 3) uint8, "mask": (H, W) bool,
+        "depth": (H, W) float32 model units, "normals": (H, W, 3) float32}`` (maps not asked for or absent:
+        None). :func:`kpengine.image.renderset.view_sample` makes an ``ImageSample`` of it."""
         v = self.views[i]
         image = load_image(self.root / v["image"])
         h, w = image.shape[:2]
-        mask = depth = normals = None
+        out: dict = {"view": v, "image": image, "mask": None, "depth": None, "normals": None}
         if "mask" in maps and v.get("mask"):
-            mask = load_mask(self.root / v["mask"], expected_shape=(h, w))
+            out["mask"] = load_mask(self.root / v["mask"], expected_shape=(h, w))
         if "depth" in maps and v.get("depth"):
-            depth = _read_raw(self.root / v["depth"]).astype(np.float32) / self.depth_scale
+            out["depth"] = _read_raw(self.root / v["depth"]).astype(np.float32) / self.depth_scale
         if "normals" in maps and v.get("normals"):
             raw = _read_raw(self.root / v["normals"]).astype(np.float32)
-            normals = np.where(raw.any(axis=-1, keepdims=True), raw / 127.5 - 1.0, 0.0).astype(np.float32)
-        return ImageSample(
-            image,
-            mask=mask,
-            camera=Camera.from_json(v["camera"]),
-            keypoints=Keypoints2D.from_json(v["keypoints"]),
-            depth=depth,
-            normals=normals,
-            viewpoint=Viewpoint(v["azimuth"], v["elevation"], v["distance"], v["theta"]),
-            center=np.asarray(v["center"], np.float64) if v.get("center") is not None else None,
-            name=v["id"],
-            model_id=v["model_id"],
-            category=v["category"],
-        )
+            out["normals"] = np.where(raw.any(axis=-1, keepdims=True), raw / 127.5 - 1.0, 0.0).astype(np.float32)
+        return out
 
     def images(self, indices: Sequence[int] | None = None, *, masks: bool = True) -> dict[str, np.ndarray]:
         """Pixels of views stacked for training: ``image`` (N, H, W, 3) uint8 and ``mask`` (N, H, W) bool
