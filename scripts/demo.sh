@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on generated sample data: make the dataset, print its statistics, fit and
-# evaluate the mean-position template baseline, and draw figures. Output in ${1:-demo_out}/.
+# evaluate the mean-position template baseline, draw figures, then go from one photo to pixel
+# semantics (`understand`, tiny training runs). Output in ${1:-demo_out}/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -15,4 +16,17 @@ for task in correspondence saliency; do
     --predictions "$OUT/template_$task.json" --output "$OUT/results_$task.json" --png "$OUT/results_$task.png"
 done
 $KP show --data "$OUT/sample" --category chair --split test --out "$OUT/chair.png"
-echo "figures and results in $OUT/"
+# photo -> viewpoint, shape, pose, 2D keypoints and pixel semantics (paper section 4); tiny runs
+$KP render-benchmark --data "$OUT/sample" --category chair --split train --views 12 --size 96 --out "$OUT/renders_train"
+$KP render-benchmark --data "$OUT/sample" --category chair --split test --views 1 --size 192 --seed 1 \
+  --out "$OUT/renders_test"
+rm -rf "$OUT/runs"
+for task in viewpoint silhouette; do
+  $KP train --task $task --data "$OUT/renders_train" --category chair --out "$OUT/runs/$task" \
+    --epochs 4 --batch-size 32 --lr 2e-3 --lr-schedule cosine
+done
+PHOTO=$(ls "$OUT"/renders_test/images/*.png | head -1)
+# with the photo's mask; leave --mask out and the silhouette run predicts it (weak after 4 epochs)
+$KP understand --image "$PHOTO" --mask "${PHOTO/images/masks}" --category chair --knowledge "$OUT/sample" \
+  --runs "$OUT/runs/viewpoint" "$OUT/runs/silhouette" --out "$OUT/understand"
+echo "figures and results in $OUT/ (understand: $OUT/understand/overlay.png, semantics.png)"
