@@ -136,9 +136,11 @@ class KnowledgeBase:
                 f"({len(ds)} annotated, {len(ds.problems)} unusable): nothing to retrieve",
                 path=root,
             )
-        from kpengine.data.sample import KEYPOINT_NAMES
+        from kpengine.data.sample import KEYPOINT_NAMES, _is_sample_dir
 
-        return cls(ds.category.name, shapes, dict(KEYPOINT_NAMES.get(ds.category.name, {})))
+        # names are known for kpengine's own sample data only; KeypointNet ids are bare numbers
+        names = KEYPOINT_NAMES.get(ds.category.name, {}) if _is_sample_dir(Path(root)) else {}
+        return cls(ds.category.name, shapes, dict(names))
 
     def name(self, sid: int) -> str:
         return self.names.get(int(sid), f"semantic id {int(sid)}")
