@@ -68,10 +68,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.formatter_class = fmt
     # dest = the config field each flag sets (a task's config takes the flags it has fields for)
-    p.add_argument("--task", required=True, choices=tasks)
+    p.add_argument("--task", required=True, choices=tasks, type=task_name)
     p.add_argument("--backbone", default="pointnet", choices=backbones)
     add_data_args(p, split=None)
     p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--method", default="skeleton-merger", help="unsupervised_keypoints: the method (skeleton-merger)")
+    p.add_argument(
+        "--keypoints", dest="n_keypoints", type=int, default=10, metavar="K", help="unsupervised_keypoints: K per shape"
+    )
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -139,6 +143,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config", default="{}", metavar="JSON", help='other training settings, e.g. \'{"lr_schedule": "cosine"}\''
     )
     p.set_defaults(func=cmd_benchmark)
+
+
+def task_name(text: str) -> str:
+    """A task as typed: unsupervised-keypoints names the module unsupervised_keypoints."""
+    return text.replace("-", "_")
 
 
 def json_object_arg(text: str, flag: str, example: str) -> dict:

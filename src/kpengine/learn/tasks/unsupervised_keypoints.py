@@ -1,0 +1,213 @@
+"""K keypoints per shape learned without labels (--method skeleton-merger); predicts saliency-style
+
+Trained on a category's clouds alone (keypoint labels are never read in training); validation
+is the same reconstruction loss on the val split. ``kpengine predict`` writes the K keypoints of
+each shape in the saliency predictions format, **in keypoint order** (entry k is keypoint k,
+snapped to its nearest cloud point; the score is the peak of its heatmap), so that the dual
+alignment score (``kpengine evaluate --task das``) can tell whether keypoint k means the same
+part on every shape. Clouds enter the network in a unit frame (bounding-box centre at the
+origin, largest half-extent 1, as the official code's [-1, 1] normalisation); keypoints come
+back in the model's frame as the same convex combinations of the original points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+
+from kpengine.data.dataset import KeypointNetDataset
+from kpengine.data.shape import Shape
+from kpengine.errors import DataError
+from kpengine.geometry.detectors import check_cloud
+from kpengine.learn.checkpoint import data_version
+from kpengine.learn.config import TrainConfig
+from kpengine.learn.predictor import Predictor
+from kpengine.learn.registry import TASKS
+from kpengine.learn.runs import Data, Task
+from kpengine.learn.unsupervised.skeleton_merger import SkeletonMerger, composite_chamfer
+
+METHODS: tuple[str, ...] = ("skeleton-merger",)
+
+
+def unit_frame(points: np.ndarray) -> np.ndarray:
+    """(N, 3) -> (N, 3) float32: bounding-box centre at 0, largest half-extent 1."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    half = float((hi - lo).max()) / 2
+    return ((points - (lo + hi) / 2) / max(half, 1e-12)).astype(np.float32)
+
+
+@dataclass(kw_only=True)
+class UnsupervisedConfig(TrainConfig):
+    """A point task config plus the method's settings."""
+
+    method: str = "skeleton-merger"
+    n_keypoints: int = 10
+    #: points drawn at random from each cloud per training step (official: the whole 2,048)
+    train_points: int = 512
+    #: points per skeleton segment in the decoder (official: 15 to 200 by length)
+    segment_points: int = 32
+    #: weight of the sum of squared decoder offsets (official 0.01)
+    offset_weight: float = 0.01
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backbone", "category", "method", "n_keypoints")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.n_keypoints < 2:
+            raise ValueError(f"need at least 2 keypoints, got {self.n_keypoints}")
+        if self.train_points < self.n_keypoints:
+            raise ValueError(f"train_points {self.train_points} is fewer than the {self.n_keypoints} keypoints")
+
+
+class CloudSubsets(Dataset):
+    """Items ``{"points": (M, 3) unit-frame float32, "model_id": str}``: a random subset of M
+    points, drawn from (seed, epoch, index) so that a resumed run is exact; ``epoch`` None: a
+    fixed subset (validation)."""
+
+    def __init__(self, shapes: Sequence[Shape], n_points: int, seed: int, train: bool):
+        self.clouds = [unit_frame(s.points) for s in shapes]
+        self.ids = [s.model_id for s in shapes]
+        self.n_points, self.seed, self.train = n_points, seed, train
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.clouds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        cloud = self.clouds[i]
+        rng = np.random.default_rng((self.seed, self.epoch + 1 if self.train else 0, i))
+        pick = rng.choice(len(cloud), size=min(self.n_points, len(cloud)), replace=False)
+        return {"points": torch.from_numpy(cloud[pick]), "model_id": self.ids[i]}
+
+
+def usable_shapes(dataset: KeypointNetDataset, k: int) -> list[Shape]:
+    """The split's shapes; DataError naming the first that cannot hold K keypoints."""
+    shapes = list(dataset)
+    if not shapes:
+        raise DataError(
+            f"{dataset.category.name}/{dataset.split} has no usable shapes under {dataset.root}: "
+            f"{dataset.problem_summary()}"
+        )
+    for s in shapes:
+        check_cloud(s.points, k, where=f"model {s.model_id}")
+    return shapes
+
+
+@TASKS.register("unsupervised_keypoints")
+class UnsupervisedKeypointsTask(Task):
+    config_class = UnsupervisedConfig
+    config: UnsupervisedConfig
+    evaluates_as: ClassVar[str] = "saliency"
+
+    def data(self) -> Data:
+        cfg = self.config
+        train = KeypointNetDataset(cfg.data, cfg.category, cfg.train_split, n_points=cfg.n_points)
+        val = KeypointNetDataset(cfg.data, cfg.category, cfg.val_split, n_points=cfg.n_points)
+        self.category_name = train.category.name
+        m = cfg.train_points
+        train_set = CloudSubsets(usable_shapes(train, cfg.n_keypoints), m, cfg.seed, train=True)
+        val_set = CloudSubsets(usable_shapes(val, cfg.n_keypoints), m, cfg.seed, train=False)
+        return Data(train_set, val_set, default_collate)
+
+    @staticmethod
+    def build(config: UnsupervisedConfig) -> SkeletonMerger:
+        try:
+            return SkeletonMerger(config.n_keypoints, config.backbone, config.segment_points, **config.backbone_kwargs)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+
+    def model(self) -> SkeletonMerger:
+        return self.build(self.config)
+
+    def loss(self, net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        model = getattr(net, "module", net)  # the DDP wrapper's model holds the offsets
+        out = net(batch["points"])
+        loss = composite_chamfer(batch["points"], out["segments"], out["activations"])
+        return loss + self.config.offset_weight * torch.sum(model.offsets**2)
+
+    def penalty(self, model: SkeletonMerger) -> torch.Tensor:
+        return self.config.regularizer_weight * model.regularizer()
+
+    def check(self, batch: dict[str, Any]) -> None:
+        bad = ~torch.isfinite(batch["points"]).all(dim=(1, 2))
+        if bad.any():
+            names = [m for m, b in zip(batch["model_id"], bad.tolist()) if b]
+            raise DataError(f"non-finite point coordinates in models {names}")
+
+    def trainable(self, batch: dict[str, Any]) -> bool:
+        return len(batch["points"]) >= 2  # batch norm
+
+    def size(self, batch: dict[str, Any]) -> int:
+        return len(batch["points"])
+
+    def where(self, batch: dict[str, Any]) -> str:
+        return f"models {batch['model_id']}"
+
+    def data_version(self) -> str:
+        return data_version(self.config.data, self.category_name)
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "method": cfg.method,
+            "backbone": cfg.backbone,
+            "category": cfg.category,
+            "n_keypoints": cfg.n_keypoints,
+        }
+
+    def title(self) -> str:
+        return f"{self.config.method} K={self.config.n_keypoints} / {self.config.backbone}"
+
+    @classmethod
+    def load_model(cls, state: dict[str, Any]) -> SkeletonMerger:
+        """The trained network of a checkpoint (``kpengine.learn.inference.load_run`` calls this)."""
+        model = cls.build(UnsupervisedConfig.from_json(state["config"]))
+        model.load_state_dict(state["model"])
+        return model.eval()
+
+    @classmethod
+    def predictor(
+        cls, run: str | Path, model: SkeletonMerger, state: dict[str, Any], data: str | Path, **options: Any
+    ) -> UnsupervisedPredictor:
+        return UnsupervisedPredictor(model)
+
+
+@torch.no_grad()
+def predict_keypoints(model: SkeletonMerger, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 3) keypoints in the model's frame and (K,) heatmap peaks of one cloud (N, 3)."""
+    check_cloud(points, model.n_keypoints)
+    x = torch.from_numpy(unit_frame(points))[None]
+    weights, _ = model.keypoint_weights(x)
+    w = weights[0].double().numpy()  # (K, N)
+    return w @ np.asarray(points, np.float64), w.max(axis=1)
+
+
+class UnsupervisedPredictor(Predictor):
+    """A trained unsupervised network: K ordered keypoints per shape, each snapped to its nearest
+    cloud point (saliency format, list order = keypoint order)."""
+
+    evaluates_as = "saliency"
+
+    def __init__(self, model: SkeletonMerger):
+        self.model = model
+
+    def keypoints(self, shapes: Sequence[Shape]) -> dict[str, np.ndarray]:
+        """{model_id: (K, 3)} keypoints in the model's frame (not snapped)."""
+        return {s.model_id: predict_keypoints(self.model, s.points)[0] for s in shapes}
+
+    def predict(self, shapes: Sequence[Shape]) -> dict[str, list[list[float]]]:
+        out: dict[str, list[list[float]]] = {}
+        for s in shapes:
+            kp, peak = predict_keypoints(self.model, s.points)
+            idx = np.argmin(((kp[:, None, :] - s.points[None, :, :]) ** 2).sum(-1), axis=1)
+            out[s.model_id] = [[int(i), float(p)] for i, p in zip(idx, peak)]
+        return out

@@ -1,0 +1,1 @@
+"""Unsupervised keypoint detectors (networks trained without keypoint labels)."""

@@ -1,0 +1,166 @@
+"""Unsupervised keypoints: Skeleton Merger's network and loss, the label-free detectors, DAS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kpengine.errors import DataError
+from kpengine.geometry.detectors import check_cloud, farthest_point_keypoints, iss_keypoints, random_keypoints
+from kpengine.learn.unsupervised.skeleton_merger import MAX_DECODER_KEYPOINTS, SkeletonMerger, composite_chamfer
+from kpengine.metrics.das import dual_alignment_score
+from kpengine.metrics.unsupervised import semantic_consistency
+
+TINY = {"width": 64, "feature_transform": False, "input_transform": False}
+
+
+def test_keypoints_are_convex_combinations_of_the_input_points() -> None:
+    torch.manual_seed(0)
+    net = SkeletonMerger(6, "pointnet", 8, **TINY).eval()
+    x = torch.rand(3, 200, 3) * 2 - 1
+    out = net(x)
+    w = out["weights"]
+    assert w.shape == (3, 6, 200) and bool((w >= 0).all())
+    assert torch.allclose(w.sum(-1), torch.ones(3, 6), atol=1e-6)
+    assert torch.allclose(out["keypoints"], torch.einsum("bkn,bnc->bkc", w, x), atol=1e-6)
+    # inside the bounding box of each cloud (a necessary condition of being in its convex hull)
+    lo, hi = x.min(1).values[:, None], x.max(1).values[:, None]
+    assert bool(((out["keypoints"] >= lo - 1e-6) & (out["keypoints"] <= hi + 1e-6)).all())
+    assert out["segments"].shape == (3, 15, 8, 3) and out["activations"].shape == (3, 15)
+    # segment (i, j) runs from keypoint i to keypoint j (less the learned offsets)
+    ends = out["segments"] - net.offsets
+    assert torch.allclose(ends[:, 0, 0], out["keypoints"][:, 0], atol=1e-6)
+    assert torch.allclose(ends[:, 0, -1], out["keypoints"][:, 1], atol=1e-6)
+
+
+def test_composite_chamfer_by_hand() -> None:
+    cloud = torch.tensor([[[0.0, 0, 0], [2.0, 0, 0]]])  # (1, 2, 3)
+    seg_a = [[0.0, 0, 0], [1.0, 0, 0]]
+    seg_b = [[2.0, 0, 0], [3.0, 0, 0]]
+    one = torch.tensor([[seg_a]])  # (1, 1, 2, 3)
+    # active segment: forward mean(0, 1) = 0.5; backward mean(0, 1) = 0.5
+    assert composite_chamfer(cloud, one, torch.tensor([[1.0]]), eps=0.0).item() == pytest.approx(1.0)
+    # activation 0.25: 0.125 + 0.125 + 20 x 0.75 uncovered weight
+    assert composite_chamfer(cloud, one, torch.tensor([[0.25]]), eps=0.0).item() == pytest.approx(15.25)
+    # two segments, activations (0.5, 1): forward (0.5 x 0.5 + 0.5 x 1) / 2 = 0.375; backward:
+    # point 0 takes 0.5 from A (distance 0) then 0.5 from B (distance 2) = 1; point 1 all from B at 0
+    two = torch.tensor([[seg_a, seg_b]])
+    got = composite_chamfer(cloud, two, torch.tensor([[0.5, 1.0]]), eps=0.0).item()
+    assert got == pytest.approx(0.375 + 0.5)
+
+
+def test_loss_decreases_on_a_tiny_set() -> None:
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    # four noisy boxes of different proportions
+    clouds = []
+    for s in (0.5, 0.7, 0.9, 1.0):
+        p = torch.rand(128, 3, generator=gen) * 2 - 1
+        face = torch.randint(0, 3, (128,), generator=gen)
+        p[torch.arange(128), face] = torch.sign(p[torch.arange(128), face])
+        clouds.append(p * torch.tensor([1.0, s, 0.5]))
+    x = torch.stack(clouds)
+    net = SkeletonMerger(4, "pointnet", 8, **TINY)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        out = net(x)
+        loss = composite_chamfer(x, out["segments"], out["activations"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_bad_input_is_named() -> None:
+    with pytest.raises(ValueError, match=f"2 to {MAX_DECODER_KEYPOINTS} keypoints"):
+        SkeletonMerger(MAX_DECODER_KEYPOINTS + 1)
+    with pytest.raises(ValueError, match="cannot hold 6 keypoints"):
+        SkeletonMerger(6, "pointnet", 4, **TINY)(torch.rand(2, 5, 3))
+    rng = np.random.default_rng(0)
+    with pytest.raises(DataError, match="fewer than the 10 keypoints"):
+        check_cloud(rng.random((5, 3)), 10)
+    line = np.outer(rng.random(50), [1.0, 2.0, 3.0])
+    with pytest.raises(DataError, match="collinear"):
+        check_cloud(line, 10)
+    with pytest.raises(DataError, match="same point"):
+        check_cloud(np.ones((50, 3)), 10)
+    flat = np.c_[rng.random((50, 2)), np.zeros(50)]
+    check_cloud(flat, 10)  # a flat cloud is fine for a network...
+    with pytest.raises(DataError, match="one plane"):
+        check_cloud(flat, 10, allow_flat=False)  # ...not for a curvature detector
+
+
+def test_detectors_give_k_distinct_points() -> None:
+    rng = np.random.default_rng(0)
+    cube = rng.random((600, 3))
+    cube[np.arange(600), rng.integers(0, 3, 600)] = rng.integers(0, 2, 600)  # points on a cube's faces
+    for idx in (
+        farthest_point_keypoints(cube, 8),
+        random_keypoints(cube, 8),
+        iss_keypoints(cube, 8, salient_radius=0.2),
+    ):
+        assert len(idx) == 8 and len(set(idx.tolist())) == 8
+    # greedy FPS: the chosen points are at least as far apart as any point is from the chosen set
+    chosen = cube[farthest_point_keypoints(cube, 8)]
+    pair = np.linalg.norm(chosen[:, None] - chosen[None], axis=-1)
+    cover = np.linalg.norm(cube[:, None] - chosen[None], axis=-1).min(1).max()
+    assert pair[np.triu_indices(8, 1)].min() >= cover - 1e-12
+    # ISS prefers corners (variation in three directions) over faces; a corner's 0.3-neighbourhood
+    # holds 28 % of the surface, so random points would score about 0.28
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
+    iss = cube[iss_keypoints(cube, 8, salient_radius=0.2, nms_radius=0.3)]
+    near_corner = np.linalg.norm(iss[:, None] - corners[None], axis=-1).min(1) < 0.3
+    assert near_corner.mean() >= 0.5
+
+
+def test_das_on_a_hand_checked_case() -> None:
+    """Three shapes, ids 0 at x=0 and 1 at x=1; keypoints 2 per shape. Shapes A and B put keypoint
+    0 on id 0 and 1 on id 1; shape C puts both near id 0 (k0 at 0.1, k1 at 0.05).
+
+    Forward (ordered pairs, self-pairs included, 9 per keypoint): k0 labels (0, 0, 0) -> 1;
+    k1 labels (1, 1, 0) -> (2^2 + 1^2) / 9 = 5/9; forward = 7/9. Backward: id 0's nearest keypoint
+    is (0, 0, 1) -> 5/9 (C: k1 at 0.05 is nearer); id 1's is (1, 1, 0) -> 5/9 (C: k0 at 0.1 is
+    nearer to x=1); backward = 5/9. DAS = (7/9 + 5/9) / 2 = 2/3. A version without the
+    forward/backward average (SC3K's) would report 7/9 or 5/9 here."""
+    gt = np.array([[0.0, 0, 0], [1.0, 0, 0]])
+    sem = np.array([0, 1])
+    pred = [gt.copy(), gt.copy(), np.array([[0.1, 0, 0], [0.05, 0, 0]])]
+    got = dual_alignment_score(pred, [gt] * 3, [sem] * 3)
+    assert got["forward"] == pytest.approx(7 / 9)
+    assert got["backward"] == pytest.approx(5 / 9)
+    assert got["das"] == pytest.approx(2 / 3)
+    cons = semantic_consistency(pred, [gt] * 3, [sem] * 3)
+    # k0: id 0 on 3 of 3 shapes; k1: id 1 on 2 of 3
+    assert cons["per_keypoint"] == pytest.approx([1.0, 2 / 3])
+    assert cons["modal_ids"] == [0, 1]
+    assert cons["consistency"] == pytest.approx(5 / 6)
+
+
+def test_train_and_predict_through_the_run_mechanism(sample_root: Path, tmp_path: Path) -> None:
+    from kpengine.learn.predict import predict_split
+    from kpengine.learn.runs import train_run
+    from kpengine.learn.tasks.unsupervised_keypoints import UnsupervisedConfig, UnsupervisedKeypointsTask
+
+    cfg = UnsupervisedConfig(
+        task="unsupervised_keypoints",
+        data=str(sample_root),
+        category="chair",
+        epochs=2,
+        n_keypoints=5,
+        train_points=128,
+        segment_points=8,
+        backbone_kwargs=TINY,
+    )
+    summary = train_run(UnsupervisedKeypointsTask(cfg), tmp_path / "run", progress=False)
+    assert summary["epochs"] == 2 and summary["n_keypoints"] == 5
+    task, preds = predict_split(tmp_path / "run", sample_root, "chair", "test")
+    assert task == "saliency" and preds
+    for items in preds.values():
+        assert len(items) == 5  # one entry per keypoint, in keypoint order
+    with pytest.raises(ValueError, match="unknown method"):
+        UnsupervisedConfig(task="unsupervised_keypoints", data=".", category="chair", method="nope")
