@@ -162,5 +162,18 @@ def test_train_and_predict_through_the_run_mechanism(sample_root: Path, tmp_path
     assert task == "saliency" and preds
     for items in preds.values():
         assert len(items) == 5  # one entry per keypoint, in keypoint order
+    # kpengine evaluate --task das reads the file back in that order
+    from kpengine.data import KeypointNetDataset
+    from kpengine.io.predictions import save_saliency_predictions
+    from kpengine.metrics.unsupervised import evaluate_das_file
+
+    path = tmp_path / "p.json"
+    save_saliency_predictions(path, {m: ([i for i, _ in v], [p for _, p in v]) for m, v in preds.items()})
+    got = evaluate_das_file(str(sample_root), "chair", "test", str(path))
+    shapes = list(KeypointNetDataset(sample_root, "chair", "test"))
+    xyz = [s.points[[i for i, _ in preds[s.model_id]]] for s in shapes]
+    direct = dual_alignment_score(xyz, [s.keypoints for s in shapes], [s.semantic_ids for s in shapes])
+    assert got["das"] == pytest.approx(direct["das"]) and got["shapes"] == len(shapes)
+    assert 0.0 <= got["miou"][0.1] <= 1.0
     with pytest.raises(ValueError, match="unknown method"):
         UnsupervisedConfig(task="unsupervised_keypoints", data=".", category="chair", method="nope")

@@ -36,7 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_data_args(p)
-    p.add_argument("--task", required=True, choices=("saliency", "correspondence"))
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=("saliency", "correspondence", "das"),
+        help="das: ordered unsupervised keypoints (kpengine predict of an unsupervised-keypoints run): dual "
+        "alignment score, keypoint consistency and mIoU (kpengine.metrics.unsupervised)",
+    )
     p.add_argument("--predictions", required=True, metavar="P.json")
     p.add_argument(
         "--output", metavar="R.json", help="write thresholds and per-threshold metrics as JSON (- for stdout)"
@@ -68,6 +74,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from kpengine.metrics.evaluate import evaluate_file
 
     check_output(args.output, args.png)  # before the work, not after the results are printed
+    if args.task == "das":
+        from kpengine.metrics.unsupervised import evaluate_das_file
+
+        res = evaluate_das_file(args.data, args.category, args.split, args.predictions)
+        for w in res["warnings"]:
+            log.warning("%s", w)
+        emit_json(res, args.output or "-")
+        return 0
 
     result = evaluate_file(
         args.data,

@@ -67,3 +67,18 @@ def evaluate_unsupervised(dataset, predictions: dict, *, gt_distances: list | No
         "modal_ids": None if cons is None else cons["modal_ids"],
         "miou": miou,
     }
+
+
+def evaluate_das_file(data: str, category: str, split: str, path: str) -> dict:
+    """:func:`evaluate_unsupervised` of a saliency-format file of ordered keypoints (``kpengine
+    predict`` of an unsupervised run) on a split; adds the loader's warnings."""
+    from kpengine.data.dataset import KeypointNetDataset
+    from kpengine.errors import DataError
+    from kpengine.metrics.evaluate import load_saliency_predictions
+
+    dataset = KeypointNetDataset(data, category, split)
+    if not len(dataset):
+        raise DataError(f"{category}/{split} has no usable shapes under {data}: {dataset.problem_summary()}")
+    preds, warnings = load_saliency_predictions(path, dataset)
+    result = evaluate_unsupervised(dataset, preds)
+    return {"task": "das", "category": dataset.category.name, "split": split, **result, "warnings": warnings}
