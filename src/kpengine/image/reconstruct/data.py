@@ -1,0 +1,143 @@
+"""Training data of the reconstruction networks: ground-truth voxels per shape, and 2.5D sketches
+(silhouette, depth, camera-frame normals) of render-set views at the network's size.
+
+Sketch targets (what the sketch network predicts and the voxel network reads), per view:
+    * ``mask`` (S, S) in [0, 1]: the object mask, block-averaged from the render size;
+    * ``depth`` (S, S): z-depth minus the camera's distance to the object centre (model units,
+      so the object's centre is at 0 whatever the field of view), 0 off the object;
+    * ``normals`` (3, S, S): unit normals in the camera frame (x right, y down, z forward:
+      ``R @ n_world``), 0 off the object. Camera-frame normals are what a photo shows; world
+      normals would need the viewpoint first.
+The five channels stacked are the voxel network's input (``sketch_tensor``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kpengine.categories import resolve_category
+from kpengine.errors import DataError
+from kpengine.geometry.voxelize import voxelize_cloud, voxelize_mesh
+from kpengine.io import layout
+from kpengine.io.mesh import load_mesh
+from kpengine.io.pcd import load_pcd
+from kpengine.io.renderset import RenderSet, load_render_set
+
+SKETCH_CHANNELS = 5
+
+
+def shape_voxels(root: str | Path, category: str, model_id: str, resolution: int = 32) -> tuple[np.ndarray, str]:
+    """Ground-truth occupancy (R, R, R) bool of one shape, and its source: the mesh when there is one
+    (filled), else the official cloud (closed and filled; one closing step per 32 voxels)."""
+    root = Path(root)
+    cat = resolve_category(category)
+    mesh_file = layout.mesh_path(root, cat.synset, model_id)
+    if mesh_file is not None:
+        return voxelize_mesh(load_mesh(mesh_file), resolution)[0], "mesh"
+    pcd_file = layout.pcd_path(root, cat.synset, model_id)
+    if not pcd_file.is_file():
+        raise DataError("no mesh and no cloud to voxelize", path=pcd_file, model_id=model_id)
+    return voxelize_cloud(load_pcd(pcd_file).points, resolution, close_steps=max(1, resolution // 32))[0], "pcd"
+
+
+def block_mean(a: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W, ...) -> (H / f, W / f, ...) by averaging f x f blocks."""
+    h, w = a.shape[:2]
+    return a.reshape(h // factor, factor, w // factor, factor, *a.shape[2:]).mean((1, 3))
+
+
+def view_sketch(sample, size: int) -> dict[str, np.ndarray]:
+    """One view (``ImageSample`` with mask, depth, normals, camera) -> ``image`` (S, S, 3) uint8 and
+    the sketch targets of the module docstring at side ``size`` (the render side a multiple of it)."""
+    h = sample.image.shape[0]
+    if h % size:
+        raise DataError(f"render side {h} is not a multiple of the network size {size}", path=sample.name)
+    f = h // size
+    mask = sample.mask.astype(np.float32)
+    cover = block_mean(mask, f)
+    inside = np.maximum(cover, 1e-6)
+    dist = float(sample.viewpoint.distance)
+    depth = np.where(sample.mask, sample.depth - dist, 0.0).astype(np.float32)
+    normals = sample.normals @ sample.camera.R.T  # world -> camera frame, per pixel
+    normals = np.where(sample.mask[..., None], normals, 0.0).astype(np.float32)
+    d = block_mean(depth, f) / inside
+    n = block_mean(normals, f)
+    n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
+    on = cover >= 0.5
+    image = block_mean(sample.image.astype(np.float32), f).round().astype(np.uint8)
+    return {
+        "image": image,
+        "mask": cover.astype(np.float32),
+        "depth": np.where(on, d, 0.0).astype(np.float32),
+        "normals": np.where(on[..., None], n, 0.0).transpose(2, 0, 1).astype(np.float32),
+    }
+
+
+@dataclass
+class SketchSet:
+    """Views of a render set at the network size: ``images`` (N, 3, S, S) uint8, ``mask`` (N, S, S),
+    ``depth`` (N, S, S), ``normals`` (N, 3, S, S) float32, ``category`` and ``model_id`` (N,) str."""
+
+    images: torch.Tensor
+    mask: torch.Tensor
+    depth: torch.Tensor
+    normals: torch.Tensor
+    category: list[str]
+    model_id: list[str]
+
+    def __len__(self) -> int:
+        return len(self.model_id)
+
+    def sketches(self, idx) -> torch.Tensor:
+        """Ground-truth sketches (B, 5, S, S) of items ``idx`` (see :func:`sketch_tensor`)."""
+        return sketch_tensor(self.mask[idx], self.depth[idx], self.normals[idx])
+
+
+def sketch_tensor(mask: torch.Tensor, depth: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """(B, S, S), (B, S, S), (B, 3, S, S) -> (B, 5, S, S): the voxel network's input. Depth is scaled
+    by 4 (model units of about ±0.25 to about ±1, like the other channels)."""
+    return torch.cat([mask[:, None], 4.0 * depth[:, None], normals], 1)
+
+
+def load_sketch_set(
+    root: str | Path,
+    size: int = 64,
+    categories: list[str] | None = None,
+    views_per_shape: int | None = None,
+    splits: list[str] | None = None,
+) -> SketchSet:
+    """Read a render set's views (``views_per_shape``: the first N views of each shape) as a SketchSet."""
+    rs: RenderSet = load_render_set(root)
+    rs = rs.select(categories=categories, splits=splits)
+    if len(rs) == 0:
+        raise DataError(f"no views of {categories or 'any category'} in the render set", path=root)
+    keep, seen = [], {}
+    for i, v in enumerate(rs.views):
+        if not (v.get("depth") and v.get("normals") and v.get("mask")):
+            raise DataError(
+                f"view {v['id']} has no depth/normals/mask map (render with --maps mask,depth,normals)", path=root
+            )
+        k = seen.get(v["model_id"], 0)
+        if views_per_shape is None or k < views_per_shape:
+            keep.append(i)
+        seen[v["model_id"]] = k + 1
+    parts = [view_sketch(rs.sample(i), size) for i in keep]
+    return SketchSet(
+        torch.from_numpy(np.stack([p["image"] for p in parts]).transpose(0, 3, 1, 2).copy()),
+        torch.from_numpy(np.stack([p["mask"] for p in parts])),
+        torch.from_numpy(np.stack([p["depth"] for p in parts])),
+        torch.from_numpy(np.stack([p["normals"] for p in parts])),
+        [rs.views[i]["category"] for i in keep],
+        [rs.views[i]["model_id"] for i in keep],
+    )
+
+
+def category_voxels(
+    root: str | Path, pairs: set[tuple[str, str]], resolution: int = 32
+) -> dict[tuple[str, str], np.ndarray]:
+    """Ground-truth grids for (category, model_id) pairs."""
+    return {p: shape_voxels(root, p[0], p[1], resolution)[0] for p in sorted(pairs)}

@@ -1,0 +1,33 @@
+"""Figures of voxel grids (matplotlib ``voxels``, y-up turned to matplotlib's z-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_voxel_grids(path: str | Path, grids: list[np.ndarray], titles: list[str], columns: int = 4) -> None:
+    """One 3D panel per (R, R, R) bool grid (index axes x, y up, z), saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kpengine.viz.figures import save_figure
+
+    rows = (len(grids) + columns - 1) // columns
+    fig = plt.figure(figsize=(3.2 * columns, 3.2 * rows))
+    for k, (g, title) in enumerate(zip(grids, titles)):
+        ax = fig.add_subplot(rows, columns, k + 1, projection="3d")
+        # model (x, y up, z) -> plot (x, -z, y): a proper rotation, y up becomes matplotlib's z up
+        g = np.asarray(g, bool)
+        shown = np.flip(g.transpose(0, 2, 1), axis=1)
+        ax.voxels(shown, facecolors="#4c72b0", edgecolor="#22335588", linewidth=0.2)
+        ax.set_title(title, fontsize=8)
+        r = g.shape[0]
+        ax.set_xlim(0, r), ax.set_ylim(0, r), ax.set_zlim(0, r)  # else each axis stretches to its voxels
+        ax.set_box_aspect((1, 1, 1))
+        ax.view_init(elev=25, azim=-60)
+        ax.set_axis_off()
+    save_figure(fig, path)
