@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "kpengine.cli.learn",
     "kpengine.cli.see",
     "kpengine.cli.image",
+    "kpengine.cli.reconstruct",
 )
 
 DESCRIPTION = """\

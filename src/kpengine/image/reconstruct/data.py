@@ -67,7 +67,7 @@ def view_sketch(sample, size: int) -> dict[str, np.ndarray]:
     d = block_mean(depth, f) / inside
     n = block_mean(normals, f)
     n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
-    on = cover >= 0.5
+    on = cover > 0.5
     image = block_mean(sample.image.astype(np.float32), f).round().astype(np.uint8)
     return {
         "image": image,

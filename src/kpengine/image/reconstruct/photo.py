@@ -1,0 +1,150 @@
+"""A photo to a 3D shape (paper §4.2): 2.5D sketches -> voxels -> marching cubes -> mesh.
+
+The networks see what they were trained on: a square crop in which the object's longer side is
+1/1.2 of the frame (the renders' margin, ``image.synth``). The crop comes from the given mask's
+box, or, without a mask, from the silhouette the sketch network predicts on the whole photo
+(squashed to its input size); the sketches are then predicted again on that crop. A given mask
+replaces the predicted silhouette channel. Bad input (no object, an object cut off by the frame,
+nothing above the occupancy threshold, a run of another task, category or resolution) raises
+DataError before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kpengine.errors import DataError
+from kpengine.geometry.voxelize import VoxelGrid, voxels_to_mesh
+from kpengine.image.crops import crop_square, normalise
+from kpengine.image.reconstruct.data import sketch_tensor
+from kpengine.image.renders import mask_box
+from kpengine.io.mesh import Mesh
+
+#: the crop around the object box: its longer side times this (renders: 1 + 2 x U[0.06, 0.14])
+RECON_MARGIN = 1.2
+
+
+def load_network(
+    run: str | Path, task: str, *, resolution: int | None = None, category: str | None = None
+) -> torch.nn.Module:
+    """The best network of a sketch, voxels or naturalness run (eval mode); refuses another task, a
+    category the run was not trained on, or another voxel resolution, naming both."""
+    from kpengine.learn.checkpoint import load_checkpoint
+
+    run = Path(run)
+    path = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+    state = load_checkpoint(path, task=task)
+    cfg = state["config"]
+    if category is not None and category not in [c.strip() for c in str(cfg.get("category", "")).split(",")]:
+        raise DataError(f"run was trained on {cfg.get('category')!r}; it cannot reconstruct {category!r}", path=path)
+    if resolution is not None and "resolution" in cfg and cfg["resolution"] != resolution:
+        raise DataError(f"run was trained at {cfg['resolution']}³, not {resolution}³", path=path)
+    if task == "sketch":
+        from kpengine.image.reconstruct.nets import SketchNet
+
+        model: torch.nn.Module = SketchNet(tuple(cfg["widths"]))
+    elif task == "voxels":
+        from kpengine.image.reconstruct.nets import VoxelNet
+
+        model = VoxelNet(cfg["resolution"], cfg["size"], tuple(cfg["widths"]))
+    elif task == "naturalness":
+        from kpengine.image.reconstruct.nets import NaturalnessNet
+
+        model = NaturalnessNet(cfg["resolution"], cfg.get("channels", 16))
+    else:
+        raise DataError(f"no reconstruction network for task {task!r}; choose sketch, voxels or naturalness")
+    model.load_state_dict(state["model"])
+    model.eval()
+    model.config = cfg  # what it was trained with (size, resolution, category)
+    return model
+
+
+@dataclass
+class Reconstruction:
+    """``mesh`` in model units (centred on the shape's box centre), ``voxels`` (R, R, R) occupancy
+    probabilities, ``grid``, the network-size ``crop`` (S, S, 3) uint8 and its predicted sketches
+    ``mask`` (S, S) bool, ``depth`` (S, S), ``normals`` (3, S, S), and the crop ``box`` (x, y, w, h)
+    of the photo."""
+
+    mesh: Mesh
+    voxels: np.ndarray
+    grid: VoxelGrid
+    crop: np.ndarray
+    mask: np.ndarray
+    depth: np.ndarray
+    normals: np.ndarray
+    box: tuple[float, float, float, float]
+
+
+def _object_box(mask: np.ndarray, what: str) -> tuple[float, float, float, float]:
+    if mask.sum() < 4:
+        raise DataError(f"{what} is empty: no object found in the photo")
+    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+        raise DataError(f"{what} touches the photo's border: the object is cut off (crop the photo wider)")
+    return mask_box(mask)
+
+
+@torch.no_grad()
+def predict_sketches(net: torch.nn.Module, crops: np.ndarray) -> dict[str, torch.Tensor]:
+    """(B, S, S, 3) uint8 -> the sketch network's outputs."""
+    x = torch.from_numpy(np.array(crops, np.uint8)).permute(0, 3, 1, 2)
+    return net(normalise(x))
+
+
+@torch.no_grad()
+def reconstruct_photo(
+    image: np.ndarray,
+    sketch_net: torch.nn.Module,
+    voxel_net: torch.nn.Module,
+    mask: np.ndarray | None = None,
+    level: float = 0.5,
+) -> Reconstruction:
+    """Photo (H, W, 3) uint8 [+ object mask (H, W) bool] -> :class:`Reconstruction`."""
+    size = int(voxel_net.config["size"]) if hasattr(voxel_net, "config") else 64
+    if mask is None:
+        whole = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        small = predict_sketches(sketch_net, whole[None])["mask"][0].numpy() > 0
+        from kpengine.image.silhouette import largest_component
+
+        small = largest_component(small) if small.any() else small
+        _object_box(small, "the predicted silhouette")
+        h, w = image.shape[:2]
+        big = np.asarray(Image.fromarray(small.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
+        box = mask_box(big)
+    else:
+        box = _object_box(np.asarray(mask, bool), "the given mask")
+    crop = crop_square(image, box, RECON_MARGIN, size)
+    sk = predict_sketches(sketch_net, crop[None])
+    if mask is not None:
+        rgb_mask = np.repeat(np.asarray(mask, np.uint8)[..., None] * 255, 3, -1)  # PIL crops RGB, not (H, W, 1)
+        m = crop_square(rgb_mask, box, RECON_MARGIN, size)[..., 0] > 127
+        sil = torch.from_numpy(m.astype(np.float32))[None]
+    else:
+        sil = (sk["mask"] > 0).float()
+    if sil.sum() < 4:
+        raise DataError("the predicted silhouette of the object crop is empty: no object to reconstruct")
+    depth = sk["depth"] * sil
+    normals = sk["normals"] * sil[:, None]
+    probs = torch.sigmoid(voxel_net(sketch_tensor(sil, depth, normals)))[0].numpy()
+    grid = VoxelGrid(probs.shape[0])
+    mesh = voxels_to_mesh(probs, grid, level)  # DataError when nothing is above the level
+    return Reconstruction(mesh, probs, grid, crop, sil[0].numpy() > 0.5, depth[0].numpy(), normals[0].numpy(), box)
+
+
+def sketch_picture(r: Reconstruction) -> np.ndarray:
+    """(S, 4S, 3) uint8: the crop, the silhouette, depth (near = bright) and normals side by side."""
+    s = r.crop.shape[0]
+    sil = np.repeat((r.mask * 255).astype(np.uint8)[..., None], 3, -1)
+    d = r.depth[r.mask] if r.mask.any() else np.zeros(1)
+    lo, hi = float(d.min()), float(d.max())
+    dn = np.where(r.mask, 1.0 - (r.depth - lo) / max(hi - lo, 1e-6), 0.0)
+    depth = np.repeat((dn * 255).astype(np.uint8)[..., None], 3, -1)
+    normals = np.where(r.mask[..., None], (r.normals.transpose(1, 2, 0) + 1) * 127.5, 0).astype(np.uint8)
+    out = np.concatenate([r.crop, sil, depth, normals], axis=1)
+    assert out.shape == (s, 4 * s, 3)
+    return out

@@ -1,0 +1,156 @@
+"""voxels in the canonical frame from 2.5D sketches (paper §4.2, MarrNet/ShapeHD); 32³ default, 64³/128³ by option
+
+``--data``: a render set (its mask, depth and normal maps are the input: the 3D estimator is trained
+on ground-truth sketches, as MarrNet does); ground-truth voxels come from the shapes under
+``shapes`` (KeypointNet layout: meshes filled, official clouds closed and filled; see
+``kpengine.geometry.voxelize``). Settings without a flag go in ``--config``: ``shapes`` (required),
+``resolution`` (32, 64, 128), ``size``, ``widths``, ``val_data``, ``views_per_shape``,
+``pos_weight``, ``naturalness_run`` and ``naturalness_weight`` (a trained naturalness critic whose
+negated score is added to the loss, ShapeHD).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from kpengine.image.datasets import Indices
+from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set
+from kpengine.image.reconstruct.nets import VoxelNet, voxel_loss
+from kpengine.image.tasks.sketch import categories_of
+from kpengine.learn.config import RunConfig
+from kpengine.learn.registry import TASKS
+from kpengine.learn.runs import Data, Task
+from kpengine.metrics.shape3d import voxel_iou
+
+
+@dataclass(kw_only=True)
+class VoxelConfig(RunConfig):
+    data: str
+    category: str
+    shapes: str = ""
+    val_data: str = ""
+    resolution: int = 32
+    size: int = 64
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    views_per_shape: int = 0
+    pos_weight: float = 2.0
+    naturalness_run: str = ""
+    naturalness_weight: float = 0.0
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 2e-3
+    lr_schedule: str = "cosine"
+    weight_decay: float = 1e-4
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "val_data", "shapes")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "category", "resolution", "size", "widths")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.shapes:
+            raise ValueError("voxels needs the shapes' root for ground truth: --config '{\"shapes\": ROOT}'")
+        if self.resolution not in (32, 64, 128):
+            raise ValueError(f"resolution must be 32, 64 or 128, got {self.resolution}")
+
+
+class VoxelData:
+    """Sketch views and the ground-truth grid of each view's shape (grids shared by a shape's views)."""
+
+    def __init__(self, sketches: SketchSet, grids: dict[tuple[str, str], np.ndarray]):
+        self.sketches = sketches
+        keys = sorted(grids)
+        self.grids = torch.from_numpy(np.stack([grids[k] for k in keys])).float()
+        where = {k: n for n, k in enumerate(keys)}
+        self.shape_of = torch.tensor([where[(c, m)] for c, m in zip(sketches.category, sketches.model_id)])
+
+    def __len__(self) -> int:
+        return len(self.sketches)
+
+    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.as_tensor(idx)
+        return self.sketches.sketches(i), self.grids[self.shape_of[i]]
+
+
+def voxel_data(root: str, shapes: str, size: int, categories: list[str], resolution: int, vps=None) -> VoxelData:
+    sk = load_sketch_set(root, size, categories, vps)
+    return VoxelData(sk, category_voxels(shapes, set(zip(sk.category, sk.model_id)), resolution))
+
+
+@TASKS.register("voxels")
+class VoxelTask(Task):
+    config_class = VoxelConfig
+
+    def __init__(self, config: VoxelConfig):
+        super().__init__(config)
+        self._sets: tuple[VoxelData, VoxelData | None] | None = None
+        self._critic: nn.Module | None = None
+
+    def sets(self) -> tuple[VoxelData, VoxelData | None]:
+        if self._sets is None:
+            c = self.config
+            cats = categories_of(c.category)
+            train = voxel_data(c.data, c.shapes, c.size, cats, c.resolution, c.views_per_shape or None)
+            val = voxel_data(c.val_data, c.shapes, c.size, cats, c.resolution) if c.val_data else None
+            self._sets = (train, val)
+        return self._sets
+
+    def critic(self) -> nn.Module | None:
+        c = self.config
+        if self._critic is None and c.naturalness_run and c.naturalness_weight > 0:
+            from kpengine.image.reconstruct.photo import load_network
+
+            self._critic = load_network(c.naturalness_run, "naturalness", resolution=c.resolution)
+            for p in self._critic.parameters():
+                p.requires_grad_(False)
+        return self._critic
+
+    def data(self) -> Data:
+        train, _ = self.sets()
+        return Data(Indices(len(train)), None, train.batch)
+
+    def model(self) -> nn.Module:
+        c = self.config
+        return VoxelNet(c.resolution, c.size, tuple(c.widths))
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
+        x, target = batch
+        logits = net(x)
+        loss = voxel_loss(logits, target, self.config.pos_weight)
+        critic = self.critic() if net.training else None
+        if critic is not None:
+            critic.to(logits.device)
+            loss = loss - self.config.naturalness_weight * critic(torch.sigmoid(logits)).mean()
+        return loss
+
+    def validate(self, model: nn.Module) -> dict[str, float] | None:
+        _, val = self.sets()
+        if val is None:
+            return None
+        total, ious = 0.0, []
+        for s in range(0, len(val), 64):
+            x, target = val.batch(torch.arange(s, min(s + 64, len(val))))
+            logits = model(x)
+            total += float(voxel_loss(logits, target, self.config.pos_weight)) * len(x)
+            ious.append(voxel_iou((logits > 0).numpy(), target.numpy() > 0.5))
+        return {"val_loss": total / len(val), "voxel_iou": float(np.concatenate(ious).mean())}
+
+    def describe(self) -> dict[str, Any]:
+        train, val = self.sets()
+        return {
+            "category": self.config.category,
+            "resolution": self.config.resolution,
+            "train_images": len(train),
+            "train_shapes": len(train.grids),
+            "val_images": len(val) if val else 0,
+        }
+
+    def title(self) -> str:
+        return f"voxels {self.config.resolution}³ ({self.config.category})"

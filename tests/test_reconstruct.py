@@ -1,0 +1,191 @@
+"""Single-view reconstruction (issue 12): sketch targets from renders, the networks' shapes, the
+sketch and voxels tasks through learn.runs (loss falls, resume), and photo -> mesh with its bad
+inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kpengine.cli.main import main
+from kpengine.errors import DataError
+from kpengine.image.reconstruct.data import load_sketch_set, shape_voxels
+from kpengine.image.reconstruct.nets import NaturalnessNet, SketchNet, VoxelNet, gradient_penalty, sketch_errors
+from kpengine.image.reconstruct.photo import load_network, reconstruct_photo
+from kpengine.io.renderset import load_render_set
+from kpengine.io.voxels import load_voxels, save_voxels
+from kpengine.learn.runs import train_run
+
+
+@pytest.fixture(scope="module")
+def render_set(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kpengine.render.gl import INSTALL_HINT, gl_available
+
+    if not gl_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"no OpenGL context: {INSTALL_HINT}; CI must have it")
+        pytest.skip(f"no OpenGL context: {INSTALL_HINT}")
+    from kpengine.image.synth import SynthConfig, build_render_set
+
+    out = tmp_path_factory.mktemp("rs") / "set"
+    build_render_set(sample_root, ["chair"], "train", out, views_per_shape=2, cfg=SynthConfig(size=64), seed=1, limit=4)
+    return out
+
+
+def test_sketch_targets_face_the_camera_and_sit_around_the_centre(render_set: Path) -> None:
+    sk = load_sketch_set(render_set, 32)
+    rs = load_render_set(render_set)
+    assert len(sk) == len(rs) == 8
+    on = sk.mask > 0.5
+    # camera frame: z forward, so a visible surface's normal points back at the camera (n_z < 0)
+    nz = sk.normals[:, 2][on]
+    assert (nz < 0.05).float().mean() > 0.95
+    np.testing.assert_allclose(torch.linalg.norm(sk.normals.permute(0, 2, 3, 1)[on], dim=-1), 1.0, atol=1e-4)
+    # depth relative to the camera's distance to the box centre: within the shape's half-diagonal
+    assert sk.depth[on].abs().max() <= 0.5 + 1e-3
+    assert (sk.depth[~on] == 0).all() and (sk.normals.permute(0, 2, 3, 1)[~on] == 0).all()
+    # the mask block-averages the rendered one: same area fraction
+    full = np.stack([rs.sample(i).mask for i in range(len(rs))]).mean((1, 2))
+    np.testing.assert_allclose(sk.mask.mean((1, 2)).numpy(), full, atol=1e-6)
+
+
+def test_ground_truth_of_a_mesh_shape(sample_root: Path, render_set: Path) -> None:
+    mid = load_render_set(render_set).views[0]["model_id"]
+    occ, source = shape_voxels(sample_root, "chair", mid, 32)
+    assert source in ("mesh", "pcd") and occ.shape == (32, 32, 32) and 50 < occ.sum() < 32**3 / 2
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_network_shapes_and_gradients(resolution: int) -> None:
+    torch.manual_seed(0)
+    out = SketchNet((8, 16))(torch.randn(2, 3, 32, 32))
+    assert (
+        out["mask"].shape == (2, 32, 32)
+        and out["depth"].shape == (2, 32, 32)
+        and out["normals"].shape == (2, 3, 32, 32)
+    )
+    np.testing.assert_allclose(out["normals"].norm(dim=1).detach(), 1.0, atol=1e-4)
+    v = VoxelNet(resolution, 32, (8, 16), latent=32, channels=16)(torch.randn(2, 5, 32, 32))
+    assert v.shape == (2, resolution, resolution, resolution)
+    critic = NaturalnessNet(resolution, 4)
+    assert critic(torch.rand(2, resolution, resolution, resolution)).shape == (2,)
+    gp = gradient_penalty(critic, torch.rand(2, *v.shape[1:]), torch.sigmoid(v.detach()))
+    gp.backward()
+    assert torch.isfinite(gp)
+    # the penalty reaches every weight (the head's bias shifts scores, not their gradient)
+    assert all(p.grad is not None for n, p in critic.named_parameters() if n != "head.bias")
+
+
+def test_sketch_errors_by_hand() -> None:
+    mask = torch.zeros(1, 4, 4)
+    mask[0, :2] = 1.0
+    normals = torch.zeros(1, 3, 4, 4)
+    normals[:, 2] = -1.0
+    pred_n = normals.clone()
+    pred_n[0, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0])  # 90 degrees off at one of 8 pixels
+    logits = torch.full((1, 4, 4), -5.0)
+    logits[0, :3] = 5.0  # 12 predicted pixels, 8 true: IoU 8 / 12
+    depth = torch.zeros(1, 4, 4)
+    err = sketch_errors({"mask": logits, "depth": depth + 0.1, "normals": pred_n}, mask, depth, normals)
+    assert err["mask_iou"].item() == pytest.approx(8 / 12)
+    assert err["depth_mae"].item() == pytest.approx(0.1)
+    assert err["normal_deg"].item() == pytest.approx(90 / 8)
+
+
+def _train(task_name: str, out: Path | None, epochs: int, data: Path, shapes: Path, resume: bool = False) -> dict:
+    from kpengine.learn.registry import TASKS
+
+    TASKS.add_package("kpengine.image.tasks")
+    cls = TASKS.get(task_name)
+    extra = {"shapes": str(shapes), "resolution": 32} if task_name == "voxels" else {}
+    cfg = cls.config_class(
+        task=task_name, data=str(data), category="chair", val_data=str(data), size=32, widths=[8, 16],
+        epochs=epochs, batch_size=4, lr=3e-3, lr_schedule="constant", **extra,
+    )  # fmt: skip
+    return train_run(cls(cfg), out, resume=resume, progress=False)
+
+
+@pytest.mark.parametrize("task_name", ["sketch", "voxels"])
+def test_loss_falls_and_resume_continues(task_name: str, render_set: Path, sample_root: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    _train(task_name, tmp_path / "run", 3, render_set, sample_root)
+    summary = _train(task_name, tmp_path / "run", 6, render_set, sample_root, resume=True)
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
+    assert summary["epochs"] == 6 and [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
+    assert hist[-1]["train_loss"] < 0.8 * hist[0]["train_loss"]
+    key = "mask_iou" if task_name == "sketch" else "voxel_iou"
+    assert key in hist[-1]
+
+
+@pytest.fixture(scope="module")
+def runs(render_set: Path, sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name in ("sketch", "voxels"):
+        _train(name, root / name, 4, render_set, sample_root)
+        out[name] = root / name
+    return out
+
+
+def test_cli_reconstruct_writes_mesh_voxels_and_picture(
+    runs: dict[str, Path], render_set: Path, tmp_path: Path, capsys
+) -> None:
+    rs = load_render_set(render_set)
+    v = rs.views[0]
+    args = ["reconstruct", "--runs", str(runs["sketch"]), str(runs["voxels"]), "--image", str(render_set / v["image"])]
+    args += ["--mask", str(render_set / v["mask"]), "--out", str(tmp_path / "m.obj")]
+    args += ["--voxels", str(tmp_path / "v.npy"), "--png", str(tmp_path / "p.png"), "--threshold", "0.3"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    grid = load_voxels(tmp_path / "v.npy")
+    assert grid.shape == (32, 32, 32) and summary["occupied"] == int((grid > 0.3).sum()) > 0
+    assert summary["faces"] > 0 and (tmp_path / "m.obj").is_file() and (tmp_path / "p.png").is_file()
+
+
+def test_bad_inputs_are_refused_and_nothing_is_written(runs: dict[str, Path], render_set: Path, tmp_path: Path) -> None:
+    sketch = load_network(runs["sketch"], "sketch")
+    voxels = load_network(runs["voxels"], "voxels")
+    image = load_render_set(render_set).sample(0).image
+    with pytest.raises(DataError, match="empty"):
+        reconstruct_photo(image, sketch, voxels, mask=np.zeros(image.shape[:2], bool))
+    border = np.zeros(image.shape[:2], bool)
+    border[:, :10] = True
+    with pytest.raises(DataError, match="border"):
+        reconstruct_photo(image, sketch, voxels, mask=border)
+    with torch.no_grad():
+        voxels.out.bias.fill_(-100.0)  # nothing above any threshold
+    mask = load_render_set(render_set).sample(0).mask
+    with pytest.raises(DataError, match="no voxel above"):
+        reconstruct_photo(image, sketch, voxels, mask=mask)
+    with pytest.raises(DataError, match="32³, not 64³"):
+        load_network(runs["voxels"], "voxels", resolution=64)
+    with pytest.raises(DataError, match="cannot reconstruct 'bed'"):
+        load_network(runs["voxels"], "voxels", category="bed")
+    with pytest.raises(DataError, match="task 'sketch'"):
+        load_network(runs["sketch"], "voxels")
+    # through the CLI: an all-empty mask, so no mesh file appears
+    from kpengine.io.image import save_image
+
+    save_image(tmp_path / "empty.png", np.zeros(image.shape[:2], bool))
+    save_image(tmp_path / "img.png", image)
+    args = ["reconstruct", "--runs", str(runs["sketch"]), str(runs["voxels"]), "--image", str(tmp_path / "img.png")]
+    assert main([*args, "--mask", str(tmp_path / "empty.png"), "--out", str(tmp_path / "m.obj")]) != 0
+    assert not (tmp_path / "m.obj").exists()
+    assert main([*args, "--runs", str(runs["sketch"]), "--out", str(tmp_path / "m.obj")]) != 0
+
+
+def test_voxel_files_round_trip_and_refuse_bad_grids(tmp_path: Path) -> None:
+    g = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    save_voxels(tmp_path / "v.npy", g)
+    np.testing.assert_array_equal(load_voxels(tmp_path / "v.npy"), g)
+    with pytest.raises(DataError, match="cubic"):
+        save_voxels(tmp_path / "w.npy", np.zeros((8, 8, 4)))
+    np.save(tmp_path / "nan.npy", np.full((4, 4, 4), np.nan, np.float32))
+    with pytest.raises(DataError, match="NaN"):
+        load_voxels(tmp_path / "nan.npy")
