@@ -17,6 +17,7 @@ from kpengine.errors import DataError
 from kpengine.image.reconstruct.data import load_sketch_set, shape_voxels
 from kpengine.image.reconstruct.nets import NaturalnessNet, SketchNet, VoxelNet, gradient_penalty, sketch_errors
 from kpengine.image.reconstruct.photo import load_network, reconstruct_photo
+from kpengine.image.renderset import view_sample
 from kpengine.io.renderset import load_render_set
 from kpengine.io.voxels import load_voxels, save_voxels
 from kpengine.learn.runs import train_run
@@ -50,7 +51,7 @@ def test_sketch_targets_face_the_camera_and_sit_around_the_centre(render_set: Pa
     assert sk.depth[on].abs().max() <= 0.5 + 1e-3
     assert (sk.depth[~on] == 0).all() and (sk.normals.permute(0, 2, 3, 1)[~on] == 0).all()
     # the mask block-averages the rendered one: same area fraction
-    full = np.stack([rs.sample(i).mask for i in range(len(rs))]).mean((1, 2))
+    full = np.stack([view_sample(rs, i).mask for i in range(len(rs))]).mean((1, 2))
     np.testing.assert_allclose(sk.mask.mean((1, 2)).numpy(), full, atol=1e-6)
 
 
@@ -151,7 +152,7 @@ def test_cli_reconstruct_writes_mesh_voxels_and_picture(
 def test_bad_inputs_are_refused_and_nothing_is_written(runs: dict[str, Path], render_set: Path, tmp_path: Path) -> None:
     sketch = load_network(runs["sketch"], "sketch")
     voxels = load_network(runs["voxels"], "voxels")
-    image = load_render_set(render_set).sample(0).image
+    image = view_sample(load_render_set(render_set), 0).image
     with pytest.raises(DataError, match="empty"):
         reconstruct_photo(image, sketch, voxels, mask=np.zeros(image.shape[:2], bool))
     border = np.zeros(image.shape[:2], bool)
@@ -160,7 +161,7 @@ def test_bad_inputs_are_refused_and_nothing_is_written(runs: dict[str, Path], re
         reconstruct_photo(image, sketch, voxels, mask=border)
     with torch.no_grad():
         voxels.out.bias.fill_(-100.0)  # nothing above any threshold
-    mask = load_render_set(render_set).sample(0).mask
+    mask = view_sample(load_render_set(render_set), 0).mask
     with pytest.raises(DataError, match="no voxel above"):
         reconstruct_photo(image, sketch, voxels, mask=mask)
     with pytest.raises(DataError, match="32³, not 64³"):

@@ -22,6 +22,7 @@ import torch
 from kpengine.categories import resolve_category
 from kpengine.errors import DataError
 from kpengine.geometry.voxelize import voxelize_cloud, voxelize_mesh
+from kpengine.image.renderset import view_sample
 from kpengine.io import layout
 from kpengine.io.mesh import load_mesh
 from kpengine.io.pcd import load_pcd
@@ -125,7 +126,7 @@ def load_sketch_set(
         if views_per_shape is None or k < views_per_shape:
             keep.append(i)
         seen[v["model_id"]] = k + 1
-    parts = [view_sketch(rs.sample(i), size) for i in keep]
+    parts = [view_sketch(view_sample(rs, i), size) for i in keep]
     return SketchSet(
         torch.from_numpy(np.stack([p["image"] for p in parts]).transpose(0, 3, 1, 2).copy()),
         torch.from_numpy(np.stack([p["mask"] for p in parts])),
