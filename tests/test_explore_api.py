@@ -234,3 +234,27 @@ def test_favicon(client: TestClient) -> None:
         pytest.skip("web pages not built")
     res = client.get("/favicon.ico")
     assert res.status_code == 200 and res.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_runs_folder_predictions_by_name(client: TestClient, sample_root: Path, tmp_path: Path) -> None:
+    config = client.app.state.config  # type: ignore[attr-defined]
+    assert client.get("/api/explore/runs").status_code == 404  # no runs folder given
+    dataset = KeypointNetDataset(sample_root, "mug", "all")
+    preds = {s.model_id: {str(int(i)): int(p) for i, p in zip(s.semantic_ids, s.point_indices)} for s in dataset}
+    (tmp_path / "run1" / "predictions").mkdir(parents=True)
+    (tmp_path / "run1" / "predictions" / "test.json").write_text(json.dumps(preds))
+    (tmp_path / "run1" / "config.json").write_text("{}")
+    (tmp_path / "secret.json").write_text("{}")
+    config.runs_dir = tmp_path / "run1"
+    try:
+        assert [f["name"] for f in client.get("/api/explore/runs").json()] == ["predictions/test.json"]
+        out = client.get("/api/explore/runs/score", params={"name": "predictions/test.json"}).json()
+        # the category and task come from the file; the ground truth itself scores 1 from 0.01 on
+        # (PCK counts d < t, so nothing at t = 0)
+        assert out["category"] == "mug" and out["task"] == "correspondence" and len(out["models"]) == len(dataset)
+        assert all(m["score"] == [0.0] + [1.0] * (len(THRESHOLDS) - 1) for m in out["models"])
+        assert out == _post(client, "mug", "correspondence", preds) | {"source": "predictions/test.json"}
+        for name in ("../secret.json", "config.json", "/etc/passwd"):
+            assert client.get("/api/explore/runs/score", params={"name": name}).status_code == 404
+    finally:
+        config.runs_dir = None

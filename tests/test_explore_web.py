@@ -46,7 +46,7 @@ def site(keypointnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         json.dumps({s.model_id: {str(k): v for k, v in template.predict_correspondence(s).items()} for s in target})
     )
     pck = evaluate_file(keypointnet, "bathtub", "test", "correspondence", preds).metrics["pck"]
-    with serve_in_thread(create_app(ServerConfig(store=store))) as url:
+    with serve_in_thread(create_app(ServerConfig(store=store, runs_dir=tmp))) as url:
         yield {"url": url, "predictions": preds, "pck": pck, "n_test": len(target)}
     store.dispose()
 
@@ -161,5 +161,15 @@ def test_explorer_on_real_data(site: dict, browser, keypointnet: Path) -> None: 
     assert "PCK@0.05" in page.inner_text("#score")
     assert page.locator("#view .kp-label.pred").count() > 0
     page.screenshot(path=str(SHOTS / "kpengine_explore_predictions.png"))
+
+    # 6. the same file opened from the server's runs folder by a link, on another model
+    second = page.locator("#models li").nth(1).get_attribute("data-id")
+    page.goto(f"{site['url']}/explore?run={site['predictions'].name}&model={second}&category=chair")
+    page.wait_for_function(
+        "document.getElementById('pred-summary').textContent.includes('models scored')", timeout=120000
+    )
+    assert _shown(page, second) == second and page.input_value("#category") == "bathtub"
+    assert f"PCK@0.05 = {site['pck'][5]:.3f}" in page.inner_text("#pred-summary")
+    assert parse_qs(urlparse(page.url).query)["run"] == [site["predictions"].name]
     assert not errors, errors
     page.close()

@@ -7,7 +7,7 @@ import * as THREE from "three";
 import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
 import { api, banner, CategoryOut, colorFor, cssColor, loadCloud, Marker, ModelInfo, Vec3, Viewer } from "./common";
 import type {
-  CategorySummary as Summary, ExploreModelRow as Row, ModelScores as Scored, PredictionScores as Predictions, SymmetryOut as Symmetry,
+  CategorySummary as Summary, ExploreModelRow as Row, ModelScores as Scored, PredictionScores as Predictions, RunFile, SymmetryOut as Symmetry,
 } from "./generated/api-types";
 
 type Display = "mesh" | "cloud";
@@ -36,6 +36,7 @@ const state = {
   predBy: new Map<string, Scored>(),
   t: THRESHOLDS.indexOf(Number(params.get("t") ?? "0.05")),
   camera: params.get("cam"),
+  run: null as string | null, // the runs-folder file shown, if any
   loading: 0,
 };
 if (state.t < 0) state.t = 5;
@@ -51,6 +52,7 @@ function updateUrl(): void {
     ["display", state.display === "cloud" ? "cloud" : ""], ["labels", state.labels ? "" : "0"], ["sym", state.symmetry ? "" : "0"],
     ["hl", [...state.highlight].sort((a, b) => a - b).join(",")], ["sort", input("sort").value],
     ["t", state.t === 5 ? "" : String(THRESHOLDS[state.t])],
+    ["run", state.run ?? ""],
   ];
   for (const [k, v] of keep) if (v) q.set(k, v);
   const p = view.camera.position, c = view.controls.target;
@@ -92,7 +94,7 @@ function renderList(): void {
     const s = state.predBy.get(r.model_id);
     li.title = r.model_id;
     li.textContent = s
-      ? `${r.model_id.slice(0, 10)} ${(r.split ?? "-").padEnd(5)} ${metric} ${fmt(s.score[state.t])} err ${fmt(s.mean_error, 3)}`
+      ? `${r.model_id.slice(0, 12)} ${metric} ${fmt(s.score[state.t])} err ${fmt(s.mean_error, 3)}`
       : `${r.model_id.slice(0, 12)} ${(r.split ?? "-").padEnd(5)} ${String(r.n_keypoints).padStart(2)} kp ${geo}`;
     li.classList.toggle("active", r.model_id === state.model);
     li.classList.toggle("marked", r.semantic_ids.some((id) => state.highlight.has(id)));
@@ -344,7 +346,7 @@ function fetchCategory(category: string): Promise<[Row[], Summary]> {
   return Promise.all([api<Row[]>(`/api/explore/categories/${cat}/models`), api<Summary>(`/api/explore/categories/${cat}/summary`)]);
 }
 
-async function showCategory(wanted?: string | null, prefetched?: Promise<[Row[], Summary]>): Promise<void> {
+async function showCategory(wanted?: string | null, prefetched?: Promise<[Row[], Summary]>, keepPredictions = false): Promise<void> {
   state.category = input("category").value;
   try {
     const [rows, summary] = await (prefetched ?? fetchCategory(state.category));
@@ -357,6 +359,7 @@ async function showCategory(wanted?: string | null, prefetched?: Promise<[Row[],
     if (state.preds && !rows.some((r) => state.predBy.has(r.model_id))) clearPredictions();
     renderLegend();
     renderList();
+    if (keepPredictions) return; // the caller applies predictions and picks the model
     let target = wanted ? state.rows.find((r) => r.model_id === wanted) : undefined;
     if (target && !state.shown.includes(target)) {
       input("geo").value = ""; // a linked model is shown even when the filter would hide it
@@ -378,6 +381,8 @@ async function showCategory(wanted?: string | null, prefetched?: Promise<[Row[],
 
 function clearPredictions(): void {
   state.preds = null;
+  state.run = null;
+  (input("run") as HTMLSelectElement).value = "";
   state.predBy.clear();
   $("pred-summary").textContent = "";
   (input("pred-file") as HTMLInputElement).value = "";
@@ -409,18 +414,63 @@ async function loadPredictions(file: File): Promise<void> {
       `/api/explore/predictions/${encodeURIComponent(state.category)}?task=${task}&name=${encodeURIComponent(file.name)}`,
       { method: "POST", body: JSON.stringify(raw) },
     );
-    state.preds = res;
-    state.predBy = new Map(res.models.map((m) => [m.model_id, m]));
-    predictionSummary();
-    input("sort").value = "error";
-    input("geo").value = "points";
-    renderList();
-    const worst = state.shown.find((r) => state.predBy.has(r.model_id));
-    if (worst) await showModel(worst.model_id);
-    if (res.warnings.length) banner("warn", res.warnings.join(" · "));
+    state.run = null;
+    (input("run") as HTMLSelectElement).value = "";
+    await applyPredictions(res);
   } catch (err) {
     $("pred-summary").textContent = "";
     banner("error", `Cannot score ${file.name}: ${err instanceof Error ? err.message : err}`);
+  }
+}
+
+/** A predictions file of the server's runs folder, by its listed name (kept in the URL). */
+async function loadRun(name: string, wanted?: string | null): Promise<void> {
+  $("pred-summary").textContent = `Scoring ${name}…`;
+  try {
+    const res = await api<Predictions>(`/api/explore/runs/score?name=${encodeURIComponent(name)}`);
+    if (res.category !== state.category) {
+      input("category").value = res.category;
+      await showCategory(null, undefined, true);
+    }
+    state.run = name;
+    (input("run") as HTMLSelectElement).value = name;
+    await applyPredictions(res, wanted);
+  } catch (err) {
+    $("pred-summary").textContent = "";
+    banner("error", `Cannot score ${name}: ${err instanceof Error ? err.message : err}`);
+  }
+}
+
+async function applyPredictions(res: Predictions, wanted?: string | null): Promise<void> {
+  state.preds = res;
+  state.predBy = new Map(res.models.map((m) => [m.model_id, m]));
+  predictionSummary();
+  if (!wanted) {
+    input("sort").value = "error";
+    input("geo").value = "points";
+  }
+  renderList();
+  const target = (wanted && state.shown.find((r) => r.model_id === wanted)) || state.shown.find((r) => state.predBy.has(r.model_id));
+  if (target) await showModel(target.model_id);
+  if (res.warnings.length) banner("warn", res.warnings.join(" · "));
+}
+
+/** The runs folder's predictions files, when the server has one (kpengine serve --runs DIR). */
+async function listRuns(): Promise<void> {
+  const select = input("run") as HTMLSelectElement;
+  try {
+    const files = await api<RunFile[]>("/api/explore/runs");
+    select.replaceChildren(
+      new Option(files.length ? "or a run's output…" : "no predictions files in the runs folder", ""),
+      ...files.map((f) => new Option(f.name, f.name)),
+    );
+    select.value = state.run ?? "";
+    $("run-label").hidden = false;
+    select.onchange = () => {
+      if (select.value) void loadRun(select.value);
+    };
+  } catch {
+    /* no runs folder on this server: the control stays hidden */
   }
 }
 
@@ -534,6 +584,12 @@ async function main(): Promise<void> {
   // open on a model that can be seen: with geometry when the category has any
   input("geo").value = params.get("geo") ?? (params.get("model") ? "" : "any");
   wire();
-  await showCategory(params.get("model"), cat && cat.name === linked ? early : undefined);
+  void listRuns();
+  const run = params.get("run");
+  const prefetched = cat && cat.name === linked ? early : undefined;
+  if (run) {
+    await showCategory(params.get("model"), prefetched, true);
+    await loadRun(run, params.get("model"));
+  } else await showCategory(params.get("model"), prefetched);
 }
 void main();

@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--tolerance", type=float, default=0.005, help="largest click distance from the surface")
     p.add_argument(
+        "--runs",
+        metavar="DIR",
+        help="let the explorer open the predictions files under DIR (e.g. runs/, where `kpengine predict --out` "
+        "and `kpengine benchmark` write them) by name",
+    )
+    p.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes (default 1; see docs/benchmarks.md)"
     )
     p.set_defaults(func=cmd_serve)
@@ -112,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
     from kpengine.server import ServerConfig, create_app
-    from kpengine.server.app import TOLERANCE_ENV
+    from kpengine.server.app import RUNS_ENV, TOLERANCE_ENV
     from kpengine.store import open_store
     from kpengine.store.db import DB_ENV
     from kpengine.store.repo import create_annotator
@@ -149,6 +155,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         store.dispose()
         os.environ.update({DB_ENV: url, TOLERANCE_ENV: str(args.tolerance)})
+        if args.runs:
+            os.environ[RUNS_ENV] = str(Path(args.runs).resolve())
         uvicorn.run(
             "kpengine.server.app:app_from_env",
             factory=True,
@@ -158,7 +166,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level="warning",
         )
         return 0
-    app = create_app(ServerConfig(tolerance=args.tolerance, store=store))
+    runs = Path(args.runs) if args.runs else None
+    app = create_app(ServerConfig(tolerance=args.tolerance, store=store, runs_dir=runs))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

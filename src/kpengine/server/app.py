@@ -41,6 +41,8 @@ class ServerConfig:
     #: unknown tokens one client address may send per ``token_window`` seconds before 429
     token_failures: int = 20
     token_window: float = 60.0
+    #: where the explorer lists predictions files (runs' outputs) to open by name
+    runs_dir: Path | None = None
     store: Store | None = field(default=None, repr=False)
 
 
@@ -55,13 +57,17 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 #: Read by :func:`app_from_env` (with ``KPENGINE_DB``) in each worker of ``kpengine serve --workers N``.
 TOLERANCE_ENV = "KPENGINE_TOLERANCE"
+RUNS_ENV = "KPENGINE_RUNS"
 
 
 def app_from_env() -> FastAPI:
-    """The app of one uvicorn worker process: database URL and tolerance from the environment."""
+    """The app of one uvicorn worker process: database URL, tolerance and runs folder from the environment."""
     import os
 
-    return create_app(ServerConfig(tolerance=float(os.environ.get(TOLERANCE_ENV, "0.005"))))
+    runs = os.environ.get(RUNS_ENV)
+    return create_app(
+        ServerConfig(tolerance=float(os.environ.get(TOLERANCE_ENV, "0.005")), runs_dir=Path(runs) if runs else None)
+    )
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:

@@ -10,8 +10,11 @@ carry and only the explorer page needs.
 * a predictions file (the format of ``kpengine evaluate``) scored model by model against the
   stored keypoints, with the error lines to draw (:mod:`kpengine.metrics.per_model`).
 
-All public and read-only, like the rest of the catalogue; the predictions file is sent by the
-page (it is never read from a path named in a request).
+* the predictions files under the server's ``--runs`` folder, listed and scored by name.
+
+All public and read-only, like the rest of the catalogue. A predictions file is either sent by
+the page or one the server found under its runs folder: a request names a file of that
+listing, never a path of its own.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from kpengine.metrics.per_model import model_errors
 from kpengine.server.guard import BadJSON, parse_json
 from kpengine.server.schemas import ModelRow
 from kpengine.store import repo
-from kpengine.store.schema import AggregatedKeypoint, Model, SymmetryGroup
+from kpengine.store.schema import AggregatedKeypoint, Category, Model, SymmetryGroup
 
 router = APIRouter(prefix="/api/explore", tags=["explore"])
 
@@ -111,6 +114,7 @@ class ModelScores(BaseModel):
 
 class PredictionScores(BaseModel):
     task: Literal["saliency", "correspondence"]
+    category: str
     source: str
     thresholds: list[float]
     warnings: list[str]
@@ -431,6 +435,7 @@ def score_predictions(request: Request, category: str, task: str, raw: Any, name
     return PredictionScores.model_validate(
         {
             "task": task,
+            "category": cat.name,
             "source": name,
             "thresholds": [round(t, 4) for t in THRESHOLDS],
             "warnings": warnings,
@@ -456,5 +461,81 @@ async def predictions(
         raise HTTPException(422, f"{name}: {exc}") from exc
     try:
         return await run_in_threadpool(score_predictions, request, category, task, raw, name)
+    except DataError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- runs' outputs
+
+#: Files a run writes beside its predictions that are not predictions.
+_RUN_METADATA = {"config.json", "history.json", "decision.json", "summary.json", "report.json"}
+_MAX_RUNS_LISTED = 500
+
+
+class RunFile(BaseModel):
+    name: str = Field(description="path under the server's runs folder (what /api/explore/runs/score takes)")
+    bytes: int
+    modified: float = Field(description="seconds since the epoch")
+
+
+def _runs_dir(request: Request) -> Path:
+    root = request.app.state.config.runs_dir
+    if root is None:
+        raise HTTPException(404, "this server has no runs folder (start it with kpengine serve --runs DIR)")
+    return Path(root).resolve()
+
+
+def _run_files(root: Path) -> dict[str, Path]:
+    """JSON files under ``root`` that may be predictions (newest first), by their path under ``root``."""
+    found = [
+        p
+        for p in root.rglob("*.json")
+        if p.is_file() and p.name not in _RUN_METADATA and not p.name.endswith(".report.json")
+    ]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return {p.relative_to(root).as_posix(): p for p in found[:_MAX_RUNS_LISTED]}
+
+
+@router.get("/runs")
+def runs(request: Request) -> list[RunFile]:
+    """The JSON files under the server's runs folder that may be predictions files, newest first."""
+    root = _runs_dir(request)
+    return [RunFile(name=n, bytes=p.stat().st_size, modified=p.stat().st_mtime) for n, p in _run_files(root).items()]
+
+
+def _category_of(request: Request, model_ids: list[str]) -> str:
+    """The category holding most of the (first 200) predicted models."""
+    with _store(request).read() as s:
+        rows = s.execute(
+            select(Category.name, func.count())
+            .join(Model, Model.category_id == Category.id)
+            .where(Model.model_id.in_(model_ids[:200]))
+            .group_by(Category.name)
+            .order_by(func.count().desc())
+        ).all()
+    if not rows:
+        raise HTTPException(422, "none of the predicted models is in this server's store")
+    return rows[0][0]
+
+
+@router.get("/runs/score")
+def score_run_file(
+    request: Request, name: Annotated[str, Query(max_length=1024)], category: str | None = None
+) -> PredictionScores:
+    """Score a predictions file of the runs folder (by its listed name) like an uploaded one.
+    The task is read from the file's shape and the category, unless given, from its model ids."""
+    root = _runs_dir(request)
+    path = _run_files(root).get(name)
+    if path is None:
+        raise HTTPException(404, f"no predictions file {name!r} under the runs folder")
+    try:
+        raw = parse_json(path.read_bytes())
+    except BadJSON as exc:
+        raise HTTPException(422, f"{name}: {exc}") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise HTTPException(422, f"{name}: not a predictions file (an object keyed by model id)")
+    task = "saliency" if isinstance(next(iter(raw.values())), list) else "correspondence"
+    try:
+        return score_predictions(request, category or _category_of(request, list(raw)), task, raw, name)
     except DataError as exc:
         raise HTTPException(422, str(exc)) from exc

@@ -136,10 +136,16 @@ export interface PointCloudOut {
 }
 export interface PredictionScores {
   task: "saliency" | "correspondence";
+  category: string;
   source: string;
   thresholds: number[];
   warnings: string[];
   models: ModelScores[];
+}
+export interface RunFile {
+  name: string;
+  bytes: number;
+  modified: number;
 }
 export interface SemanticIdCount {
   semantic_id: number;
