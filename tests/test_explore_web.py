@@ -84,6 +84,10 @@ def test_explorer_on_real_data(site: dict, browser, keypointnet: Path) -> None: 
     assert legend.keys() == counts.keys()
     assert all(f"{counts[sid]} models" in text for sid, text in legend.items())
     page.screenshot(path=str(SHOTS / "kpengine_explore_airplane.png"))
+    shown = next(a for a in anns if a.model_id == first)
+    drawn = json.loads(page.evaluate("document.body.dataset.symmetry"))
+    assert drawn["pairs"] == len(shown.symmetries.reflection)
+    assert drawn["polygons"] == sum(len(g.kp_indexes) > 1 for g in shown.symmetries.rotation)
 
     # 2. a model without geometry, found by id prefix: its keypoints alone, labelled, with a note
     page.select_option("#geo", "")
@@ -129,6 +133,9 @@ def test_explorer_on_real_data(site: dict, browser, keypointnet: Path) -> None: 
     page.goto(f"{site['url']}/explore?category=chair&model={TEXTURED_CHAIR}")
     _shown(page, TEXTURED_CHAIR)
     assert page.evaluate("document.body.dataset.display") == "mesh"
+    page.keyboard.press("y")  # symmetries off, then on again
+    assert json.loads(page.evaluate("document.body.dataset.symmetry")) == {"pairs": 0, "polygons": 0, "circles": 0}
+    page.keyboard.press("y")
     shot = SHOTS / "kpengine_explore_chair_mesh.png"
     page.screenshot(path=str(shot))
     # wood: some pixels of the view are brown (red clearly above blue), which untextured grey never is

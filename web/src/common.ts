@@ -60,6 +60,22 @@ export function banner(kind: "error" | "warn" | "ok" | "", text = ""): void {
 export const colorFor = (id: number): number => PALETTE[((id % PALETTE.length) + PALETTE.length) % PALETTE.length];
 export const cssColor = (id: number): string => `#${colorFor(id).toString(16).padStart(6, "0")}`;
 
+/** A model's mesh with its MTL colours and textures, for looking at (/api/explore/…/display.glb). */
+export async function loadDisplayMesh(category: string, modelId: string): Promise<THREE.Object3D> {
+  const url = `/api/explore/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}/display.glb`;
+  const gltf = await new GLTFLoader().loadAsync(url);
+  gltf.scene.traverse((o) => {
+    const m = o as THREE.Mesh;
+    if (!m.isMesh) return;
+    for (const mat of Array.isArray(m.material) ? m.material : [m.material]) {
+      mat.side = THREE.DoubleSide; // ShapeNet winding is inconsistent
+      // MTL has no metalness; glTF's default (1) turns surfaces without an environment map black
+      if (mat instanceof THREE.MeshStandardMaterial) Object.assign(mat, { metalness: 0, roughness: 0.85 });
+    }
+  });
+  return gltf.scene;
+}
+
 /** A model's point cloud as three.js points: its own colours, or grey when `neutral`. */
 export async function loadCloud(category: string, modelId: string, neutral = false): Promise<THREE.Points> {
   const base = `/api/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}`;

@@ -4,8 +4,7 @@
 // predictions file scored model by model with error lines, to find where a method fails.
 // Everything that decides the view is in the URL, so a copied link opens the same view.
 import * as THREE from "three";
-import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
-import { api, banner, CategoryOut, colorFor, cssColor, loadCloud, Marker, ModelInfo, Vec3, Viewer } from "./common";
+import { api, banner, CategoryOut, colorFor, cssColor, loadCloud, loadDisplayMesh, Marker, ModelInfo, Vec3, Viewer } from "./common";
 import type {
   CategorySummary as Summary, ExploreModelRow as Row, ModelScores as Scored, PredictionScores as Predictions, RunFile, SymmetryOut as Symmetry,
 } from "./generated/api-types";
@@ -210,20 +209,6 @@ function aroundAxis(points: Vec3[], axis: Vec3): Vec3[] {
   return [...points].sort((p, q) => angle(p) - angle(q));
 }
 
-async function loadMesh(category: string, modelId: string): Promise<THREE.Object3D> {
-  const url = `/api/explore/models/${encodeURIComponent(category)}/${encodeURIComponent(modelId)}/display.glb`;
-  const gltf = await new GLTFLoader().loadAsync(url);
-  gltf.scene.traverse((o) => {
-    const m = o as THREE.Mesh;
-    if (!m.isMesh) return;
-    for (const mat of Array.isArray(m.material) ? m.material : [m.material]) {
-      mat.side = THREE.DoubleSide; // ShapeNet winding is inconsistent
-      // MTL has no metalness; glTF's default (1) turns unlit-by-environment surfaces black
-      if (mat instanceof THREE.MeshStandardMaterial) Object.assign(mat, { metalness: 0, roughness: 0.85 });
-    }
-  });
-  return gltf.scene;
-}
 
 /** What the view shows for the current model: the predictions when loaded, else its keypoints. */
 function drawMarkers(): void {
@@ -252,15 +237,25 @@ function drawMarkers(): void {
   }
   view.setMarkers(markers);
   for (const el of view.host.querySelectorAll<HTMLElement>(".kp-label")) el.style.visibility = state.labels ? "" : "hidden";
+  const drawn = { pairs: 0, polygons: 0, circles: 0 };
   if (state.symmetry) {
     for (const g of current.symmetries) {
-      if (g.kind === "reflection" && g.xyz.length === 2) overlay.add(line(g.xyz, 0x5b6573, true));
-      else if (g.kind === "rotation") {
-        if (g.is_circle && g.circle) overlay.add(circle(g.circle.center, g.circle.radius, g.circle.normal, 0x8a5cf6));
-        if (g.xyz.length > 1) overlay.add(line(aroundAxis(g.xyz, g.circle?.normal ?? [0, 1, 0]), 0x8a5cf6, true, true));
+      if (g.kind === "reflection" && g.xyz.length === 2) {
+        overlay.add(line(g.xyz, 0x5b6573, true));
+        drawn.pairs++;
+      } else if (g.kind === "rotation") {
+        if (g.is_circle && g.circle) {
+          overlay.add(circle(g.circle.center, g.circle.radius, g.circle.normal, 0x8a5cf6));
+          drawn.circles++;
+        }
+        if (g.xyz.length > 1) {
+          overlay.add(line(aroundAxis(g.xyz, g.circle?.normal ?? [0, 1, 0]), 0x8a5cf6, true, true));
+          drawn.polygons++;
+        }
       }
     }
   }
+  document.body.dataset.symmetry = JSON.stringify(drawn); // what was drawn, for tests and debugging
   const n = (kind: string) => current!.symmetries.filter((g) => g.kind === kind).length;
   $("model-name").textContent = `${info.category} · ${info.model_id} · ${info.split ?? "no split"} · ${info.keypoints.length} keypoints` +
     ` · ${n("reflection")} reflection / ${n("rotation")} rotation groups`;
@@ -282,7 +277,7 @@ async function showModel(modelId: string): Promise<void> {
   const wantCloud = state.display === "cloud" || state.predBy.has(modelId);
   let shownAs: Display | "keypoints" = row.has_mesh && !(wantCloud && row.has_points) ? "mesh" : row.has_points ? "cloud" : "keypoints";
   // the geometry loads while the keypoints do
-  const geometry = shownAs === "mesh" ? loadMesh(category, modelId) : shownAs === "cloud" ? loadCloud(category, modelId, true) : null;
+  const geometry = shownAs === "mesh" ? loadDisplayMesh(category, modelId) : shownAs === "cloud" ? loadCloud(category, modelId, true) : null;
   geometry?.catch(() => undefined); // reported below
   try {
     const [info, symmetries] = await Promise.all([

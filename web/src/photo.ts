@@ -8,8 +8,7 @@
 // Camera convention (kpengine.render.cameras): Xc = R X + t, u = fx x/z + cx, v = fy y/z + cy,
 // pixel centres at integer coordinates, y down the image.
 import * as THREE from "three";
-import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
-import { api, banner, colorFor, cssColor, loadCloud, ModelInfo, Vec3, Viewer } from "./common";
+import { api, banner, colorFor, cssColor, loadCloud, loadDisplayMesh, ModelInfo, Vec3, Viewer } from "./common";
 
 /** One entry of keypoints.json (keyed by semantic id). */
 interface PhotoKeypoint { uv: [number, number] | null; visible: boolean; confidence: number; name: string | null }
@@ -258,16 +257,7 @@ async function showShape(): Promise<void> {
     view.model.clear();
     let note = "";
     if (row.has_mesh) {
-      const gltf = await new GLTFLoader().loadAsync(`/api/explore/models/${cat}/${id}/display.glb`);
-      gltf.scene.traverse((o) => {
-        const m = o as THREE.Mesh;
-        if (!m.isMesh) return;
-        for (const mat of Array.isArray(m.material) ? m.material : [m.material]) {
-          mat.side = THREE.DoubleSide;
-          if (mat instanceof THREE.MeshStandardMaterial) Object.assign(mat, { metalness: 0, roughness: 0.85 });
-        }
-      });
-      view.model.add(gltf.scene);
+      view.model.add(await loadDisplayMesh(p.category, p.model_id));
     } else if (row.has_points) view.model.add(await loadCloud(p.category, p.model_id, true));
     else note = "The server has no geometry for this shape: hovering finds no surface.";
     view.target = view.model;
