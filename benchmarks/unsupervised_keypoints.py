@@ -70,11 +70,11 @@ def figure(path: Path, shapes, methods: dict, k: int) -> None:
             panels.append((name, shape.points[idx], colours))
         for c, (name, kp, colours) in enumerate(panels):
             ax = fig.add_subplot(rows, cols, r * cols + c + 1, projection="3d")
-            ax.scatter(*pts.T, s=0.6, c="0.6", alpha=0.35)
+            ax.scatter(*pts.T, s=1.0, c="0.45", alpha=0.45)
             ax.scatter(*to_plot_frame(kp).T, s=40, c=colours, edgecolors="black", linewidths=0.5, depthshade=False)
             for axis, m in zip("xyz", centre):
                 getattr(ax, f"set_{axis}lim")(m - half, m + half)
-            ax.set_box_aspect((1, 1, 1), zoom=1.5)
+            ax.set_box_aspect((1, 1, 1), zoom=1.25)
             ax.view_init(elev=25, azim=-60)
             ax.set_axis_off()
             if r == 0:

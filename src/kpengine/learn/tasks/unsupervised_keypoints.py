@@ -26,11 +26,11 @@ from kpengine.data.dataset import KeypointNetDataset
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
 from kpengine.geometry.detectors import check_cloud
-from kpengine.learn.checkpoint import data_version
 from kpengine.learn.config import TrainConfig
+from kpengine.learn.pointtask import PointTask
 from kpengine.learn.predictor import Predictor
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data, Task
+from kpengine.learn.runs import Data
 from kpengine.learn.unsupervised.skeleton_merger import SkeletonMerger, composite_chamfer
 
 METHODS: tuple[str, ...] = ("skeleton-merger",)
@@ -103,7 +103,9 @@ def usable_shapes(dataset: KeypointNetDataset, k: int) -> list[Shape]:
 
 
 @TASKS.register("unsupervised_keypoints")
-class UnsupervisedKeypointsTask(Task):
+class UnsupervisedKeypointsTask(PointTask):
+    """A PointTask for its batch checks and summary; its own data, network, loss and predictor."""
+
     config_class = UnsupervisedConfig
     config: UnsupervisedConfig
     evaluates_as: ClassVar[str] = "saliency"
@@ -134,35 +136,11 @@ class UnsupervisedKeypointsTask(Task):
         loss = composite_chamfer(batch["points"], out["segments"], out["activations"])
         return loss + self.config.offset_weight * torch.sum(model.offsets**2)
 
-    def penalty(self, model: SkeletonMerger) -> torch.Tensor:
-        return self.config.regularizer_weight * model.regularizer()
-
-    def check(self, batch: dict[str, Any]) -> None:
-        bad = ~torch.isfinite(batch["points"]).all(dim=(1, 2))
-        if bad.any():
-            names = [m for m, b in zip(batch["model_id"], bad.tolist()) if b]
-            raise DataError(f"non-finite point coordinates in models {names}")
-
-    def trainable(self, batch: dict[str, Any]) -> bool:
-        return len(batch["points"]) >= 2  # batch norm
-
-    def size(self, batch: dict[str, Any]) -> int:
-        return len(batch["points"])
-
-    def where(self, batch: dict[str, Any]) -> str:
-        return f"models {batch['model_id']}"
-
-    def data_version(self) -> str:
-        return data_version(self.config.data, self.category_name)
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {}
 
     def describe(self) -> dict[str, Any]:
-        cfg = self.config
-        return {
-            "method": cfg.method,
-            "backbone": cfg.backbone,
-            "category": cfg.category,
-            "n_keypoints": cfg.n_keypoints,
-        }
+        return {**super().describe(), "method": self.config.method, "n_keypoints": self.config.n_keypoints}
 
     def title(self) -> str:
         return f"{self.config.method} K={self.config.n_keypoints} / {self.config.backbone}"
