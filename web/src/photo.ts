@@ -129,7 +129,7 @@ function drawPhoto(hover?: [number, number]): void {
     ctx.fillStyle = "#fff";
     ctx.strokeStyle = "rgba(0,0,0,.8)";
     ctx.lineWidth = 3;
-    const text = k.name ? `${sid} ${k.name}` : sid;
+    const text = sid; // names are in the list beside: on a small photo they would cover it
     ctx.strokeText(text, k.uv[0] + r + 2, k.uv[1] - r);
     ctx.fillText(text, k.uv[0] + r + 2, k.uv[1] - r);
   }
