@@ -122,3 +122,27 @@ def test_silhouette_net_shapes_and_iou():
     m[0, 0] = True
     m[2:5, 2:5] = True
     assert largest_component(m).sum() == 9
+
+
+def test_image_tasks_train_through_the_run_mechanism_and_feed_understand(sample_root, tmp_path, capsys):
+    renders = tmp_path / "r"
+    assert main(["render-benchmark", "--data", str(sample_root), "--category", "chair", "--split", "train",
+                 "--views", "2", "--size", "64", "--out", str(renders)]) == 0  # fmt: skip
+    runs = []
+    for task in ("viewpoint", "silhouette"):
+        run = tmp_path / task
+        cfg = json.dumps({"val_data": str(renders), "size": 32})
+        args = ["train", "--task", task, "--data", str(renders), "--category", "chair", "--out", str(run),
+                "--epochs", "1", "--batch-size", "8", "--config", cfg]  # fmt: skip
+        assert main(args) == 0
+        hist = json.loads((run / "history.json").read_text())["epochs"]
+        assert len(hist) == 1 and np.isfinite(hist[0]["train_loss"])
+        assert ("acc_30" if task == "viewpoint" else "mean_iou") in hist[0]
+        assert main([*args[:-4], "--epochs", "2", "--resume", *args[-2:]]) == 0  # resume extends the run
+        assert len(json.loads((run / "history.json").read_text())["epochs"]) == 2
+        runs.append(str(run))
+    assert main(["train", "--task", "viewpoint", "--data", str(sample_root), "--category", "chair",
+                 "--out", str(tmp_path / "x")]) == 1  # fmt: skip
+    assert "not a rendered image set" in capsys.readouterr().err
+    nets = Networks.from_runs(runs, "chair", sample_root)
+    assert nets.silhouette is not None and nets.silhouette_size == 32

@@ -7,8 +7,8 @@ Settings without a flag go in ``--config``: ``size`` (network input, px), ``widt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,42 +17,25 @@ from torch import nn
 from kpengine.image.crops import normalise, resample
 from kpengine.image.datasets import Indices, MaskSet, mask_sets, silhouette_batch
 from kpengine.image.silhouette import SilhouetteNet, mask_iou, silhouette_loss
-from kpengine.learn.config import RunConfig
+from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data, Task
+from kpengine.learn.runs import Data
 
 
 @dataclass(kw_only=True)
-class SilhouetteConfig(RunConfig):
-    data: str
-    category: str
-    val_data: str = ""
-    size: int = 64
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+class SilhouetteConfig(ImageConfig):
     zoom_jitter: float = 0.15
     shift_jitter: float = 0.08
-    epochs: int = 30
     batch_size: int = 32
-    lr: float = 2e-3
-    lr_schedule: str = "cosine"
-    weight_decay: float = 1e-4
-
-    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "val_data")
-    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "category", "size", "widths")
+    epochs: int = 30
 
 
 @TASKS.register("silhouette")
-class SilhouetteTask(Task):
+class SilhouetteTask(ImageTask):
     config_class = SilhouetteConfig
 
-    def __init__(self, config: SilhouetteConfig):
-        super().__init__(config)
-        self._sets: tuple[MaskSet, MaskSet | None] | None = None
-
-    def sets(self) -> tuple[MaskSet, MaskSet | None]:
-        if self._sets is None:
-            self._sets = mask_sets(self.config.data, self.config.val_data or None)
-        return self._sets
+    def load_sets(self) -> tuple[MaskSet, MaskSet | None]:
+        return mask_sets(self.config.data, self.config.val_data or None)
 
     def data(self) -> Data:
         train, _ = self.sets()
@@ -63,9 +46,6 @@ class SilhouetteTask(Task):
 
     def model(self) -> nn.Module:
         return SilhouetteNet(tuple(self.config.widths))
-
-    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, target = batch
@@ -84,10 +64,3 @@ class SilhouetteTask(Task):
             ious.append(mask_iou((logits > 0).numpy(), (target > 0.5).numpy()))
         iou = np.concatenate(ious)
         return {"val_loss": total / max(len(val), 1), "mean_iou": float(iou.mean())}
-
-    def describe(self) -> dict[str, Any]:
-        train, val = self.sets()
-        return {"category": self.config.category, "train_images": len(train), "val_images": len(val) if val else 0}
-
-    def title(self) -> str:
-        return f"silhouette ({self.config.category})"

@@ -8,29 +8,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from kpengine.image.datasets import Indices, ViewSet, predict_viewpoints, view_sets, viewpoint_batch, viewpoint_inputs
+from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.viewpoint import ViewpointNet, viewpoint_loss, viewpoint_metrics
-from kpengine.learn.config import RunConfig
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data, Task
+from kpengine.learn.runs import Data
 
 
 @dataclass(kw_only=True)
-class ViewpointConfig(RunConfig):
-    data: str
-    category: str
-    val_data: str = ""
-    size: int = 64
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    zoom_jitter: float = 0.1
-    shift_jitter: float = 0.06
+class ViewpointConfig(ImageConfig):
     flip: bool = True
     #: probabilities of a colour-channel permutation, a grey image, a blanked rectangle per training crop
     swap: float = 0.0
@@ -39,27 +32,14 @@ class ViewpointConfig(RunConfig):
     #: side of the stored crops (px); the network input ``size`` is re-sampled from them
     crop_size: int = 96
     epochs: int = 60
-    batch_size: int = 64
-    lr: float = 2e-3
-    lr_schedule: str = "cosine"
-    weight_decay: float = 1e-4
-
-    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "val_data")
-    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "category", "size", "widths")
 
 
 @TASKS.register("viewpoint")
-class ViewpointTask(Task):
+class ViewpointTask(ImageTask):
     config_class = ViewpointConfig
 
-    def __init__(self, config: ViewpointConfig):
-        super().__init__(config)
-        self._sets: tuple[ViewSet, ViewSet | None] | None = None
-
-    def sets(self) -> tuple[ViewSet, ViewSet | None]:
-        if self._sets is None:
-            self._sets = view_sets(self.config.data, self.config.val_data or None, self.config.crop_size)
-        return self._sets
+    def load_sets(self) -> tuple[ViewSet, ViewSet | None]:
+        return view_sets(self.config.data, self.config.val_data or None, self.config.crop_size)
 
     def data(self) -> Data:
         train, _ = self.sets()
@@ -74,9 +54,6 @@ class ViewpointTask(Task):
 
     def model(self) -> nn.Module:
         return ViewpointNet(self.config.size, tuple(self.config.widths))
-
-    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, az, el = batch
@@ -101,10 +78,3 @@ class ViewpointTask(Task):
         )
         met.pop("n")
         return {"val_loss": total / max(len(val), 1), **met, "median_confidence": float(np.median(p["confidence"]))}
-
-    def describe(self) -> dict[str, Any]:
-        train, val = self.sets()
-        return {"category": self.config.category, "train_images": len(train), "val_images": len(val) if val else 0}
-
-    def title(self) -> str:
-        return f"viewpoint ({self.config.category})"
