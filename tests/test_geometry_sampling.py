@@ -58,3 +58,23 @@ def test_geodesics_from_no_sources() -> None:
     graph = GeodesicGraph(np.random.default_rng(0).random((30, 3)))
     assert graph.from_sources([]).shape == (0, 30)
     assert graph.from_sources(np.array([[1], [2]])).shape == (2, 30)  # any shape of indices, flattened
+
+
+def test_small_meshes_sample_and_single_queries_snap() -> None:
+    """A mesh of area 0.5 is as good as any (only zero area is refused); one query is a query."""
+    small = Mesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float64), np.array([[0, 1, 2]]))
+    assert sample_surface(small, 5).points.shape == (5, 3)
+    idx, dist = snap_to_points(np.array([[0, 0, 0], [1, 0, 0]], np.float32), np.array([[0.9, 0, 0]]))
+    assert idx.tolist() == [1] and idx.dtype == np.int64 and dist == pytest.approx([0.1])
+
+
+def test_skew_keeps_double_precision() -> None:
+    """``skew(w) @ v == w x v``, in float64 when ``w`` is float64 (pose refinement's gradchecks need it)."""
+    import torch
+
+    from kpengine.geometry.transforms import skew
+
+    w = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    v = torch.tensor([1.0, 0.5, -0.25], dtype=torch.float64)
+    assert skew(w).dtype == torch.float64
+    torch.testing.assert_close(skew(w) @ v, torch.linalg.cross(w, v), rtol=0, atol=1e-15)
