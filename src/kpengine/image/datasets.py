@@ -14,7 +14,6 @@ epoch): a resumed run draws the same batches.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -167,49 +166,3 @@ def silhouette_batch(
     x = colour_jitter(resample(data.images[i], size, zoom, shift, flips), gen)
     m = resample(data.masks[i][:, None], size, zoom, shift, flips)[:, 0]
     return normalise(x), m
-
-
-def _epfl_view_sets(root: Path, size: int) -> tuple[ViewSet, ViewSet]:
-    """Crops of sequences 1-10 and 11-20, azimuths in kpengine's camera convention, elevations unknown."""
-    from kpengine.io.epfl_cars import TEST_SEQUENCES, TRAIN_SEQUENCES, load_epfl_cars
-
-    out = []
-    for seqs in (TRAIN_SEQUENCES, TEST_SEQUENCES):
-        frames = load_epfl_cars(root, seqs)
-        crops = crops_from_frames([f.path for f in frames], [f.bbox for f in frames], size)
-        # EPFL's 0 = the car faces the camera; kpengine's camera azimuth 0 sees a ShapeNet object's back
-        az = torch.tensor([(f.azimuth + 180.0) % 360.0 for f in frames], dtype=torch.float32)
-        out.append(ViewSet(crops, az, torch.full_like(az, float("nan")), [f.path.name for f in frames]))
-    return out[0], out[1]
-
-
-def is_epfl(path: str | Path) -> bool:
-    return (Path(path) / "tripod-seq.txt").is_file()
-
-
-def view_sets(data: str | Path, val_data: str | Path | None, size: int = 96) -> tuple[ViewSet, ViewSet | None]:
-    """Training and validation crops from a rendered set (benchmark layout) or the EPFL cars folder.
-
-    EPFL cars: the standard protocol, sequences 1-10 to train and 11-20 to validate (a photo
-    dataset has no separate validation split; the image commands read the last epoch, so
-    nothing is chosen on those sequences)."""
-    from kpengine.errors import DataError
-    from kpengine.image.renders import load_rendered, view_set
-
-    if is_epfl(data):
-        return _epfl_view_sets(Path(data), size)
-    if not (Path(data) / "benchmark.json").is_file():
-        raise DataError("not a rendered image set (no benchmark.json) nor the EPFL cars folder", path=data)
-    val = view_set(load_rendered(val_data), size) if val_data else None
-    return view_set(load_rendered(data), size), val
-
-
-def mask_sets(data: str | Path, val_data: str | Path | None, size: int = 96) -> tuple[MaskSet, MaskSet | None]:
-    """Whole images and masks of rendered sets (benchmark layout)."""
-    from kpengine.errors import DataError
-    from kpengine.image.renders import load_rendered, mask_set
-
-    if not (Path(data) / "benchmark.json").is_file():
-        raise DataError("not a rendered image set with masks (no benchmark.json)", path=data)
-    val = mask_set(load_rendered(val_data), size) if val_data else None
-    return mask_set(load_rendered(data), size), val

@@ -1,4 +1,4 @@
-"""Training and test images from rendered sets (the 2D benchmark layout of ``kpengine render-benchmark``).
+"""Image sets on disk -> the networks' data: rendered sets (``kpengine render-benchmark`` layout), EPFL cars.
 
 Each image comes with its mask, viewpoint and camera, so one set trains the viewpoint network
 (object crops from the mask's box), the silhouette network (whole images) and measures the
@@ -16,8 +16,9 @@ from PIL import Image
 
 from kpengine.errors import DataError
 from kpengine.image.crops import crop_square, to_tensor
-from kpengine.image.datasets import CROP_MARGIN, MaskSet, ViewSet
+from kpengine.image.datasets import CROP_MARGIN, MaskSet, ViewSet, crops_from_frames
 from kpengine.io.benchmark2d import load_benchmark
+from kpengine.io.image import load_image, load_mask
 
 
 @dataclass
@@ -30,21 +31,14 @@ class RenderedImage:
     annotation: dict
 
 
-def _png(path: Path, mode: str) -> np.ndarray:
-    if not path.is_file():
-        raise DataError("image file missing", path=path)
-    with Image.open(path) as im:
-        return np.asarray(im.convert(mode))
-
-
 def load_rendered(root: str | Path, limit: int | None = None) -> list[RenderedImage]:
     """Every image of a rendered set (benchmark layout), in index order."""
     root = Path(root)
     _, anns = load_benchmark(root)
     out = []
     for name, ann in list(anns.items())[:limit]:
-        img = _png(root / ann["filename"], "RGB")
-        mask = _png(root / ann["mask"], "L") > 127
+        img = load_image(root / ann["filename"])
+        mask = load_mask(root / ann["mask"], expected_shape=img.shape[:2])
         out.append(RenderedImage(name, img, mask, ann))
     return out
 
@@ -74,3 +68,43 @@ def mask_set(items: list[RenderedImage], size: int = 96) -> MaskSet:
     imgs = np.stack([squash(it.image, size) for it in items])
     masks = np.stack([squash(it.mask.astype(np.uint8) * 255, size) for it in items])
     return MaskSet(to_tensor(imgs), torch.from_numpy(masks), [it.name for it in items])
+
+
+def _epfl_view_sets(root: Path, size: int) -> tuple[ViewSet, ViewSet]:
+    """Crops of sequences 1-10 and 11-20, azimuths in kpengine's camera convention, elevations unknown."""
+    from kpengine.io.epfl_cars import TEST_SEQUENCES, TRAIN_SEQUENCES, load_epfl_cars
+
+    out = []
+    for seqs in (TRAIN_SEQUENCES, TEST_SEQUENCES):
+        frames = load_epfl_cars(root, seqs)
+        crops = crops_from_frames([f.path for f in frames], [f.bbox for f in frames], size)
+        # EPFL's 0 = the car faces the camera; kpengine's camera azimuth 0 sees a ShapeNet object's back
+        az = torch.tensor([(f.azimuth + 180.0) % 360.0 for f in frames], dtype=torch.float32)
+        out.append(ViewSet(crops, az, torch.full_like(az, float("nan")), [f.path.name for f in frames]))
+    return out[0], out[1]
+
+
+def is_epfl(path: str | Path) -> bool:
+    return (Path(path) / "tripod-seq.txt").is_file()
+
+
+def view_sets(data: str | Path, val_data: str | Path | None, size: int = 96) -> tuple[ViewSet, ViewSet | None]:
+    """Training and validation crops from a rendered set (benchmark layout) or the EPFL cars folder.
+
+    EPFL cars: the standard protocol, sequences 1-10 to train and 11-20 to validate (a photo
+    dataset has no separate validation split; the image commands read the last epoch, so
+    nothing is chosen on those sequences)."""
+    if is_epfl(data):
+        return _epfl_view_sets(Path(data), size)
+    if not (Path(data) / "benchmark.json").is_file():
+        raise DataError("not a rendered image set (no benchmark.json) nor the EPFL cars folder", path=data)
+    val = view_set(load_rendered(val_data), size) if val_data else None
+    return view_set(load_rendered(data), size), val
+
+
+def mask_sets(data: str | Path, val_data: str | Path | None, size: int = 96) -> tuple[MaskSet, MaskSet | None]:
+    """Whole images and masks of rendered sets (benchmark layout)."""
+    if not (Path(data) / "benchmark.json").is_file():
+        raise DataError("not a rendered image set with masks (no benchmark.json)", path=data)
+    val = mask_set(load_rendered(val_data), size) if val_data else None
+    return mask_set(load_rendered(data), size), val

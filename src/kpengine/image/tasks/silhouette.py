@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from kpengine.image.crops import normalise, resample
-from kpengine.image.datasets import Indices, MaskSet, mask_sets, silhouette_batch
+from kpengine.image.datasets import Indices, MaskSet, silhouette_batch
+from kpengine.image.renders import mask_sets
 from kpengine.image.silhouette import SilhouetteNet, mask_iou, silhouette_loss
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.learn.registry import TASKS

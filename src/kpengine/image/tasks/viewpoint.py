@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kpengine.image.datasets import Indices, ViewSet, predict_viewpoints, view_sets, viewpoint_batch, viewpoint_inputs
+from kpengine.image.datasets import Indices, ViewSet, predict_viewpoints, viewpoint_batch, viewpoint_inputs
+from kpengine.image.renders import view_sets
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.viewpoint import ViewpointNet, viewpoint_loss, viewpoint_metrics
 from kpengine.learn.registry import TASKS
