@@ -177,3 +177,15 @@ def test_train_and_predict_through_the_run_mechanism(sample_root: Path, tmp_path
     assert 0.0 <= got["miou"][0.1] <= 1.0
     with pytest.raises(ValueError, match="unknown method"):
         UnsupervisedConfig(task="unsupervised_keypoints", data=".", category="chair", method="nope")
+
+
+def test_cli_names_the_task_with_a_hyphen_and_refuses_too_many_keypoints(
+    sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from kpengine.cli.main import main
+
+    argv = ["train", "--task", "unsupervised-keypoints", "--data", str(sample_root), "--category", "chair"]
+    assert main([*argv, "--out", str(tmp_path / "r"), "--keypoints", str(MAX_DECODER_KEYPOINTS + 1)]) == 1
+    assert f"2 to {MAX_DECODER_KEYPOINTS} keypoints" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "r2"), "--method", "usip"]) == 1
+    assert "unknown method 'usip'" in capsys.readouterr().err
