@@ -142,3 +142,47 @@ def test_rays_of_non_square_pixels_pass_through_their_pixels() -> None:
     np.testing.assert_allclose(dirs @ cam.R.T, d_cam / np.linalg.norm(d_cam, axis=1, keepdims=True), atol=1e-12)
     uv, _ = cam.project(origins + 1.7 * dirs)
     np.testing.assert_allclose(uv, np.stack([jj.ravel(), ii.ravel()], 1), atol=1e-9)
+
+
+def test_intrinsics_from_field_of_view_by_hand() -> None:
+    """f = (W / 2) / tan(fov / 2): 90 degrees over 200 px is f = 100, 60 degrees is 100 sqrt(3);
+    the principal point is the centre of the pixel grid ((W - 1) / 2, (H - 1) / 2)."""
+    k = Intrinsics.from_fov(200, 100, 90.0)
+    assert (k.fx, k.fy, k.cx, k.cy, k.width, k.height) == pytest.approx((100, 100, 99.5, 49.5, 200, 100))
+    assert Intrinsics.from_fov(200, 100, 60.0).fx == pytest.approx(100 * 3**0.5)
+    assert Intrinsics.from_fov(1, 1, 0.5).width == 1  # the smallest image and a narrow lens are fine
+    for w, h, fov, message in [(0, 4, 30, "image size"), (4, 0, 30, "image size"), (4, 4, 0, "field of view")]:
+        with pytest.raises(DataError, match=message):
+            Intrinsics.from_fov(w, h, fov)
+    with pytest.raises(DataError, match="field of view"):
+        Intrinsics.from_fov(4, 4, 180.0)
+
+
+def test_project_points_inside_the_image_and_against_the_depth_buffer() -> None:
+    """Identity camera, f = 10, principal point (0, 0), a 4 x 3 image: pixel centres at u = 0..3,
+    v = 0..2. A point is inside when its rounded pixel is, in front of the camera; with a depth
+    buffer, hidden when more than ``tolerance`` behind the surface there (0 = background: visible)."""
+    from kpengine.render.project import project_points
+
+    cam = Camera(Intrinsics(10.0, 10.0, 0.0, 0.0, 4, 3), np.eye(3), np.zeros(3))
+    pts = np.array(
+        [
+            [0.0, 0.0, 1.0],  # pixel (0, 0): inside
+            [0.3, 0.2, 1.0],  # (3, 2): the last pixel, inside
+            [0.4, 0.0, 1.0],  # u = 4: outside
+            [0.0, 0.3, 1.0],  # v = 3: outside
+            [-0.06, 0.0, 1.0],  # u = -0.6 rounds to -1: outside
+            [0.1, 0.1, 0.5],  # (2, 2) at depth 0.5: inside
+            [0.1, 0.0, 0.0],  # on the camera plane: no pixel
+            [0.1, 0.0, -1.0],  # behind
+        ]
+    )
+    proj = project_points(pts, cam)
+    assert proj.visible.tolist() == [True, True, False, False, False, True, False, False]
+    assert np.isnan(proj.uv[6:]).all()  # u = 0.1 * 10 / 0 would be infinite: no pixel instead
+    depth = np.zeros((3, 4))
+    depth[0, 0] = 0.5  # a surface in front of point 0 (at depth 1): hidden beyond the tolerance
+    depth[2, 3] = 0.995  # point 1 lies 0.005 behind the surface: within 0.015, visible
+    # point 5's pixel (2, 2) is background (0): visible
+    assert project_points(pts, cam, depth).visible.tolist() == [False, True, False, False, False, True, False, False]
+    assert project_points(pts, cam, depth, tolerance=0.6).visible[0]
