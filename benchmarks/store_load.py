@@ -4,7 +4,8 @@ Two kinds of load, both through a real ``kpengine serve`` process (``--workers N
 workers) on sample mugs, sending ``base_revision`` like the web page does:
 
 * **annotators** (``--think LOW HIGH``): N virtual people each ask for their next model,
-  read their keypoints on it, spend a think time on it (seeded log-normal, median
+  fetch it as the annotation page does (model info, ``mesh.glb``, their keypoints on it),
+  spend a think time on it (seeded log-normal, median
   ``sqrt(LOW*HIGH)``, clipped to [LOW, HIGH] seconds), save 3-15 clicks, and revise the same
   model one time in three. Start times are spread over the first think time, as people
   do not all arrive in the same second. This is the load the server is for.
@@ -107,6 +108,12 @@ async def _person(base, token, surfaces, seconds, seed, think, tally) -> None:  
                     tally.errors.append(f"next: {r.status_code} {r.text[:200]}")
                     return
                 mid = r.json()["model_id"]
+                for path in (f"/api/models/mug/{mid}", f"/api/models/mug/{mid}/mesh.glb"):  # the page's fetches
+                    t0 = time.perf_counter()
+                    r = await client.get(path)
+                    tally.reads.append(time.perf_counter() - t0)
+                    if r.status_code != 200:
+                        tally.errors.append(f"next: {path} {r.status_code}")
                 t0 = time.perf_counter()
                 r = await client.get(f"/api/annotations/mug/{mid}")
                 tally.reads.append(time.perf_counter() - t0)
@@ -131,6 +138,26 @@ def _check(store, tokens: list[str], acked: dict) -> tuple[int, int]:  # noqa: A
             elif [(r.kp_index, [r.x, r.y, r.z]) for r in rows] != [(k["index"], k["xyz"]) for k in ack["keypoints"]]:
                 mixed += 1
     return lost, mixed
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (Linux ``/proc``)."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        p = int(stat.parent.name)
+        parent[p] = int(fields[1])
+        ticks[p] = int(fields[11]) + int(fields[12])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        children = [p for p, pp in parent.items() if pp in frontier and p not in tree]
+        tree.update(children)
+        frontier = children
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -162,7 +189,9 @@ def run(
         return time.perf_counter() - t0
 
     load_before = os.getloadavg()
+    cpu_before = _tree_cpu_seconds(proc.pid)
     wall = asyncio.run(main())
+    server_cpu = _tree_cpu_seconds(proc.pid) - cpu_before
     load_after = os.getloadavg()
     proc.terminate()
     proc.wait(30)
@@ -183,6 +212,10 @@ def run(
         "p99_ms": _pct(tally.saves, 99),
         "max_ms": _pct(tally.saves, 100),
         "reads_p99_ms": _pct(tally.reads, 99),
+        # the server's own CPU time (all workers) per acknowledged save, reads included: what
+        # the machine's load does not change much, unlike latency
+        "server_cpu_ms_per_save": round(1000 * server_cpu / max(ok, 1), 2),
+        "server_cpu_share": round(server_cpu / wall, 3),
         "sets_checked": len(tally.acked),
         "lost": lost,
         "mixed_up": mixed,

@@ -329,3 +329,35 @@ def test_read_only_postgresql_gives_503_and_honest_health(postgres_server, sampl
         assert r.status_code == 200 and r.json()["revision"] == 1
         assert client.get("/api/health").json()["ok"] is True
     store.dispose()
+
+
+# --------------------------------------------------------------------------- 7. several workers
+
+
+def test_serve_with_two_workers_keeps_every_save(tmp_path: Path, sample_root: Path) -> None:
+    from kpengine.server.process import free_port, start_serve_process
+    from kpengine.store.repo import get_model, raw_keypoints
+    from kpengine.store.schema import Annotator
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store, alice, mid, surface = _populated(url, sample_root)
+    port = free_port()
+    proc = start_serve_process(url, port, workers=2)
+    try:
+        acks = []
+        for n in range(1, 6):  # a new connection each time: both workers answer some
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                r = client.put(
+                    f"/api/annotations/mug/{mid}", json={**_kps(surface[:n]), "base_revision": n - 1}, headers=alice
+                )
+                assert r.status_code == 200, r.text
+                acks.append(r.json())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    with store.session() as s:
+        who = s.query(Annotator).filter_by(name="alice").one()
+        revision, rows = raw_keypoints(s, get_model(s, "mug", mid), who)
+    assert revision == 5 == acks[-1]["revision"]
+    assert [(r.kp_index, [r.x, r.y, r.z]) for r in rows] == [(k["index"], k["xyz"]) for k in acks[-1]["keypoints"]]
+    store.dispose()
