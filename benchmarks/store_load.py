@@ -40,7 +40,7 @@ from kpengine.data.sample import generate_sample_dataset
 from kpengine.io.annotations import load_annotations
 from kpengine.io.layout import mesh_path
 from kpengine.io.mesh import load_mesh
-from kpengine.server.process import free_port, start_serve_process
+from kpengine.server.process import free_port, start_serve_process, stop_serve_process
 from kpengine.store import open_store
 from kpengine.store.exchange import import_dataset
 from kpengine.store.pgtemp import start_temp_postgres
@@ -193,8 +193,7 @@ def run(
     wall = asyncio.run(main())
     server_cpu = _tree_cpu_seconds(proc.pid) - cpu_before
     load_after = os.getloadavg()
-    proc.terminate()
-    proc.wait(30)
+    stop_serve_process(proc)
     lost, mixed = _check(store, tokens, tally.acked)
     store.dispose()
     ok = len(tally.saves) - sum(not e.startswith("next:") for e in tally.errors)

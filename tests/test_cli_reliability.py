@@ -74,6 +74,11 @@ def _cli(*argv: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProces
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
+def _evaluate(root: Path, predictions: Path) -> list[str]:
+    return ["evaluate", "--data", str(root), "--category", "mug", "--split", "all", "--task", "correspondence",
+            "--predictions", str(predictions)]  # fmt: skip
+
+
 # --------------------------------------------------------------------------- 8, 10, 11: stats --problems
 
 
@@ -186,19 +191,7 @@ def test_evaluate_counts_unusable_models_as_predicting_nothing(
 
 
 def test_warnings_once_named_with_v_silent_with_q(broken: dict, predictions: Path, capsys) -> None:  # noqa: ANN001
-    args = [
-        "evaluate",
-        "--data",
-        broken["root"],
-        "--category",
-        "mug",
-        "--split",
-        "all",
-        "--task",
-        "correspondence",
-        "--predictions",
-        predictions,
-    ]
+    args = _evaluate(broken["root"], predictions)
     _, _, err = _run(args, capsys)
     lines = err.strip().splitlines()
     assert len(lines) == len(set(lines)), err  # nothing twice
@@ -209,23 +202,8 @@ def test_warnings_once_named_with_v_silent_with_q(broken: dict, predictions: Pat
     assert len(named) == 1, err
     _, out, err = _run(["-q", *args], capsys)
     assert err == "" and "pck" in out
-    code, _, err = _run(
-        [
-            "-v",
-            "baseline",
-            "--data",
-            broken["root"],
-            "--category",
-            "mug",
-            "--split",
-            "all",
-            "--task",
-            "saliency",
-            "--out",
-            "-",
-        ],
-        capsys,
-    )
+    baseline = "-v baseline --category mug --split all --task saliency --out -".split()
+    code, _, err = _run([*baseline, "--data", broken["root"]], capsys)
     assert code == 0 and broken["bad_pcd"] in err and "unreadable PCD" in err
 
 
@@ -264,21 +242,7 @@ def test_unwritable_output_is_refused_before_the_work(broken: dict, predictions:
     frozen.mkdir()
     _chattr("+i", frozen)  # binds root too
     try:
-        done = _cli(
-            "evaluate",
-            "--data",
-            str(broken["root"]),
-            "--category",
-            "mug",
-            "--split",
-            "all",
-            "--task",
-            "correspondence",
-            "--predictions",
-            str(predictions),
-            "--output",
-            str(frozen / "R.json"),
-        )
+        done = _cli(*_evaluate(broken["root"], predictions), "--output", str(frozen / "R.json"))
     finally:
         _chattr("-i", frozen)
     assert done.returncode == 1 and "Traceback" not in done.stderr
@@ -295,20 +259,7 @@ def test_unreadable_files_as_root_without_dac(broken: dict, predictions: Path, t
     root = tmp_path / "d"
     shutil.copytree(broken["root"], root)
     os.chmod(root / "annotations" / "mug.json", 0)
-    done = _cli(
-        "evaluate",
-        "--data",
-        str(root),
-        "--category",
-        "mug",
-        "--split",
-        "all",
-        "--task",
-        "correspondence",
-        "--predictions",
-        str(predictions),
-        prefix=no_dac,
-    )
+    done = _cli(*_evaluate(root, predictions), prefix=no_dac)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "mug.json" in done.stderr and "ermission denied" in done.stderr
     os.chmod(root / "annotations" / "mug.json", 0o644)

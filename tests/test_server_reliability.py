@@ -335,7 +335,7 @@ def test_read_only_postgresql_gives_503_and_honest_health(postgres_server, sampl
 
 
 def test_serve_with_two_workers_keeps_every_save(tmp_path: Path, sample_root: Path) -> None:
-    from kpengine.server.process import free_port, start_serve_process
+    from kpengine.server.process import free_port, start_serve_process, stop_serve_process
     from kpengine.store.repo import get_model, raw_keypoints
     from kpengine.store.schema import Annotator
 
@@ -353,8 +353,7 @@ def test_serve_with_two_workers_keeps_every_save(tmp_path: Path, sample_root: Pa
                 assert r.status_code == 200, r.text
                 acks.append(r.json())
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_serve_process(proc)
     with store.session() as s:
         who = s.query(Annotator).filter_by(name="alice").one()
         revision, rows = raw_keypoints(s, get_model(s, "mug", mid), who)

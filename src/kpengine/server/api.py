@@ -99,7 +99,7 @@ def model_info(request: Request, category: str, model_id: str) -> ModelInfo:
     """A model with its aggregated keypoints (semantic ids and their names) and symmetries."""
     with _store(request).read() as s:
         model = _model_or_404(s, category, model_id)
-        labels = {c["synset"]: c["labels"] for c in repo.list_categories(s)}[model.category.synset]
+        labels = repo.semantic_labels(s, model.category_id)
         kps = repo.aggregated_keypoints(s, model)
         return {
             "category": model.category.name,
@@ -141,11 +141,11 @@ async def mesh(request: Request, category: str, model_id: str, fmt: str) -> Resp
     """The model's triangle mesh as binary glTF (``glb``) or ``ply``, triangles in file order."""
     if fmt not in ("glb", "ply"):
         raise HTTPException(404, "mesh formats: glb, ply")
-    mesh_path, _ = await run_in_threadpool(_geometry_paths, request, category, model_id)
+    mesh_path, pcd_path = await run_in_threadpool(_geometry_paths, request, category, model_id)
     if mesh_path is None:
         raise HTTPException(404, f"model {model_id} has no mesh; use its point cloud (/points)")
     try:
-        data = await run_in_threadpool(request.app.state.geometry.encoded, mesh_path, fmt)
+        data = await run_in_threadpool(request.app.state.geometry.encoded, mesh_path, fmt, pcd_path)
     except (OSError, DataError) as exc:
         raise _unusable(model_id, exc) from exc
     media = "model/gltf-binary" if fmt == "glb" else "application/octet-stream"

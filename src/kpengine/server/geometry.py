@@ -154,13 +154,16 @@ class GeometryCache:
             raise FileNotFoundError("the model has no geometry on this server")
         return ModelGeometry(mesh, points, colors, tree, threading.Lock())
 
-    def encoded(self, mesh_path: str, fmt: str) -> bytes:
-        """The mesh as GLB or PLY bytes (cached); triangles keep the file order of the source."""
+    def encoded(self, mesh_path: str, fmt: str, pcd_path: str | None = None) -> bytes:
+        """The mesh as GLB or PLY bytes (cached); triangles keep the file order of the source.
+
+        ``pcd_path``: the model's cloud, so that the page's mesh request and the saves share
+        one loaded geometry (one load per model, not two)."""
         key = (mesh_path, fmt)
         with self._lock:
             if key in self._bytes:
                 return self._bytes[key]
-        mesh = self.get(mesh_path, None).mesh
+        mesh = self.get(mesh_path, pcd_path).mesh
         data = mesh.export(file_type=fmt)  # type: ignore[union-attr]
         with self._lock:
             self._bytes[key] = data

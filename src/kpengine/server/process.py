@@ -6,9 +6,13 @@ measures; a thread is enough where only HTTP behaviour matters (browser tests).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -45,13 +49,21 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
         thread.join(10)
 
 
-def start_serve_process(db_url: str, port: int, timeout: float = 60.0, workers: int = 1) -> subprocess.Popen:
-    """Start ``kpengine serve --db URL --port PORT [--workers N]`` and wait until ``/api/health`` answers."""
+def start_serve_process(db_url: str, port: int, timeout: float = 120.0, workers: int = 1) -> subprocess.Popen:
+    """Start ``kpengine serve --db URL --port PORT [--workers N]`` and wait until ``/api/health`` answers.
+
+    The server runs in its own process group, so :func:`stop_serve_process` also stops the
+    uvicorn workers it spawned (killing only the parent of ``--workers N`` leaves them
+    running), and its stderr goes to a temporary file (a pipe nobody reads can fill up and
+    block the server; one the orphaned workers hold open blocks its reader forever).
+    """
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-m", "kpengine.cli.main", "serve", "--db", db_url, "--port", str(port)]
         + (["--workers", str(workers)] if workers > 1 else []),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -62,5 +74,19 @@ def start_serve_process(db_url: str, port: int, timeout: float = 60.0, workers: 
             time.sleep(0.2)
         if proc.poll() is not None:
             break
-    proc.kill()
-    raise RuntimeError(f"kpengine serve did not start: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+    stop_serve_process(proc, signal.SIGKILL)
+    log.seek(0)
+    raise RuntimeError(f"kpengine serve did not start within {timeout:g} s: {log.read().decode()[-2000:]}")
+
+
+def stop_serve_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    """Send ``sig`` to the server's whole process group; SIGKILL what is left after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers still shutting down, or the group's stragglers
+    proc.wait(timeout)

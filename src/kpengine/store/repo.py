@@ -106,6 +106,14 @@ def list_categories(session: Session) -> list[dict]:
     ]
 
 
+def semantic_labels(session: Session, category_id: int) -> dict[str, str]:
+    """Names of one category's semantic ids, keyed by the id as a string (as in the API)."""
+    rows = session.execute(
+        select(SemanticLabel.semantic_id, SemanticLabel.name).where(SemanticLabel.category_id == category_id)
+    )
+    return {str(sid): name for sid, name in rows}
+
+
 def list_models(session: Session, category: Category, split: str | None = None) -> list[dict]:
     """Models of a category (optionally one split) with their aggregated keypoint count."""
     n_kp = select(AggregatedKeypoint.model_id, func.count().label("n")).group_by(AggregatedKeypoint.model_id).subquery()
