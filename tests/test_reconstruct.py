@@ -190,3 +190,33 @@ def test_voxel_files_round_trip_and_refuse_bad_grids(tmp_path: Path) -> None:
     np.save(tmp_path / "nan.npy", np.full((4, 4, 4), np.nan, np.float32))
     with pytest.raises(DataError, match="NaN"):
         load_voxels(tmp_path / "nan.npy")
+
+
+def test_naturalness_critic_learns_to_separate_and_feeds_the_voxels_loss(
+    runs: dict[str, Path], render_set: Path, sample_root: Path, tmp_path: Path
+) -> None:
+    from kpengine.learn.registry import TASKS
+
+    torch.set_num_threads(1)
+    TASKS.add_package("kpengine.image.tasks")
+    cls = TASKS.get("naturalness")
+    cfg = cls.config_class(
+        task="naturalness", data=str(render_set), category="chair", val_data=str(render_set),
+        shapes=str(sample_root), voxels_run=str(runs["voxels"]), channels=4, epochs=6, batch_size=4, lr=1e-3,
+    )  # fmt: skip
+    train_run(cls(cfg), tmp_path / "critic", progress=False)
+    hist = json.loads((tmp_path / "critic" / "history.json").read_text())["epochs"]
+    # the critic scores the real grids above the voxels run's outputs after training
+    assert hist[-1]["gap"] > 0 and hist[-1]["gap"] > hist[0]["gap"]
+    critic = load_network(tmp_path / "critic", "naturalness", resolution=32)
+    assert critic(torch.rand(2, 32, 32, 32)).shape == (2,)
+    # the voxels task takes the critic's negated score as an extra loss
+    vcls = TASKS.get("voxels")
+    vcfg = vcls.config_class(
+        task="voxels", data=str(render_set), category="chair", shapes=str(sample_root), size=32, widths=[8, 16],
+        epochs=1, batch_size=4, naturalness_run=str(tmp_path / "critic"), naturalness_weight=0.1,
+    )  # fmt: skip
+    task = vcls(vcfg)
+    assert task.critic() is not None
+    summary = train_run(task, None, progress=False)
+    assert summary["epochs"] == 1
