@@ -123,3 +123,14 @@ def test_iou_and_chamfer_by_hand():
     # p -> q: (0 + 1) / 2; q -> p: 0; mean of both directions 0.25
     assert chamfer_distance(p, q) == pytest.approx(0.25)
     assert np.isnan(chamfer_distance(p, q[:0]))
+
+
+def test_iou_broadcasts_one_grid_against_many():
+    many = np.zeros((3, 2, 2, 2), bool)
+    many[0, 0, 0, 0] = True
+    many[1] = True
+    one = np.zeros((2, 2, 2), bool)
+    one[0, 0, 0] = True
+    np.testing.assert_allclose(voxel_iou(one, many), [1.0, 1 / 8, 0.0])
+    with pytest.raises(ValueError):
+        voxel_iou(one, np.zeros((4, 4, 4), bool))

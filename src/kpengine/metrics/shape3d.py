@@ -8,10 +8,10 @@ from scipy.spatial import cKDTree
 
 
 def voxel_iou(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """IoU of boolean grids (..., R, R, R) -> (...): |pred ∧ target| / |pred ∨ target|; two empty
-    grids count as 1 (nothing predicted where nothing is)."""
+    """IoU of boolean grids (..., R, R, R) -> (...), batch dimensions broadcast (one grid against many):
+    |pred ∧ target| / |pred ∨ target|; two empty grids count as 1 (nothing predicted where nothing is)."""
     pred, target = np.asarray(pred, bool), np.asarray(target, bool)
-    if pred.shape != target.shape:
+    if pred.shape[-3:] != target.shape[-3:]:
         raise ValueError(f"voxel grids of different shapes {pred.shape} and {target.shape}")
     axes = (-3, -2, -1)
     inter = (pred & target).sum(axes)
