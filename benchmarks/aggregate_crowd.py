@@ -1,6 +1,7 @@
 """Simulated crowd on real KeypointNet models: kpengine aggregation vs two baselines.
 
     .venv/bin/python benchmarks/aggregate_crowd.py --category bathtub --models 60 --annotators 12
+    .venv/bin/python benchmarks/aggregate_crowd.py --category bed --models 146 --like-keypointnet [--per-model 3 5]
 
 Prints one JSON line per method (scores from kpengine.aggregate.evaluate) with timings and
 the load average; writes figures to --figures DIR when given.
@@ -37,10 +38,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figures")
+    ap.add_argument(
+        "--like-keypointnet",
+        action="store_true",
+        help="crowd shaped like KeypointNet's (CrowdModel.keypointnet: Table 3 pool, 3-5 per model)",
+    )
+    ap.add_argument("--per-model", type=int, nargs=2, metavar=("LO", "HI"), help="annotators per model")
+    ap.add_argument("--skip-baselines", action="store_true")
     args = ap.parse_args()
     ds = KeypointNetDataset(args.data, args.category, "all")
     shapes = list(ds)[: args.models]
-    crowd = CrowdModel(n_annotators=args.annotators, noise=args.noise, wrong_rate=args.wrong_rate, seed=args.seed)
+    if args.like_keypointnet:
+        extra = {"per_model": tuple(args.per_model)} if args.per_model else {}
+        crowd = CrowdModel.keypointnet(args.category, seed=args.seed, noise=args.noise, wrong_rate=args.wrong_rate,
+                                       **extra)  # fmt: skip
+    else:
+        crowd = CrowdModel(n_annotators=args.annotators, noise=args.noise, wrong_rate=args.wrong_rate, seed=args.seed,
+                           per_model=tuple(args.per_model) if args.per_model else None)  # fmt: skip
     clicks = simulate_crowd(shapes, crowd)
     head = {"category": args.category, "models": len(shapes), "clicks": len(clicks), "crowd": crowd.to_json()}
     graphs = {s.model_id: GeodesicGraph(s.points, protocol="strict") for s in shapes}
@@ -52,7 +66,9 @@ def main() -> None:
     dt = time.perf_counter() - t
     scores = evaluate_aggregation(shapes, res.predictions, graphs)
     print(json.dumps({"method": "kpengine", **head, **scores, "time_s": dt, "timings": res.report["timings"],
-                      "loadavg": os.getloadavg()}))  # fmt: skip
+                      "loadavg": os.getloadavg()}), flush=True)  # fmt: skip
+    if args.skip_baselines:
+        return
 
     kept, _ = check_clicks(clicks, [s.model_id for s in shapes])
     cs = ClickSet.from_clicks(kept)

@@ -39,6 +39,47 @@ def test_simulated_crowd_is_seeded_and_follows_its_model(chairs):
     assert all(c.point_index in gt[c.model_id] for c in exact)
 
 
+def test_keypointnet_shaped_crowd_has_few_annotators_per_model_from_a_small_pool(chairs):
+    model = CrowdModel.keypointnet("bed", seed=2, mirrored=1.0, mirror_flip=1.0, noise=0.0, wrong_rate=0.0,
+                                   miss_rate=0.0, keep_rate=1.0)  # fmt: skip
+    assert model.n_annotators == 8  # the paper's Table 3 pool for beds
+    clicks = simulate_crowd(chairs, model)
+    assert clicks == simulate_crowd(chairs, model)
+    per_model: dict[str, set[str]] = {}
+    for c in clicks:
+        per_model.setdefault(c.model_id, set()).add(c.annotator)
+    assert all(3 <= len(v) <= 5 for v in per_model.values()) and len(per_model) == len(chairs)
+    assert len({c.annotator for c in clicks}) <= 8
+    # every annotator mirrored on every model, no noise: each click lands on the reflection partner
+    by_id = {s.model_id: s for s in chairs}
+    checked = 0
+    for c in clicks:
+        s = by_id[c.model_id]
+        partner = {}
+        for g in s.symmetries.reflection:
+            i, j = g.kp_indexes
+            partner[i], partner[j] = j, i
+        k = list(s.point_indices).index(c.point_index) if c.point_index in s.point_indices else None
+        assert k is not None  # exact clicks land on ground-truth points
+        checked += k in partner
+    assert checked > 0
+    # the same annotator's kp_index names a point and its mirror partner on different models only when
+    # the model has a pair; with mirror_flip 0 each kp_index keeps one semantic id everywhere
+    steady = simulate_crowd(chairs, replace(model, mirror_flip=0.0))
+    meaning: dict[tuple[str, int], set[int]] = {}
+    for c in steady:
+        s = by_id[c.model_id]
+        sid = int(s.semantic_ids[list(s.point_indices).index(c.point_index)])
+        meaning.setdefault((c.annotator, c.kp_index), set()).add(sid)
+    assert all(len(v) == 1 for v in meaning.values())
+    flipped: dict[tuple[str, int], set[int]] = {}
+    for c in clicks:
+        s = by_id[c.model_id]
+        sid = int(s.semantic_ids[list(s.point_indices).index(c.point_index)])
+        flipped.setdefault((c.annotator, c.kp_index), set()).add(sid)
+    assert flipped != meaning  # mirrored clicks name the partner's id
+
+
 def test_aggregation_recovers_ground_truth_with_consistent_ids(chairs):
     clicks = simulate_crowd(chairs, CrowdModel(n_annotators=10, noise=0.015, wrong_rate=0.05, seed=0))
     res = aggregate(chairs, clicks, _cfg())

@@ -70,6 +70,22 @@ def test_fidelity_own_model_term_puts_the_minimum_on_the_clicks():
     assert np.ptp(only_refs[100:115]) < 1e-9  # (points within the near-click set)
 
 
+def test_fidelity_support_stays_in_unit_range_with_negative_features():
+    """Opposite embeddings (cosine -1, distance 2, possible after DGCNN's LeakyReLU) cost no more than a miss."""
+    pts = _line()
+    graph = GeodesicGraph(pts, k=4, protocol="strict")
+    clicks, ann = np.array([100, 102]), np.array([0, 1])
+    ev = model_evidence(click_saliency(graph, clicks), ann, float(gaussian(2.5 * 0.03)))
+    emb = np.zeros((200, 4))
+    emb[:, 0] = 1.0
+    ev.click_emb = -emb[clicks]  # every point's embedding opposite to the clicked ones
+    f = fidelity_error(emb, ev, [], self_weight=1.0)
+    assert f.max() <= MISS_COST + 1e-12  # uncapped, the clicked points themselves would score 2 > sqrt(2)
+    assert np.allclose(f[ev.near], MISS_COST)
+    support = 1.0 - f / MISS_COST
+    assert support.min() >= -1e-12
+
+
 def test_cluster_helpers():
     assert relabel_by_size(np.array([5, 5, -1, 2, 2, 2, 7])).tolist() == [1, 1, -1, 0, 0, 0, 2]
     keep = best_per_model(np.array([0, 0, 0, -1]), np.array([0, 0, 1, 0]), np.array([0.5, 0.2, 0.9, 0.0]))

@@ -9,7 +9,10 @@ model m' (a sample of the other models, see below):
    Gaussian weight ``w_c = exp(-d(z, x_c)^2 / 2 sigma^2)`` (0 beyond 3 sigma);
 3. cost ``w_c |g_m(y) - g_m'(x_c)| + (1 - w_c) D`` -- the Gaussian-weighted embedding distance
    to c's nearest click, and the miss cost ``D = sqrt(2)`` (two orthogonal embeddings) when
-   c clicked nothing near z.
+   c clicked nothing near z. The distance is capped at D: with features that can be
+   negative (DGCNN ends in LeakyReLU) unit embeddings can lie up to 2 apart, and an
+   uncapped poor match would cost more than no click at all, so support ``1 - F/D``
+   could go negative.
 
 ``F_m(y)`` = the mean cost over all (m', c) pairs. A true keypoint transfers onto the
 clicks of most annotators who know it (low F); a mis-click has no counterpart on other
@@ -105,7 +108,10 @@ def model_evidence(per_click: np.ndarray, annotator: np.ndarray, near_threshold:
 def _agreement(y: np.ndarray, weight: np.ndarray, nearest: np.ndarray, click_emb: np.ndarray) -> np.ndarray:
     """Sum over annotators (Y,) of ``w |g(y) - g(x_c)| + (1 - w) D`` for weights/nearest clicks (Y, A)."""
     s = np.take_along_axis(y @ click_emb.T, nearest, axis=1)  # (Y, A) cosine to c's nearest click
-    dist = np.sqrt(np.clip(2.0 - 2.0 * s, 0.0, None))
+    # a match is never worse than a miss: sqrt(2) (orthogonal) is "nothing there" only for
+    # non-negative features; DGCNN ends in LeakyReLU, so cosines can be negative and
+    # distances reach 2, which would make a poor match cost more than clicking nothing
+    dist = np.minimum(np.sqrt(np.clip(2.0 - 2.0 * s, 0.0, None)), MISS_COST)
     return (weight * dist + (1.0 - weight) * MISS_COST).sum(axis=1)
 
 

@@ -40,6 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--miss-rate", type=float, default=0.1, help="probability of skipping a known keypoint")
     p.add_argument("--coverage", type=float, default=0.5, help="probability an annotator annotates a model")
     p.add_argument("--max-models", type=int, metavar="M", help="only the first M models of the split")
+    p.add_argument(
+        "--like-keypointnet",
+        action="store_true",
+        help="a crowd shaped like KeypointNet's: the category's annotator pool (paper's Table 3; bed 8, bathtub 15, "
+        "chair 15, airplane 26, else 15) instead of --annotators, 3-5 annotators per model chosen by per-annotator "
+        "activity, per-annotator noise, 15%% mirrored left/right conventions; the options below override it",
+    )
+    p.add_argument("--per-model", type=int, nargs=2, metavar=("LO", "HI"),
+                   help="annotators per model, uniform in [LO, HI], instead of --coverage")  # fmt: skip
+    p.add_argument("--activity-spread", type=float, help="log-normal spread of per-annotator activity (coverage)")
+    p.add_argument("--noise-spread", type=float, help="log-normal spread of per-annotator noise around --noise")
+    p.add_argument("--mirrored", type=float, help="fraction of annotators whose left/right flips between models")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(
@@ -82,18 +94,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from kpengine.aggregate.crowd import CrowdModel, simulate_crowd
     from kpengine.io.clicks import save_clicks
 
-    _, shapes = _shapes(args)
-    model = CrowdModel(
-        n_annotators=args.annotators,
-        noise=args.noise,
-        wrong_rate=args.wrong_rate,
-        miss_rate=args.miss_rate,
-        coverage=args.coverage,
-        seed=args.seed,
-    )
+    ds, shapes = _shapes(args)
+    given = {
+        "noise": args.noise,
+        "wrong_rate": args.wrong_rate,
+        "miss_rate": args.miss_rate,
+        "coverage": args.coverage,
+        "per_model": tuple(args.per_model) if args.per_model else None,
+        "activity_spread": args.activity_spread,
+        "noise_spread": args.noise_spread,
+        "mirrored": args.mirrored,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.like_keypointnet:
+        model = CrowdModel.keypointnet(ds.category.name, seed=args.seed, **given)
+    else:
+        model = CrowdModel(n_annotators=args.annotators, seed=args.seed, **given)
     clicks = simulate_crowd(shapes, model)
     save_clicks(args.out, clicks)
-    print(f"wrote {len(clicks)} clicks by {args.annotators} simulated annotators on {len(shapes)} models to {args.out}")
+    n = model.n_annotators
+    print(f"wrote {len(clicks)} clicks by {n} simulated annotators on {len(shapes)} models to {args.out}")
     return 0
 
 
