@@ -45,6 +45,8 @@ def main() -> None:
     )
     ap.add_argument("--per-model", type=int, nargs=2, metavar=("LO", "HI"), help="annotators per model")
     ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument("--cross-model", action="store_true", help="fidelity over every point (FidelityConfig.anywhere)")
+    ap.add_argument("--no-position-split", action="store_true", help="ClusterConfig.split_positions = False")
     args = ap.parse_args()
     ds = KeypointNetDataset(args.data, args.category, "all")
     shapes = list(ds)[: args.models]
@@ -60,7 +62,12 @@ def main() -> None:
     graphs = {s.model_id: GeodesicGraph(s.points, protocol="strict") for s in shapes}
 
     cfg = AggregateConfig(progress=False)
-    cfg = replace(cfg, embedding=replace(cfg.embedding, steps=args.steps))
+    cfg = replace(
+        cfg,
+        embedding=replace(cfg.embedding, steps=args.steps),
+        fidelity=replace(cfg.fidelity, anywhere=args.cross_model),
+        cluster=replace(cfg.cluster, split_positions=not args.no_position_split),
+    )
     t = time.perf_counter()
     res = aggregate(shapes, clicks, cfg)
     dt = time.perf_counter() - t

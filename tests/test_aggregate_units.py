@@ -5,11 +5,24 @@ import json
 import numpy as np
 import pytest
 
-from kpengine.aggregate.cluster import assign_noise, best_per_model, project_tsne, relabel_by_size, split_shared
+from kpengine.aggregate.cluster import (
+    assign_noise,
+    best_per_model,
+    project_tsne,
+    relabel_by_size,
+    split_by_position,
+    split_shared,
+)
 from kpengine.aggregate.fidelity import MISS_COST, fidelity_error, model_evidence, non_minimum_suppression
 from kpengine.aggregate.raw import check_clicks
 from kpengine.aggregate.saliency import click_saliency, gaussian, saliency_map
-from kpengine.aggregate.symmetry import detect_symmetries, model_reflection_pairs, model_rotation_orbits
+from kpengine.aggregate.symmetry import (
+    SymmetryConfig,
+    detect_symmetries,
+    model_reflection_pairs,
+    model_reflection_planes,
+    model_rotation_orbits,
+)
 from kpengine.errors import DataError
 from kpengine.geometry.geodesic import GeodesicGraph
 from kpengine.io.clicks import Click, load_clicks
@@ -86,6 +99,27 @@ def test_fidelity_support_stays_in_unit_range_with_negative_features():
     assert support.min() >= -1e-12
 
 
+def test_cross_model_evidence_proposes_a_keypoint_this_models_annotators_missed():
+    """Model A's annotators clicked only at 100; model B's two annotators also clicked at 150.
+
+    Same embedding on both: with ``anywhere`` A gets support at 150 from B's annotators alone
+    (through the transfer), where the near-click-only F is the miss cost."""
+    pts = _line()
+    graph = GeodesicGraph(pts, k=4, protocol="strict")
+    emb = np.zeros((200, 8))
+    emb[np.arange(200), (np.arange(200) // 25) % 8] = 1.0
+    near = float(gaussian(2.5 * 0.03))
+    a = model_evidence(click_saliency(graph, np.array([100, 101])), np.array([0, 1]), near)
+    b = model_evidence(click_saliency(graph, np.array([100, 101, 150, 151])), np.array([0, 1, 0, 1]), near)
+    a.click_emb, b.click_emb = emb[[100, 101]], emb[[100, 101, 150, 151]]
+    only_near = fidelity_error(emb, a, [(emb, b)])
+    assert only_near[150] == MISS_COST
+    f, ref = fidelity_error(emb, a, [(emb, b)], anywhere=True)
+    assert ref[150] < 0.3 * MISS_COST and f[150] < MISS_COST  # B's annotators support it
+    assert f[0] == pytest.approx(MISS_COST)  # nobody clicked near 0 (other embedding block)
+    assert np.array_equal(f[a.near], only_near[a.near])  # unchanged where A has clicks
+
+
 def test_cluster_helpers():
     assert relabel_by_size(np.array([5, 5, -1, 2, 2, 2, 7])).tolist() == [1, 1, -1, 0, 0, 0, 2]
     keep = best_per_model(np.array([0, 0, 0, -1]), np.array([0, 0, 1, 0]), np.array([0.5, 0.2, 0.9, 0.0]))
@@ -130,7 +164,78 @@ def test_reflection_and_rotation_on_hand_made_keypoints():
     ids = [np.array([0, 1, 2, 3, 4])] * 4
     syms = detect_symmetries(kps, ids, [cloud] * 4)
     assert [g.kp_indexes for g in syms[0].rotation] == [[0, 1, 2, 3]]
-    assert sorted(tuple(g.kp_indexes) for g in syms[0].reflection) == [(0, 2), (1, 3)]  # corners on the axes
+    # a square has four mirror planes: the axis planes pair opposite corners, the diagonal
+    # planes (vertical, at 45 degrees) pair neighbouring ones
+    assert sorted(tuple(g.kp_indexes) for g in syms[0].reflection) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    axis_only = detect_symmetries(kps, ids, [cloud] * 4, SymmetryConfig(min_plane_pairs=99))
+    assert sorted(tuple(g.kp_indexes) for g in axis_only[0].reflection) == [(0, 2), (1, 3)]  # corners on the axes
+
+
+def _round_table(rng: np.random.Generator, radius: float = 0.4, n: int = 2048) -> np.ndarray:
+    """A round table's surface: a top disc (y = 0.7) with its rim wall, and four square-placed legs."""
+    k = n // 2
+    r, a = radius * np.sqrt(rng.uniform(0, 1, k)), rng.uniform(0, 2 * np.pi, k)
+    top = np.stack([r * np.cos(a), np.full(k, 0.7), r * np.sin(a)], axis=1)
+    a = rng.uniform(0, 2 * np.pi, n // 4)
+    rim = np.stack([radius * np.cos(a), rng.uniform(0.67, 0.7, len(a)), radius * np.sin(a)], axis=1)
+    legs = []
+    for x, z in [(0.2, 0.2), (-0.2, 0.2), (-0.2, -0.2), (0.2, -0.2)]:
+        m = n // 16
+        legs.append(np.stack([x + rng.normal(0, 0.01, m), rng.uniform(0, 0.7, m), z + rng.normal(0, 0.01, m)], 1))
+    return np.concatenate([top, rim, *legs])
+
+
+def test_round_table_top_keypoints_form_a_circle_its_legs_do_not():
+    """KeypointNet §3.5: found from the keypoints (the whole cloud is not rotation invariant)."""
+    rng = np.random.default_rng(0)
+    kps, ids, clouds = [], [], []
+    for i in range(4):
+        cloud = _round_table(rng) + np.array([0.05 * i, 0.0, -0.03 * i])  # off-centre: axis from the keypoints
+        angles = np.array([0.3, 1.4, 3.0, 4.6]) + 0.1 * i  # rim keypoints, not evenly spaced
+        rim = np.stack([0.4 * np.cos(angles), np.full(4, 0.7), 0.4 * np.sin(angles)], axis=1)
+        feet = np.array([[0.2, 0.0, 0.2], [-0.2, 0.0, 0.2], [-0.2, 0.0, -0.2], [0.2, 0.0, -0.2]])
+        kps.append(np.vstack([rim, feet]) + np.array([0.05 * i, 0.0, -0.03 * i]))
+        ids.append(np.arange(8))
+        clouds.append(cloud)
+    syms = detect_symmetries(kps, ids, clouds)
+    for sym in syms:
+        by_set = {tuple(sorted(g.kp_indexes)): g for g in sym.rotation}
+        assert by_set[(0, 1, 2, 3)].is_circle
+        assert abs(by_set[(0, 1, 2, 3)].circle.radius - 0.4) < 0.02
+        assert by_set[(4, 5, 6, 7)].is_circle is False  # the feet: a 4-fold orbit, not a round surface
+
+
+def test_reflection_plane_of_any_vertical_orientation():
+    """Three pairs mirrored across a vertical plane at 30 degrees, off the bounding-box centre."""
+    n = np.array([np.cos(np.pi / 6), 0.0, np.sin(np.pi / 6)])
+    left = np.array([[0.3, 0.1, 0.0], [0.25, 0.5, 0.2], [0.4, 0.3, -0.25]])
+    offset = -0.05
+    right = left - 2 * (left @ n - offset)[:, None] * n
+    xyz = np.vstack([left, right])
+    planes = model_reflection_planes(xyz, np.zeros(3), SymmetryConfig(axes=()))
+    assert any(sorted(p) == [(0, 3), (1, 4), (2, 5)] and abs(abs(normal @ n) - 1) < 1e-6 for normal, _, p in planes)
+    # the axis planes through the centre (the only ones tried before) see none of these pairs
+    assert (
+        model_reflection_pairs(xyz, np.zeros(3), 0, 0.05) == []
+        and model_reflection_pairs(xyz, np.zeros(3), 2, 0.05) == []
+    )
+    syms = detect_symmetries([xyz] * 3, [np.arange(6)] * 3, [xyz] * 3, SymmetryConfig(axes=()))
+    assert sorted(tuple(g.kp_indexes) for g in syms[0].reflection) == [(0, 3), (1, 4), (2, 5)]
+
+
+def test_split_by_position_separates_ids_the_embedding_merged():
+    """One cluster, every model holds 4 candidates (a round rim's 4 points): split in 4 by position."""
+    rng = np.random.default_rng(0)
+    corners = np.array([[0.3, 0, 0], [-0.3, 0, 0], [0, 0, 0.3], [0, 0, -0.3]])
+    pos = np.concatenate([corners + rng.normal(0, 0.02, (4, 3)) for _ in range(10)])
+    models = np.repeat(np.arange(10), 4)
+    truth = np.tile(np.arange(4), 10)
+    out = split_by_position(pos, np.zeros(40, np.int64), models, min_size=4, rate=0.25)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth, out) == 1.0
+    # one candidate per model: nothing to split
+    assert split_by_position(pos[::4], np.zeros(10, np.int64), models[::4], 4, 0.25).tolist() == [0] * 10
 
 
 def test_raw_file_validation_messages(tmp_path):

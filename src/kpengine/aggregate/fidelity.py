@@ -69,6 +69,8 @@ class FidelityConfig:
     nms_radius: float = 0.06
     min_support: float = 0.10
     self_weight: float = 0.5
+    anywhere: bool = False
+    cross_support: float = 0.3
     seed: int = 0
 
     def to_json(self) -> dict:
@@ -115,19 +117,8 @@ def _agreement(y: np.ndarray, weight: np.ndarray, nearest: np.ndarray, click_emb
     return (weight * dist + (1.0 - weight) * MISS_COST).sum(axis=1)
 
 
-def fidelity_error(
-    emb: np.ndarray, own: ModelEvidence, refs: list[tuple[np.ndarray, ModelEvidence]], self_weight: float = 0.5
-) -> np.ndarray:
-    """F (N,) for one model: ``emb`` (N, D) unit rows; ``refs`` [(emb', evidence')] of the other reference models.
-
-    ``self_weight`` of F comes from the model's own annotators at y (m' = m, identity
-    transfer), the rest from the mean over ``refs`` (see the module docstring).
-    """
-    out = np.full(len(emb), MISS_COST)
-    y = emb[own.near]  # (Y, D)
-    if len(y) == 0:
-        return out
-    f_self = _agreement(y, own.weight, own.nearest, own.click_emb) / max(own.weight.shape[1], 1)
+def reference_term(y: np.ndarray, refs: list[tuple[np.ndarray, ModelEvidence]]) -> np.ndarray | None:
+    """Mean cost (Y,) over the (m', c) pairs of ``refs`` of embeddings ``y`` (Y, D); None without references."""
     total = np.zeros(len(y))
     pairs = 0
     for emb_r, ev in refs:
@@ -136,11 +127,43 @@ def fidelity_error(
         z = (y @ emb_r[ev.near].T).argmax(axis=1)  # transfer: nearest embedding on m' (unit rows)
         total += _agreement(y, ev.weight[z], ev.nearest[z], ev.click_emb)
         pairs += ev.weight.shape[1]
-    if pairs:
-        out[own.near] = self_weight * f_self + (1.0 - self_weight) * total / pairs
-    else:
-        out[own.near] = f_self
-    return out
+    return total / pairs if pairs else None
+
+
+def fidelity_error(
+    emb: np.ndarray,
+    own: ModelEvidence,
+    refs: list[tuple[np.ndarray, ModelEvidence]],
+    self_weight: float = 0.5,
+    anywhere: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """F (N,) for one model: ``emb`` (N, D) unit rows; ``refs`` [(emb', evidence')] of the other reference models.
+
+    ``self_weight`` of F comes from the model's own annotators at y (m' = m, identity
+    transfer), the rest from the mean over ``refs`` (see the module docstring).
+
+    ``anywhere``: y ranges over every point, not only the near-click set (eq. 4 as
+    written: other models' annotators can support a keypoint that this model's annotators
+    all missed; there the own-model term is the miss cost). Returns ``(F, R)`` with R (N,)
+    the reference term alone (``MISS_COST`` where there are no references).
+    """
+    n = len(emb)
+    out = np.full(n, MISS_COST)
+    f_self = np.full(n, MISS_COST)
+    ys = np.arange(n) if anywhere else own.near
+    if len(own.near):
+        f_self[own.near] = _agreement(emb[own.near], own.weight, own.nearest, own.click_emb) / max(
+            own.weight.shape[1], 1
+        )
+    ref = np.full(n, MISS_COST)
+    if len(ys):
+        r = reference_term(emb[ys], refs)
+        if r is not None:
+            ref[ys] = r
+            out[ys] = self_weight * f_self[ys] + (1.0 - self_weight) * r
+        else:
+            out[ys] = f_self[ys]
+    return (out, ref) if anywhere else out
 
 
 def smooth(points: np.ndarray, values: np.ndarray, k: int = 8) -> np.ndarray:

@@ -27,6 +27,7 @@ from kpengine.aggregate.cluster import ClusterConfig, Clustering, cluster_candid
 from kpengine.aggregate.embedding import EmbeddingConfig, TrainingClicks, embed, train_embedding
 from kpengine.aggregate.evaluate import Prediction
 from kpengine.aggregate.fidelity import (
+    MISS_COST,
     FidelityConfig,
     fidelity_error,
     model_evidence,
@@ -41,6 +42,7 @@ from kpengine.data.shape import Shape
 from kpengine.errors import DataError, Problem
 from kpengine.geometry.geodesic import GeodesicGraph
 from kpengine.geometry.sampling import snap_to_points
+from kpengine.geometry.transforms import bbox_centre
 from kpengine.io.annotations import Keypoint, ModelAnnotation
 from kpengine.io.clicks import Click
 
@@ -140,24 +142,38 @@ def aggregate(
         t = time.perf_counter()
         for ev, e, tc in zip(evidence, emb, train):
             ev.click_emb = e[tc.point_index]
-        fid, cand_m, cand_p = {}, [], []
+        fid, cand_m, cand_p, cand_x = {}, [], [], []
+        fc = cfg.fidelity
         for i in tqdm(range(len(order)), desc=f"fidelity (round {r + 1})", disable=not cfg.progress, leave=False):
-            f = fidelity_error(emb[i], evidence[i], [(emb[j], evidence[j]) for j in refs[i]], cfg.fidelity.self_weight)
-            fs = smooth(points[i], f, cfg.fidelity.smooth_k)
+            pool = [(emb[j], evidence[j]) for j in refs[i]]
+            if fc.anywhere:
+                f, ref = fidelity_error(emb[i], evidence[i], pool, fc.self_weight, anywhere=True)
+            else:
+                f, ref = fidelity_error(emb[i], evidence[i], pool, fc.self_weight), None
+            fs = smooth(points[i], f, fc.smooth_k)
             fid[order[i]] = fs
-            near = evidence[i].near
-            near = near[1.0 - fs[near] / np.sqrt(2.0) >= cfg.fidelity.min_support]
-            kept_pts = non_minimum_suppression(
-                graphs[i], fs, near, cfg.fidelity.nms_neighbours, cfg.fidelity.nms_radius
-            )
+            near = np.zeros(len(fs), bool)
+            near[evidence[i].near] = True
+            ok = near & (1.0 - fs / MISS_COST >= fc.min_support)
+            if ref is not None:
+                # cross-model evidence: where none of this model's annotators clicked, other models'
+                # annotators alone (through the embedding) may propose a keypoint they all missed
+                ok |= ~near & (1.0 - smooth(points[i], ref, fc.smooth_k) / MISS_COST >= fc.cross_support)
+            kept_pts = non_minimum_suppression(graphs[i], fs, np.flatnonzero(ok), fc.nms_neighbours, fc.nms_radius)
             cand_m += [i] * len(kept_pts)
             cand_p += kept_pts.tolist()
+            cand_x += (~near[kept_pts]).tolist()
         cand_model, cand_point = np.array(cand_m, np.int64), np.array(cand_p, np.int64)
+        cand_cross = np.array(cand_x, bool)
         cand_error = np.array([fid[order[m]][p] for m, p in zip(cand_model, cand_point)])
         timings[f"round{r + 1}_fidelity_s"] = time.perf_counter() - t
         t = time.perf_counter()
         cand_emb = np.stack([emb[m][p] for m, p in zip(cand_model, cand_point)]) if len(cand_p) else np.zeros((0, 1))
-        clustering = cluster_candidates(cand_emb, cand_model, cand_error, len(order), cfg.cluster)
+        centred = [p - bbox_centre(p) for p in points]
+        cand_xyz = (
+            np.stack([centred[m][p] for m, p in zip(cand_model, cand_point)]) if len(cand_p) else np.zeros((0, 3))
+        )
+        clustering = cluster_candidates(cand_emb, cand_model, cand_error, len(order), cfg.cluster, cand_xyz)
         timings[f"round{r + 1}_cluster_s"] = time.perf_counter() - t
         # next round's supervision: the recovered keypoints, one "annotator" numbering by id
         sel = clustering.keep
@@ -203,6 +219,13 @@ def aggregate(
         },  # fmt: skip
         "noise_candidates": int((clustering.labels < 0).sum()),
         "duplicates_dropped": int(((clustering.labels >= 0) & ~sel).sum()),
+        "cross_model_candidates": int(cand_cross.sum()),
+        "cross_model_keypoints": [
+            {"model_id": order[m], "point_index": int(p), "semantic_id": int(c)}
+            for m, p, c in zip(
+                cand_model[sel & cand_cross], cand_point[sel & cand_cross], clustering.labels[sel & cand_cross]
+            )
+        ],  # fmt: skip
         "dbscan": {"eps": clustering.eps, "min_samples": clustering.min_samples},
         "keypoints_per_model": {m: len(kp_pts[i]) for i, m in enumerate(order)},
         "reflection_pairs": sum(len(s.reflection) for s in syms),

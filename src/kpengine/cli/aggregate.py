@@ -74,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=1, help="embedding / keypoint update rounds (default 1)")
     p.add_argument("--steps", type=int, default=200, help="embedding training steps per round (default 200)")
     p.add_argument("--backbone", default="pointnet", choices=("pointnet", "pointnet2", "dgcnn"))
+    p.add_argument(
+        "--cross-model",
+        action="store_true",
+        help="also propose keypoints where none of a model's annotators clicked, from other models' clicks through "
+        "the embedding (eq. 4 over every point; slower, see docs/aggregation.md for when it helps)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figures", type=int, default=3, metavar="K", help="fidelity maps for K models (default 3)")
     p.add_argument("--no-progress", action="store_true")
@@ -132,6 +138,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         cfg,
         embedding=replace(cfg.embedding, steps=args.steps, backbone=args.backbone, seed=args.seed),
         cluster=replace(cfg.cluster, seed=args.seed),
+        fidelity=replace(cfg.fidelity, anywhere=args.cross_model),
     )
     if args.db:
         return _aggregate_store(args, cfg)
