@@ -286,3 +286,24 @@ def test_non_minimum_suppression_neighbourhood_counts_the_neighbours_not_the_poi
     assert non_minimum_suppression(graph, values, [0], neighbours=3, radius=0.06).tolist() == []
     assert non_minimum_suppression(graph, values, [0], neighbours=2, radius=0.06).tolist() == [0]
     assert non_minimum_suppression(graph, values, [0], neighbours=3, radius=0.025).tolist() == [0]  # 0.03 > radius
+
+
+def test_crowd_problems_name_a_changing_numbering_a_single_click_and_a_skipped_id():
+    from kpengine.aggregate.checks import crowd_problems
+
+    kp = np.array([[0.0, 0, 0], [1.0, 0, 0]])  # id 0 at x=0, id 1 at x=1 on every model
+    classes = np.array([[0, 0], [1, 0]])  # label 0: annotator "flip" number 0; label 1: "steady" number 0
+    clicks, keypoints = [], []
+    for m in range(12):
+        flip_at = kp[m % 2]  # "flip" clicks id 0 on even models, id 1 on odd ones, always as number 0
+        clicks.append((np.stack([flip_at, kp[0]]), np.array([0, 1]), np.array([0, 1])))
+        keypoints.append((kp, np.array([0, 1])))
+    clicks.append((kp[:1], np.array([1]), np.array([1])))  # model 12: one click
+    keypoints.append((kp[:1], np.array([0])))  # ... and id 1, on every other model, missing
+    names = [f"m{i}" for i in range(13)]
+    probs = [str(p) for p in crowd_problems(names, clicks, keypoints, ["flip", "steady"], classes)]
+    assert any("'flip'" in p and "changes meaning" in p for p in probs)
+    assert not any("'steady'" in p for p in probs)
+    assert any("m12" in p and "only one click" in p for p in probs)
+    assert any("m12" in p and "[1]" in p and "nobody clicked" in p for p in probs)  # id 1: 12 of 13 models
+    assert sum("nobody clicked" in p for p in probs) == 1

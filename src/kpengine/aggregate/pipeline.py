@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from kpengine.aggregate.checks import crowd_problems
 from kpengine.aggregate.cluster import ClusterConfig, Clustering, cluster_candidates
 from kpengine.aggregate.embedding import EmbeddingConfig, TrainingClicks, embed, train_embedding
 from kpengine.aggregate.evaluate import Prediction
@@ -193,6 +194,13 @@ def aggregate(
         kp_pts.append(cand_point[mine])
         kp_ids.append(clustering.labels[mine].astype(np.int64))
     syms = detect_symmetries([p[k] for p, k in zip(points, kp_pts)], kp_ids, points, cfg.symmetry)
+    problems += crowd_problems(
+        order,
+        [(p[tc.point_index], tc.label, tc.annotator) for p, tc in zip(points, train)],
+        [(p[k], i) for p, k, i in zip(points, kp_pts, kp_ids)],
+        cs.annotators,
+        cs.classes,
+    )
     timings["symmetry_s"] = time.perf_counter() - t
     predictions, annotations = {}, []
     for i, m in enumerate(order):
