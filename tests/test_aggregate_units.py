@@ -11,6 +11,7 @@ from kpengine.aggregate.cluster import (
     project_tsne,
     relabel_by_size,
     split_by_position,
+    split_dense,
     split_shared,
 )
 from kpengine.aggregate.fidelity import MISS_COST, fidelity_error, model_evidence, non_minimum_suppression
@@ -307,3 +308,18 @@ def test_crowd_problems_name_a_changing_numbering_a_single_click_and_a_skipped_i
     assert any("m12" in p and "only one click" in p for p in probs)
     assert any("m12" in p and "[1]" in p and "nobody clicked" in p for p in probs)  # id 1: 12 of 13 models
     assert sum("nobody clicked" in p for p in probs) == 1
+
+
+def test_split_dense_separates_chained_islands_of_several_ids():
+    """Four t-SNE islands 1.5 apart, each holding one candidate of each of 10 models: one DBSCAN cluster at eps 1.6."""
+    from sklearn.cluster import DBSCAN
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(1)
+    xy = np.concatenate([rng.normal((1.5 * i, 0.0), 0.1, (10, 2)) for i in range(4)])
+    models, truth = np.tile(np.arange(10), 4), np.repeat(np.arange(4), 10)
+    chained = DBSCAN(eps=1.6, min_samples=4).fit_predict(xy)
+    assert (chained == 0).all()  # what the fixed eps does
+    assert adjusted_rand_score(truth, split_dense(xy, chained, models, 1.6, 4, 0.25)) == 1.0
+    # one candidate per model in the cluster: no duplicates, left alone
+    assert split_dense(xy[:10], chained[:10], np.arange(10), 1.6, 4, 0.25).tolist() == [0] * 10
