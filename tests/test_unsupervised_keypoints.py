@@ -189,3 +189,16 @@ def test_cli_names_the_task_with_a_hyphen_and_refuses_too_many_keypoints(
     assert f"2 to {MAX_DECODER_KEYPOINTS} keypoints" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "r2"), "--method", "usip"]) == 1
     assert "unknown method 'usip'" in capsys.readouterr().err
+
+
+def test_sets_of_different_sizes_get_mIoU_but_no_DAS(sample_root: Path) -> None:
+    from kpengine.data import KeypointNetDataset
+    from kpengine.metrics.unsupervised import evaluate_unsupervised
+
+    shapes = KeypointNetDataset(sample_root, "chair", "all")
+    assert len(shapes) >= 3
+    sizes = [3, 0] + [2] * (len(shapes) - 2)  # a saliency net keeps any number of points, even none
+    preds = {s.model_id: (np.arange(n, dtype=np.int64), np.ones(n)) for s, n in zip(shapes, sizes)}
+    got = evaluate_unsupervised(shapes, preds)
+    assert np.isnan(got["das"]) and got["consistency"] is None
+    assert got["shapes"] == len(shapes) - 1 and 0.0 <= got["miou"][0.1] <= 1.0

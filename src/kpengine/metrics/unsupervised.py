@@ -45,17 +45,20 @@ def evaluate_unsupervised(dataset, predictions: dict, *, gt_distances: list | No
     DAS and consistency read the keypoints' positions (the named cloud points) against the human
     keypoints (Euclidean, model frame); mIoU at 0.01..0.10 is the saliency benchmark's
     (geodesic, official protocol, all K points listed). Shapes without a prediction are skipped
-    by DAS and consistency and count as misses in mIoU."""
+    by DAS and consistency and count as misses in mIoU; DAS is NaN and consistency None when the
+    shapes have different numbers of keypoints (no keypoint k to follow)."""
     from kpengine.metrics.das import dual_alignment_score
     from kpengine.metrics.evaluate import evaluate_saliency
 
-    shapes = [s for s in dataset if s.model_id in predictions and len(s.keypoints)]
+    # a shape with no keypoint predicted (a thresholded saliency net can keep none) has no order to score
+    shapes = [s for s in dataset if len(predictions.get(s.model_id, ((),))[0]) and len(s.keypoints)]
     xyz = [s.points[np.asarray(predictions[s.model_id][0], np.int64)] for s in shapes]
     truth = [s.keypoints for s in shapes]
     sem = [s.semantic_ids for s in shapes]
-    das = dual_alignment_score(xyz, truth, sem)
-    sizes = {len(p) for p in xyz}
-    cons = semantic_consistency(xyz, truth, sem) if len(sizes) == 1 and shapes else None
+    ordered = len({len(p) for p in xyz}) == 1  # K per shape; otherwise (saliency nets) no keypoint k exists
+    nan = float("nan")
+    das = dual_alignment_score(xyz, truth, sem) if ordered else {"das": nan, "forward": nan, "backward": nan}
+    cons = semantic_consistency(xyz, truth, sem) if ordered else None
     sal = evaluate_saliency(dataset, predictions, gt_distances=gt_distances)
     miou = dict(zip((round(t, 2) for t in sal.thresholds), (float(v) for v in sal.metrics["miou"])))
     return {
