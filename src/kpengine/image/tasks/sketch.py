@@ -8,8 +8,8 @@ a flag go in ``--config``: ``size`` (network input, px; the render side must be 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,9 +18,9 @@ from kpengine.image.crops import normalise
 from kpengine.image.datasets import Indices
 from kpengine.image.reconstruct.data import SketchSet, load_sketch_set
 from kpengine.image.reconstruct.nets import SketchNet, sketch_errors, sketch_loss
-from kpengine.learn.config import RunConfig
+from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data, Task
+from kpengine.learn.runs import Data
 
 
 def categories_of(category: str) -> list[str]:
@@ -31,40 +31,23 @@ def categories_of(category: str) -> list[str]:
 
 
 @dataclass(kw_only=True)
-class SketchConfig(RunConfig):
-    data: str
-    category: str
-    val_data: str = ""
-    size: int = 64
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+class SketchConfig(ImageConfig):
+    #: the first N views of each shape (0 = all)
     views_per_shape: int = 0
     epochs: int = 20
     batch_size: int = 32
-    lr: float = 2e-3
-    lr_schedule: str = "cosine"
-    weight_decay: float = 1e-4
-
-    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "val_data")
-    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "category", "size", "widths")
 
 
 @TASKS.register("sketch")
-class SketchTask(Task):
+class SketchTask(ImageTask):
     config_class = SketchConfig
 
-    def __init__(self, config: SketchConfig):
-        super().__init__(config)
-        self._sets: tuple[SketchSet, SketchSet | None] | None = None
-
-    def sets(self) -> tuple[SketchSet, SketchSet | None]:
-        if self._sets is None:
-            c = self.config
-            cats = categories_of(c.category)
-            vps = c.views_per_shape or None
-            train = load_sketch_set(c.data, c.size, cats, vps)
-            val = load_sketch_set(c.val_data, c.size, cats) if c.val_data else None
-            self._sets = (train, val)
-        return self._sets
+    def load_sets(self) -> tuple[SketchSet, SketchSet | None]:
+        c = self.config
+        cats = categories_of(c.category)
+        train = load_sketch_set(c.data, c.size, cats, c.views_per_shape or None)
+        val = load_sketch_set(c.val_data, c.size, cats) if c.val_data else None
+        return train, val
 
     def data(self) -> Data:
         train, _ = self.sets()
@@ -77,9 +60,6 @@ class SketchTask(Task):
 
     def model(self) -> nn.Module:
         return SketchNet(tuple(self.config.widths))
-
-    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, mask, depth, normals = batch
@@ -97,10 +77,6 @@ class SketchTask(Task):
             for k, v in sketch_errors(pred, val.mask[i], val.depth[i], val.normals[i]).items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
         return {"val_loss": total / len(val), **{k: v / len(val) for k, v in sums.items()}}
-
-    def describe(self) -> dict[str, Any]:
-        train, val = self.sets()
-        return {"category": self.config.category, "train_images": len(train), "val_images": len(val) if val else 0}
 
     def title(self) -> str:
         return f"2.5D sketches ({self.config.category})"

@@ -11,7 +11,7 @@ negated score is added to the loss, ShapeHD).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,34 +21,26 @@ from torch import nn
 from kpengine.image.datasets import Indices
 from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set
 from kpengine.image.reconstruct.nets import VoxelNet, voxel_loss
+from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.tasks.sketch import categories_of
-from kpengine.learn.config import RunConfig
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data, Task
+from kpengine.learn.runs import Data
 from kpengine.metrics.shape3d import voxel_iou
 
 
 @dataclass(kw_only=True)
-class VoxelConfig(RunConfig):
-    data: str
-    category: str
+class VoxelConfig(ImageConfig):
     shapes: str = ""
-    val_data: str = ""
     resolution: int = 32
-    size: int = 64
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     views_per_shape: int = 0
     pos_weight: float = 2.0
     naturalness_run: str = ""
     naturalness_weight: float = 0.0
     epochs: int = 20
     batch_size: int = 32
-    lr: float = 2e-3
-    lr_schedule: str = "cosine"
-    weight_decay: float = 1e-4
 
-    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "val_data", "shapes")
-    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "category", "resolution", "size", "widths")
+    RUNTIME: ClassVar[tuple[str, ...]] = (*ImageConfig.RUNTIME, "shapes")
+    IDENTITY: ClassVar[tuple[str, ...]] = (*ImageConfig.IDENTITY, "resolution")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,22 +74,19 @@ def voxel_data(root: str, shapes: str, size: int, categories: list[str], resolut
 
 
 @TASKS.register("voxels")
-class VoxelTask(Task):
+class VoxelTask(ImageTask):
     config_class = VoxelConfig
 
     def __init__(self, config: VoxelConfig):
         super().__init__(config)
-        self._sets: tuple[VoxelData, VoxelData | None] | None = None
         self._critic: nn.Module | None = None
 
-    def sets(self) -> tuple[VoxelData, VoxelData | None]:
-        if self._sets is None:
-            c = self.config
-            cats = categories_of(c.category)
-            train = voxel_data(c.data, c.shapes, c.size, cats, c.resolution, c.views_per_shape or None)
-            val = voxel_data(c.val_data, c.shapes, c.size, cats, c.resolution) if c.val_data else None
-            self._sets = (train, val)
-        return self._sets
+    def load_sets(self) -> tuple[VoxelData, VoxelData | None]:
+        c = self.config
+        cats = categories_of(c.category)
+        train = voxel_data(c.data, c.shapes, c.size, cats, c.resolution, c.views_per_shape or None)
+        val = voxel_data(c.val_data, c.shapes, c.size, cats, c.resolution) if c.val_data else None
+        return train, val
 
     def critic(self) -> nn.Module | None:
         c = self.config
@@ -116,9 +105,6 @@ class VoxelTask(Task):
     def model(self) -> nn.Module:
         c = self.config
         return VoxelNet(c.resolution, c.size, tuple(c.widths))
-
-    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, target = batch
