@@ -186,3 +186,16 @@ def test_project_points_inside_the_image_and_against_the_depth_buffer() -> None:
     # point 5's pixel (2, 2) is background (0): visible
     assert project_points(pts, cam, depth).visible.tolist() == [False, True, False, False, False, True, False, False]
     assert project_points(pts, cam, depth, tolerance=0.6).visible[0]
+
+
+def test_look_at_straight_down_and_up_uses_minus_z_as_up() -> None:
+    """Looking along the up axis the image's up is -z (module docstring), worked by hand: from above,
+    right = forward x (0, 0, -1) = +x and down = forward x right = +z; from below, right = -x."""
+    from kpengine.render.cameras import look_at
+
+    down = look_at(np.array([0.0, 2.0, 0.0]), np.zeros(3))
+    np.testing.assert_allclose(down, [[1, 0, 0], [0, 0, 1], [0, -1, 0]], atol=1e-12)
+    up = look_at(np.array([0.3, -1.0, 0.2]), np.array([0.3, 0.5, 0.2]))
+    np.testing.assert_allclose(up, [[-1, 0, 0], [0, 0, 1], [0, 1, 0]], atol=1e-12)
+    with pytest.raises(DataError, match="must differ"):
+        look_at(np.ones(3), np.ones(3))
