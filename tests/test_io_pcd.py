@@ -104,6 +104,30 @@ def test_binary_with_a_padding_field_of_count_three(tmp_path):
     np.testing.assert_array_equal(cloud.colors[:, 2], rgb & 255)
 
 
+@pytest.mark.parametrize("kind", ["binary", "binary_compressed"])
+def test_two_padding_fields_named_alike(tmp_path, kind):
+    """PCL names every padding field ``_``; two of them (x _ y z _) must not break the reader."""
+    n = 6
+    xyz = np.arange(3 * n, dtype="<f4").reshape(n, 3) / 8
+    pad1, pad2 = np.full(n, 0x11, "u1"), np.full(n, 0x22, "u1")
+    header = (
+        "VERSION .7\nFIELDS x _ y z _\nSIZE 4 1 4 4 1\nTYPE F U F F U\nCOUNT 1 1 1 1 1\n"
+        f"WIDTH {n}\nHEIGHT 1\nPOINTS {n}\nDATA {kind}\n"
+    )
+    if kind == "binary":
+        body = b"".join(
+            struct.pack("<f", p[0]) + bytes([a]) + struct.pack("<ff", p[1], p[2]) + bytes([b])
+            for p, a, b in zip(xyz.tolist(), pad1, pad2)
+        )
+    else:  # field by field; stored as LZF literal runs of at most 32 bytes (control byte = length - 1)
+        planes = xyz[:, 0].tobytes() + pad1.tobytes() + xyz[:, 1].tobytes() + xyz[:, 2].tobytes() + pad2.tobytes()
+        lit = b"".join(bytes([len(c) - 1]) + c for c in (planes[k : k + 32] for k in range(0, len(planes), 32)))
+        body = struct.pack("<II", len(lit), len(planes)) + lit
+    path = tmp_path / "pads.pcd"
+    path.write_bytes(header.encode() + body)
+    np.testing.assert_array_equal(load_pcd(path).points, xyz)
+
+
 @pytest.mark.parametrize("n", [64, 700])
 def test_binary_compressed_written_by_liblzf(tmp_path, n):
     """The compressed body made by the reference LZF encoder (liblzf, through python-lzf), laid out

@@ -110,11 +110,15 @@ def load_pcd(path: str | Path) -> PointCloud:
     if not {"x", "y", "z"} <= set(fields):
         raise DataError(f"PCD has no x y z fields (fields: {' '.join(fields)})", path=path)
     columns: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
     for name, size, typ, count in zip(fields, sizes, types, counts):
         dt = _NUMPY_TYPES.get((typ.upper(), size))
         if dt is None:
             raise DataError(f"unsupported PCD field type {typ}{size} for {name}", path=path)
-        columns += [(name if count == 1 else f"{name}_{k}", dt) for k in range(count)]
+        # PCL names every padding field "_": a repeated name gets its own column (its values are never used)
+        seen[name] = seen.get(name, 0) + 1
+        base = name if seen[name] == 1 else f"{name}#{seen[name]}"
+        columns += [(base if count == 1 else f"{base}_{k}", dt) for k in range(count)]
     dtype = np.dtype(columns)
     body = raw[offset:]
     try:
