@@ -31,11 +31,13 @@ import torch
 from kpengine.data.dataset import KeypointNetDataset
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
+from kpengine.geometry.transforms import bbox_centre
+from kpengine.image.tasks import image_task
 from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, fit_distance, make_camera, rt_to_viewpoint
 
 log = logging.getLogger(__name__)
 
-IMAGE_TASKS = ("viewpoint", "silhouette", "image-embedding")
+IMAGE_TASKS = ("viewpoint", "silhouette")
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -46,20 +48,9 @@ def load_image_run(run: str | Path, task: str, category: str | None = None) -> t
     from kpengine.learn.checkpoint import load_checkpoint
 
     state = load_checkpoint(Path(run) / "last.pt", task=task, category=category)
-    cfg = state["config"]
-    if task == "viewpoint":
-        from kpengine.image.viewpoint import ViewpointNet
-
-        model: torch.nn.Module = ViewpointNet(cfg["size"], tuple(cfg["widths"]))
-    elif task == "silhouette":
-        from kpengine.image.silhouette import SilhouetteNet
-
-        model = SilhouetteNet(tuple(cfg["widths"]))
-    else:
+    if task not in IMAGE_TASKS:
         raise DataError(f"no image network for task {task!r}; choose one of {', '.join(IMAGE_TASKS)}")
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, state
+    return image_task(task).load_model(state), state
 
 
 def run_task(run: str | Path) -> tuple[str, str]:
@@ -152,7 +143,7 @@ class KnowledgeBase:
             from kpengine.render.raycast import MeshRenderer
 
             mesh = load_mesh(shape.mesh_path)
-            center = (mesh.vertices.min(0) + mesh.vertices.max(0)) / 2
+            center = bbox_centre(mesh.vertices)
             self._meshes[shape.model_id] = (mesh, MeshRenderer(mesh, name=str(shape.mesh_path)), center)
         return self._meshes[shape.model_id]
 

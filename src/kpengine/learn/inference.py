@@ -15,7 +15,6 @@ import torch
 from kpengine.errors import DataError
 from kpengine.geometry.geodesic import GeodesicGraph
 from kpengine.learn.checkpoint import load_checkpoint
-from kpengine.learn.config import TrainConfig
 from kpengine.learn.heads import KeypointModel
 from kpengine.learn.registry import TASKS
 
@@ -23,14 +22,7 @@ from kpengine.learn.registry import TASKS
 def load_run(run: str | Path, *, task: str | None = None, category: str | None = None) -> tuple[KeypointModel, dict]:
     """The best model of a run directory (eval mode) and its checkpoint state."""
     state = load_checkpoint(Path(run) / "best.pt", task=task, category=category)
-    own = getattr(TASKS.get(state["config"]["task"]), "load_model", None)
-    if own is not None:  # a task with a network of its own (not a KeypointModel)
-        return own(state), state
-    cfg = TrainConfig.from_json(state["config"])
-    model = KeypointModel(cfg.task, cfg.backbone, state["n_classes"], cfg.embedding_dim, **cfg.backbone_kwargs)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, state
+    return TASKS.get(state["config"]["task"]).load_model(state), state
 
 
 @torch.no_grad()

@@ -86,6 +86,15 @@ class PointTask(Task):
             )
         return model
 
+    @classmethod
+    def load_model(cls, state: dict[str, Any]) -> KeypointModel:
+        """The trained network of a checkpoint; its head's size (``n_classes``) comes from the
+        checkpoint, since :meth:`model` reads it from the data."""
+        cfg = TrainConfig.from_json(state["config"])
+        model = KeypointModel(cfg.task, cfg.backbone, state["n_classes"], cfg.embedding_dim, **cfg.backbone_kwargs)
+        model.load_state_dict(state["model"])
+        return model.eval()
+
     def penalty(self, model: KeypointModel) -> torch.Tensor:
         return self.config.regularizer_weight * model.regularizer()
 

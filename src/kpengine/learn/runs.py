@@ -75,7 +75,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -122,6 +122,19 @@ class Task(ABC):
 
     @abstractmethod
     def model(self) -> nn.Module: ...
+
+    @classmethod
+    def load_model(cls, state: dict[str, Any]) -> nn.Module:
+        """The trained network of a checkpoint (eval mode), built by :meth:`model` from the saved
+        config: one way back from a run for every task (a task's ``__init__`` must not load data)."""
+        saved = dict(state["config"])
+        for f in fields(cls.config_class):  # runtime settings (the data path) do not shape the network
+            required = f.default is MISSING and f.default_factory is MISSING
+            if f.name in cls.config_class.RUNTIME and f.name not in saved and required:
+                saved[f.name] = ""
+        model = cls(cls.config_class.from_json(saved)).model()
+        model.load_state_dict(state["model"])
+        return model.eval()
 
     @abstractmethod
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor: ...

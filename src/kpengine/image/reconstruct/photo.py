@@ -44,22 +44,11 @@ def load_network(
         raise DataError(f"run was trained on {cfg.get('category')!r}; it cannot reconstruct {category!r}", path=path)
     if resolution is not None and "resolution" in cfg and cfg["resolution"] != resolution:
         raise DataError(f"run was trained at {cfg['resolution']}³, not {resolution}³", path=path)
-    if task == "sketch":
-        from kpengine.image.reconstruct.nets import SketchNet
-
-        model: torch.nn.Module = SketchNet(tuple(cfg["widths"]))
-    elif task == "voxels":
-        from kpengine.image.reconstruct.nets import VoxelNet
-
-        model = VoxelNet(cfg["resolution"], cfg["size"], tuple(cfg["widths"]))
-    elif task == "naturalness":
-        from kpengine.image.reconstruct.nets import NaturalnessNet
-
-        model = NaturalnessNet(cfg["resolution"], cfg.get("channels", 16))
-    else:
+    if task not in ("sketch", "voxels", "naturalness"):
         raise DataError(f"no reconstruction network for task {task!r}; choose sketch, voxels or naturalness")
-    model.load_state_dict(state["model"])
-    model.eval()
+    from kpengine.image.tasks import image_task
+
+    model = image_task(task).load_model(state)
     model.config = cfg  # what it was trained with (size, resolution, category)
     return model
 
