@@ -146,3 +146,84 @@ def test_image_tasks_train_through_the_run_mechanism_and_feed_understand(sample_
     assert "not a rendered image set" in capsys.readouterr().err
     nets = Networks.from_runs(runs, "chair", sample_root)
     assert nets.silhouette is not None and nets.silhouette_size == 32
+
+
+def _oracle_reconstruction(sample_root, shape, categories="chair", view_head=True):
+    """A sketch network and a voxels network whose output is ``shape``'s own ground-truth grid, whatever
+    the photo: the decoder's last layer is zero (as built), the prior is the shape's grid."""
+    from kpengine.image.reconstruct.data import shape_voxels
+    from kpengine.image.reconstruct.nets import SketchNet, VoxelNet
+
+    grid, _ = shape_voxels(sample_root, "chair", shape.model_id, 32)
+    cats = categories.split(",")
+    voxels = VoxelNet(32, 64, (16, 32, 64, 128), n_categories=len(cats), viewpoint_head=view_head).eval()
+    means = torch.zeros(len(cats), 32, 32, 32)
+    means[cats.index("chair")] = torch.from_numpy(grid).float()
+    voxels.set_prior(means)
+    voxels.config = {"size": 64, "resolution": 32, "category": categories}
+    sketch = SketchNet((16, 32, 64, 128), 64, viewpoint_head=True).eval()
+    sketch.config = {"size": 64, "category": categories}
+    return sketch, voxels
+
+
+def test_reconstruct_route_projects_the_keypoints_of_the_reconstructed_surface(sample_root, knowledge, photo, tmp_path):
+    image, mask, cam, view, shape = photo
+    sketch, voxels = _oracle_reconstruction(sample_root, shape, "table,chair")
+    nets = Networks(None, sketch=sketch, voxels=voxels)
+    u = understand(image, knowledge, nets, mask=mask, viewpoint_override=view, shape_route="reconstruct", steps=10)
+    assert u.shape_source == "reconstruction" and u.shape.model_id == "reconstruction"
+    # the nearest knowledge shape to the reconstruction (Chamfer) is the photographed one: its keypoints
+    # come over, snapped onto the reconstructed surface, in the knowledge base's frame
+    assert set(u.keypoints) == {str(int(s)) for s in shape.semantic_ids}
+    assert np.abs(u.shape.keypoints - shape.keypoints).max() < 2.5 / 32  # within 2.5 voxels of the truth
+    assert u.iou_refined > 0.75  # a 32³ surface posed against the true mask
+    truth, _ = cam.project(shape.keypoints.astype(np.float64))
+    errs = [np.hypot(*(np.array(v["uv"]) - truth[list(shape.semantic_ids).index(int(sid))]))
+            for sid, v in u.keypoints.items() if v["visible"]]  # fmt: skip
+    assert len(errs) >= 3 and np.median(errs) < 0.05 * 160
+    # "both": the retrieved photographed shape (its own mesh) fits the mask better than its 32³ reconstruction
+    both = understand(image, knowledge, nets_with_vp(nets), mask=mask, viewpoint_override=view, shape_route="both",
+                      steps=10)  # fmt: skip
+    assert both.shape_source == "retrieval" and both.iou_refined >= u.iou_refined
+    # the viewpoint read off the sketches needs the voxels network's head; without it a clear refusal
+    headless = Networks(None, sketch=sketch, voxels=_oracle_reconstruction(sample_root, shape, view_head=False)[1])
+    with pytest.raises(DataError, match="no viewpoint head"):
+        understand(image, knowledge, headless, mask=mask, shape_route="reconstruct", viewpoint_source="sketches")
+    with pytest.raises(DataError, match="unknown shape route"):
+        understand(image, knowledge, nets, mask=mask, shape_route="guess")
+    with pytest.raises(DataError, match="needs a sketch run and a voxels run"):
+        understand(image, knowledge, nets_with_vp(Networks(None)), mask=mask, shape_route="reconstruct")
+
+
+def nets_with_vp(nets):
+    from dataclasses import replace
+
+    return replace(nets, viewpoint=ViewpointNet(64))
+
+
+def test_cli_understand_shape_reconstruct_with_runs(sample_root, knowledge, photo, tmp_path, capsys):
+    from kpengine.render.overlay import save_png
+
+    image, mask, cam, view, shape = photo
+    sketch, voxels = _oracle_reconstruction(sample_root, shape)
+    save_png(tmp_path / "photo.png", image)
+    save_png(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
+    runs = {}
+    for task, net in (("sketch", sketch), ("voxels", voxels)):
+        cfg = {"task": task, "data": "", "category": "chair", "size": 64, "widths": [16, 32, 64, 128],
+               "shapes": str(sample_root), "resolution": 32}  # fmt: skip
+        runs[task] = tmp_path / task
+        save_checkpoint(runs[task] / "last.pt", {"config": cfg, "model": net.state_dict()})
+    base = ["understand", "--image", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png"),
+            "--category", "chair", "--knowledge", str(sample_root), "--split", "all", "--steps", "5"]  # fmt: skip
+    out = tmp_path / "u"
+    assert main([*base, "--runs", str(runs["sketch"]), str(runs["voxels"]), "--shape", "reconstruct",
+                 "--viewpoint-from", "sketches", "--out", str(out)]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["shape_source"] == "reconstruction" and summary["model_id"] == "reconstruction"
+    pose = json.loads((out / "pose.json").read_text())
+    assert pose["shape_source"] == "reconstruction" and "reconstruction" in pose["seconds"]
+    # a voxels run without its sketch run: refused before anything is written
+    bad = tmp_path / "bad"
+    assert main([*base, "--runs", str(runs["voxels"]), "--shape", "reconstruct", "--out", str(bad)]) == 1
+    assert not bad.exists() and "without a sketch run" in capsys.readouterr().err

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", required=True, nargs="+", metavar="RUN_DIR", help="a sketch run and a voxels run")
     p.add_argument("--image", required=True, metavar="PHOTO")
     p.add_argument("--mask", metavar="MASK", help="object mask, same size as the photo")
-    p.add_argument("--category", metavar="NAME", help="refuse runs not trained on this category")
+    p.add_argument("--category", metavar="NAME", help="the photo's category (needed with a multi-category voxels run)")
     p.add_argument("--threshold", type=float, default=0.5, help="occupancy level of the surface (default 0.5)")
     p.add_argument("--out", required=True, metavar="MESH.obj", help="mesh file (.obj, .ply, .off, ...)")
     p.add_argument("--voxels", metavar="V.npy", help="also write the occupancy probabilities (R, R, R)")
@@ -76,7 +76,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     mask = load_mask(args.mask, expected_shape=image.shape[:2]) if args.mask else None
     t = time.perf_counter()
-    r = reconstruct_photo(image, sketch_net, voxel_net, mask, args.threshold)
+    r = reconstruct_photo(image, sketch_net, voxel_net, mask, args.threshold, category=category)
     seconds = time.perf_counter() - t
     # everything computed: now write
     save_mesh(args.out, r.mesh)

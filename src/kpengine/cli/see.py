@@ -27,6 +27,13 @@ silhouette (--steps, the paper's ~20), and projection with visibility. Writes in
   semantics.png   the fitted shape's semantic regions; overlay.png  the photo with keypoints and outlines
   (mask.png when the mask was predicted; embedding.png/.npy with an embedding run)
 
+--shape reconstruct takes the shape from the photo itself (a sketch run and a voxels run among
+--runs: 2.5D sketches -> voxels -> marching cubes, docs/reconstruction.md); the keypoints of the
+nearest knowledge shape (or an embedding run's transfer) go onto the reconstructed surface, then
+the same pose refinement and projection. --shape both poses the retrieved and the reconstructed
+shape and keeps the better fit to the mask. --viewpoint-from sketches reads the viewpoint off the
+predicted 2.5D sketches (the voxels run's head) instead of the RGB crop (the paper's Table 5).
+
 Example (generated sample data):
   kpengine understand --image photo.png --category chair --knowledge sample/ \\
       --runs runs/viewpoint runs/silhouette --out understood/
@@ -53,7 +60,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", default="train", help="which annotated shapes to retrieve from (default train)")
     p.add_argument("--runs", required=True, nargs="+", metavar="RUN_DIR",
-                   help="a viewpoint run; optionally a silhouette and an embedding run (same category)")  # fmt: skip
+                   help="a viewpoint run; optionally silhouette, embedding, sketch, voxels runs")  # fmt: skip
+    p.add_argument(
+        "--shape",
+        default="retrieve",
+        choices=("retrieve", "reconstruct", "both"),
+        help="where the shape comes from (default retrieve; reconstruct/both need sketch and voxels runs)",
+    )
+    p.add_argument(
+        "--viewpoint-from",
+        default="rgb",
+        choices=("rgb", "sketches"),
+        help="the viewpoint from the RGB crop (default) or from the predicted 2.5D sketches",
+    )
     p.add_argument("--steps", type=int, default=20, help="pose refinement steps (0 = none; default 20, the paper's)")
     p.add_argument("--top", type=int, default=3, help="retrieved shapes listed in pose.json (default 3)")
     p.add_argument("--out", required=True, metavar="OUT_DIR")
@@ -102,7 +121,8 @@ def cmd_understand(args: argparse.Namespace) -> int:
     knowledge = KnowledgeBase.load(args.knowledge, category, args.split)
     nets = Networks.from_runs(args.runs, category, args.knowledge)
     t = time.perf_counter()
-    result = understand(image, knowledge, nets, mask=mask, steps=args.steps, top=args.top)
+    result = understand(image, knowledge, nets, mask=mask, steps=args.steps, top=args.top, shape_route=args.shape,
+                        viewpoint_source=args.viewpoint_from)  # fmt: skip
     result.seconds["total"] = time.perf_counter() - t
     written = write_understanding(result, args.out)
     pose = result.pose_json()
@@ -110,6 +130,7 @@ def cmd_understand(args: argparse.Namespace) -> int:
         "out": str(Path(args.out)),
         "files": [p.name for p in written],
         "model_id": pose["model_id"],
+        "shape_source": pose["shape_source"],
         "azimuth": round(pose["azimuth"], 1),
         "elevation": round(pose["elevation"], 1),
         "iou": round(result.iou_refined, 3),

@@ -4,7 +4,9 @@ photo (+ optional mask)
   -> mask (the silhouette network, when no mask is given)
   -> viewpoint (the viewpoint network on the object crop: azimuth, elevation, confidence)
   -> shape (the nearest annotated shapes of the knowledge base: by the joint image-shape
-     embedding when a run is given, else by silhouette IoU at the estimated viewpoint)
+     embedding when a run is given, else by silhouette IoU at the estimated viewpoint; or, with
+     ``shape_route="reconstruct"``, the photo's own shape from 2.5D sketches -> voxels -> marching
+     cubes (:mod:`kpengine.image.reconstruct`); ``"both"`` keeps whichever fits the mask better)
   -> semantics on the shape (keypoints transferred by the dense contrastive embedding and the
      per-point embedding, when an embedding run is given; the shape's own annotation otherwise)
   -> pose refinement (soft silhouette against the mask, :mod:`kpengine.render.refine`; the
@@ -38,6 +40,12 @@ from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, fit_distance,
 log = logging.getLogger(__name__)
 
 IMAGE_TASKS = ("viewpoint", "silhouette")
+RECONSTRUCTION_TASKS = ("sketch", "voxels")
+#: where ``understand`` takes the object's shape from
+SHAPE_ROUTES = ("retrieve", "reconstruct", "both")
+#: where the viewpoint comes from: the RGB crop (the viewpoint run, else the sketch network's head)
+#: or the predicted 2.5D sketches (the voxel network's head), the paper's Table 5
+VIEWPOINT_SOURCES = ("rgb", "sketches")
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -67,13 +75,16 @@ def run_task(run: str | Path) -> tuple[str, str]:
 
 @dataclass
 class Networks:
-    """The trained networks the pipeline uses; ``viewpoint`` is required, the others optional."""
+    """The trained networks the pipeline uses: a viewpoint network, or the reconstruction pair
+    (``sketch`` and ``voxels``, whose heads give the viewpoint); the others optional."""
 
-    viewpoint: torch.nn.Module
+    viewpoint: torch.nn.Module | None
     silhouette: torch.nn.Module | None = None
     silhouette_size: int = 64
     embedding: Any = None  # (KeypointModel, Prototypes) of a learn embedding run
     runs: dict[str, str] = field(default_factory=dict)
+    sketch: torch.nn.Module | None = None  # reconstruction: the sketch and voxels runs' networks
+    voxels: torch.nn.Module | None = None
 
     @classmethod
     def from_runs(cls, runs: list[str | Path], category: str, knowledge: str | Path) -> Networks:
@@ -81,18 +92,29 @@ class Networks:
         by_task: dict[str, Path] = {}
         for r in runs:
             task, cat = run_task(r)
+            if task in RECONSTRUCTION_TASKS and category in [c.strip() for c in cat.split(",")]:
+                cat = category  # one reconstruction network may serve several categories
             if cat != category:
                 raise DataError(f"run was trained on category {cat!r}; it cannot understand {category!r}", path=r)
             if task in by_task:
                 raise DataError(f"two {task} runs given ({by_task[task]} and {r}); pass one", path=r)
             by_task[task] = Path(r)
-        if "viewpoint" not in by_task:
+        recon = [t for t in RECONSTRUCTION_TASKS if t in by_task]
+        if recon and len(recon) < 2:
+            other = ({*RECONSTRUCTION_TASKS} - {*recon}).pop()
+            raise DataError(f"a {recon[0]} run without a {other} run: reconstruction needs both")
+        if "viewpoint" not in by_task and not recon:
             raise DataError(f"no viewpoint run among --runs ({', '.join(map(str, runs)) or 'none'}): train one first")
-        unknown = set(by_task) - {"viewpoint", "silhouette", "embedding"}
+        unknown = set(by_task) - {"viewpoint", "silhouette", "embedding", *RECONSTRUCTION_TASKS}
         if unknown:
             raise DataError(f"runs of tasks {sorted(unknown)} are not used by understand")
-        vp, _ = load_image_run(by_task["viewpoint"], "viewpoint", category)
+        vp = load_image_run(by_task["viewpoint"], "viewpoint", category)[0] if "viewpoint" in by_task else None
         net = cls(vp, runs={k: str(v) for k, v in by_task.items()})
+        if recon:
+            from kpengine.image.reconstruct.photo import load_network
+
+            net.sketch = load_network(by_task["sketch"], "sketch", category=category)
+            net.voxels = load_network(by_task["voxels"], "voxels", category=category)
         if "silhouette" in by_task:
             net.silhouette, st = load_image_run(by_task["silhouette"], "silhouette", category)
             net.silhouette_size = int(st["config"]["size"])
@@ -110,18 +132,23 @@ class Networks:
 
 @dataclass
 class KnowledgeBase:
-    """Annotated shapes of one category that have meshes (the pipeline renders and refines meshes)."""
+    """Annotated shapes of one category that have meshes (the pipeline renders and refines meshes);
+    ``donors``: every annotated shape, clouds included, whose keypoints a reconstruction may take
+    (it needs no mesh of them; KeypointNet's bathtubs and beds are mostly clouds)."""
 
     category: str
     shapes: list[Shape]
     names: dict[int, str]
     _meshes: dict[str, Any] = field(default_factory=dict)
+    donors: list[Shape] = field(default_factory=list)
 
     @classmethod
-    def load(cls, root: str | Path, category: str, split: str = "train") -> KnowledgeBase:
+    def load(cls, root: str | Path, category: str, split: str = "train", require_meshes: bool = True) -> KnowledgeBase:
+        """``require_meshes=False`` accepts a category without meshes (only the reconstruction route works)."""
         ds = KeypointNetDataset(root, category, split)
-        shapes = [s for s in ds if s.mesh_path is not None and Path(s.mesh_path).is_file()]
-        if not shapes:
+        donors = list(ds)
+        shapes = [s for s in donors if s.mesh_path is not None and Path(s.mesh_path).is_file()]
+        if not shapes and (require_meshes or not donors):
             raise DataError(
                 f"category {ds.category.name!r} has no annotated shapes with meshes in split {split!r} "
                 f"({len(ds)} annotated, {len(ds.problems)} unusable): nothing to retrieve",
@@ -131,7 +158,7 @@ class KnowledgeBase:
 
         # names are known for kpengine's own sample data only; KeypointNet ids are bare numbers
         names = KEYPOINT_NAMES.get(ds.category.name, {}) if _is_sample_dir(Path(root)) else {}
-        return cls(ds.category.name, shapes, dict(names))
+        return cls(ds.category.name, shapes, dict(names), donors=donors)
 
     def name(self, sid: int) -> str:
         return self.names.get(int(sid), f"semantic id {int(sid)}")
@@ -235,11 +262,13 @@ class Understanding:
             "refined_iou": self.iou_refined,
             "refine_steps": self.refine_steps,
             "mask_source": self.mask_source,
+            "shape_source": self.shape_source,
             "retrieved": self.retrieved,
             "seconds": self.seconds,
         }
 
     shape_center: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    shape_source: str = "retrieval"
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -288,13 +317,20 @@ def understand(
     refine_size: int = 64,
     refine: bool = True,
     viewpoint_override: Viewpoint | None = None,
-    shape_override: str | None = None,
+    shape_override: str | Any | None = None,
     semantic_radius: float = 0.08,
+    shape_route: str = "retrieve",
+    viewpoint_source: str = "rgb",
+    sketches_override: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Understanding:
     """Run the pipeline on one photo (H, W, 3) uint8. ``mask`` (H, W) bool skips the silhouette network.
 
-    ``viewpoint_override`` / ``shape_override`` (a model id of the knowledge base) replace the
-    network's estimate and the retrieval: the ablations with ground truth."""
+    ``shape_route``: ``"retrieve"`` (the knowledge base's nearest shape), ``"reconstruct"`` (the
+    photo's own shape, :func:`reconstructed_shape`) or ``"both"`` (each posed and refined, the
+    better fit to the mask kept); ``viewpoint_source``: one of :data:`VIEWPOINT_SOURCES`.
+    ``viewpoint_override`` / ``shape_override`` (a model id of the knowledge base, or a
+    :class:`ShapeCandidate`: the true shape) / ``sketches_override`` (the crop's true sketches, for
+    the reconstruction) replace the networks' estimates: the ablations with ground truth."""
     from kpengine.render.project import dense_point_map, embedding_map, project_points, semantic_map
     from kpengine.render.refine import PoseRefiner
 
@@ -317,52 +353,85 @@ def understand(
         raise DataError("the object mask is empty: no object found in the photo")
     secs["mask"] = time.perf_counter() - t
 
+    if shape_route not in SHAPE_ROUTES:
+        raise DataError(f"unknown shape route {shape_route!r}; choose one of {', '.join(SHAPE_ROUTES)}")
+    if viewpoint_source not in VIEWPOINT_SOURCES:
+        raise DataError(f"unknown viewpoint source {viewpoint_source!r}; choose {' or '.join(VIEWPOINT_SOURCES)}")
+    recon = None
+    if shape_route != "retrieve" or viewpoint_source == "sketches" or nets.viewpoint is None:
+        if nets.sketch is None or nets.voxels is None:
+            raise DataError("the reconstruction route needs a sketch run and a voxels run among --runs")
+        from kpengine.image.reconstruct.photo import reconstruct_photo
+
+        t = time.perf_counter()
+        recon = reconstruct_photo(image, nets.sketch, nets.voxels, mask, category=knowledge.category,
+                                  sketches=sketches_override)  # fmt: skip
+        secs["reconstruction"] = time.perf_counter() - t
     t = time.perf_counter()
-    vp = estimate_viewpoint(nets.viewpoint, image, mask)
+    if viewpoint_source == "sketches":
+        vp = _head_viewpoint(recon.view_sketches, "the voxels run")
+    elif nets.viewpoint is not None:
+        vp = estimate_viewpoint(nets.viewpoint, image, mask)
+    else:
+        vp = _head_viewpoint(recon.view_rgb, "the sketch run")
     secs["viewpoint"] = time.perf_counter() - t
     view = viewpoint_override or Viewpoint(vp["azimuth"], vp["elevation"], 1.0, vp["theta"])
 
-    # retrieval: silhouette IoU of every knowledge shape placed at the estimated viewpoint
     t = time.perf_counter()
-    scored = []
-    for s in knowledge.shapes:
-        if shape_override is not None and s.model_id != shape_override:
-            continue
-        _, renderer, center = knowledge.mesh(s)
-        cam, iou = place_camera(renderer, center, mask, view, fov)
-        scored.append((iou, s, cam))
-    if not scored:
-        raise DataError(f"shape {shape_override!r} is not in the knowledge base")
-    scored.sort(key=lambda x: -x[0])
-    retrieved = [{"model_id": s.model_id, "silhouette_iou": round(iou, 4)} for iou, s, _ in scored[:top]]
+    cands: list[ShapeCandidate] = []
+    retrieved: list[dict[str, Any]] = []
+    if isinstance(shape_override, ShapeCandidate):
+        cands.append(shape_override)
+    elif shape_route != "reconstruct":
+        # retrieval: silhouette IoU of every knowledge shape placed at the estimated viewpoint
+        scored = []
+        for s in knowledge.shapes:
+            if shape_override is not None and s.model_id != shape_override:
+                continue
+            _, renderer, center = knowledge.mesh(s)
+            cam, iou = place_camera(renderer, center, mask, view, fov)
+            scored.append((iou, s, cam))
+        if not scored:
+            what = f"shape {shape_override!r} is not" if shape_override else "no shape with a mesh is"
+            raise DataError(f"{what} in the knowledge base to retrieve ({knowledge.category})")
+        scored.sort(key=lambda x: -x[0])
+        retrieved = [{"model_id": s.model_id, "silhouette_iou": round(iou, 4)} for iou, s, _ in scored[:top]]
+        mesh, renderer, center = knowledge.mesh(scored[0][1])
+        cands.append(ShapeCandidate(scored[0][1], mesh, renderer, center))
+    if recon is not None and shape_route != "retrieve" and not isinstance(shape_override, ShapeCandidate):
+        cands.append(reconstructed_shape(recon, knowledge))
     secs["retrieval"] = time.perf_counter() - t
 
-    # pose: the best shape from the estimated view, and from the runner-up azimuth mode when the network is unsure
+    # pose: each candidate from the estimated view, and from the runner-up azimuth mode when the network is unsure
     t = time.perf_counter()
-    iou0, shape, cam0 = scored[0]
-    mesh, renderer, center = knowledge.mesh(shape)
-    starts = [(iou0, cam0)]
-    if viewpoint_override is None and vp["confidence"] < 0.5:
-        alt = Viewpoint(vp["second_azimuth"], view.elevation, 1.0, view.theta)
-        cam_alt, iou_alt = place_camera(renderer, center, mask, alt, fov)
-        starts.append((iou_alt, cam_alt))
     best = None
-    for iou_s, cam_s in starts:
-        cand = (iou_s, cam_s, cam_s, iou_s)
-        if refine and steps > 0:
-            # the coarse-to-fine blur can walk away from an already good start in a few steps:
-            # keep whichever of start and refinement fits the mask better at full resolution
-            r = PoseRefiner(mesh, center=center).refine(mask, cam_s, steps=steps, size=refine_size, fit_focal=True)
-            full_start = _iou(renderer.render(cam_s).mask, mask)
-            full_refined = _iou(renderer.render(r.camera).mask, mask)
-            cand = (
-                (full_refined, cam_s, r.camera, iou_s)
-                if full_refined > full_start
-                else (full_start, cam_s, cam_s, iou_s)
-            )
-        if best is None or cand[0] > best[0]:
-            best = cand
-    _, cam_init, camera, iou_init = best
+    for cand_shape in cands:
+        renderer, center = cand_shape.renderer, cand_shape.center
+        cam0, iou0 = place_camera(renderer, center, mask, view, fov)
+        starts = [(iou0, cam0)]
+        if viewpoint_override is None and vp["confidence"] < 0.5 and "second_azimuth" in vp:
+            alt = Viewpoint(vp["second_azimuth"], view.elevation, 1.0, view.theta)
+            cam_alt, iou_alt = place_camera(renderer, center, mask, alt, fov)
+            starts.append((iou_alt, cam_alt))
+        for iou_s, cam_s in starts:
+            cand = (iou_s, cam_s, cam_s, iou_s)
+            if refine and steps > 0:
+                # the coarse-to-fine blur can walk away from an already good start in a few steps:
+                # keep whichever of start and refinement fits the mask better at full resolution
+                r = PoseRefiner(cand_shape.mesh, center=center).refine(
+                    mask, cam_s, steps=steps, size=refine_size, fit_focal=True
+                )
+                full_start = _iou(renderer.render(cam_s).mask, mask)
+                full_refined = _iou(renderer.render(r.camera).mask, mask)
+                cand = (
+                    (full_refined, cam_s, r.camera, iou_s)
+                    if full_refined > full_start
+                    else (full_start, cam_s, cam_s, iou_s)
+                )
+            if best is None or cand[0] > best[0]:
+                best = (*cand, cand_shape)
+    _, cam_init, camera, iou_init, chosen = best
+    shape, renderer, center = chosen.shape, chosen.renderer, chosen.center
     secs["refine"] = time.perf_counter() - t
 
     # semantics on the shape
@@ -420,7 +489,68 @@ def understand(
         seconds=secs,
     )
     out.shape_center = np.asarray(center, np.float64)
+    out.shape_source = "reconstruction" if chosen.reconstructed else "retrieval"
     return out
+
+
+def _head_viewpoint(view: dict[str, float] | None, what: str) -> dict[str, Any]:
+    if view is None:
+        raise DataError(f"{what} has no viewpoint head (retrain it with view_weight > 0) and no viewpoint run is given")
+    return {**view, "theta": 0.0}
+
+
+@dataclass
+class ShapeCandidate:
+    """A shape the pipeline can pose: its :class:`Shape` (points and keypoints in the mesh's frame),
+    mesh, renderer and bounding-box centre; ``reconstructed`` for the photo's own shape."""
+
+    shape: Shape
+    mesh: Any
+    renderer: Any
+    center: np.ndarray
+    reconstructed: bool = False
+
+
+def reconstructed_shape(recon: Any, knowledge: KnowledgeBase, n_points: int = 2048) -> ShapeCandidate:
+    """The reconstruction's mesh as a pipeline shape: ``n_points`` surface samples, and the keypoints of
+    the knowledge shape nearest to it (Chamfer distance, both centred on their box centres) moved to
+    their nearest surface samples (an embedding run, when given, transfers its own keypoints later).
+    The mesh (centred on 0 by the voxel grid) is moved to that shape's box centre: the knowledge
+    base's frame (``model_normalized``), which the embedding network was trained in."""
+    from dataclasses import replace
+
+    from scipy.spatial import cKDTree
+
+    from kpengine.geometry.sampling import sample_surface
+    from kpengine.render.raycast import MeshRenderer
+
+    centred = recon.mesh
+    pts0 = sample_surface(centred, n_points, 0).points.astype(np.float64)
+    pts0 -= bbox_centre(centred.vertices)
+    tree = cKDTree(pts0)
+    best, best_d = None, np.inf
+    for s in knowledge.donors or knowledge.shapes:
+        q = s.points - bbox_centre(s.points)
+        d = tree.query(q)[0].mean() + cKDTree(q).query(pts0)[0].mean()
+        if d < best_d:
+            best, best_d = s, d
+    center = bbox_centre(best.points).astype(np.float64)
+    mesh = replace(centred, vertices=centred.vertices - bbox_centre(centred.vertices) + center)
+    pts = (pts0 + center).astype(np.float32)
+    idx = cKDTree(pts).query(best.keypoints - bbox_centre(best.points) + center)[1]
+    shape = Shape(
+        model_id="reconstruction",
+        category=best.category,
+        points=pts,
+        colors=None,
+        keypoints=pts[idx].astype(np.float32),
+        semantic_ids=best.semantic_ids.copy(),
+        point_indices=idx.astype(np.int64),
+        symmetries=best.symmetries,
+        annotation=best.annotation,
+        source="mesh",
+    )
+    return ShapeCandidate(shape, mesh, MeshRenderer(mesh, name="reconstruction"), center, reconstructed=True)
 
 
 # ---------------------------------------------------------------------------------------------- output

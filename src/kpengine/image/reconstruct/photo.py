@@ -58,7 +58,9 @@ class Reconstruction:
     """``mesh`` in model units (centred on the shape's box centre), ``voxels`` (R, R, R) occupancy
     probabilities, ``grid``, the network-size ``crop`` (S, S, 3) uint8 and its predicted sketches
     ``mask`` (S, S) bool, ``depth`` (S, S), ``normals`` (3, S, S), and the crop ``box`` (x, y, w, h)
-    of the photo."""
+    of the photo; the viewpoints the networks read off the crop: ``view_rgb`` (the sketch network's
+    head, from the RGB crop) and ``view_sketches`` (the voxel network's head, from the sketches),
+    each ``{"azimuth", "elevation", "confidence"}`` or None when the network has no head."""
 
     mesh: Mesh
     voxels: np.ndarray
@@ -68,6 +70,29 @@ class Reconstruction:
     depth: np.ndarray
     normals: np.ndarray
     box: tuple[float, float, float, float]
+    view_rgb: dict[str, float] | None = None
+    view_sketches: dict[str, float] | None = None
+
+
+def _view(logits: dict[str, torch.Tensor] | None) -> dict[str, float] | None:
+    if logits is None or "azimuth" not in logits:
+        return None
+    from kpengine.image.viewpoint import decode
+
+    d = decode({"azimuth": logits["azimuth"][:1], "elevation": logits["elevation"][:1]})
+    return {k: float(v[0]) for k, v in d.items()}
+
+
+def category_index(voxel_net: torch.nn.Module, category: str | None) -> torch.Tensor:
+    """(1,) long: the position of ``category`` among the voxels run's categories (0 when None)."""
+    cats = [c.strip() for c in str(getattr(voxel_net, "config", {}).get("category", "")).split(",")]
+    if category is None:
+        if len(cats) > 1:
+            raise DataError(f"the voxels run holds {', '.join(cats)}: name the photo's category")
+        return torch.zeros(1, dtype=torch.long)
+    if category not in cats:
+        raise DataError(f"the voxels run was trained on {', '.join(cats)}; it cannot reconstruct {category!r}")
+    return torch.tensor([cats.index(category)])
 
 
 def _object_box(mask: np.ndarray, what: str) -> tuple[float, float, float, float]:
@@ -92,8 +117,12 @@ def reconstruct_photo(
     voxel_net: torch.nn.Module,
     mask: np.ndarray | None = None,
     level: float = 0.5,
+    category: str | None = None,
+    sketches: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Reconstruction:
-    """Photo (H, W, 3) uint8 [+ object mask (H, W) bool] -> :class:`Reconstruction`."""
+    """Photo (H, W, 3) uint8 [+ object mask (H, W) bool] -> :class:`Reconstruction`. ``category``: which
+    of a multi-category voxels run's mean shapes to start from; ``sketches``: (mask (S, S), depth (S, S),
+    normals (3, S, S)) of the crop that replace the predicted ones (the ground-truth ablation)."""
     size = int(voxel_net.config["size"]) if hasattr(voxel_net, "config") else 64
     if mask is None:
         whole = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
@@ -109,7 +138,11 @@ def reconstruct_photo(
         box = _object_box(np.asarray(mask, bool), "the given mask")
     crop = crop_square(image, box, RECON_MARGIN, size)
     sk = predict_sketches(sketch_net, crop[None])
-    if mask is not None:
+    if sketches is not None:
+        sk = {**sk, "depth": torch.as_tensor(sketches[1], dtype=torch.float32)[None],
+              "normals": torch.as_tensor(sketches[2], dtype=torch.float32)[None]}  # fmt: skip
+        sil = torch.as_tensor(np.asarray(sketches[0]) > 0.5, dtype=torch.float32)[None]
+    elif mask is not None:
         rgb_mask = np.repeat(np.asarray(mask, np.uint8)[..., None] * 255, 3, -1)  # PIL crops RGB, not (H, W, 1)
         m = crop_square(rgb_mask, box, RECON_MARGIN, size)[..., 0] > 127
         sil = torch.from_numpy(m.astype(np.float32))[None]
@@ -119,10 +152,17 @@ def reconstruct_photo(
         raise DataError("the predicted silhouette of the object crop is empty: no object to reconstruct")
     depth = sk["depth"] * sil
     normals = sk["normals"] * sil[:, None]
-    probs = torch.sigmoid(voxel_net(sketch_tensor(sil, depth, normals)))[0].numpy()
+    cat = category_index(voxel_net, category)
+    if getattr(voxel_net, "view_head", None) is not None:
+        occ, vlog = voxel_net(sketch_tensor(sil, depth, normals), cat, with_view=True)
+    else:
+        occ, vlog = voxel_net(sketch_tensor(sil, depth, normals), cat), None
+    probs = torch.sigmoid(occ)[0].numpy()
     grid = VoxelGrid(probs.shape[0])
     mesh = voxels_to_mesh(probs, grid, level)  # DataError when nothing is above the level
-    return Reconstruction(mesh, probs, grid, crop, sil[0].numpy() > 0.5, depth[0].numpy(), normals[0].numpy(), box)
+    return Reconstruction(
+        mesh, probs, grid, crop, sil[0].numpy() > 0.5, depth[0].numpy(), normals[0].numpy(), box, _view(sk), _view(vlog)
+    )
 
 
 def sketch_picture(r: Reconstruction) -> np.ndarray:

@@ -56,7 +56,8 @@ def _fakes(run: str, data: VoxelData, resolution: int) -> torch.Tensor:
     net = load_network(run, "voxels", resolution=resolution)
     with torch.no_grad():
         x = data.sketches.sketches(torch.arange(len(data)))
-        return torch.cat([torch.sigmoid(net(x[i : i + 64])) for i in range(0, len(x), 64)])
+        c = data.category_index
+        return torch.cat([torch.sigmoid(net(x[i : i + 64], c[i : i + 64])) for i in range(0, len(x), 64)])
 
 
 @TASKS.register("naturalness")

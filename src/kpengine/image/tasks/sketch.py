@@ -3,7 +3,9 @@
 ``--data``: a render set (``kpengine render-views``, with its mask, depth and normal maps);
 ``--category``: one category or a comma-separated list (one network for them). Settings without
 a flag go in ``--config``: ``size`` (network input, px; the render side must be a multiple),
-``widths``, ``val_data`` (a render set of other shapes: per-output errors), ``views_per_shape``.
+``widths``, ``val_data`` (a render set of other shapes: per-output errors), ``views_per_shape``,
+``augment`` (framing, flips and kornia colour/blur/noise: ``reconstruct.data.augment_views``),
+``view_weight`` (a viewpoint head on the encoder, trained on the renders' viewpoint; 0 = none).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from torch import nn
 
 from kpengine.image.crops import normalise
 from kpengine.image.datasets import Indices
-from kpengine.image.reconstruct.data import SketchSet, load_sketch_set
+from kpengine.image.reconstruct.data import SketchSet, augment_views, load_sketch_set
 from kpengine.image.reconstruct.nets import SketchNet, sketch_errors, sketch_loss
 from kpengine.image.tasks._common import ImageConfig, ImageTask
+from kpengine.image.viewpoint import angle_difference, decode, viewpoint_loss
 from kpengine.learn.registry import TASKS
 from kpengine.learn.runs import Data
 
@@ -34,6 +37,9 @@ def categories_of(category: str) -> list[str]:
 class SketchConfig(ImageConfig):
     #: the first N views of each shape (0 = all)
     views_per_shape: int = 0
+    augment: bool = True
+    #: a viewpoint head on the encoder (viewpoint from RGB), its loss weighted so
+    view_weight: float = 0.1
     epochs: int = 20
     batch_size: int = 32
 
@@ -45,25 +51,39 @@ class SketchTask(ImageTask):
     def load_sets(self) -> tuple[SketchSet, SketchSet | None]:
         c = self.config
         cats = categories_of(c.category)
-        train = load_sketch_set(c.data, c.size, cats, c.views_per_shape or None)
+        train = load_sketch_set(c.data, c.size, cats, c.views_per_shape or None, training=True)
         val = load_sketch_set(c.val_data, c.size, cats) if c.val_data else None
         return train, val
 
     def data(self) -> Data:
         train, _ = self.sets()
+        gen = torch.Generator().manual_seed(self.config.seed)
 
         def collate(idx: list[int]) -> tuple[torch.Tensor, ...]:
             i = torch.tensor(idx)
-            return normalise(train.images[i]), train.mask[i], train.depth[i], train.normals[i]
+            az, el = train.azimuth[i], train.elevation[i]
+            if self.config.augment:
+                img, mask, depth, normals, flip = augment_views(
+                    train.images[i], train.mask[i], train.depth[i], train.normals[i], gen
+                )
+                # a mirrored view of a shape is the mirror shape seen from -azimuth (bins: image.viewpoint)
+                az = torch.where(flip, -az, az)
+                return normalise(img), mask, depth, normals, az, el
+            return normalise(train.images[i]), train.mask[i], train.depth[i], train.normals[i], az, el
 
         return Data(Indices(len(train)), None, collate)
 
     def model(self) -> nn.Module:
-        return SketchNet(tuple(self.config.widths))
+        c = self.config
+        return SketchNet(tuple(c.widths), c.size, viewpoint_head=c.view_weight > 0)
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
-        x, mask, depth, normals = batch
-        return sketch_loss(net(x), mask, depth, normals)
+        x, mask, depth, normals, az, el = batch
+        pred = net(x)
+        loss = sketch_loss(pred, mask, depth, normals)
+        if "azimuth" in pred:
+            loss = loss + self.config.view_weight * viewpoint_loss(pred, az, el)
+        return loss
 
     def validate(self, model: nn.Module) -> dict[str, float] | None:
         _, val = self.sets()
@@ -76,6 +96,9 @@ class SketchTask(ImageTask):
             total += float(sketch_loss(pred, val.mask[i], val.depth[i], val.normals[i])) * len(i)
             for k, v in sketch_errors(pred, val.mask[i], val.depth[i], val.normals[i]).items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
+            if "azimuth" in pred:
+                err = angle_difference(decode(pred)["azimuth"].numpy(), val.azimuth[i].numpy())
+                sums["azimuth_acc30"] = sums.get("azimuth_acc30", 0.0) + float((err <= 30).sum())
         return {"val_loss": total / len(val), **{k: v / len(val) for k, v in sums.items()}}
 
     def title(self) -> str:

@@ -5,8 +5,10 @@ on ground-truth sketches, as MarrNet does); ground-truth voxels come from the sh
 ``shapes`` (KeypointNet layout: meshes filled, official clouds closed and filled; see
 ``kpengine.geometry.voxelize``). Settings without a flag go in ``--config``: ``shapes`` (required),
 ``resolution`` (32, 64, 128), ``size``, ``widths``, ``val_data``, ``views_per_shape``,
-``pos_weight``, ``naturalness_run`` and ``naturalness_weight`` (a trained naturalness critic whose
-negated score is added to the loss, ShapeHD).
+``pos_weight``, ``view_weight`` (the viewpoint head's loss), ``perturb`` (sketch-fault strength of the
+training inputs, 0 = clean ground truth), ``naturalness_run`` and ``naturalness_weight`` (a trained
+naturalness critic whose negated score is added to the loss, ShapeHD). The network predicts the
+residual from each category's mean training grid (see ``image.reconstruct.nets.VoxelNet``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import torch
 from torch import nn
 
 from kpengine.image.datasets import Indices
-from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set
+from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set, perturb_sketches
 from kpengine.image.reconstruct.nets import VoxelNet, voxel_loss
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.tasks.sketch import categories_of
+from kpengine.image.viewpoint import angle_difference, decode, viewpoint_loss
 from kpengine.learn.registry import TASKS
 from kpengine.learn.runs import Data
 from kpengine.metrics.shape3d import voxel_iou
@@ -34,6 +37,8 @@ class VoxelConfig(ImageConfig):
     resolution: int = 32
     views_per_shape: int = 0
     pos_weight: float = 2.0
+    view_weight: float = 0.1
+    perturb: float = 1.0
     naturalness_run: str = ""
     naturalness_weight: float = 0.0
     epochs: int = 20
@@ -51,26 +56,39 @@ class VoxelConfig(ImageConfig):
 
 
 class VoxelData:
-    """Sketch views and the ground-truth grid of each view's shape (grids shared by a shape's views)."""
+    """Sketch views and the ground-truth grid of each view's shape (grids shared by a shape's views);
+    ``category_index`` (N,) the position of each view's category in ``categories``."""
 
-    def __init__(self, sketches: SketchSet, grids: dict[tuple[str, str], np.ndarray]):
+    def __init__(self, sketches: SketchSet, grids: dict[tuple[str, str], np.ndarray], categories: list[str]):
         self.sketches = sketches
         keys = sorted(grids)
+        self.keys = keys
         self.grids = torch.from_numpy(np.stack([grids[k] for k in keys])).float()
         where = {k: n for n, k in enumerate(keys)}
         self.shape_of = torch.tensor([where[(c, m)] for c, m in zip(sketches.category, sketches.model_id)])
+        self.categories = categories
+        self.category_index = torch.tensor([categories.index(c) for c in sketches.category])
 
     def __len__(self) -> int:
         return len(self.sketches)
 
-    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    def mean_grids(self) -> torch.Tensor:
+        """(K, R, R, R): the mean ground-truth grid of each category's shapes (each shape once)."""
+        cats = torch.tensor([self.categories.index(c) for c, _ in self.keys])
+        return torch.stack([self.grids[cats == k].mean(0) for k in range(len(self.categories))])
+
+    def batch(self, idx) -> tuple[torch.Tensor, ...]:
+        """(sketches (B, 5, S, S), grids (B, R, R, R), category (B,), azimuth (B,), elevation (B,))."""
         i = torch.as_tensor(idx)
-        return self.sketches.sketches(i), self.grids[self.shape_of[i]]
+        sk = self.sketches
+        return sk.sketches(i), self.grids[self.shape_of[i]], self.category_index[i], sk.azimuth[i], sk.elevation[i]
 
 
-def voxel_data(root: str, shapes: str, size: int, categories: list[str], resolution: int, vps=None) -> VoxelData:
-    sk = load_sketch_set(root, size, categories, vps)
-    return VoxelData(sk, category_voxels(shapes, set(zip(sk.category, sk.model_id)), resolution))
+def voxel_data(
+    root: str, shapes: str, size: int, categories: list[str], resolution: int, vps=None, training: bool = False
+) -> VoxelData:
+    sk = load_sketch_set(root, size, categories, vps, training=training)
+    return VoxelData(sk, category_voxels(shapes, set(zip(sk.category, sk.model_id)), resolution), categories)
 
 
 @TASKS.register("voxels")
@@ -80,11 +98,12 @@ class VoxelTask(ImageTask):
     def __init__(self, config: VoxelConfig):
         super().__init__(config)
         self._critic: nn.Module | None = None
+        self._gen = torch.Generator().manual_seed(config.seed)
 
     def load_sets(self) -> tuple[VoxelData, VoxelData | None]:
         c = self.config
         cats = categories_of(c.category)
-        train = voxel_data(c.data, c.shapes, c.size, cats, c.resolution, c.views_per_shape or None)
+        train = voxel_data(c.data, c.shapes, c.size, cats, c.resolution, c.views_per_shape or None, training=True)
         val = voxel_data(c.val_data, c.shapes, c.size, cats, c.resolution) if c.val_data else None
         return train, val
 
@@ -104,12 +123,19 @@ class VoxelTask(ImageTask):
 
     def model(self) -> nn.Module:
         c = self.config
-        return VoxelNet(c.resolution, c.size, tuple(c.widths))
+        net = VoxelNet(c.resolution, c.size, tuple(c.widths), n_categories=len(categories_of(c.category)))
+        if self._sets is not None:  # training: the prior is the training shapes' mean (a checkpoint restores it)
+            net.set_prior(self._sets[0].mean_grids())
+        return net
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
-        x, target = batch
-        logits = net(x)
+        x, target, cat, az, el = batch
+        if net.training and self.config.perturb > 0:
+            x = perturb_sketches(x, self._gen, self.config.perturb)
+        logits, view = net(x, cat, with_view=True)
         loss = voxel_loss(logits, target, self.config.pos_weight)
+        if view is not None and self.config.view_weight > 0:
+            loss = loss + self.config.view_weight * viewpoint_loss(view, az, el)
         critic = self.critic() if net.training else None
         if critic is not None:
             critic.to(logits.device)
@@ -120,13 +146,18 @@ class VoxelTask(ImageTask):
         _, val = self.sets()
         if val is None:
             return None
-        total, ious = 0.0, []
+        total, ious, az_err = 0.0, [], []
         for s in range(0, len(val), 64):
-            x, target = val.batch(torch.arange(s, min(s + 64, len(val))))
-            logits = model(x)
+            x, target, cat, az, _ = val.batch(torch.arange(s, min(s + 64, len(val))))
+            logits, view = model(x, cat, with_view=True)
             total += float(voxel_loss(logits, target, self.config.pos_weight)) * len(x)
             ious.append(voxel_iou((logits > 0).numpy(), target.numpy() > 0.5))
-        return {"val_loss": total / len(val), "voxel_iou": float(np.concatenate(ious).mean())}
+            if view is not None:
+                az_err.append(angle_difference(decode(view)["azimuth"].numpy(), az.numpy()))
+        out = {"val_loss": total / len(val), "voxel_iou": float(np.concatenate(ious).mean())}
+        if az_err:
+            out["azimuth_median_deg"] = float(np.median(np.concatenate(az_err)))
+        return out
 
     def describe(self) -> dict[str, Any]:
         train, val = self.sets()
