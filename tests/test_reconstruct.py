@@ -220,3 +220,83 @@ def test_naturalness_critic_learns_to_separate_and_feeds_the_voxels_loss(
     assert task.critic() is not None
     summary = train_run(task, None, progress=False)
     assert summary["epochs"] == 1
+
+
+def test_voxel_net_starts_at_the_category_mean_shape_and_reads_the_category() -> None:
+    torch.manual_seed(0)
+    net = VoxelNet(32, 32, (8, 16), latent=32, channels=16, n_categories=2).eval()
+    means = torch.zeros(2, 32, 32, 32)
+    means[0, 8:24, 4:12, 8:24] = 0.9  # a slab for category 0
+    means[1, 12:20, 4:28, 12:20] = 0.7  # a column for category 1
+    net.set_prior(means)
+    x = torch.randn(3, 5, 32, 32)
+    occ, view = net(x, torch.tensor([0, 1, 0]), with_view=True)
+    # the last layer starts at zero: the untrained network predicts each category's mean shape
+    np.testing.assert_allclose(
+        torch.sigmoid(occ).detach().numpy(), means[[0, 1, 0]].clamp(0.01, 0.99).numpy(), atol=1e-5
+    )
+    assert view["azimuth"].shape == (3, 24) and view["elevation"].shape == (3, 12)
+    # the viewpoint given from elsewhere replaces the head's: it reaches the decoder
+    with torch.no_grad():
+        net.out.weight.normal_()
+    one = torch.zeros(1, 36)
+    one[0, 0], one[0, 24] = 1.0, 1.0
+    other = torch.zeros(1, 36)
+    other[0, 12], other[0, 30] = 1.0, 1.0
+    assert not torch.allclose(net(x[:1], view=one), net(x[:1], view=other))
+
+
+def test_augmented_views_flip_the_normals_with_the_picture() -> None:
+    from kpengine.image.reconstruct.data import augment_views
+
+    s = 32
+    mask = torch.zeros(8, s, s)
+    mask[:, 8:24, 4:14] = 1.0  # an object on the left
+    normals = torch.zeros(8, 3, s, s)
+    normals[:, 0] = mask  # facing +x (right in the camera frame)
+    depth = 0.1 * mask
+    images = (mask[:, None].repeat(1, 3, 1, 1) * 200).to(torch.uint8)
+    img, m, d, n, flip = augment_views(images, mask, depth, normals, torch.Generator().manual_seed(3))
+    assert flip.any() and (~flip).any()
+    for k in range(8):
+        on = m[k] > 0.5
+        cols = torch.nonzero(on)[:, 1].float()
+        left = cols.mean() < s / 2
+        assert bool(left) == bool(~flip[k])  # the object moves to the right only when flipped
+        nx = n[k, 0][on]
+        assert (torch.sign(nx) == (-1.0 if flip[k] else 1.0)).all()  # and its normals turn with it
+        np.testing.assert_allclose(d[k][on].numpy(), 0.1, atol=1e-5)  # mask-weighted: no edge blending
+        assert (n[k][:, ~on] == 0).all() and (d[k][~on] == 0).all()
+    assert img.min() >= 0 and img.max() <= 1 and img.shape == (8, 3, s, s)
+
+
+def test_perturbed_sketches_stay_sketches() -> None:
+    from kpengine.image.reconstruct.data import perturb_sketches
+
+    mask = torch.zeros(6, 16, 16)
+    mask[:, 4:12, 4:12] = 1.0
+    normals = torch.zeros(6, 3, 16, 16)
+    normals[:, 2] = -mask
+    x = torch.cat([mask[:, None], 0.4 * mask[:, None], normals], 1)
+    y = perturb_sketches(x, torch.Generator().manual_seed(0))
+    on = y[:, 0] > 0.5
+    assert set(y[:, 0].unique().tolist()) <= {0.0, 1.0}  # binary, as the predicted silhouette is
+    areas = on.sum((1, 2))
+    assert {int(a) for a in areas} <= {36, 64, 100}  # shrunk, kept or grown by one pixel
+    np.testing.assert_allclose(y[:, 2:].norm(dim=1)[on].numpy(), 1.0, atol=1e-5)
+    assert (y[:, 1:].permute(1, 0, 2, 3)[:, ~on] == 0).all()
+    assert (y[:, 4][on] < 0).float().mean() > 0.95  # noise does not turn the surface away from the camera
+
+
+def test_training_refuses_test_split_renders(render_set: Path, tmp_path: Path) -> None:
+    import shutil
+
+    test_set = tmp_path / "test_set"
+    shutil.copytree(render_set, test_set)
+    index = json.loads((test_set / "index.json").read_text())
+    for v in index["views"]:
+        v["split"] = "test"
+    (test_set / "index.json").write_text(json.dumps(index))
+    assert len(load_sketch_set(test_set, 32)) == 8  # measuring on it is fine
+    with pytest.raises(DataError, match="never train on them"):
+        load_sketch_set(test_set, 32, training=True)
