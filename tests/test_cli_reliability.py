@@ -207,6 +207,59 @@ def test_warnings_once_named_with_v_silent_with_q(broken: dict, predictions: Pat
     assert code == 0 and broken["bad_pcd"] in err and "unreadable PCD" in err
 
 
+def test_train_predict_transfer_and_baseline_name_skipped_models(broken: dict, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+    """Item 9: every command that drops models names them in its JSON (model, reason, path),
+    like ``evaluate``'s ``skipped``; before, only a count reached the user. The expected names
+    come from the fixture's construction (a mesh-only mug whose GLB is cut short, a truncated
+    PCD); the cloud-usable mug with a bad mesh is *not* skipped."""
+    data = ["--data", broken["root"], "--category", "mug"]
+    expected = {broken["glb_only"]: "truncated GLB", broken["bad_pcd"]: "PCD"}
+
+    def names(rows: list[dict]) -> dict[str, str]:
+        assert all(r["reason"] and r["path"] for r in rows), rows
+        return {r["model_id"]: r["reason"] for r in rows}
+
+    def check(rows: list[dict]) -> None:
+        found = names(rows)
+        assert set(found) == set(expected), found
+        assert all(expected[m] in found[m] for m in found), found
+
+    code, out, _ = _run([*"-q baseline --split all --fit-split all --task saliency --json --out".split(),
+                         tmp_path / "P.json", *data], capsys)  # fmt: skip
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["models"] == len(json.loads((tmp_path / "P.json").read_text()))
+    check(summary["skipped"])
+    assert {r["split"] for r in summary["skipped"]} == {"all"} and len(summary["skipped"]) == 2  # once, not per use
+
+    run = tmp_path / "run"
+    settings = json.dumps({"train_split": "all", "val_split": "all", "batch_size": 4})
+    code, out, _ = _run(["-q", "train", "--task", "embedding", *data, "--epochs", "1", "--out", run,
+                         "--backbone-args", json.dumps({"width": 32, "out_channels": 16}), "--config", settings,
+                         "--json"], capsys)  # fmt: skip
+    assert code == 0
+    summary = json.loads(out)
+    check(summary["skipped"][:2]), check(summary["skipped"][2:])  # the training split, then the validation split
+    assert [r["split"] for r in summary["skipped"]] == ["all"] * 4
+    assert json.loads((run / "history.json").read_text())["summary"]["skipped"] == summary["skipped"]
+
+    predict = ["-q", "predict", "--run", run, *data, "--split", "all"]
+    code, out, _ = _run([*predict, "--out", tmp_path / "E.json", "--json"], capsys)
+    assert code == 0
+    check(json.loads(out)["skipped"])
+
+    shape = pcd_path(broken["root"], MUG, broken["bad_mesh"])
+    for attempt in ("fits the prototypes", "reads them from the run's cache"):
+        code, out, err = _run(["-v", "transfer", "--run", run, "--knowledge", broken["root"], "--shape", shape,
+                               "--out", tmp_path / "K.json", "--json"], capsys)  # fmt: skip
+        assert code == 0, (attempt, err)
+        check(json.loads(out)["skipped"])
+        assert broken["glb_only"] in err and "truncated GLB" in err, (attempt, err)  # -v names them too
+
+    code, _, err = _run(["predict", "--run", run, *data, "--out", "-", "--json"], capsys)
+    assert code == 1 and "--json" in err  # both would write to stdout
+
+
 # --------------------------------------------------------------------------- 12: messages, not tracebacks
 
 

@@ -76,3 +76,21 @@ def test_cli_round_trip(bench: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert result["all"]["img@0.05"] == 1.0  # 2.8 px < 4.8 px
     assert "chair" in capsys.readouterr().out
     assert main(["evaluate-2d", "--benchmark", str(tmp_path / "nope"), "--oracle"]) == 1
+
+
+def test_evaluate_2d_warning_goes_through_logging(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown image id is warned about once; ``-q`` silences it and ``-v`` names every one
+    (issue 14, item 14: the command printed its own ``warning:`` past ``-q``)."""
+    _, anns = load_benchmark(bench)
+    preds = {**oracle_predictions(anns), "ghost-1": {"0": [1.0, 1.0]}, "ghost-2": {}}
+    (tmp_path / "P.json").write_text(json.dumps(preds))
+    args = ["evaluate-2d", "--benchmark", str(bench), "--predictions", str(tmp_path / "P.json"), "--output", "-"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: 2 predicted images are not in the benchmark (e.g. ghost-1)") == 1, err
+    assert main(["-q", *args]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["-v", *args]) == 0
+    assert "ghost-1, ghost-2" in capsys.readouterr().err

@@ -23,6 +23,20 @@ def add_data_args(p: argparse.ArgumentParser, *, split: str | None = "test", cat
         )
 
 
+def add_json_summary_arg(p: argparse.ArgumentParser) -> None:
+    """``--json``: a summary on stdout instead of the sentence, naming the models skipped and why
+    (the same rows as ``evaluate``'s ``skipped``)."""
+    p.add_argument(
+        "--json", action="store_true", help="print a JSON summary on stdout, with each skipped model and the reason"
+    )
+
+
+def check_json_summary(args: argparse.Namespace) -> None:
+    """``--json`` and ``--out -`` would both write to stdout: refuse, before the work."""
+    if args.json and args.out == "-":
+        raise DataError("--json prints the summary on stdout; give --out a file for the results")
+
+
 def emit_json(obj: Any, path: str | None) -> None:
     """Write JSON atomically to ``path``, or to stdout when path is '-'."""
     if path == "-":

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from kpengine.cli.common import add_data_args, check_output, emit_json
+from kpengine.cli.common import add_data_args, add_json_summary_arg, check_json_summary, check_output, emit_json
 
 log = logging.getLogger("kpengine")
 
@@ -66,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     p.add_argument("--fit-split", default="train", choices=("train", "val", "test", "all"))
     p.add_argument("--task", required=True, choices=("saliency", "correspondence"))
-    p.add_argument("--out", required=True, metavar="P.json")
+    p.add_argument("--out", required=True, metavar="P.json", help="- for stdout")
+    add_json_summary_arg(p)
     p.set_defaults(func=cmd_baseline)
 
 
@@ -109,6 +110,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from kpengine.data import KeypointNetDataset
     from kpengine.learn.template import TemplatePredictor
 
+    check_json_summary(args)
     check_output(args.out)
     fit = KeypointNetDataset(args.data, args.category, args.fit_split)
     if not len(fit):
@@ -119,7 +121,13 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         )
         return 1
     template = TemplatePredictor(args.task).fit(fit)
-    preds = template.predict(KeypointNetDataset(args.data, args.category, args.split))
+    target = KeypointNetDataset(args.data, args.category, args.split)
+    preds = template.predict(target)
     emit_json(preds, args.out)
-    print(f"wrote {args.task} predictions for {len(preds)} models to {args.out}")
+    if args.json:
+        # the models left out of the fit and of the predictions (the same model once per split)
+        rows = {(ds.split, r["model_id"]): {**r, "split": ds.split} for ds in (fit, target) for r in ds.skipped()}
+        emit_json({"task": args.task, "out": args.out, "models": len(preds), "skipped": list(rows.values())}, "-")
+    elif args.out != "-":
+        print(f"wrote {args.task} predictions for {len(preds)} models to {args.out}")
     return 0

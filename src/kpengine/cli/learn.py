@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import fields
 
-from kpengine.cli.common import add_data_args, emit_json
+from kpengine.cli.common import add_data_args, add_json_summary_arg, check_json_summary, emit_json
 from kpengine.learn.registry import BACKBONES, TASKS
 
 #: packages above kpengine.learn whose modules register more tasks (one module per task)
@@ -102,7 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone-args", default="{}", metavar="JSON", help="e.g. '{\"width\": 256}'")
     p.add_argument("--config", default="{}", metavar="JSON", help="other settings of the task, e.g. '{\"lr\": 0.01}'")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="print the run summary as JSON (with the models skipped, and why)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="predictions file for `kpengine evaluate` from a run", description=PREDICT_HELP)
@@ -113,6 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--saliency-mode", default="nms", choices=("nms", "official"))
     p.add_argument("--threshold", type=float, help="saliency probability threshold (default 0.1)")
     p.add_argument("--nms-radius", type=float, help="geodesic suppression radius (model units; default 0.05, 0 = none)")
+    add_json_summary_arg(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("transfer", help="semantic keypoints on an unannotated shape", description=TRANSFER_HELP)
@@ -122,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", required=True, metavar="MESH_OR_PCD")
     p.add_argument("--out", required=True, metavar="K.json")
     p.add_argument("--png", metavar="K.png")
+    add_json_summary_arg(p)
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("benchmark", help="train -> predict -> evaluate over a grid", description=BENCHMARK_HELP)
@@ -191,9 +195,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from kpengine.learn.predict import predict_split
+    from kpengine.learn.predict import predictions_for_split
 
-    task, preds = predict_split(
+    check_json_summary(args)
+    task, preds, skipped = predictions_for_split(
         args.run,
         args.data,
         args.category,
@@ -203,7 +208,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         nms_radius=args.nms_radius,
     )
     emit_json(preds, args.out)
-    if args.out != "-":
+    if args.json:
+        emit_json({"task": task, "out": args.out, "models": len(preds), "skipped": skipped}, "-")
+    elif args.out != "-":
         print(f"wrote {task} predictions for {len(preds)} models to {args.out} (evaluate with --task {task})")
     return 0
 
@@ -211,8 +218,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_transfer(args: argparse.Namespace) -> int:
     from kpengine.learn.transfer import transfer_file
 
-    result = transfer_file(args.run, args.knowledge, args.shape, args.out, png=args.png)
-    print(f"{len(result.correspondence())} keypoints on {args.shape} -> {args.out}")
+    check_json_summary(args)
+    result, skipped = transfer_file(args.run, args.knowledge, args.shape, args.out, png=args.png)
+    found = result.correspondence()
+    if args.json:
+        emit_json({"shape": args.shape, "out": args.out, "keypoints": len(found), "skipped": skipped}, "-")
+    else:
+        print(f"{len(found)} keypoints on {args.shape} -> {args.out}")
     return 0
 
 

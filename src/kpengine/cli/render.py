@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from kpengine.cli.common import add_data_args, emit_json
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +63,9 @@ def cmd_evaluate_2d(args: argparse.Namespace) -> int:
     preds = oracle_predictions(anns) if args.oracle else load_predictions_2d(args.predictions)
     unknown = sorted(set(preds) - set(anns))
     if unknown:
-        print(f"warning: {len(unknown)} predicted images are not in the benchmark (e.g. {unknown[0]})", file=sys.stderr)
+        # through logging like every command's warnings: `-q` silences it, `-v` names every image
+        log.warning("%d predicted images are not in the benchmark (e.g. %s)", len(unknown), unknown[0])
+        log.info("predicted images not in the benchmark: %s", ", ".join(unknown))
     table = pck(anns, preds)
     if args.output != "-":
         keys = [k for k in next(iter(table.values())) if k != "n"]

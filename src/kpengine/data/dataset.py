@@ -212,6 +212,12 @@ class KeypointNetDataset(Sequence[Shape]):
             self.problems.append(Problem(annotation.model_id, f"{type(exc).__name__}: {exc}"))
         return None
 
+    def skipped(self) -> list[dict[str, str | None]]:
+        """The models left out, one row each (``model_id``, ``reason``, ``path``): what every
+        command's JSON output names (``evaluate``, ``train``, ``predict``, ``baseline``,
+        ``transfer``), so that a user sees which models a number is missing, not just how many."""
+        return [{"model_id": p.model_id, "reason": p.reason, "path": p.path} for p in self.problems if p.fatal]
+
     def problem_summary(self) -> str:
         """One line: how many models were skipped, grouped by the kind of reason."""
         kinds = Counter(_reason_kind(p.reason) for p in self.problems if p.fatal)

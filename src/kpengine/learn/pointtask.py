@@ -43,6 +43,8 @@ class PointTask(Task):
     unit_outputs: ClassVar[bool] = False
     #: train on soft geodesic saliency targets when ``saliency_sigma`` > 0
     soft_saliency: ClassVar[bool] = False
+    #: set by :meth:`data`: the training and validation models left out, and why (run summary)
+    skipped: list[dict[str, str | None]] | None = None
 
     @staticmethod
     def head_channels(n_classes: int, embedding_dim: int) -> int:
@@ -64,6 +66,7 @@ class PointTask(Task):
         val = KeypointNetDataset(cfg.data, cfg.category, cfg.val_split, n_points=cfg.n_points)
         self.n_classes = train.n_classes
         self.category_name = train.category.name
+        self.skipped = [{**row, "split": ds.split} for ds in (train, val) for row in ds.skipped()]
         aug = Augment(cfg.jitter_sigma, cfg.jitter_clip, cfg.translate, cfg.surface_noise, cfg.scale_augment)
         soft = cfg.saliency_sigma if self.soft_saliency else 0.0
         train_set = KeypointBatches(train, self.n_classes, aug, seed=cfg.seed, saliency_sigma=soft)
@@ -114,7 +117,10 @@ class PointTask(Task):
         return data_version(self.config.data, self.category_name)
 
     def describe(self) -> dict[str, Any]:
-        return {"backbone": self.config.backbone, "category": self.config.category}
+        out = {"backbone": self.config.backbone, "category": self.config.category}
+        if self.skipped is not None:
+            out["skipped"] = self.skipped
+        return out
 
     def checkpoint_extras(self) -> dict[str, Any]:
         return {"n_classes": self.n_classes}

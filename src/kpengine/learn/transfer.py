@@ -11,9 +11,10 @@ on annotated shapes builds the prototypes, ``predict`` gives correspondences.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
@@ -34,6 +35,8 @@ from kpengine.learn.heads import KeypointModel
 from kpengine.learn.inference import infer, load_run
 from kpengine.learn.predictor import Predictor
 from kpengine.viz.figures import plot_shape_keypoints
+
+log = logging.getLogger(__name__)
 
 #: two partner keypoints closer than this (model units) count as the same place
 PARTNER_MIN_DISTANCE = 0.02
@@ -74,6 +77,8 @@ class Prototypes:
     vectors: np.ndarray
     thresholds: np.ndarray
     partners: list[tuple[int, int]]
+    #: annotated models of the knowledge that could not be used, and why (kept with the cache)
+    skipped: list[dict[str, str | None]] = field(default_factory=list)
 
     @classmethod
     def fit(cls, model: KeypointModel, shapes: Sequence[Shape], n_classes: int) -> Prototypes:
@@ -119,9 +124,15 @@ class Prototypes:
         cache = Path(run) / f"prototypes-{data_version(knowledge, cfg.category)}.pt"
         if cache.is_file():
             saved = torch.load(cache, weights_only=False)
-            return cls(saved["vectors"], saved["thresholds"], [tuple(p) for p in saved["partners"]])
+            skipped = saved.get("skipped", [])
+            if skipped:  # the dataset's warning was given when the cache was made: repeat it
+                log.warning("%d models of the knowledge were left out of the prototypes", len(skipped))
+                for row in skipped:  # shown with `kpengine -v`
+                    log.info("skipped: model %s (%s): %s", row["model_id"], row["path"], row["reason"])
+            return cls(saved["vectors"], saved["thresholds"], [tuple(p) for p in saved["partners"]], skipped)
         shapes = KeypointNetDataset(knowledge, cfg.category, cfg.train_split, n_points=cfg.n_points)
         protos = cls.fit(model, shapes, state["n_classes"])
+        protos.skipped = shapes.skipped()
         save_checkpoint(cache, protos.__dict__)
         return protos
 
@@ -185,8 +196,9 @@ def load_cloud(path: str | Path, n_points: int) -> tuple[str, np.ndarray]:
 
 def transfer_file(
     run: str | Path, knowledge: str | Path, shape: str | Path, out: str | Path, *, png: str | Path | None = None
-) -> TransferResult:
-    """The ``kpengine transfer`` command as a function: JSON to ``out``, picture to ``png``."""
+) -> tuple[TransferResult, list[dict[str, str | None]]]:
+    """The ``kpengine transfer`` command as a function: JSON to ``out``, picture to ``png``;
+    returns the result and the knowledge's models left out of the prototypes (with the reason)."""
     model, state = load_run(run, task="embedding")
     cfg = TrainConfig.from_json(state["config"])
     protos = Prototypes.for_run(run, model, state, knowledge)
@@ -203,4 +215,4 @@ def transfer_file(
             ids,
             title=f"{category.name} {model_id[:12]}: {len(ids)} keypoints transferred ({cfg.backbone})",
         )
-    return result
+    return result, protos.skipped

@@ -217,14 +217,5 @@ def evaluate_file(
             + " (reasons in the output's 'skipped')"
         )
     result.warnings = warnings
-    result.skipped = [
-        {
-            "model_id": p.model_id,
-            "reason": p.reason,
-            "path": p.path,
-            "counted_as_nothing": p.model_id in dataset.unloaded,
-        }
-        for p in dataset.problems
-        if p.fatal
-    ]
+    result.skipped = [{**row, "counted_as_nothing": row["model_id"] in dataset.unloaded} for row in dataset.skipped()]
     return result
