@@ -331,6 +331,77 @@ def test_read_only_postgresql_gives_503_and_honest_health(postgres_server, sampl
     store.dispose()
 
 
+@pytest.fixture
+def postgres_on_small_disk(postgres_server) -> Iterator[str]:  # noqa: F811, ANN001
+    """A fresh PostgreSQL database whose tables live in a tablespace on a 4 MB tmpfs.
+
+    The write-ahead log stays in the cluster's own folder, so a full tablespace is what a
+    full data disk looks like to a save (``could not extend file``, SQLSTATE 53100) without
+    the WAL PANIC that would take the whole test server down. The folder is made in /tmp
+    (the PostgreSQL user must reach it; pytest's tmp_path is root's only)."""
+    import pwd
+    import tempfile
+
+    import psycopg
+
+    owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+    base = Path(tempfile.mkdtemp(prefix="kpengine-tablespace-"))
+    base.chmod(0o755)
+    mount = base / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size=4m,uid={owner.pw_uid},gid={owner.pw_gid},mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        shutil.rmtree(base, ignore_errors=True)
+        _unavailable(f"cannot mount a small tmpfs: {done.stderr.strip()}")
+    admin = f"postgresql://kpengine@127.0.0.1:{postgres_server.port}/postgres"
+    url = postgres_server.new_database()
+    name, space = url.rsplit("/", 1)[1], f"small_{base.name[-8:].replace('-', '_').lower()}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLESPACE \"{space}\" LOCATION '{mount}'")
+        conn.execute(f'ALTER DATABASE "{name}" SET default_tablespace = "{space}"')  # kpengine's tables go there
+    try:
+        yield url, mount
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP TABLESPACE IF EXISTS "{space}"')
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_full_disk_on_postgresql_gives_503_and_honest_health(postgres_on_small_disk, sample_root: Path) -> None:  # noqa: ANN001
+    """Saves on a full PostgreSQL tablespace: 503 saying the disk is full and nothing was saved,
+    the same connection still usable, health not ok, reads fine; once space is freed the same
+    save gets revision 1 (the refused one left nothing). The first save of any annotator needs
+    new pages in empty tables, which a full disk refuses, while the health probe's in-place
+    update still fits: health must remember the save's fault."""
+    import psycopg
+
+    url, mount = postgres_on_small_disk
+    store, alice, mid, surface = _populated(url, sample_root)
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:  # the tables really are on the small disk
+        where = conn.execute("SELECT spcname FROM pg_tables JOIN pg_tablespace t ON t.spcname = tablespace "
+                             "WHERE tablename = 'raw_annotations'").fetchone()  # fmt: skip
+        assert where is not None, "raw_annotations is not in the small tablespace"
+    with _live(store) as (client, _app):
+        assert client.get("/api/health").json()["ok"] is True
+        filler = _fill(mount)
+        try:
+            _assert_fault_told(client, alice, mid, surface, "full")
+            error = client.get("/api/health").json()["error"]
+            assert "No space left on device" in error, error  # the driver's own line comes along
+        finally:
+            filler.unlink()
+        r = client.put(f"/api/annotations/mug/{mid}", json=_kps(surface[:2]), headers=alice)
+        assert r.status_code == 200 and r.json()["revision"] == 1, r.text
+        assert client.get("/api/health").json()["ok"] is True
+    store.dispose()
+
+
 # --------------------------------------------------------------------------- 7. several workers
 
 

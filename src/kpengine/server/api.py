@@ -244,6 +244,7 @@ def save_annotation(
         raise HTTPException(409, str(exc)) from exc
     except repo.StoreError as exc:
         raise HTTPException(422, str(exc)) from exc
+    request.app.state.write_probe.succeeded()  # committed: a storage fault told before is over
     return AnnotationOut(
         category=category,
         model_id=model_id,

@@ -7,9 +7,12 @@ app answers 503 with what is wrong and that nothing was saved (every route write
 transaction, rolled back on the error), and the connection stays usable.
 
 ``/api/health`` reports the truth with a write probe (:class:`WriteProbe`): one tiny
-committed write, at most every ``interval`` seconds, plus the last write error any request
-met since the last good probe. A server started on a read-only database says so there
-instead of answering "ok" and failing every save.
+committed write, at most every ``interval`` seconds, and the storage fault a request met
+less than ``hold`` seconds ago unless a save has succeeded since. The probe alone is not
+enough: on PostgreSQL it rewrites a row inside a page the table already has, and a full
+tablespace refuses only writes that need a new page (a save on a model nobody annotated
+yet), so the probe passes while saves fail. A server started on a read-only database says
+so there instead of answering "ok" and failing every save.
 """
 
 from __future__ import annotations
@@ -59,24 +62,44 @@ class WriteProbe:
 
     The probe rewrites Alembic's one-row version table with its own value and commits, which
     goes through the same journal, file and disk as a save. Requests that hit a storage
-    fault report it with :meth:`failed`; a later good probe clears it.
+    fault report it with :meth:`failed`, and it stays reported for ``hold`` seconds (the
+    ``Retry-After`` the client was given) or until a request's write succeeds
+    (:meth:`succeeded`), whatever the probe says meanwhile.
     """
 
-    def __init__(self, store: Store, interval: float = 2.0):
+    def __init__(self, store: Store, interval: float = 2.0, hold: float = 30.0):
         self.store = store
         self.interval = interval
+        self.hold = hold
         self._last: ProbeResult | None = None
+        self._fault: tuple[str, float] | None = None  # a request's storage fault, and when
         self._lock = threading.Lock()
 
     def failed(self, message: str) -> None:
         with self._lock:
-            self._last = ProbeResult(False, message, time.monotonic())
+            self._fault = (message, time.monotonic())
+
+    def succeeded(self) -> None:
+        """A request committed a write: the store writes again."""
+        if self._fault is not None:
+            with self._lock:
+                self._fault = None
 
     def check(self) -> ProbeResult:
         with self._lock:
             last = self._last
-            if last is not None and time.monotonic() - last.checked_at < self.interval:
-                return last
+        if last is None or time.monotonic() - last.checked_at >= self.interval:
+            last = self._probe()
+        if not last.writable:
+            return last
+        with self._lock:
+            fault = self._fault
+        age = time.monotonic() - fault[1] if fault else None
+        if fault and age is not None and age < self.hold:
+            return ProbeResult(False, f"{fault[0]} (a save met this {age:.0f} s ago)", time.monotonic())
+        return last
+
+    def _probe(self) -> ProbeResult:
         try:
             with self.store.session() as s:
                 s.execute(text("UPDATE alembic_version SET version_num = version_num"))
