@@ -148,3 +148,118 @@ def test_splat_visibility_on_a_known_occluder_of_points() -> None:
     # the plain depth test with a fixed tolerance wrongly hides points of the slanted strip
     naive = project_points(slant, cam, r.depth)
     assert splat_visibility(slant, cam, r, radius).visible.mean() > naive.visible.mean()
+
+
+# ------------------------------------------------------------------ splat visibility by hand
+
+# 21 x 21 image, non-square pixels (fx 100, fy 50), principal point at pixel (10, 10), camera at
+# the origin looking down +z: the point ((u - 10) / 100, (v - 10) / 50, 1) lands on pixel (u, v)
+# at depth 1, and a splat of world radius 0.02 covers a disc of 0.02 * fx / 1 = 2 pixels.
+_K = Intrinsics(100.0, 50.0, 10.0, 10.0, 21, 21)
+
+
+def _point_at(u: float, v: float) -> np.ndarray:
+    return np.array([[(u - 10.0) / 100.0, (v - 10.0) / 50.0, 1.0]])
+
+
+def _render_with(
+    covered: list[tuple[int, int]], depth: float = 0.5, location: tuple = (5.0, 5.0, 5.0), mask: bool = True
+):  # noqa: ANN202, E501
+    """A render that shows a surface at ``depth`` and world ``location`` on the pixels (u, v) in
+    ``covered`` and background elsewhere."""
+    from kpengine.render.cameras import Camera
+    from kpengine.render.raycast import Render
+
+    cam = Camera(_K, np.eye(3), np.zeros(3))
+    d = np.zeros((21, 21), np.float32)
+    m = np.zeros((21, 21), bool)
+    loc = np.zeros((21, 21, 3), np.float32)
+    for u, v in covered:
+        d[v, u], m[v, u], loc[v, u] = depth, mask, location
+    render = Render(
+        cam, d, np.zeros((21, 21, 3), np.float32), m, np.full((21, 21), -1), loc, np.zeros((21, 21, 3), np.uint8)
+    )  # noqa: E501
+    return cam, render
+
+
+def _visible(point: np.ndarray, covered: list[tuple[int, int]], radius: float = 0.02, **kw) -> bool:
+    from kpengine.render.project import splat_visibility
+
+    render_kw = {k: kw.pop(k) for k in ("depth", "location", "mask") if k in kw}
+    cam, render = _render_with(covered, **render_kw)
+    return bool(splat_visibility(point, cam, render, radius, **kw).visible[0])
+
+
+# the disc of radius 2 around pixel (10, 10): the 13 pixels with du^2 + dv^2 <= 4 (1 centre, 4 at
+# distance 1, 4 diagonals at sqrt 2, 4 at distance 2); its 4 far pixels plus 3 diagonals cover 7/13
+_FAR = [(12, 10), (8, 10), (10, 12), (10, 8)]
+_DIAG = [(11, 11), (9, 11), (11, 9)]
+
+
+def test_splat_visibility_counts_the_pixels_of_a_hand_drawn_disc() -> None:
+    centre = _point_at(10, 10)
+    assert not _visible(centre, _FAR + _DIAG)  # 7 of 13 >= half: hidden
+    # an open disc (du^2 + dv^2 < 4) would hold 9 pixels of which 3 covered; a disc of fy's
+    # 1 pixel would hold 5, none covered: either way it would wrongly be visible
+    assert _visible(centre, _FAR[:3] + _DIAG)  # 6 of 13 < half: visible
+    # the 12 pixels of the 5 x 5 square outside the disc never count, covered or not
+    corners = [(10 + a, 10 + b) for a in range(-2, 3) for b in range(-2, 3) if a * a + b * b > 4]
+    assert len(corners) == 12 and _visible(centre, _FAR[:3] + _DIAG + corners)
+    assert not _visible(centre, _FAR + _DIAG, covered_fraction=0.53)
+    assert _visible(centre, _FAR + _DIAG, covered_fraction=0.54)  # 7/13 = 0.538
+
+
+def test_splat_visibility_clips_the_disc_at_the_image_border() -> None:
+    """At pixel (0, 0) the disc keeps only its 6 pixels inside the image, (0,0) (1,0) (2,0)
+    (0,1) (0,2) (1,1); 3 covered are exactly half, which hides (``covered_fraction`` 0.5 is
+    reached). Wrapped indices (-1 -> 20) would count 13 pixels, 3 covered: visible."""
+    inside = [(1, 0), (0, 2), (1, 1)]
+    assert not _visible(_point_at(0, 0), inside)
+    assert _visible(_point_at(0, 0), inside[:2])  # 2 of 6
+    assert not _visible(_point_at(20, 20), [(19, 20), (20, 18), (19, 19)])  # the opposite corner likewise
+    assert _visible(_point_at(20, 20), [(19, 20), (20, 18)])
+
+
+def test_splat_visibility_depth_neighbour_and_background_rules() -> None:
+    centre, seven = _point_at(10, 10), _FAR + _DIAG
+    # nearer means depth < z - tolerance = 1 - 0.02 (default tolerance = radius)
+    assert _visible(centre, seven, depth=0.985) and not _visible(centre, seven, depth=0.975)
+    assert not _visible(centre, seven, depth=0.985, depth_tolerance=0.01)
+    # a surface within 3 * radius = 0.06 of the point is its own neighbourhood, not an occluder
+    near, far = (centre[0] + [0.05, 0, 0]).tolist(), (centre[0] + [0.07, 0, 0]).tolist()
+    assert _visible(centre, seven, location=tuple(near)) and not _visible(centre, seven, location=tuple(far))
+    assert not _visible(centre, seven, location=tuple(near), neighbour_distance=0.04)
+    assert _visible(centre, seven, mask=False)  # background never occludes, whatever its depth
+
+
+def test_splat_visibility_of_a_sub_pixel_splat() -> None:
+    """A tiny splat still covers half a pixel around its projection: at (10.3, 10.2) that is pixel
+    (10, 10) (0.3^2 + 0.2^2 <= 0.5^2); at (10.5, 10.5) no pixel centre is within 0.5 and the
+    point's own rounded pixel (10, 10) stands in."""
+    assert not _visible(_point_at(10.3, 10.2), [(10, 10)], radius=1e-4)
+    assert _visible(_point_at(10.3, 10.2), [(11, 10)], radius=1e-4)
+    assert not _visible(_point_at(10.5, 10.5), [(10, 10)], radius=1e-4)
+    assert _visible(_point_at(10.5, 10.5), [(11, 11)], radius=1e-4)
+
+
+def test_pca_rgb_maps_principal_axes_to_channels_by_hand() -> None:
+    """Points spread along three orthogonal directions of R^5 with standard deviations 3, 2, 1,
+    exactly uncorrelated (plus an offset): channel k is the coordinate along the k-th direction, up to its sign,
+    scaled so that its 1st percentile is 0 and its 99th is 1, clipped outside."""
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    a = rng.normal(size=(2000, 3))
+    a, _ = np.linalg.qr(a - a.mean(axis=0))  # exactly uncorrelated, zero-mean columns
+    coords = a * np.sqrt(2000) * [3.0, 2.0, 1.0]
+    x = coords @ q[:, :3].T + 7.0
+    rgb = pca_rgb(x)
+    for k in range(3):
+        c = coords[:, k] - coords[:, k].mean()
+        matches = []
+        for s in (1.0, -1.0):
+            lo, hi = np.percentile(s * c, 1), np.percentile(s * c, 99)
+            matches.append(np.abs(rgb[:, k] - np.clip((s * c - lo) / (hi - lo), 0, 1)).max() < 1e-6)
+        assert any(matches), k
+    assert np.isclose((rgb == 0).mean(axis=0), 0.01, atol=0.002).all()  # 1 % below the 1st percentile
+    two = pca_rgb(coords[:, :2])  # fewer than 3 dimensions: the missing channel is 0
+    assert (two[:, 2] == 0).all() and two[:, :2].std(axis=0).min() > 0.1
