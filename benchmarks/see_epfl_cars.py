@@ -1,10 +1,16 @@
 """EPFL cars viewpoint benchmark: train on sequences 1-10, test on 11-20 (the standard protocol).
 
     python benchmarks/see_epfl_cars.py --data ../shared/data/images/epfl_cars --run runs/epfl_vp \
-        --epochs 60 [--resume] [--eval-only]
+        --epochs 60 [--resume] [--eval-only] [--half-weight 1] [--swa 8]
 
 Writes the run (resumable) and, in --figures, ``epfl_test.json`` (metrics, per-frame
 predictions) and ``epfl_failures.png`` (worst test frames: front/back flips).
+
+``--swa K`` keeps a copy of the weights after every epoch (``RUN/snapshots/``) and also scores
+the average of the last K (stochastic weight averaging, Izmailov et al. 2018; batch-norm
+statistics recomputed on the training crops). K is fixed before training, never picked on the
+test sequences. The test sequences are scored after every epoch only for the curve; the figures
+reported are the last epoch's (or the fixed SWA window's).
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpengine.image.datasets import ViewSet, predict_viewpoints
+from kpengine.image.datasets import ViewSet, predict_viewpoints, viewpoint_batch
 from kpengine.image.tasks.viewpoint import ViewpointConfig, ViewpointTask
-from kpengine.image.viewpoint import ViewpointNet, angle_difference, viewpoint_metrics
+from kpengine.image.viewpoint import angle_difference, viewpoint_metrics
 from kpengine.learn.runs import train_run
 
 
@@ -36,6 +42,11 @@ def main() -> None:
     ap.add_argument("--grey", type=float, default=0.0, help="probability of a grey crop")
     ap.add_argument("--erase", type=float, default=0.0, help="probability of a blanked rectangle")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--half-weight", type=float, default=0.0, help="weight of the front/back half head (0: none)")
+    ap.add_argument("--swa", type=int, default=0, help="also score the average of the last K epochs' weights")
+    ap.add_argument("--zoom-jitter", type=float, default=0.15)
+    ap.add_argument("--shift-jitter", type=float, default=0.08)
+    ap.add_argument("--widths", default="16,32,64,128", help="ResNet stage widths")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--time-limit", type=float, default=None, help="stop after the epoch that passes this many seconds")
@@ -46,26 +57,35 @@ def main() -> None:
     config = ViewpointConfig(
         task="viewpoint", data=args.data, category="car", size=args.size, epochs=args.epochs, batch_size=64,
         lr=2e-3, lr_schedule="cosine", weight_decay=args.weight_decay, crop_size=args.crop_size,
-        swap=args.swap, grey=args.grey, erase=args.erase, zoom_jitter=0.15, shift_jitter=0.08,
+        swap=args.swap, grey=args.grey, erase=args.erase, zoom_jitter=args.zoom_jitter,
+        shift_jitter=args.shift_jitter, half_weight=args.half_weight,
+        widths=[int(w) for w in args.widths.split(",")],
     )  # fmt: skip
-    task = ViewpointTask(config)
+    task = SnapshotTask(config, Path(args.run)) if args.swa else ViewpointTask(config)
     _, test = task.sets()
     print(f"loaded crops in {time.time() - t0:.1f} s", flush=True)
     if not args.eval_only:
         train_run(task, args.run, resume=args.resume, time_limit_s=args.time_limit)
     state = torch.load(Path(args.run) / "last.pt", map_location="cpu", weights_only=False)
-    model = ViewpointNet(state["config"]["size"], tuple(state["config"]["widths"]))
-    model.load_state_dict(state["model"])
-    p = predict_viewpoints(model, test.crops, flip_average=True)
-    p0 = predict_viewpoints(model, test.crops, flip_average=False)
+    model = ViewpointTask.load_model(state)
     gt = test.azimuth.numpy()
     history = state["history"] if isinstance(state["history"], list) else state["history"]["epochs"]
-    res = {
-        "epochs_trained": len(history),
-        "train_seconds": float(sum(h["seconds"] for h in history)),
-        "test_flip_average": viewpoint_metrics(p["azimuth"], gt),
-        "test_single": viewpoint_metrics(p0["azimuth"], gt),
-    }
+    variants = {"last": model}
+    if args.swa:
+        variants["swa"] = swa_model(task, Path(args.run), len(history), args.swa)
+    res = {"epochs_trained": len(history), "train_seconds": float(sum(h["seconds"] for h in history))}
+    res["load_1m_during_training"] = [h.get("loadavg_1m") for h in history]
+    res["variants"] = {}
+    for name, net in variants.items():
+        for mirror in (False, True):
+            for half in (False, True) if model.half_head else (False,):
+                q = predict_viewpoints(net, test.crops, flip_average=mirror, use_half=half)
+                key = f"{name}{' +mirror' if mirror else ''}{' +half' if half else ''}"
+                res["variants"][key] = viewpoint_metrics(q["azimuth"], gt)
+    chosen = variants["swa" if args.swa else "last"]  # the reported variant: fixed before looking
+    p = predict_viewpoints(chosen, test.crops, flip_average=True)
+    res["reported"] = f"{'swa' if args.swa else 'last'} +mirror{' +half' if chosen.half_head else ''}"
+    res["test_flip_average"] = viewpoint_metrics(p["azimuth"], gt)
     err = angle_difference(p["azimuth"], gt)
     conf = p["confidence"]
     res["median_confidence_correct"] = float(np.median(conf[err < 30])) if (err < 30).any() else None
@@ -83,8 +103,47 @@ def main() -> None:
         for n, g, a, c in zip(test.names, gt, p["azimuth"], conf)
     }
     (fig_dir / "epfl_test.json").write_text(json.dumps(res, indent=1))
-    print(json.dumps({k: v for k, v in res.items() if k not in ("predictions", "per_sequence")}, indent=1))
+    shown = ("predictions", "per_sequence", "load_1m_during_training")
+    print(json.dumps({k: v for k, v in res.items() if k not in shown}, indent=1))
     failures_png(test, p, gt, fig_dir / "epfl_failures.png")
+
+
+class SnapshotTask(ViewpointTask):
+    """The viewpoint task that also keeps each epoch's weights (``RUN/snapshots/NNN.pt``) for SWA."""
+
+    def __init__(self, config: ViewpointConfig, run: Path):
+        super().__init__(config)
+        self.run = run
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float] | None:
+        hist = self.run / "history.json"
+        done = len(json.loads(hist.read_text())["epochs"]) if hist.is_file() else 0
+        (self.run / "snapshots").mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), self.run / "snapshots" / f"{done + 1:03d}.pt")
+        return super().validate(model)
+
+
+@torch.no_grad()
+def swa_model(task: ViewpointTask, run: Path, epochs: int, k: int) -> torch.nn.Module:
+    """The mean of the last ``k`` epochs' weights, batch-norm statistics re-estimated on training batches."""
+    net = task.model()
+    states = [
+        torch.load(run / "snapshots" / f"{e:03d}.pt", weights_only=True) for e in range(epochs - k + 1, epochs + 1)
+    ]
+    avg = {n: (sum(s[n].double() for s in states) / len(states)).to(t.dtype) for n, t in states[-1].items()}
+    net.load_state_dict(avg)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the pass
+    net.train()
+    train, _ = task.sets()
+    c = task.config
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
+    for i in range(0, len(order), c.batch_size):
+        x, _, _ = viewpoint_batch(train, order[i : i + c.batch_size], c.size, c.zoom_jitter, c.shift_jitter, c.flip)
+        net(x)
+    return net.eval()
 
 
 def failures_png(test: ViewSet, p: dict, gt: np.ndarray, path: Path) -> None:

@@ -153,3 +153,36 @@ def test_epfl_real_labels(shared_data):
     front = {1: 50, 5: 23, 14: 109}  # line 6 of tripod-seq.txt
     for seq, f in front.items():
         assert next(x for x in frames if x.sequence == seq and x.frame == f).azimuth == 0.0
+
+
+def test_half_head_moves_a_front_back_split_to_the_side_it_names():
+    """Mass split between bin 0 (7.5 deg, cos > 0) and bin 12 (187.5 deg, cos < 0): the half head's
+    product of experts keeps the side it believes; an undecided head (logit 0) changes nothing."""
+    from kpengine.image.viewpoint import with_half
+
+    prob = torch.zeros(2, 24)
+    prob[:, 0], prob[:, 12] = 0.5, 0.5
+    sure = with_half(prob, torch.tensor([4.0, -4.0]))
+    p = torch.sigmoid(torch.tensor(4.0))
+    assert sure[0, 0] == pytest.approx(float(p)) and sure[1, 12] == pytest.approx(float(p))
+    az, _ = decode_azimuth(sure)
+    assert angle_difference(az.numpy(), np.array([7.5, 187.5])).max() < 5.0
+    assert torch.allclose(with_half(prob, torch.zeros(2)), prob)
+
+
+def test_half_loss_is_weighted_by_cos_and_mirror_average_keeps_the_half():
+    from kpengine.image.viewpoint import mirror_average
+
+    logits = {"azimuth": torch.zeros(2, 24), "elevation": torch.zeros(2, 12), "half": torch.tensor([3.0, 3.0])}
+    side = torch.tensor([90.0, 270.0])  # |cos| = 0: the half label carries no weight
+    assert float(viewpoint_loss(logits, side, None, 1.0)) == pytest.approx(float(viewpoint_loss(logits, side)))
+    front = torch.tensor([0.0, 0.0])  # cos = 1, target 1: BCE = log(1 + e^-3)
+    extra = float(viewpoint_loss(logits, front, None, 2.0) - viewpoint_loss(logits, front))
+    assert extra == pytest.approx(2 * math.log1p(math.exp(-3.0)), rel=1e-5)
+    a = {"azimuth": torch.randn(3, 24), "elevation": torch.randn(3, 12), "half": torch.tensor([1.0, -2.0, 0.5])}
+    b = {"azimuth": a["azimuth"].flip(-1), "elevation": a["elevation"], "half": a["half"]}  # a true mirror image
+    avg = mirror_average(a, b)
+    assert torch.allclose(torch.softmax(avg["azimuth"], -1), torch.softmax(a["azimuth"], -1), atol=1e-6)
+    assert torch.allclose(avg["half"], a["half"], atol=1e-4)
+    net = ViewpointNet(32, (8, 16), half_head=True)
+    assert net(torch.zeros(2, 3, 32, 32))["half"].shape == (2,)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from kpengine.image.crops import appearance_shuffle, colour_jitter, normalise, resample
-from kpengine.image.viewpoint import ViewpointNet, decode
+from kpengine.image.viewpoint import ViewpointNet, decode, mirror_average
 
 CROP_MARGIN = 1.4  # stored crops: the square of 1.4 x the box's longer side
 VIEW_MARGIN = 1.1  # network input: 1.1 x the box's longer side
@@ -49,11 +49,11 @@ def viewpoint_inputs(crops: torch.Tensor, size: int, flip: torch.Tensor | None =
 
 
 @torch.no_grad()
-def predict_viewpoints(model: ViewpointNet, crops: torch.Tensor, batch: int = 128, flip_average: bool = True) -> dict:
-    """Azimuth, elevation, confidence (N,) each, as numpy. ``flip_average`` also looks at the mirrored crop.
-
-    A mirrored crop's azimuth distribution is the original's reversed (bin k <-> bin 23 - k), so
-    the two are averaged at no cost to the convention.
+def predict_viewpoints(
+    model: ViewpointNet, crops: torch.Tensor, batch: int = 128, flip_average: bool = True, use_half: bool = True
+) -> dict:
+    """Azimuth, elevation, confidence (N,) each, as numpy. ``flip_average`` also looks at the mirrored crop
+    (:func:`~kpengine.image.viewpoint.mirror_average`); ``use_half``: weight by the half head where the net has one.
     """
     model.eval()
     outs: dict[str, list] = {"azimuth": [], "elevation": [], "confidence": []}
@@ -62,10 +62,8 @@ def predict_viewpoints(model: ViewpointNet, crops: torch.Tensor, batch: int = 12
         logits = model(viewpoint_inputs(c, model.size))
         if flip_average:
             flipped = model(viewpoint_inputs(c, model.size, flip=torch.ones(c.shape[0], dtype=torch.bool)))
-            pa = 0.5 * (F.softmax(logits["azimuth"], -1) + F.softmax(flipped["azimuth"], -1).flip(-1))
-            pe = 0.5 * (F.softmax(logits["elevation"], -1) + F.softmax(flipped["elevation"], -1))
-            logits = {"azimuth": torch.log(pa.clamp_min(1e-12)), "elevation": torch.log(pe.clamp_min(1e-12))}
-        d = decode(logits)
+            logits = mirror_average(logits, flipped)
+        d = decode(logits, use_half)
         for k in outs:
             outs[k].append(d[k])
     return {k: torch.cat(v).numpy() for k, v in outs.items()}

@@ -16,6 +16,13 @@ Labels and decoding follow the official code (SemanticTransfer ``datasets/shapen
   cos 7.5° = 0.991 for a label between two bins), low when the mass is split between
   opposite views, which is the typical front/back confusion.
 
+**Half head** (optional, ``half_head=True``; not in the paper): one more logit, which half of
+the azimuth circle the view is in (``cos(azimuth) > 0``), trained with a binary cross-entropy
+weighted by ``|cos(azimuth)|`` (side views carry no front/back label). Decoding multiplies each
+azimuth bin by the half head's probability of its half (a product of experts), which moves the
+mass from a wrong front/back mode to the right one. It was added for EPFL cars, whose misses are
+front/back flips; docs/benchmarks.md gives its measured effect.
+
 Angles follow :mod:`kpengine.render.cameras` (azimuth 0 looks from +z, degrees). The network
 is a small ResNet in plain torch (torchvision does not load here): 64-128 px crops of the object.
 """
@@ -137,9 +144,16 @@ class ViewpointNet(nn.Module):
     *where* things are, and pooling throws that away.
     """
 
-    def __init__(self, size: int = 64, widths: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.3):
+    def __init__(
+        self,
+        size: int = 64,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+        dropout: float = 0.3,
+        half_head: bool = False,
+    ):
         super().__init__()
         self.size = size
+        self.half_head = half_head
         self.encoder = ResNetEncoder(3, widths)
         grid = size // 2 ** len(widths)
         self.reduce = nn.Sequential(nn.Conv2d(widths[-1], 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
@@ -149,19 +163,60 @@ class ViewpointNet(nn.Module):
             nn.Linear(64 * grid * grid, 256),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(256, AZIMUTH_BINS + ELEVATION_BINS),
+            nn.Linear(256, AZIMUTH_BINS + ELEVATION_BINS + int(half_head)),
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits: ``azimuth`` (B, 24), ``elevation`` (B, 12) and, with the half head, ``half`` (B,)."""
         out = self.head(self.reduce(self.encoder(x)))
-        return {"azimuth": out[:, :AZIMUTH_BINS], "elevation": out[:, AZIMUTH_BINS:]}
+        a, e = AZIMUTH_BINS, AZIMUTH_BINS + ELEVATION_BINS
+        logits = {"azimuth": out[:, :a], "elevation": out[:, a:e]}
+        if self.half_head:
+            logits["half"] = out[:, e]
+        return logits
+
+
+def half_label(azimuth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Azimuths (B,) degrees -> half-head target (B,) (1 where cos(azimuth) > 0) and its weight |cos| (B,)."""
+    c = torch.cos(torch.deg2rad(azimuth.float()))
+    return (c > 0).float(), c.abs()
+
+
+def with_half(prob: torch.Tensor, half_logit: torch.Tensor) -> torch.Tensor:
+    """Azimuth probabilities (B, 24) times the half head's probability of each bin's half, renormalised."""
+    positive = torch.cos(torch.deg2rad(azimuth_centres())).to(prob) > 0  # (24,) bins with cos > 0
+    p_pos = torch.sigmoid(half_logit.float())[:, None]
+    q = prob * torch.where(positive, p_pos, 1.0 - p_pos)
+    return q / q.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def mirror_average(logits: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Logits of crops and of their left-right mirror images -> logits of the averaged probabilities.
+
+    A mirror image's azimuth is ``-azimuth``: its distribution is the original's reversed (bin k
+    <-> bin 23 - k); elevation and the half (``cos(-a) = cos(a)``) are unchanged by mirroring."""
+    pa = 0.5 * (F.softmax(logits["azimuth"], -1) + F.softmax(mirrored["azimuth"], -1).flip(-1))
+    pe = 0.5 * (F.softmax(logits["elevation"], -1) + F.softmax(mirrored["elevation"], -1))
+    out = {"azimuth": torch.log(pa.clamp_min(1e-12)), "elevation": torch.log(pe.clamp_min(1e-12))}
+    if "half" in logits:
+        ph = 0.5 * (torch.sigmoid(logits["half"]) + torch.sigmoid(mirrored["half"]))
+        out["half"] = torch.logit(ph.clamp(1e-6, 1 - 1e-6))
+    return out
 
 
 def viewpoint_loss(
-    logits: dict[str, torch.Tensor], azimuth: torch.Tensor, elevation: torch.Tensor | None = None
+    logits: dict[str, torch.Tensor],
+    azimuth: torch.Tensor,
+    elevation: torch.Tensor | None = None,
+    half_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Soft-label cross-entropy; ``elevation`` entries that are NaN (unknown, e.g. EPFL cars) add nothing."""
+    """Soft-label cross-entropy; ``elevation`` entries that are NaN (unknown, e.g. EPFL cars) add nothing;
+    with a half head, ``half_weight`` times its |cos|-weighted binary cross-entropy."""
     loss = -(azimuth_soft_label(azimuth) * F.log_softmax(logits["azimuth"], -1)).sum(-1).mean()
+    if half_weight and "half" in logits:
+        target, weight = half_label(azimuth)
+        bce = F.binary_cross_entropy_with_logits(logits["half"], target, weight=weight)
+        loss = loss + half_weight * bce
     if elevation is not None:
         known = torch.isfinite(elevation)
         if known.any():
@@ -171,9 +226,14 @@ def viewpoint_loss(
 
 
 @torch.no_grad()
-def decode(logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Logits -> ``azimuth`` (B,) [0, 360), ``elevation`` (B,), ``confidence`` (B,) in [0, 1]."""
-    az, conf = decode_azimuth(F.softmax(logits["azimuth"].float(), -1))
+def decode(logits: dict[str, torch.Tensor], use_half: bool = True) -> dict[str, torch.Tensor]:
+    """Logits -> ``azimuth`` (B,) [0, 360), ``elevation`` (B,), ``confidence`` (B,) in [0, 1].
+
+    With a ``half`` logit (and ``use_half``) the azimuth distribution is first weighted by it (:func:`with_half`)."""
+    prob = F.softmax(logits["azimuth"].float(), -1)
+    if use_half and "half" in logits:
+        prob = with_half(prob, logits["half"])
+    az, conf = decode_azimuth(prob)
     el = decode_elevation(F.softmax(logits["elevation"].float(), -1))
     return {"azimuth": az, "elevation": el, "confidence": conf}
 

@@ -41,3 +41,17 @@ def pck(
             res[f"bbox@{a:g}"] = float((e <= a * box).mean()) if rs else float("nan")
         out[cat] = res
     return out
+
+
+def keypoint_box_size(points: np.ndarray) -> float:
+    """max(h, w) of the bounding box of keypoints (K, 2): PF-WILLOW's PCK scale (α_bbox), no +1, no padding."""
+    p = np.asarray(points, np.float64)
+    return float(np.max(p.max(0) - p.min(0)))
+
+
+def transfer_pck(pred: np.ndarray, target: np.ndarray, scale: float, alpha: float = 0.1) -> np.ndarray:
+    """(K,) bool: predicted points (K, 2) within ``alpha * scale`` of the target points (K, 2);
+    a non-finite prediction (a point the method could not place) counts as wrong."""
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    err = np.hypot(*(pred - target).T)
+    return np.where(np.isfinite(err), err <= alpha * scale, False)

@@ -3,7 +3,8 @@
 ``--data``: a rendered image set (``kpengine render-benchmark`` layout) or the EPFL cars folder
 (sequences 1-10 train, 11-20 validate). Settings without a flag go in ``--config``: ``size``
 (network input, px), ``widths`` (ResNet stage widths), ``val_data``, ``zoom_jitter``,
-``shift_jitter``, ``flip``, ``swap``, ``grey``, ``erase``, ``crop_size``.
+``shift_jitter``, ``flip``, ``swap``, ``grey``, ``erase``, ``crop_size``, ``half_weight`` (a front/back
+head, 0 = none).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ViewpointConfig(ImageConfig):
     #: side of the stored crops (px); the network input ``size`` is re-sampled from them
     crop_size: int = 96
     epochs: int = 60
+    #: weight of the front/back half head's loss; 0 = no half head (the paper's network)
+    half_weight: float = 0.0
 
 
 @TASKS.register("viewpoint")
@@ -54,21 +57,22 @@ class ViewpointTask(ImageTask):
         )
 
     def model(self) -> nn.Module:
-        return ViewpointNet(self.config.size, tuple(self.config.widths))
+        return ViewpointNet(self.config.size, tuple(self.config.widths), half_head=self.config.half_weight > 0)
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, az, el = batch
-        return viewpoint_loss(net(x), az, el)
+        return viewpoint_loss(net(x), az, el, self.config.half_weight)
 
     def validate(self, model: nn.Module) -> dict[str, float] | None:
         _, val = self.sets()
         if val is None:
             return None
-        total = 0.0
+        total, c = 0.0, self.config
         for i in range(0, len(val), 256):
             logits = model(viewpoint_inputs(val.crops[i : i + 256], self.config.size))
             n = min(256, len(val) - i)
-            total += float(viewpoint_loss(logits, val.azimuth[i : i + 256], val.elevation[i : i + 256])) * n
+            az, el = val.azimuth[i : i + 256], val.elevation[i : i + 256]
+            total += float(viewpoint_loss(logits, az, el, c.half_weight)) * n
         p = predict_viewpoints(model, val.crops, flip_average=False)
         known = bool(torch.isfinite(val.elevation).all())
         met = viewpoint_metrics(
