@@ -276,20 +276,21 @@ class Understanding:
 
 def estimate_viewpoint(net: torch.nn.Module, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
     """The viewpoint network on the object crop (box of ``mask``), averaged with its mirror image."""
-    import torch.nn.functional as F
 
     from kpengine.image.crops import crop_square, to_tensor
     from kpengine.image.datasets import CROP_MARGIN, viewpoint_inputs
     from kpengine.image.renders import mask_box
-    from kpengine.image.viewpoint import decode
+    from kpengine.image.viewpoint import decode, mirror_average, with_half
 
     crop = to_tensor(crop_square(image, mask_box(mask), CROP_MARGIN, 96)[None])
     with torch.no_grad():
         a = net(viewpoint_inputs(crop, net.size))
         b = net(viewpoint_inputs(crop, net.size, flip=torch.ones(1, dtype=torch.bool)))
-    pa = 0.5 * (F.softmax(a["azimuth"], -1) + F.softmax(b["azimuth"], -1).flip(-1))
-    pe = 0.5 * (F.softmax(a["elevation"], -1) + F.softmax(b["elevation"], -1))
-    d = decode({"azimuth": torch.log(pa.clamp_min(1e-12)), "elevation": torch.log(pe.clamp_min(1e-12))})
+    avg = mirror_average(a, b)
+    pa = torch.exp(avg["azimuth"])
+    if "half" in avg:  # the front/back head of a car-style run weighs the modes before they are read
+        pa = with_half(pa, avg["half"])
+    d = decode(avg)
     second = pa[0].clone()
     top = int(pa[0].argmax())
     for off in (-2, -1, 0, 1, 2):  # the runner-up mode lies outside the winner's neighbourhood
