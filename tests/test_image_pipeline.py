@@ -63,6 +63,34 @@ def test_understand_with_true_view_and_shape_projects_the_annotated_keypoints(kn
     assert pose["model_id"] == shape.model_id and abs(((pose["azimuth"] - 210 + 180) % 360) - 180) < 10
 
 
+def test_shapes_without_meshes_use_a_surface_around_their_cloud(sample_root, photo, tmp_path):
+    """bathtub and bed have only clouds: the knowledge base closes a surface around each (32³ voxels)."""
+    import shutil
+
+    from scipy.spatial import cKDTree
+
+    image, mask, cam, view, shape = photo
+    bare = tmp_path / "clouds"
+    shutil.copytree(sample_root, bare, ignore=shutil.ignore_patterns("meshes"))
+    kb = KnowledgeBase.load(bare, "chair", "all")
+    cloud_shape = next(s for s in kb.shapes if s.model_id == shape.model_id)
+    assert cloud_shape.mesh_path is None or not cloud_shape.mesh_path.is_file()
+    mesh, _, _ = kb.mesh(cloud_shape)
+    # the surface hugs the cloud: every vertex within two voxels (2/32) of a point, and back
+    d_v, _ = cKDTree(cloud_shape.points).query(mesh.vertices)
+    d_p, _ = cKDTree(mesh.vertices).query(cloud_shape.points)
+    assert d_v.max() < 2 / 32 and np.median(d_p) < 1 / 32
+    # with the true view and shape, the keypoints land near their true projections in the mesh render
+    nets = Networks(ViewpointNet(64, (16, 32, 64, 128)))
+    u = understand(image, kb, nets, mask=mask, viewpoint_override=view, shape_override=shape.model_id)
+    assert u.iou_refined > 0.8
+    truth, _ = cam.project(shape.keypoints.astype(np.float64))
+    errs = [
+        np.hypot(*(np.array(v["uv"]) - truth[list(shape.semantic_ids).index(int(k))])) for k, v in u.keypoints.items()
+    ]
+    assert np.median(errs) < 0.05 * 160
+
+
 def test_retrieval_by_silhouette_prefers_the_photographed_shape(knowledge, photo):
     image, mask, _, view, shape = photo
     u = understand(image, knowledge, Networks(ViewpointNet(64)), mask=mask, viewpoint_override=view, steps=0, top=3)
@@ -76,7 +104,10 @@ def test_a_category_without_shapes_and_foreign_runs_are_refused(sample_root, tmp
         KnowledgeBase.load(sample_root, "airplane", "all")
     bare = tmp_path / "bare"
     shutil.copytree(sample_root, bare, ignore=shutil.ignore_patterns("meshes"))
-    with pytest.raises(DataError, match="'chair' has no annotated shapes with meshes"):
+    with pytest.raises(DataError, match="'chair' has no annotated shapes with meshes in split"):
+        KnowledgeBase.load(bare, "chair", "all", clouds=False)
+    shutil.rmtree(bare / "pcds")
+    with pytest.raises(DataError, match="'chair' has no annotated shapes with meshes or clouds"):
         KnowledgeBase.load(bare, "chair", "all")
     sil = _save_run(tmp_path / "sil", "silhouette", "chair", SilhouetteNet())
     with pytest.raises(DataError, match="no viewpoint run"):

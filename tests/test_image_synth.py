@@ -158,5 +158,67 @@ def test_cli_render_views(sample_root: Path, tmp_path: Path, capsys: pytest.Capt
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["views"] == 2 and summary["categories"] == {"table": 2} and summary["rendered_views"] == 2
     assert Image.open(tmp_path / "s.png").size[0] > 0
-    with pytest.raises(SystemExit):  # the test split is not a choice
-        main(["render-views", "--data", str(sample_root), "--category", "table", "--split", "test", "--out", "x"])
+    # the test split renders only as an evaluation set, which says so in its index
+    test_argv = ["render-views", "--data", str(sample_root), "--category", "table", "--split", "test"]
+    assert main([*test_argv, "--out", str(tmp_path / "x")]) == 1
+    assert "test shapes stay unseen" in capsys.readouterr().err and not (tmp_path / "x" / "index.json").exists()
+    assert main([*test_argv, "--evaluation", "--limit", "1", "--views-per-shape", "1", "--size", "32",
+                 "--out", str(tmp_path / "ev")]) == 0  # fmt: skip
+    ev = load_render_set(tmp_path / "ev")
+    assert ev.config["evaluation"] is True and {v["split"] for v in ev} == {"test"}
+    test_ids = {s.model_id for s in KeypointNetDataset(sample_root, "table", "test")}
+    assert {v["model_id"] for v in ev} <= test_ids
+
+
+def test_image_tasks_read_a_render_set_per_category(render_set: Path) -> None:
+    from kpengine.image.renders import load_image_set, mask_sets, view_sets
+
+    rs = load_render_set(render_set)
+    mug = [v for v in rs.views if v["category"] == "mug"]
+    items = load_image_set(render_set, "mug")
+    assert [it.name for it in items] == [v["id"] for v in mug]  # only the mug views, in index order
+    for it, v in zip(items, mug):
+        np.testing.assert_array_equal(it.image, np.asarray(Image.open(render_set / v["image"]).convert("RGB")))
+        np.testing.assert_array_equal(it.mask, np.asarray(Image.open(render_set / v["mask"])) > 127)
+    train, val = view_sets(render_set, render_set, size=48, category="mug")
+    assert len(train) == len(mug) and val is not None and len(val) == len(mug)
+    np.testing.assert_allclose(train.azimuth.numpy(), [v["azimuth"] for v in mug], atol=1e-4)
+    np.testing.assert_allclose(train.elevation.numpy(), [v["elevation"] for v in mug], atol=1e-4)
+    assert tuple(train.crops.shape) == (len(mug), 3, 48, 48)
+    masks, none = mask_sets(render_set, None, size=32, category="03001627")  # a synset names the category too
+    assert none is None and len(masks) == sum(v["category"] == "chair" for v in rs.views)
+    assert set(np.unique(masks.masks.numpy())) <= set(range(256)) and masks.masks.float().mean() > 20
+    with pytest.raises(DataError, match=r"no views of category 'table' \(it has chair, mug\)"):
+        view_sets(render_set, None, category="table")
+
+
+def test_keypoint_heatmap_task_trains_on_a_render_set(render_set: Path, tmp_path: Path) -> None:
+    from kpengine.image.heatmap import predict_keypoints
+    from kpengine.image.pipeline import load_image_run
+    from kpengine.image.renders import load_render_views
+    from kpengine.image.tasks.keypoint_heatmap import keypoint_set
+
+    items = load_render_views(render_set, "chair")
+    ks = keypoint_set(items, 96)
+    k = 1 + max(max(it.annotation["keypoints"]["semantic_ids"]) for it in items)
+    assert tuple(ks.uv.shape) == (len(items), k, 2)
+    # image px -> stored px: the 64 px render is scaled by 1.5 about pixel edges, (u + 0.5) 1.5 - 0.5
+    kp = items[0].annotation["keypoints"]
+    sid, (u, v) = kp["semantic_ids"][0], kp["uv"][0]
+    np.testing.assert_allclose(ks.uv[0, sid].numpy(), [(u + 0.5) * 1.5 - 0.5, (v + 0.5) * 1.5 - 0.5], atol=1e-4)
+    assert bool(ks.visible[0, sid]) == bool(kp["visible"][0])
+    run = tmp_path / "hm"
+    cfg = json.dumps({"val_data": str(render_set), "size": 32, "store_size": 48})
+    argv = ["train", "--task", "keypoint-heatmap", "--data", str(render_set), "--category", "chair",
+            "--out", str(run), "--epochs", "1", "--config", cfg]  # fmt: skip
+    assert main(argv) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["n_ids"] == k and saved["batch_size"] == 32  # the channels from the data; the task's own batch
+    row = json.loads((run / "history.json").read_text())["epochs"][0]
+    assert 0 <= row["pck_img_0.1"] <= 1 and np.isfinite(row["train_loss"])
+    net, _ = load_image_run(run, "keypoint_heatmap", "chair")
+    pred = predict_keypoints(net, items[0].image, 32)
+    assert set(pred) == {str(i) for i in range(k)}
+    assert all(-0.5 <= p["uv"][0] <= 63.5 and -0.5 <= p["uv"][1] <= 63.5 for p in pred.values())
+    with pytest.raises(DataError, match="category"):
+        load_image_run(run, "keypoint_heatmap", "mug")

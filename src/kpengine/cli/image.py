@@ -23,7 +23,8 @@ rasterised with their materials; clouds (bathtub, bed) are drawn as oriented spl
 
 Backgrounds: --backgrounds DIR takes crops of real photos away from their objects (layouts: masks,
 EPFL cars boxes, SPair boxes; photos that evaluation uses are held out); without it they are
-generated clutter. Only the train and val splits can be rendered: test shapes stay unseen.
+generated clutter. Training sets come from the train and val splits; the test split renders only with
+--evaluation (a held-out set to measure on, marked as such in its index).
 
 Resumable: each finished shape leaves shards/<category>/<model>.json; run the same command again to
 continue. The last stdout line is a JSON summary.
@@ -60,7 +61,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME[,NAME...]",
         help="categories (names or synsets), comma-separated; 'all' = every category annotated under ROOT",
     )
-    p.add_argument("--split", default="train", choices=("train", "val"), help="split to render (default train)")
+    p.add_argument(
+        "--split",
+        default="train",
+        choices=("train", "val", "test"),
+        help="split to render (default train; test only with --evaluation)",
+    )
+    p.add_argument(
+        "--evaluation",
+        action="store_true",
+        help="allow --split test: a held-out set to measure on (its index says so); never train on it",
+    )
     p.add_argument("--views-per-shape", type=int, default=8, metavar="N", help="views per shape (default 8)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128; 96 or 256 also fine)")
     p.add_argument("--supersample", type=int, default=2, help="render at this multiple of --size, then downsample")
@@ -133,6 +144,7 @@ def cmd_render_views(args: argparse.Namespace) -> int:
         backgrounds=args.backgrounds,
         maps=maps,
         limit=args.limit,
+        evaluation=args.evaluation,
         log=log,
         progress=(bar.update if bar is not None else lambda n: None),
     )

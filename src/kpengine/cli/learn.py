@@ -69,36 +69,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.formatter_class = fmt
     # dest = the config field each flag sets (a task's config takes the flags it has fields for)
     p.add_argument("--task", required=True, choices=tasks, type=task_name)
-    p.add_argument("--backbone", default="pointnet", choices=backbones)
+    # Settings flags have no argparse default: a flag the user did not give is absent from the
+    # namespace, so the task's own config default applies (image tasks train longer, with larger
+    # batches and another lr, than the point tasks' official 50 x 8 at 1e-3 written in the help).
+    unset = argparse.SUPPRESS
+    p.add_argument("--backbone", default=unset, choices=backbones, help="point tasks (default pointnet)")
     add_data_args(p, split=None)
     p.add_argument("--out", required=True, metavar="RUN_DIR")
-    p.add_argument("--method", default="skeleton-merger", help="unsupervised_keypoints: the method (skeleton-merger)")
+    p.add_argument("--method", default=unset, help="unsupervised_keypoints: the method (default skeleton-merger)")
     p.add_argument(
-        "--keypoints", dest="n_keypoints", type=int, default=10, metavar="K", help="unsupervised_keypoints: K per shape"
+        "--keypoints",
+        dest="n_keypoints",
+        type=int,
+        default=unset,
+        metavar="K",
+        help="unsupervised_keypoints: K per shape (default 10)",
     )
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--epochs", type=int, default=unset, help="default: the task's (point tasks 50)")
+    p.add_argument("--batch-size", type=int, default=unset, help="default: the task's (point tasks 8)")
+    p.add_argument("--lr", type=float, default=unset, help="default: the task's (point tasks 1e-3)")
     p.add_argument(
-        "--scale-augment", type=float, default=0.0, help="scale each axis by U(1-s, 1+s) in training (0 = off)"
+        "--lr-schedule",
+        default=unset,
+        choices=("constant", "cosine"),
+        help="default: the task's (point tasks constant)",
     )
     p.add_argument(
-        "--saliency-sigma", type=float, default=0.0, help="saliency: soft targets exp(-d^2/2s^2) (0 = hard, official)"
+        "--scale-augment",
+        type=float,
+        default=unset,
+        help="scale each axis by U(1-s, 1+s) in training (default 0 = off)",
+    )
+    p.add_argument(
+        "--saliency-sigma",
+        type=float,
+        default=unset,
+        help="saliency: soft targets exp(-d^2/2s^2) (default 0 = hard, official)",
     )
     p.add_argument(
         "--points",
         dest="n_points",
         metavar="N",
         type=int,
-        default=2048,
-        help="points per cloud (clouds must have this many)",
+        default=unset,
+        help="points per cloud (clouds must have this many; default 2048)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
-    p.add_argument("--margin", type=float, default=1.0, help="embedding: contrastive margin")
-    p.add_argument("--surface-noise", type=float, default=0.0, help="embedding: extra unclipped noise sigma")
+    p.add_argument("--seed", type=int, default=unset, help="default 0")
+    p.add_argument("--threads", type=int, default=unset, help="torch CPU threads per process (default 1)")
+    p.add_argument("--device", default=unset, choices=("cpu", "cuda"), help="where to train (default cpu)")
+    p.add_argument("--margin", type=float, default=unset, help="embedding: contrastive margin (default 1.0)")
+    p.add_argument(
+        "--surface-noise", type=float, default=unset, help="embedding: extra unclipped noise sigma (default 0)"
+    )
     p.add_argument("--backbone-args", default="{}", metavar="JSON", help="e.g. '{\"width\": 256}'")
     p.add_argument("--config", default="{}", metavar="JSON", help="other settings of the task, e.g. '{\"lr\": 0.01}'")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
@@ -173,6 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     task_class = TASKS.get(args.task)
     names = {f.name for f in fields(task_class.config_class)}
+    # only the flags given are in ``args`` (argparse.SUPPRESS): the others keep the task's defaults
     values = {k: v for k, v in vars(args).items() if k in names}
     values["backbone_kwargs"] = json_object_arg(args.backbone_args, "--backbone-args", '{"width": 256}')
     others = json_object_arg(args.config, "--config", '{"lr": 0.01}')

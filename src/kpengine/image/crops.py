@@ -47,6 +47,13 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+def whole_image_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 photo -> normalised network input (1, 3, size, size): the whole frame squashed (the
+    silhouette and keypoint-heatmap networks see all of it; antialiased when shrinking)."""
+    x = to_tensor(image[None]).float() / 255
+    return normalise(F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+
+
 def resample(
     crops: torch.Tensor,
     out_size: int,

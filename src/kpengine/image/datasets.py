@@ -85,16 +85,12 @@ def crops_from_frames(paths: list, boxes: list, size: int = 96) -> torch.Tensor:
 @torch.no_grad()
 def predict_mask(model, image: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3) uint8 photo -> (H, W) bool mask: the network at ``size`` px, logits upsampled, largest region."""
-    from kpengine.image.crops import to_tensor
+    from kpengine.image.crops import whole_image_input
     from kpengine.image.silhouette import largest_component
 
     model.eval()
     h, w = image.shape[:2]
-    x = to_tensor(image[None])
-    x = normalise(
-        F.interpolate(x.float() / 255, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    )
-    logits = model(x)[None]
+    logits = model(whole_image_input(image, size))[None]
     up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     return largest_component((up > 0).numpy())
 

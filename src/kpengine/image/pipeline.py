@@ -39,7 +39,7 @@ from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, fit_distance,
 
 log = logging.getLogger(__name__)
 
-IMAGE_TASKS = ("viewpoint", "silhouette")
+IMAGE_TASKS = ("viewpoint", "silhouette", "keypoint_heatmap")
 RECONSTRUCTION_TASKS = ("sketch", "voxels")
 #: where ``understand`` takes the object's shape from
 SHAPE_ROUTES = ("retrieve", "reconstruct", "both")
@@ -132,9 +132,10 @@ class Networks:
 
 @dataclass
 class KnowledgeBase:
-    """Annotated shapes of one category that have meshes (the pipeline renders and refines meshes);
-    ``donors``: every annotated shape, clouds included, whose keypoints a reconstruction may take
-    (it needs no mesh of them; KeypointNet's bathtubs and beds are mostly clouds)."""
+    """Annotated shapes of one category. The pipeline renders and refines meshes: a shape's own mesh where
+    it has one, else a surface reconstructed from its cloud (bathtub and bed have only the official
+    2,048-point clouds): :func:`cloud_surface`. ``donors``: every annotated shape, whose keypoints a
+    reconstruction may take (it needs no mesh of them)."""
 
     category: str
     shapes: list[Shape]
@@ -143,15 +144,18 @@ class KnowledgeBase:
     donors: list[Shape] = field(default_factory=list)
 
     @classmethod
-    def load(cls, root: str | Path, category: str, split: str = "train", require_meshes: bool = True) -> KnowledgeBase:
-        """``require_meshes=False`` accepts a category without meshes (only the reconstruction route works)."""
+    def load(
+        cls, root: str | Path, category: str, split: str = "train", require_meshes: bool = True, clouds: bool = True
+    ) -> KnowledgeBase:
+        """``clouds`` False keeps only the shapes with a mesh file; ``require_meshes=False`` accepts a category
+        with no such shape (only the reconstruction route works)."""
         ds = KeypointNetDataset(root, category, split)
         donors = list(ds)
-        shapes = [s for s in donors if s.mesh_path is not None and Path(s.mesh_path).is_file()]
+        shapes = [s for s in donors if _has_mesh(s) or (clouds and s.source == "pcd" and len(s.points))]
         if not shapes and (require_meshes or not donors):
             raise DataError(
-                f"category {ds.category.name!r} has no annotated shapes with meshes in split {split!r} "
-                f"({len(ds)} annotated, {len(ds.problems)} unusable): nothing to retrieve",
+                f"category {ds.category.name!r} has no annotated shapes with meshes{' or clouds' if clouds else ''} "
+                f"in split {split!r} ({len(ds)} annotated, {len(ds.problems)} unusable): nothing to retrieve",
                 path=root,
             )
         from kpengine.data.sample import KEYPOINT_NAMES, _is_sample_dir
@@ -169,10 +173,25 @@ class KnowledgeBase:
             from kpengine.io.mesh import load_mesh
             from kpengine.render.raycast import MeshRenderer
 
-            mesh = load_mesh(shape.mesh_path)
+            mesh = load_mesh(shape.mesh_path) if _has_mesh(shape) else cloud_surface(shape.points)
             center = bbox_centre(mesh.vertices)
             self._meshes[shape.model_id] = (mesh, MeshRenderer(mesh, name=str(shape.mesh_path)), center)
         return self._meshes[shape.model_id]
+
+
+def _has_mesh(shape: Shape) -> bool:
+    return shape.mesh_path is not None and Path(shape.mesh_path).is_file()
+
+
+def cloud_surface(points: np.ndarray, resolution: int = 32):
+    """A closed surface (:class:`~kpengine.io.mesh.Mesh`) around a surface cloud (N, 3): its 32³ occupancy
+    (one closing seals the gaps between 2,048 points, :func:`kpengine.geometry.voxelize.voxelize_cloud`),
+    then marching cubes. Silhouettes and depth are what the pipeline needs of a shape; the voxel
+    grid is where a 2,048-point cloud still gives a watertight surface (docs/understanding.md)."""
+    from kpengine.geometry.voxelize import voxelize_cloud, voxels_to_mesh
+
+    occ, grid = voxelize_cloud(np.asarray(points, np.float64), resolution)
+    return voxels_to_mesh(occ, grid)
 
 
 def _small_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""Image sets on disk -> the networks' data: rendered sets (``kpengine render-benchmark`` layout), EPFL cars.
+"""Image sets on disk -> the networks' data: render sets (``kpengine render-views``), the older
+``kpengine render-benchmark`` layout, EPFL cars.
 
 Each image comes with its mask, viewpoint and camera, so one set trains the viewpoint network
-(object crops from the mask's box), the silhouette network (whole images) and measures the
-pipeline (2D keypoints).
+(object crops from the mask's box), the silhouette network (whole images), the keypoint-heatmap
+network (2D keypoints) and measures the pipeline. A render set may hold several categories: the
+tasks read the views of their own category only.
 """
 
 from __future__ import annotations
@@ -41,6 +43,52 @@ def load_rendered(root: str | Path, limit: int | None = None) -> list[RenderedIm
         mask = load_mask(root / ann["mask"], expected_shape=img.shape[:2])
         out.append(RenderedImage(name, img, mask, ann))
     return out
+
+
+def is_render_set(path: str | Path) -> bool:
+    """True for a ``kpengine render-views`` folder (``index.json``), False for the benchmark layout."""
+    return (Path(path) / "index.json").is_file()
+
+
+def load_render_views(root: str | Path, category: str | None = None, limit: int | None = None) -> list[RenderedImage]:
+    """The views of ``category`` (name or synset; None: every view) of a render set, in index order.
+
+    ``annotation`` is the view's index entry plus ``"viewpoint"`` (azimuth, elevation, theta), the
+    key the benchmark layout has, so both layouts feed :func:`view_set` and :func:`mask_set`."""
+    from kpengine.categories import resolve_category
+    from kpengine.io.renderset import load_render_set
+
+    rs = load_render_set(root)
+    if category is not None:
+        try:
+            name = resolve_category(category).name
+        except DataError:
+            name = category  # a category registered by another process (sample data): take the name as given
+        rs = rs.select(categories=[name])
+        if not len(rs):
+            have = sorted({v["category"] for v in load_render_set(root)})
+            raise DataError(f"render set has no views of category {name!r} (it has {', '.join(have)})", path=root)
+    out = []
+    for i in range(len(rs) if limit is None else min(limit, len(rs))):
+        d = rs.read_view(i, ("mask",))
+        v = d["view"]
+        if d["mask"] is None:
+            raise DataError(f"view {v['id']} has no mask (render the set with --maps mask)", path=root)
+        ann = {**v, "viewpoint": {"azimuth": v["azimuth"], "elevation": v["elevation"], "theta": v["theta"]}}
+        out.append(RenderedImage(v["id"], d["image"], d["mask"], ann))
+    return out
+
+
+def load_image_set(path: str | Path, category: str | None = None, limit: int | None = None) -> list[RenderedImage]:
+    """A render set (its ``category`` views) or a benchmark-layout set (every image); else a DataError."""
+    if is_render_set(path):
+        return load_render_views(path, category, limit)
+    if (Path(path) / "benchmark.json").is_file():
+        return load_rendered(path, limit)
+    raise DataError(
+        "not a rendered image set (no index.json of `kpengine render-views`, no benchmark.json of render-benchmark)",
+        path=path,
+    )
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -88,23 +136,23 @@ def is_epfl(path: str | Path) -> bool:
     return (Path(path) / "tripod-seq.txt").is_file()
 
 
-def view_sets(data: str | Path, val_data: str | Path | None, size: int = 96) -> tuple[ViewSet, ViewSet | None]:
-    """Training and validation crops from a rendered set (benchmark layout) or the EPFL cars folder.
+def view_sets(
+    data: str | Path, val_data: str | Path | None, size: int = 96, category: str | None = None
+) -> tuple[ViewSet, ViewSet | None]:
+    """Training and validation crops of ``category`` from rendered sets (either layout) or the EPFL cars folder.
 
     EPFL cars: the standard protocol, sequences 1-10 to train and 11-20 to validate (a photo
     dataset has no separate validation split; the image commands read the last epoch, so
     nothing is chosen on those sequences)."""
     if is_epfl(data):
         return _epfl_view_sets(Path(data), size)
-    if not (Path(data) / "benchmark.json").is_file():
-        raise DataError("not a rendered image set (no benchmark.json) nor the EPFL cars folder", path=data)
-    val = view_set(load_rendered(val_data), size) if val_data else None
-    return view_set(load_rendered(data), size), val
+    train = view_set(load_image_set(data, category), size)
+    return train, view_set(load_image_set(val_data, category), size) if val_data else None
 
 
-def mask_sets(data: str | Path, val_data: str | Path | None, size: int = 96) -> tuple[MaskSet, MaskSet | None]:
-    """Whole images and masks of rendered sets (benchmark layout)."""
-    if not (Path(data) / "benchmark.json").is_file():
-        raise DataError("not a rendered image set with masks (no benchmark.json)", path=data)
-    val = mask_set(load_rendered(val_data), size) if val_data else None
-    return mask_set(load_rendered(data), size), val
+def mask_sets(
+    data: str | Path, val_data: str | Path | None, size: int = 96, category: str | None = None
+) -> tuple[MaskSet, MaskSet | None]:
+    """Whole images and masks of ``category`` from rendered sets (either layout)."""
+    train = mask_set(load_image_set(data, category), size)
+    return train, mask_set(load_image_set(val_data, category), size) if val_data else None

@@ -320,13 +320,15 @@ def build_render_set(
     backgrounds: str | Path | None = None,
     maps: tuple[str, ...] = ("mask", "depth", "normals"),
     limit: int | None = None,
+    evaluation: bool = False,
     log: Callable[[str], None] = lambda s: None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> dict:
     """Render ``views_per_shape`` views of every shape of ``categories`` in ``split`` into the render set ``out``
     (layout in :mod:`kpengine.io.renderset`). Resumable: shapes whose shard exists with the same settings are
     skipped; ``index.json`` is rewritten after each category (``"complete": false`` until the last).
-    ``limit`` caps shapes per category. Returns the index."""
+    ``limit`` caps shapes per category. ``evaluation`` allows the test split (held-out shapes rendered only to
+    measure on, never to train: the index records ``"evaluation": true``). Returns the index."""
     import time
 
     from kpengine.data.dataset import KeypointNetDataset
@@ -338,8 +340,11 @@ def build_render_set(
         view_paths,
     )
 
-    if split not in ("train", "val"):
-        raise DataError(f"training renders come from the train or val split, not {split!r}: test shapes stay unseen")
+    if split not in ("train", "val") and not (evaluation and split == "test"):
+        raise DataError(
+            f"training renders come from the train or val split, not {split!r}: test shapes stay unseen "
+            "(an evaluation set of the test split needs evaluation=True, --evaluation on the command line)"
+        )
     out = Path(out)
     bank = BackgroundBank.from_root(backgrounds, cache=1024) if backgrounds is not None else None
     background = background_source(bank)
@@ -353,6 +358,7 @@ def build_render_set(
         "backgrounds": None if backgrounds is None else str(Path(backgrounds).resolve()),
         "background_photos": 0 if bank is None else len(bank),
         "limit": limit,
+        **({"evaluation": True} if evaluation else {}),
         "renderer": RENDERER,
         **cfg.to_json(),
     }

@@ -1,6 +1,7 @@
 """object mask of a whole image (small encoder-decoder, BCE + Dice, IoU); trained on rendered sets
 
-``--data``: a rendered image set (``kpengine render-benchmark`` layout, images and masks).
+``--data``: a render set (``kpengine render-views``; the views of ``--category``) or the older
+``kpengine render-benchmark`` layout (images and masks).
 Settings without a flag go in ``--config``: ``size`` (network input, px), ``widths``,
 ``val_data`` (a rendered set to measure IoU on), ``zoom_jitter``, ``shift_jitter``.
 """
@@ -36,7 +37,7 @@ class SilhouetteTask(ImageTask):
     config_class = SilhouetteConfig
 
     def load_sets(self) -> tuple[MaskSet, MaskSet | None]:
-        return mask_sets(self.config.data, self.config.val_data or None)
+        return mask_sets(self.config.data, self.config.val_data or None, category=self.config.category)
 
     def data(self) -> Data:
         train, _ = self.sets()

@@ -1,6 +1,7 @@
 """azimuth (24 bins) and elevation (12 bins) of an object crop, soft labels (paper §4.3); EPFL cars or renders
 
-``--data``: a rendered image set (``kpengine render-benchmark`` layout) or the EPFL cars folder
+``--data``: a render set (``kpengine render-views``; the views of ``--category``), the older
+``kpengine render-benchmark`` layout, or the EPFL cars folder
 (sequences 1-10 train, 11-20 validate). Settings without a flag go in ``--config``: ``size``
 (network input, px), ``widths`` (ResNet stage widths), ``val_data``, ``zoom_jitter``,
 ``shift_jitter``, ``flip``, ``swap``, ``grey``, ``erase``, ``crop_size``, ``half_weight`` (a front/back
@@ -43,7 +44,7 @@ class ViewpointTask(ImageTask):
     config_class = ViewpointConfig
 
     def load_sets(self) -> tuple[ViewSet, ViewSet | None]:
-        return view_sets(self.config.data, self.config.val_data or None, self.config.crop_size)
+        return view_sets(self.config.data, self.config.val_data or None, self.config.crop_size, self.config.category)
 
     def data(self) -> Data:
         train, _ = self.sets()

@@ -1,0 +1,195 @@
+"""PCK of 2D keypoints on held-out real shapes (test split) rendered on real backgrounds, from the image alone.
+
+    kpengine render-views --data ../shared/data/keypointnet --category bathtub,bed --split test --evaluation \
+        --views-per-shape 4 --seed 11 --backgrounds ../shared/data/images --out /work/renders/test128
+    python benchmarks/see_real_shapes.py --test /work/renders/test128 --knowledge ../shared/data/keypointnet \
+        --categories bathtub bed --runs RUN... [--per-category N] [--seed 0] --out OUT_DIR
+
+``--runs``: for each category a viewpoint, a silhouette and a keypoint_heatmap run (told apart by
+the task and category in their checkpoints), trained on the train split's renders only. The
+knowledge base is the train split (its shapes' own meshes, or surfaces reconstructed from their
+clouds). Every test image is of a shape outside it. Rows of OUT_DIR/pck.json, per category:
+
+* ``full``: predicted mask, estimated viewpoint, shape retrieved by silhouette, 20 refinement steps;
+* ``no_refine``: the same without refinement (the paper's Table 5);
+* ``gt_view`` / ``gt_shape`` / ``gt_mask``: one stage replaced by its ground truth (Table 6): the
+  rendered azimuth, elevation and roll; the test shape itself (its reconstructed surface and its
+  annotation) as the only knowledge; the true mask;
+* ``template``: a fixed mean-template shape (mean annotated keypoints on the train shape nearest
+  them, :mod:`kpengine.image.baselines`) posed by the estimated viewpoint and refinement (CSM-like);
+* ``heatmap``: the keypoint-heatmap network's arg-max per semantic id (the 2D competitor).
+
+PCK over the keypoints visible in the render; a semantic id the method does not place counts as
+wrong. ``--per-category N`` draws a fixed seeded subset of N test images per category. Also
+OUT_DIR/overlays_<category>.png: for the first images, the full pipeline's overlay (white: predicted
+mask outline, blue: the fitted shape; dots: predicted keypoints) beside the heatmap network's
+keypoints and the true keypoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kpengine.image.baselines import mean_template
+from kpengine.image.heatmap import predict_keypoints
+from kpengine.image.pipeline import KnowledgeBase, Networks, load_image_run, overlay_picture, run_task, understand
+from kpengine.image.renders import load_render_views, mask_box
+from kpengine.metrics.pck2d import pck
+from kpengine.render.cameras import Viewpoint
+from kpengine.render.overlay import draw_keypoints, save_png, tile
+
+VARIANTS = ("full", "no_refine", "gt_view", "gt_shape", "gt_mask", "template", "heatmap")
+
+
+def annotation(item) -> dict:
+    """A render-set view as :func:`kpengine.metrics.pck2d.pck` reads it (box from the true mask)."""
+    x, y, w, h = mask_box(item.mask)
+    kp = item.annotation["keypoints"]
+    return {
+        "category": item.annotation["category"],
+        "image_width": int(item.image.shape[1]),
+        "image_height": int(item.image.shape[0]),
+        "bndbox": [x + 0.5, y + 0.5, x + w - 0.5, y + h - 0.5],  # inclusive pixel indices
+        "kps": kp["uv"],
+        "kps_ids": kp["semantic_ids"],
+        "kps_visible": kp["visible"],
+    }
+
+
+def runs_by(runs: list[str]) -> dict[tuple[str, str], str]:
+    out = {}
+    for r in runs:
+        out[run_task(r)] = r
+    return out
+
+
+def true_viewpoint(item) -> Viewpoint:
+    a = item.annotation
+    return Viewpoint(a["azimuth"], a["elevation"], a["distance"], a["theta"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--test", required=True, help="render set of the test split (kpengine render-views --evaluation)")
+    ap.add_argument("--knowledge", required=True, help="KeypointNet root (its train split is the knowledge base)")
+    ap.add_argument("--categories", nargs="+", default=["bathtub", "bed"])
+    ap.add_argument("--runs", nargs="+", required=True)
+    ap.add_argument("--per-category", type=int, default=None, help="a seeded subset of N test images per category")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--examples", type=int, default=8)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    by = runs_by(args.runs)
+    results: dict = {"categories": {}, "variants": args.variants}
+    t_start = time.perf_counter()
+    load0 = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else None
+    for cat in args.categories:
+        items = load_render_views(args.test, cat)
+        if any(it.annotation["split"] != "test" for it in items):
+            raise SystemExit(f"{args.test}: {cat} has views outside the test split")
+        n_all = len(items)
+        if args.per_category is not None and args.per_category < len(items):
+            pick = np.sort(np.random.default_rng(args.seed).choice(len(items), args.per_category, replace=False))
+            items = [items[i] for i in pick]
+        t0 = time.perf_counter()
+        kb = KnowledgeBase.load(args.knowledge, cat, "train")
+        held = {s.model_id for s in kb.shapes} & {it.annotation["model_id"] for it in items}
+        if held:
+            raise SystemExit(f"{len(held)} test shapes are in the knowledge split: not held out")
+        for s in kb.shapes:  # surfaces once, outside the timings
+            kb.mesh(s)
+        test_kb = KnowledgeBase.load(args.knowledge, cat, "test")
+        test_shapes = {s.model_id: s for s in test_kb.shapes}
+        template = mean_template(kb.shapes)
+        template_kb = KnowledgeBase(kb.category, [template], kb.names)
+        print(f"{cat}: knowledge {len(kb.shapes)} shapes ready in {time.perf_counter() - t0:.0f} s", flush=True)
+        nets = Networks.from_runs([by[("viewpoint", cat)], by[("silhouette", cat)]], cat, args.knowledge)
+        hm_net, hm_state = load_image_run(by[("keypoint_heatmap", cat)], "keypoint_heatmap", cat)
+        hm_size = int(hm_state["config"]["size"])
+        anns = {it.name: annotation(it) for it in items}
+        preds: dict[str, dict] = {v: {} for v in args.variants}
+        stats: dict[str, dict[str, list]] = {v: {"seconds": [], "iou": [], "az_err": []} for v in args.variants}
+        pictures = []
+        for n, it in enumerate(items):
+            for v in args.variants:
+                t = time.perf_counter()
+                if v == "heatmap":
+                    kp = predict_keypoints(hm_net, it.image, hm_size)
+                    preds[v][it.name] = {k: p["uv"] for k, p in kp.items()}
+                    stats[v]["seconds"].append(time.perf_counter() - t)
+                    continue
+                knowledge = kb
+                if v == "gt_shape":
+                    knowledge = KnowledgeBase(kb.category, [test_shapes[it.annotation["model_id"]]], kb.names)
+                elif v == "template":
+                    knowledge = template_kb
+                u = understand(
+                    it.image,
+                    knowledge,
+                    nets,
+                    mask=it.mask if v == "gt_mask" else None,
+                    viewpoint_override=true_viewpoint(it) if v == "gt_view" else None,
+                    refine=v != "no_refine",
+                    steps=args.steps,
+                )
+                stats[v]["seconds"].append(time.perf_counter() - t)
+                stats[v]["iou"].append(u.iou_refined)
+                d = abs((u.viewpoint["azimuth"] - it.annotation["azimuth"] + 180) % 360 - 180)
+                stats[v]["az_err"].append(d)
+                preds[v][it.name] = {k: p["uv"] for k, p in u.keypoints.items() if p["uv"] is not None}
+                if v == "full" and len(pictures) < args.examples:
+                    pictures.append((it, overlay_picture(u)))
+            if (n + 1) % 10 == 0:
+                print(f"{cat}: {n + 1}/{len(items)} images, {time.perf_counter() - t0:.0f} s", flush=True)
+        rows = {}
+        for v in args.variants:
+            res = pck(anns, preds[v])[cat]
+            st = stats[v]
+            rows[v] = {
+                **res,
+                "median_seconds": float(np.median(st["seconds"])),
+                **({"mean_fitted_iou": float(np.mean(st["iou"]))} if st["iou"] else {}),
+                **({"median_network_azimuth_error": float(np.median(st["az_err"]))} if st["az_err"] else {}),
+            }
+            print(cat, v, json.dumps({k: round(x, 3) for k, x in rows[v].items()}), flush=True)
+        results["categories"][cat] = {"images": len(items), "test_images": n_all, "rows": rows}
+        (out / f"predictions_{cat}.json").write_text(json.dumps(preds))
+        if pictures and "heatmap" in args.variants:
+            tiles = []
+            for it, over in pictures:
+                kp = it.annotation["keypoints"]
+                truth = draw_keypoints(
+                    it.image, np.array(kp["uv"]), np.array(kp["semantic_ids"]), np.array(kp["visible"])
+                )
+                hm = preds["heatmap"][it.name]
+                ids = np.array(sorted(int(k) for k in hm))
+                hm_pic = draw_keypoints(it.image, np.array([hm[str(i)] for i in ids]), ids)
+                tiles += [over, hm_pic, truth]
+            save_png(out / f"overlays_{cat}.png", tile(tiles, 6))
+    results["machine"] = {
+        "cpu": platform.processor() or platform.machine(),
+        "loadavg_start": load0,
+        "loadavg_end": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else None,
+        "seconds": time.perf_counter() - t_start,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "per_category": args.per_category,
+        "seed": args.seed,
+        "runs": args.runs,
+    }
+    (out / "pck.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
