@@ -1,17 +1,25 @@
 """Single-view reconstruction benchmark (issue 12): voxel IoU at 32³ and Chamfer distance on held-out
 shapes' renders, per category, side by side for
 
-* ``recon``: photo -> predicted 2.5D sketches -> voxels (the route of ``kpengine reconstruct``);
+* ``recon``: photo -> predicted 2.5D sketches -> voxels (the route of ``kpengine reconstruct``), the
+  decoder conditioned on its own viewpoint head;
+* ``recon_true_view``: the same with the true viewpoint fed to the decoder (what a perfect viewpoint
+  would add: the case for conditioning);
 * ``recon_true_sketch``: voxels from the ground-truth sketches (the 3D estimator alone);
-* ``retrieval_true_view``: the training shape whose projected voxels best match the view's
-  silhouette (IoU) when placed with the view's *true* camera: retrieval given a perfect viewpoint;
+* ``recon:NAME``: further voxels runs (``--more NAME=RUN``: e.g. fine-tuned with and without the
+  naturalness loss) on the predicted sketches;
+* ``retrieval_true_view`` / ``retrieval_est_view``: the training shape whose projected voxels best
+  match the view's silhouette (IoU), placed with the view's true camera, or with the azimuth and
+  elevation the sketch network reads off the RGB crop (the pipeline's silhouette retrieval, run
+  over every training shape's grid since bathtubs and beds have almost no meshes);
 * ``oracle_nearest``: the training shape with the highest voxel IoU to the truth (a bound on any
   retrieval from these training shapes);
 * ``mean_shape``: the category's mean training grid, thresholded where it scores best on the
   training shapes themselves.
 
     python benchmarks/reconstruction.py --runs RUN_SKETCH RUN_VOXELS --train renders/train128 \\
-        --test renders/val128 --shapes ../shared/data/keypointnet --out R.json --png R.png
+        --test renders/test128 --shapes ../shared/data/keypointnet --out R.json --png R.png \\
+        [--more nat=RUN_NAT ctl=RUN_CONTROL]
 """
 
 from __future__ import annotations
@@ -75,37 +83,55 @@ def silhouette_retrieval(view: dict, mask: np.ndarray, train_keys, train_grids, 
     return best
 
 
+def _soft_view(az: torch.Tensor, el: torch.Tensor) -> torch.Tensor:
+    from kpengine.image.viewpoint import azimuth_soft_label, elevation_soft_label
+
+    return torch.cat([azimuth_soft_label(az), elevation_soft_label(el)], 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", nargs=2, required=True)
+    ap.add_argument("--runs", nargs=2, required=True, metavar=("SKETCH_RUN", "VOXELS_RUN"))
+    ap.add_argument("--more", nargs="*", default=[], metavar="NAME=VOXELS_RUN")
     ap.add_argument("--train", required=True)
     ap.add_argument("--test", required=True)
     ap.add_argument("--shapes", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--png")
-    ap.add_argument("--views-per-shape", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    from kpengine.image.viewpoint import angle_difference, decode
+    from kpengine.render.cameras import Viewpoint, make_camera
+
     sk_net = load_network(args.runs[0], "sketch")
     vox_net = load_network(args.runs[1], "voxels")
+    more = {k: load_network(v, "voxels") for k, v in (m.split("=", 1) for m in args.more)}
     size, res = vox_net.config["size"], vox_net.config["resolution"]
     cats = [c.strip() for c in vox_net.config["category"].split(",")]
     test = load_sketch_set(args.test, size, cats)
     test_views = {v["id"]: v for v in load_render_set(args.test).views}
-    ids = [v["id"] for v in load_render_set(args.test).select(categories=cats).views]
     truth = category_voxels(args.shapes, set(zip(test.category, test.model_id)), res)
     train_rs = load_render_set(args.train).select(categories=cats)
     train_pairs = sorted({(v["category"], v["model_id"]) for v in train_rs.views})
+    overlap = {m for _, m in train_pairs} & set(test.model_id)
+    if overlap:
+        raise SystemExit(f"{len(overlap)} test shapes are training shapes: not held out")
     train = category_voxels(args.shapes, set(train_pairs), res)
-    results: dict[str, dict[str, list[float]]] = {}
+    cat_index = torch.tensor([cats.index(c) for c in test.category])
+    results: dict[str, dict] = {}
     t0 = time.perf_counter()
     with torch.no_grad():
         pred_sk = sk_net(normalise(test.images))
         sil = (pred_sk["mask"] > 0).float()
         x_pred = sketch_tensor(sil, pred_sk["depth"] * sil, pred_sk["normals"] * sil[:, None])
-        p_pred = torch.sigmoid(vox_net(x_pred)).numpy()
-        p_true = torch.sigmoid(vox_net(test.sketches(torch.arange(len(test))))).numpy()
-    secs_net = (time.perf_counter() - t0) / len(test)
+        logits, vox_view = vox_net(x_pred, cat_index, with_view=True)
+        p_pred = torch.sigmoid(logits).numpy()
+        secs_net = (time.perf_counter() - t0) / len(test)
+        p_view = torch.sigmoid(vox_net(x_pred, cat_index, view=_soft_view(test.azimuth, test.elevation))).numpy()
+        p_true = torch.sigmoid(vox_net(test.sketches(torch.arange(len(test))), cat_index)).numpy()
+        p_more = {k: torch.sigmoid(n(x_pred, cat_index)).numpy() for k, n in more.items()}
+    rgb_view = decode(pred_sk) if "azimuth" in pred_sk else None
+    sk_view = decode(vox_view) if vox_view is not None else None
     figs, titles = [], []
     for cat in cats:
         keys = [k for k in train_pairs if k[0] == cat]
@@ -116,37 +142,59 @@ def main() -> None:
         mean_occ = mean > lvl
         mean_pts = mesh_points(mean.astype(np.float32), lvl)
         clouds: dict[str, np.ndarray] = {}
-        rows: dict[str, list[tuple[float, float]]] = {
-            m: [] for m in ("recon", "recon_true_sketch", "retrieval_true_view", "oracle_nearest", "mean_shape")
-        }
-        for i in [j for j in range(len(test)) if test.category[j] == cat]:
+        names = ["recon", "recon_true_view", "recon_true_sketch", *[f"recon:{k}" for k in more]]
+        names += ["retrieval_true_view", "retrieval_est_view", "oracle_nearest", "mean_shape"]
+        rows: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
+        idx = [j for j in range(len(test)) if test.category[j] == cat]
+        for i in idx:
             gt = truth[(cat, test.model_id[i])]
             gt_pts = clouds.setdefault(test.model_id[i], cloud(args.shapes, cat, test.model_id[i]))
-            view = test_views[ids[i]]
-            r = silhouette_retrieval(view, test.mask[i].numpy() > 0.5, keys, grids, res)
+            view = test_views[test.ids[i]]
+            mask = test.mask[i].numpy() > 0.5
+            r = silhouette_retrieval(view, mask, keys, grids, res)
+            cam = Camera.from_json(view["camera"])
+            est = dict(view)
+            if rgb_view is not None:
+                est_cam = make_camera(
+                    Viewpoint(float(rgb_view["azimuth"][i]), float(rgb_view["elevation"][i]), view["distance"],
+                              view["theta"]), cam.intrinsics, np.asarray(view["center"]))  # fmt: skip
+                est["camera"] = est_cam.to_json()
+            r_est = silhouette_retrieval(est, mask, keys, grids, res)
             o = int(np.argmax(voxel_iou(grids, gt[None])))
-            for name, occ, pts in (
+            cand = [
                 ("recon", p_pred[i] > 0.5, mesh_points(p_pred[i])),
+                ("recon_true_view", p_view[i] > 0.5, mesh_points(p_view[i])),
                 ("recon_true_sketch", p_true[i] > 0.5, mesh_points(p_true[i])),
+                *[(f"recon:{k}", p[i] > 0.5, mesh_points(p[i])) for k, p in p_more.items()],
                 ("retrieval_true_view", grids[r], cloud(args.shapes, cat, keys[r][1])),
+                ("retrieval_est_view", grids[r_est], cloud(args.shapes, cat, keys[r_est][1])),
                 ("oracle_nearest", grids[o], cloud(args.shapes, cat, keys[o][1])),
                 ("mean_shape", mean_occ, mean_pts),
-            ):
+            ]
+            for name, occ, pts in cand:
                 rows[name].append((float(voxel_iou(occ, gt)), chamfer_distance(pts, gt_pts)))
-            if len(figs) < 12 and i % 17 == 0:
-                figs += [gt, p_pred[i] > 0.5, grids[r]]
+            if len(figs) < 15 and i % 23 == 0:
+                figs += [gt, p_pred[i] > 0.5, grids[r_est]]
                 titles += [
                     f"{cat} {test.model_id[i][:6]} truth",
                     f"recon IoU {rows['recon'][-1][0]:.2f}",
-                    f"retrieval IoU {rows['retrieval_true_view'][-1][0]:.2f}",
+                    f"retrieval (est. view) IoU {rows['retrieval_est_view'][-1][0]:.2f}",
                 ]
+        view_err = {}
+        for name, v in (("rgb", rgb_view), ("sketches", sk_view)):
+            if v is not None:
+                e = angle_difference(v["azimuth"][idx].numpy(), test.azimuth[idx].numpy())
+                view_err[name] = {"azimuth_median_deg": round(float(np.median(e)), 1),
+                                  "azimuth_acc30": round(float((e <= 30).mean()), 3)}  # fmt: skip
         results[cat] = {
-            "views": len(rows["recon"]),
-            "shapes": len({test.model_id[j] for j in range(len(test)) if test.category[j] == cat}),
+            "views": len(idx),
+            "shapes": len({test.model_id[j] for j in idx}),
             "mean_shape_level": lvl,
+            "viewpoint": view_err,
             **{
                 name: {
                     "iou": round(float(np.mean([a for a, _ in v])), 4),
+                    "iou_sem": round(float(np.std([a for a, _ in v]) / np.sqrt(len(v))), 4),
                     "chamfer": round(float(np.nanmean([b for _, b in v])), 4),
                     "chamfer_nan": int(np.isnan([b for _, b in v]).sum()),
                 }
@@ -156,11 +204,13 @@ def main() -> None:
         print(cat, json.dumps(results[cat]), flush=True)
     out = {
         "runs": args.runs,
+        "more": args.more,
         "train": args.train,
         "test": args.test,
         "resolution": res,
         "network_seconds_per_view": round(secs_net, 4),
         "loadavg_1m": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "categories": results,
     }
     with open(args.out, "w") as fh:

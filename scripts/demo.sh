@@ -29,4 +29,15 @@ PHOTO=$(ls "$OUT"/renders_test/images/*.png | head -1)
 # with the photo's mask; leave --mask out and the silhouette run predicts it (weak after 4 epochs)
 $KP understand --image "$PHOTO" --mask "${PHOTO/images/masks}" --category chair --knowledge "$OUT/sample" \
   --runs "$OUT/runs/viewpoint" "$OUT/runs/silhouette" --out "$OUT/understand"
-echo "figures and results in $OUT/ (understand: $OUT/understand/overlay.png, semantics.png)"
+# the second shape route: the photo's own shape (2.5D sketches -> voxels -> mesh), tiny runs on
+# render-views sets (they carry depth and normal maps); --shape both keeps the better fit to the mask
+$KP render-views --data "$OUT/sample" --category chair --views-per-shape 8 --size 64 --out "$OUT/views_train"
+$KP train --task sketch --data "$OUT/views_train" --category chair --out "$OUT/runs/sketch" \
+  --epochs 6 --batch-size 16 --lr 2e-3 --lr-schedule cosine --config '{"size": 32, "widths": [16, 32, 64]}'
+$KP train --task voxels --data "$OUT/views_train" --category chair --out "$OUT/runs/voxels" \
+  --epochs 6 --batch-size 16 --lr 2e-3 --lr-schedule cosine \
+  --config "{\"size\": 32, \"widths\": [16, 32, 64], \"shapes\": \"$OUT/sample\"}"
+$KP understand --image "$PHOTO" --mask "${PHOTO/images/masks}" --category chair --knowledge "$OUT/sample" \
+  --runs "$OUT/runs/sketch" "$OUT/runs/voxels" --shape reconstruct --out "$OUT/understand_reconstruct"
+echo "figures and results in $OUT/ (understand: $OUT/understand/overlay.png, semantics.png;"
+echo "  the reconstruction route: $OUT/understand_reconstruct/)"

@@ -5,7 +5,7 @@ on ground-truth sketches, as MarrNet does); ground-truth voxels come from the sh
 ``shapes`` (KeypointNet layout: meshes filled, official clouds closed and filled; see
 ``kpengine.geometry.voxelize``). Settings without a flag go in ``--config``: ``shapes`` (required),
 ``resolution`` (32, 64, 128), ``size``, ``widths``, ``val_data``, ``views_per_shape``,
-``pos_weight``, ``view_weight`` (the viewpoint head's loss), ``perturb`` (sketch-fault strength of the
+``pos_weight``, ``init_run`` (start from a voxels run's weights), ``view_weight`` (the viewpoint head's loss), ``perturb`` (sketch-fault strength of the
 training inputs, 0 = clean ground truth), ``naturalness_run`` and ``naturalness_weight`` (a trained
 naturalness critic whose negated score is added to the loss, ShapeHD). The network predicts the
 residual from each category's mean training grid (see ``image.reconstruct.nets.VoxelNet``).
@@ -41,6 +41,8 @@ class VoxelConfig(ImageConfig):
     perturb: float = 1.0
     naturalness_run: str = ""
     naturalness_weight: float = 0.0
+    #: start from this voxels run's weights (fine-tuning, e.g. with the naturalness loss)
+    init_run: str = ""
     epochs: int = 20
     batch_size: int = 32
 
@@ -126,6 +128,14 @@ class VoxelTask(ImageTask):
         net = VoxelNet(c.resolution, c.size, tuple(c.widths), n_categories=len(categories_of(c.category)))
         if self._sets is not None:  # training: the prior is the training shapes' mean (a checkpoint restores it)
             net.set_prior(self._sets[0].mean_grids())
+            if c.init_run:
+                from kpengine.image.reconstruct.photo import load_network
+
+                start = load_network(c.init_run, "voxels", resolution=c.resolution)
+                if start.config["category"] != c.category or start.config["size"] != c.size:
+                    raise ValueError(f"init_run {c.init_run} was trained on {start.config['category']} at "
+                                     f"{start.config['size']} px, not {c.category} at {c.size} px")  # fmt: skip
+                net.load_state_dict(start.state_dict())
         return net
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
