@@ -216,6 +216,18 @@ def test_reconstruct_route_projects_the_keypoints_of_the_reconstructed_surface(s
     both = understand(image, knowledge, nets_with_vp(nets), mask=mask, viewpoint_override=view, shape_route="both",
                       steps=10)  # fmt: skip
     assert both.shape_source == "retrieval" and both.iou_refined >= u.iou_refined
+    # a knowledge base of clouds only (KeypointNet's bathtubs and beds): the reconstruction route needs no
+    # knowledge mesh, retrieval refuses
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(sample_root, bare, ignore=shutil.ignore_patterns("meshes"))
+    clouds = KnowledgeBase.load(bare, "chair", "all", require_meshes=False)
+    assert not clouds.shapes and len(clouds.donors) == len(knowledge.shapes)
+    c = understand(image, clouds, nets, mask=mask, viewpoint_override=view, shape_route="reconstruct", steps=0)
+    assert set(c.keypoints) == set(u.keypoints)
+    with pytest.raises(DataError, match="no shape with a mesh"):
+        understand(image, clouds, nets_with_vp(nets), mask=mask, viewpoint_override=view, steps=0)
     # the viewpoint read off the sketches needs the voxels network's head; without it a clear refusal
     headless = Networks(None, sketch=sketch, voxels=_oracle_reconstruction(sample_root, shape, view_head=False)[1])
     with pytest.raises(DataError, match="no viewpoint head"):

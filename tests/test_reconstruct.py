@@ -300,3 +300,22 @@ def test_training_refuses_test_split_renders(render_set: Path, tmp_path: Path) -
     assert len(load_sketch_set(test_set, 32)) == 8  # measuring on it is fine
     with pytest.raises(DataError, match="never train on them"):
         load_sketch_set(test_set, 32, training=True)
+
+
+def test_voxels_fine_tune_starts_from_the_init_run(runs: dict[str, Path], render_set: Path, sample_root: Path) -> None:
+    from kpengine.learn.registry import TASKS
+
+    TASKS.add_package("kpengine.image.tasks")
+    cls = TASKS.get("voxels")
+    base = dict(task="voxels", data=str(render_set), category="chair", shapes=str(sample_root), size=32,
+                widths=[8, 16], epochs=1, batch_size=4)  # fmt: skip
+    task = cls(cls.config_class(**base, init_run=str(runs["voxels"])))
+    task.sets()
+    net = task.model()
+    start = load_network(runs["voxels"], "voxels")
+    for (k, a), b in zip(net.state_dict().items(), start.state_dict().values()):
+        assert torch.equal(a, b), k
+    other = cls(cls.config_class(**{**base, "size": 64}, init_run=str(runs["voxels"])))
+    other.sets()
+    with pytest.raises(ValueError, match="at 32 px, not chair at 64 px"):
+        other.model()

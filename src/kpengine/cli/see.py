@@ -118,7 +118,8 @@ def cmd_understand(args: argparse.Namespace) -> int:
     category = resolve_category(args.category).name
     image = load_image(args.image)
     mask = load_mask(args.mask, expected_shape=image.shape[:2]) if args.mask else None
-    knowledge = KnowledgeBase.load(args.knowledge, category, args.split)
+    # the reconstruction route needs no knowledge meshes: cloud-only shapes give it their keypoints
+    knowledge = KnowledgeBase.load(args.knowledge, category, args.split, require_meshes=args.shape != "reconstruct")
     nets = Networks.from_runs(args.runs, category, args.knowledge)
     t = time.perf_counter()
     result = understand(image, knowledge, nets, mask=mask, steps=args.steps, top=args.top, shape_route=args.shape,
