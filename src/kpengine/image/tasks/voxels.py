@@ -1,13 +1,14 @@
 """voxels in the canonical frame from 2.5D sketches (paper §4.2, MarrNet/ShapeHD); 32³ default, 64³/128³ by option
 
 ``--data``: a render set (its mask, depth and normal maps are the input: the 3D estimator is trained
-on ground-truth sketches, as MarrNet does); ground-truth voxels come from the shapes under
-``shapes`` (KeypointNet layout: meshes filled, official clouds closed and filled; see
-``kpengine.geometry.voxelize``). Settings without a flag go in ``--config``: ``shapes`` (required),
-``resolution`` (32, 64, 128), ``size``, ``widths``, ``val_data``, ``views_per_shape``,
-``pos_weight``, ``init_run`` (start from a voxels run's weights), ``view_weight`` (the viewpoint head's loss), ``perturb`` (sketch-fault strength of the
-training inputs, 0 = clean ground truth), ``naturalness_run`` and ``naturalness_weight`` (a trained
-naturalness critic whose negated score is added to the loss, ShapeHD). The network predicts the
+on ground-truth sketches, as MarrNet does, perturbed like predicted ones); ground-truth voxels come
+from the shapes under ``shapes`` (KeypointNet layout: meshes filled, official clouds closed and
+filled; see ``kpengine.geometry.voxelize``). Settings without a flag go in ``--config``: ``shapes``
+(required), ``resolution`` (32, 64, 128), ``size``, ``widths``, ``val_data``, ``views_per_shape``,
+``pos_weight``, ``init_run`` (start from a voxels run's weights), ``view_weight`` (the viewpoint
+head's loss), ``perturb`` (sketch-fault strength of the training inputs, 0 = clean ground truth),
+``naturalness_run`` and ``naturalness_weight`` (a trained naturalness critic whose negated score
+is added to the loss, ShapeHD). The network predicts the
 residual from each category's mean training grid (see ``image.reconstruct.nets.VoxelNet``).
 """
 
