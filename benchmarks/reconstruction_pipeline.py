@@ -1,8 +1,9 @@
 """The paper's ablations through the whole pipeline (issue 12; You et al. Tables 5 and 6): 2D PCK of
 ``understand`` on a seeded subset of held-out test-split renders, per category, for
 
-* ``retrieve``: the retrieval route (nearest knowledge mesh by silhouette IoU; bathtub only, the one
-  of the two categories with meshes: 5 training bathtubs);
+* ``retrieve``: the retrieval route (the training shape whose surface best fits the silhouette at
+  the estimated viewpoint: meshes where there are, else the closed surface of the cloud's 32³
+  grid, ``pipeline.cloud_surface``);
 * ``reconstruct``: the reconstruction route (2.5D sketches -> voxels -> mesh, keypoints of the
   nearest training shape moved onto it), viewpoint from the RGB crop;
 * ``reconstruct_view_from_sketches``: the viewpoint read off the predicted 2.5D sketches (Table 5);
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +32,16 @@ from PIL import Image
 
 from kpengine.data.dataset import KeypointNetDataset
 from kpengine.geometry.transforms import bbox_centre
-from kpengine.geometry.voxelize import VoxelGrid, voxels_to_mesh
 from kpengine.image.crops import square_box
 from kpengine.image.pipeline import (
     KnowledgeBase,
     Networks,
     ShapeCandidate,
+    cloud_surface,
     load_image_run,
     overlay_picture,
     understand,
 )
-from kpengine.image.reconstruct.data import shape_voxels
 from kpengine.image.reconstruct.photo import RECON_MARGIN, load_network
 from kpengine.image.renders import mask_box
 from kpengine.image.renderset import view_sample
@@ -80,14 +79,12 @@ def true_sketches(sample, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return on.astype(np.float32), np.where(on, d, 0.0), np.where(on[None], n, 0.0)
 
 
-def true_shape(root: str, shape) -> ShapeCandidate:
-    """The test shape as the pipeline would see a perfect 32³ reconstruction: its ground-truth grid
-    through marching cubes, moved to its box centre, with its own annotated keypoints."""
-    grid, _ = shape_voxels(root, shape.category.name, shape.model_id, 32)
-    mesh = voxels_to_mesh(grid.astype(np.float32), VoxelGrid(32), 0.5)
-    center = bbox_centre(shape.points).astype(np.float64)
-    mesh = replace(mesh, vertices=mesh.vertices - bbox_centre(mesh.vertices) + center)
-    return ShapeCandidate(shape, mesh, MeshRenderer(mesh, name=shape.model_id), center, reconstructed=True)
+def true_shape(shape) -> ShapeCandidate:
+    """The test shape as the pipeline would see a perfect 32³ reconstruction: the closed surface of its
+    cloud's 32³ grid (the ground truth of the voxels task; ``pipeline.cloud_surface``), with its own
+    annotated keypoints."""
+    mesh = cloud_surface(shape.points)
+    return ShapeCandidate(shape, mesh, MeshRenderer(mesh, name=shape.model_id), bbox_centre(mesh.vertices), True)
 
 
 def main() -> None:
@@ -135,9 +132,6 @@ def main() -> None:
             }  # fmt: skip
         table[cat] = {}
         for name in args.variants:
-            if name == "retrieve" and not kb.shapes:
-                table[cat][name] = {"skipped": f"no {cat} training shape has a mesh to retrieve"}
-                continue
             preds, secs, ious, errs = {}, [], [], []
             for key, s in samples.items():
                 kw: dict = {"shape_route": "retrieve" if name == "retrieve" else "reconstruct"}
@@ -146,7 +140,7 @@ def main() -> None:
                 elif name == "true_sketches":
                     kw["sketches_override"] = true_sketches(s, size)
                 elif name == "true_shape":
-                    kw["shape_override"] = true_shape(args.knowledge, test_shapes[s.model_id])
+                    kw["shape_override"] = true_shape(test_shapes[s.model_id])
                 elif name == "true_view":
                     v = s.viewpoint
                     kw["viewpoint_override"] = Viewpoint(v.azimuth, v.elevation, 1.0, v.theta)

@@ -216,13 +216,13 @@ def test_reconstruct_route_projects_the_keypoints_of_the_reconstructed_surface(s
     both = understand(image, knowledge, nets_with_vp(nets), mask=mask, viewpoint_override=view, shape_route="both",
                       steps=10)  # fmt: skip
     assert both.shape_source == "retrieval" and both.iou_refined >= u.iou_refined
-    # a knowledge base of clouds only (KeypointNet's bathtubs and beds): the reconstruction route needs no
-    # knowledge mesh, retrieval refuses
+    # a knowledge base with no shape to render (clouds not taken): the reconstruction route needs none,
+    # retrieval refuses
     import shutil
 
     bare = tmp_path / "bare"
     shutil.copytree(sample_root, bare, ignore=shutil.ignore_patterns("meshes"))
-    clouds = KnowledgeBase.load(bare, "chair", "all", require_meshes=False)
+    clouds = KnowledgeBase.load(bare, "chair", "all", require_meshes=False, clouds=False)
     assert not clouds.shapes and len(clouds.donors) == len(knowledge.shapes)
     c = understand(image, clouds, nets, mask=mask, viewpoint_override=view, shape_route="reconstruct", steps=0)
     assert set(c.keypoints) == set(u.keypoints)
