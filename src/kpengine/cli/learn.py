@@ -114,12 +114,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=unset,
         help="points per cloud (clouds must have this many; default 2048)",
     )
-    p.add_argument("--seed", type=int, default=unset, help="default 0")
+    p.add_argument("--seed", type=int, default=unset, help="initialisation, shuffling and the --shots draw (default 0)")
     p.add_argument("--threads", type=int, default=unset, help="torch CPU threads per process (default 1)")
     p.add_argument("--device", default=unset, choices=("cpu", "cuda"), help="where to train (default cpu)")
     p.add_argument("--margin", type=float, default=unset, help="embedding: contrastive margin (default 1.0)")
     p.add_argument(
         "--surface-noise", type=float, default=unset, help="embedding: extra unclipped noise sigma (default 0)"
+    )
+    p.add_argument(
+        "--shots", type=int, default=unset, metavar="K", help="train on K shapes drawn from the train split with --seed"
+    )
+    p.add_argument(
+        "--init", default=unset, metavar="RUN_DIR", help="multiview-fewshot: start from this pretraining run"
+    )
+    p.add_argument(
+        "--views", default=unset, metavar="DIR", help="multiview tasks: the view cache (rendered on first use)"
     )
     p.add_argument("--backbone-args", default="{}", metavar="JSON", help="e.g. '{\"width\": 256}'")
     p.add_argument("--config", default="{}", metavar="JSON", help="other settings of the task, e.g. '{\"lr\": 0.01}'")

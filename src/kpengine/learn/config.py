@@ -84,6 +84,10 @@ class TrainConfig(RunConfig):
     scale_augment: float = 0.0
     train_split: str = "train"
     val_split: str = "val"
+    #: few-shot: train on this many shapes of the train split, drawn with ``seed``
+    #: (kpengine.data.shots, the same draw as the multiview tasks), without validation
+    #: (best = lowest training loss: no labels beyond the K); 0 = all, validated on val_split
+    shots: int = 0
     #: saliency: 0 = hard labels (official); > 0 = target exp(-d^2 / 2 sigma^2), d the geodesic
     #: distance to the nearest keypoint, so that near-misses are not punished like far ones
     saliency_sigma: float = 0.0
@@ -95,7 +99,7 @@ class TrainConfig(RunConfig):
     surface_noise: float = 0.0
 
     RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data")
-    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backbone", "category")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backbone", "category", "shots")
 
     def __post_init__(self) -> None:
         point_tasks = TASKS.names("kpengine.learn.tasks")

@@ -1,4 +1,4 @@
-"""The three training losses. Shapes: B shapes, N points, C semantic ids, D embedding size."""
+"""The training losses. Shapes: B shapes, N points, C semantic ids, D embedding size."""
 
 from __future__ import annotations
 
@@ -61,3 +61,16 @@ def contrastive_loss(embeddings: torch.Tensor, keypoint_index: torch.Tensor, mar
     ok = torch.isfinite(hardest)
     neg_loss = F.relu(margin - hardest[ok].clamp_min(1e-12).sqrt()).pow(2).mean() if ok.any() else d2.sum() * 0.0
     return pos_loss + neg_loss
+
+
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """Dense InfoNCE (MvDeCor eq. 1, as in PointContrast): anchors (M, D) and positives (M, D),
+    row i of each the same surface point; every other row of ``positives`` is a negative of
+    anchor i. Both are unit-normalised here; the loss is the mean over i of
+    ``-log( exp(a_i.p_i / T) / sum_j exp(a_i.p_j / T) )``."""
+    if len(anchors) == 0:
+        return anchors.sum() * 0.0
+    a = F.normalize(anchors, dim=1)
+    p = F.normalize(positives, dim=1)
+    logits = a @ p.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))

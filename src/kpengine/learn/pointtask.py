@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from kpengine.data.dataset import KeypointNetDataset
+from kpengine.data.shots import draw_shots
 from kpengine.errors import DataError
 from kpengine.learn.augment import Augment
 from kpengine.learn.batches import KeypointBatches, collate_keypoint_batches
@@ -63,15 +64,25 @@ class PointTask(Task):
     def data(self) -> Data:
         cfg = self.config
         train = KeypointNetDataset(cfg.data, cfg.category, cfg.train_split, n_points=cfg.n_points)
-        val = KeypointNetDataset(cfg.data, cfg.category, cfg.val_split, n_points=cfg.n_points)
+        if cfg.shots > 0:
+            where = f"{train.category.name}/{cfg.train_split}"
+            ids = draw_shots(train.model_ids, cfg.shots, cfg.seed, where)
+            train = KeypointNetDataset(cfg.data, cfg.category, cfg.train_split, n_points=cfg.n_points, model_ids=ids)
+        val = (
+            None if cfg.shots > 0 else KeypointNetDataset(cfg.data, cfg.category, cfg.val_split, n_points=cfg.n_points)
+        )
         self.n_classes = train.n_classes
         self.category_name = train.category.name
         self.skipped = [{**row, "split": ds.split} for ds in (train, val) for row in ds.skipped()]
         aug = Augment(cfg.jitter_sigma, cfg.jitter_clip, cfg.translate, cfg.surface_noise, cfg.scale_augment)
         soft = cfg.saliency_sigma if self.soft_saliency else 0.0
         train_set = KeypointBatches(train, self.n_classes, aug, seed=cfg.seed, saliency_sigma=soft)
-        val_set = KeypointBatches(val, self.n_classes, None, seed=cfg.seed, saliency_sigma=soft)
+        val_set = (
+            None if val is None else KeypointBatches(val, self.n_classes, None, seed=cfg.seed, saliency_sigma=soft)
+        )
         for ds in (train_set, val_set):
+            if ds is None:
+                continue
             short = [s.model_id for s in ds.shapes if s.n_points != cfg.n_points]
             if short:
                 raise DataError(f"models {short[:5]} have clouds of other sizes than {cfg.n_points} points")

@@ -9,7 +9,7 @@
 * embedding runs predict correspondences by transfer (nearest point to each id's prototype).
 
 Which predictor a run gets is its task's business (``PointTask.predictor`` in
-``kpengine/learn/tasks/``); this module only loads the run and the split.
+``kpengine/learn/tasks/``, or a task's own ``predict_split`` classmethod); this module only loads the run and the split.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def predictions_for_split(
     Saliency in "nms" mode with neither ``threshold`` nor ``nms_radius`` given uses the run's
     ``decision.json`` (chosen on the validation split) when there is one, else 0.1 and 0.05."""
     model, state = load_run(run, category=resolve_category(category).name)
+    own = getattr(TASKS.get(state["config"]["task"]), "predict_split", None)
+    if own is not None:  # a task that predicts from its own inputs (multiview_fewshot: rendered views)
+        return own(run, model, state, data, category, split)
     cfg = TrainConfig.from_json(state["config"])
     shapes = KeypointNetDataset(data, category, split, n_points=cfg.n_points)
     if len(shapes) == 0:

@@ -1,0 +1,219 @@
+"""MvDeCor few-shot benchmark on KeypointNet: k labelled train shapes, several random draws, the
+test split's official correspondence PCK and the dense region mIoU, every method on the same draws.
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/mvdecor.py \\
+        --data ../shared/data/keypointnet --category bed --views runs/views/bed \\
+        --pretrain runs/mv/bed-pre --shots 5 10 --draws 2 --out runs/mvbench/bed \\
+        --methods mvdecor scratch pointnet
+
+Methods: ``mvdecor`` (multiview-fewshot from the pretraining run), ``scratch`` (the same 2D
+network and schedule from random weights), ``pointnet`` (PointNet-256, the correspondence task
+with the learning recipe of docs/learning.md), ``dgcnn`` (same, DGCNN). Draw ``d`` is
+``--seed d`` for every method (kpengine.data.shots), so all methods see the same shapes.
+Each finished (method, k, draw) is appended to OUT/results.jsonl and skipped when the script
+is run again (resumable); the table (mean ± std over draws) goes to OUT/table.md and stdout.
+
+Region mIoU: for the 2D networks, the per-point labels voted from the views ("dense"); for every
+method also the regions grown around its predicted keypoints with the same radius ("from
+keypoints"), so that the point networks, which predict keypoints only, are comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kpengine.data.dataset import KeypointNetDataset
+from kpengine.image.tasks import image_task
+from kpengine.learn.inference import load_run
+from kpengine.learn.predict import predict_split
+from kpengine.learn.runs import train_run
+from kpengine.metrics.evaluate import evaluate_correspondence
+from kpengine.metrics.regions import REGION_RADIUS, region_labels, region_miou
+
+THRESHOLDS = (0.01, 0.05, 0.10)
+#: optimiser steps per few-shot run (batch 8): what the shared CPU allows for 2D; points are cheap
+STEPS_2D = 100
+STEPS_3D = 200
+
+
+def epochs_for(steps: int, items: int, batch: int = 8) -> int:
+    return max(1, math.ceil(steps / math.ceil(items / batch)))
+
+
+def score(test: KeypointNetDataset, keypoints: dict[str, dict[int, int]], dense: dict | None) -> dict:
+    n = test.n_classes
+    preds = {m: {int(s): int(i) for s, i in kp.items()} for m, kp in keypoints.items()}
+    pck = evaluate_correspondence(test, preds, thresholds=THRESHOLDS).metrics["pck"]
+    truths, grown, voted = [], [], []
+    for shape in test:
+        truths.append(region_labels(shape.points, shape.point_indices, shape.semantic_ids, n, REGION_RADIUS))
+        kp = preds.get(shape.model_id, {})
+        ids = np.array(sorted(kp), np.int64)
+        grown.append(region_labels(shape.points, np.array([kp[s] for s in ids], np.int64), ids, n, REGION_RADIUS))
+        if dense is not None:
+            voted.append(dense.get(shape.model_id, np.full(len(shape.points), n)))
+    out = {"pck": pck, "miou_from_keypoints": region_miou(grown, truths, n)}
+    if dense is not None:
+        out["miou_dense"] = region_miou(voted, truths, n)
+    return out
+
+
+def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
+    from kpengine.image.tasks.multiview_fewshot import predict_shapes
+
+    task = image_task("multiview_fewshot")
+    cfg = task.config_class(
+        task="multiview_fewshot",
+        data=args.data,
+        category=args.category,
+        views=args.views,
+        shots=k,
+        seed=draw,
+        init=args.pretrain if method == "mvdecor" else "",
+        epochs=epochs_for(args.steps_2d, k * 12),
+        lr=1e-3,
+        lr_schedule="cosine",
+    )
+    summary = train_run(task(cfg), out, resume=True, progress=False)
+    model, state = load_run(out)
+    keypoints, dense = predict_shapes(model, state, args.data, "test")
+    return {"summary": summary, "keypoints": keypoints, "dense": dense}
+
+
+def run_3d(args, backbone: str, k: int, draw: int, out: Path) -> dict:
+    from kpengine.learn.config import TrainConfig
+    from kpengine.learn.registry import TASKS
+
+    cfg = TrainConfig(
+        task="correspondence",
+        data=args.data,
+        category=args.category,
+        backbone=backbone,
+        backbone_kwargs={"width": 256} if backbone == "pointnet" else {},
+        shots=k,
+        seed=draw,
+        epochs=epochs_for(args.steps_3d, k),
+        lr_schedule="cosine",
+        scale_augment=0.2,
+    )
+    summary = train_run(TASKS.get("correspondence")(cfg), out, resume=True, progress=False)
+    _, preds = predict_split(out, args.data, args.category, "test")
+    keypoints = {m: {int(s): i for s, i in kp.items()} for m, kp in preds.items()}
+    return {"summary": summary, "keypoints": keypoints, "dense": None}
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| method | k | draws | PCK@0.01 | PCK@0.05 | PCK@0.10 | mIoU dense | mIoU from keypoints | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["method"], r["k"]) for r in rows}, key=lambda t: (t[1], t[0]))
+    for method, k in keys:
+        sel = [r for r in rows if r["method"] == method and r["k"] == k]
+
+        def ms(values: list[float]) -> str:
+            v = np.array([x for x in values if x is not None and not np.isnan(x)])
+            if len(v) == 0:
+                return "–"
+            return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+        pck = [ms([r["pck"][t] for r in sel]) for t in range(3)]
+        dense = ms([r.get("miou_dense") for r in sel])
+        grown = ms([r["miou_from_keypoints"] for r in sel])
+        secs = np.median([r["train_seconds"] for r in sel])
+        lines.append(f"| {method} | {k} | {len(sel)} | {' | '.join(pck)} | {dense} | {grown} | {secs:.0f} |")
+    return "\n".join(lines)
+
+
+def figure(args, path: str) -> None:
+    """The nearest-embedding transfer between two test shapes, with the pretrained U-Net and,
+    for comparison, the same network with random weights (seed 0)."""
+    import torch
+
+    from kpengine.image.multiview.training import MultiviewConfig, new_unet
+    from kpengine.image.multiview.transfer import transfer_figure
+    from kpengine.image.multiview.unet import view_inputs
+    from kpengine.image.multiview.views import ViewCache
+
+    pre, state = load_run(args.pretrain)
+    cfg = MultiviewConfig.from_json({**state["config"], "data": args.data, "views": args.views})
+    torch.manual_seed(0)
+    rand = new_unet(cfg).eval()
+    cache = ViewCache(args.views, cfg.category)
+    test = KeypointNetDataset(args.data, args.category, "test").model_ids
+    src, tgt = cache.get(test[0]), cache.get(test[1])
+    rows = []
+    with torch.no_grad():
+        for a, b in ((0, 0), (0, 7)):
+            for name, net in (("MvDeCor pretrained", pre), ("random weights", rand)):
+                es = net(torch.from_numpy(view_inputs(src, cfg.inputs, [a])))[0]
+                et = net(torch.from_numpy(view_inputs(tgt, cfg.inputs, [b])))[0]
+                rows.append((f"{name}\nview {a} -> view {b}", src, a, tgt, b, es, et))
+    transfer_figure(path, rows)
+    print(f"figure: {path} ({test[0]} -> {test[1]})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--category", required=True)
+    p.add_argument("--views", required=True)
+    p.add_argument("--pretrain", required=True, metavar="RUN_DIR")
+    p.add_argument("--shots", type=int, nargs="+", default=[5, 10])
+    p.add_argument("--draws", type=int, default=2)
+    p.add_argument("--methods", nargs="+", default=["mvdecor", "scratch", "pointnet"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps-2d", type=int, default=STEPS_2D, help="optimiser steps of a 2D few-shot run")
+    p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
+    p.add_argument("--figure", metavar="PNG", help="only draw the nearest-embedding transfer figure")
+    args = p.parse_args()
+    if args.figure:
+        figure(args, args.figure)
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
+    done = {(r["method"], r["k"], r["draw"]) for r in rows}
+    test = KeypointNetDataset(args.data, args.category, "test")
+    for draw in range(args.draws):
+        for k in args.shots:
+            for method in args.methods:
+                if (method, k, draw) in done:
+                    continue
+                t0 = time.perf_counter()
+                run_dir = out / f"{method}-k{k}-d{draw}"
+                res = (run_2d if method in ("mvdecor", "scratch") else run_3d)(
+                    args, method if method in ("mvdecor", "scratch") else method, k, draw, run_dir
+                )
+                wall = time.perf_counter() - t0
+                row = {
+                    "method": method,
+                    "k": k,
+                    "draw": draw,
+                    **score(test, res["keypoints"], res["dense"]),
+                    "train_seconds": sum(
+                        h["seconds"] for h in json.loads((run_dir / "history.json").read_text())["epochs"]
+                    ),
+                    "wall_seconds": wall,
+                    "epochs": res["summary"]["epochs"],
+                    "loadavg_1m": os.getloadavg()[0],
+                }
+                rows.append(row)
+                with results.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+    text = table(rows)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

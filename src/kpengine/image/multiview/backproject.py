@@ -1,0 +1,56 @@
+"""Back-projection: per-pixel label probabilities of V views onto the cloud, and keypoints.
+
+Visibility-aware voting: a pixel votes only for the cloud point it sees (the renderer's index
+buffer holds the front-most point), so a view adds nothing to the points it does not see. A
+point's probabilities are the mean of its votes; a point no view sees takes those of its
+nearest seen point. Each semantic id's keypoint is then the centre of its region: the region's
+points (label = the id) weighted by their probability of the id, and the region point nearest
+that weighted centroid; an id with an empty region takes the point of highest probability,
+so that every id gets a prediction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from kpengine.errors import DataError
+
+
+def vote(index: np.ndarray, probs: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums and counts of votes: ``index`` (V, H, W) point per pixel (-1 off the object),
+    ``probs`` (V, L, H, W) -> votes (N, L) summed probabilities, counts (N,) pixels per point."""
+    fg = index >= 0
+    idx = index[fg].astype(np.int64)
+    p = probs.transpose(0, 2, 3, 1)[fg]  # (P, L)
+    counts = np.bincount(idx, minlength=n_points).astype(np.float64)
+    votes = np.stack([np.bincount(idx, weights=p[:, k], minlength=n_points) for k in range(p.shape[1])], axis=1)
+    return votes, counts
+
+
+def point_probabilities(points: np.ndarray, votes: np.ndarray, counts: np.ndarray, model_id: str = "") -> np.ndarray:
+    """(N, L) mean vote per point; unseen points copy their nearest seen point."""
+    seen = counts > 0
+    if not seen.any():
+        raise DataError("no view sees any point of the shape (empty renders)", model_id=model_id or None)
+    out = np.zeros_like(votes)
+    out[seen] = votes[seen] / counts[seen, None]
+    if not seen.all():
+        _, nearest = cKDTree(points[seen]).query(points[~seen], k=1)
+        out[~seen] = out[seen][nearest]
+    return out
+
+
+def keypoints_from_probabilities(points: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[int, int]:
+    """{semantic id: point index} for ids 0..n_classes-1 from point probabilities (N, L >= n_classes)."""
+    labels = probs.argmax(axis=1)
+    out: dict[int, int] = {}
+    for s in range(n_classes):
+        region = np.flatnonzero(labels == s)
+        if len(region) == 0:
+            out[s] = int(probs[:, s].argmax())
+            continue
+        w = probs[region, s]
+        centre = (points[region] * w[:, None]).sum(0) / w.sum()
+        out[s] = int(region[np.argmin(np.linalg.norm(points[region] - centre, axis=1))])
+    return out

@@ -1,0 +1,168 @@
+"""MvDeCor few-shot: per-pixel keypoint regions from K labelled shapes, back-projected onto the cloud
+
+``--shots K`` shapes drawn from the train split with ``--seed``; ``--init RUN``: a
+multiview-pretrain run of the same category and inputs (none: the same network from scratch).
+Each pixel's target is the region of the cloud point it shows: the semantic id of the nearest
+keypoint within ``region_radius`` geodesic distance, else background. ``kpengine predict`` votes
+the views' probabilities onto the 2,048 points and puts each id's keypoint at its region's
+centre (the usual correspondence predictions file). See docs/mvdecor.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kpengine.data.shape import Shape
+from kpengine.data.shots import draw_shots
+from kpengine.errors import DataError
+from kpengine.image.multiview.backproject import keypoints_from_probabilities, point_probabilities, vote
+from kpengine.image.multiview.training import EpochIndices, MultiviewConfig, load_shapes, new_unet, open_views
+from kpengine.image.multiview.unet import SegmentationNet, view_inputs
+from kpengine.image.multiview.views import ViewCache
+from kpengine.learn.checkpoint import load_checkpoint
+from kpengine.learn.registry import TASKS
+from kpengine.learn.runs import Data, Task
+from kpengine.metrics.regions import REGION_RADIUS, region_labels
+
+IGNORE = -100
+
+
+@dataclass(kw_only=True)
+class FewShotConfig(MultiviewConfig):
+    """``shots``: labelled train shapes (0 = all); ``init``: pretraining run ("" = from scratch)."""
+
+    shots: int = 10
+    init: str = ""
+    region_radius: float = REGION_RADIUS
+    batch_size: int = 8
+    epochs: int = 10
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "views", "init")
+    IDENTITY: ClassVar[tuple[str, ...]] = (*MultiviewConfig.IDENTITY, "shots", "seed", "region_radius")
+
+
+def shape_regions(shape: Shape, n_classes: int, radius: float) -> np.ndarray:
+    """(N,) region label per point; background is ``n_classes``."""
+    return region_labels(shape.points, shape.point_indices, shape.semantic_ids, n_classes, radius)
+
+
+def load_pretrained(path: str | Path, cfg: MultiviewConfig) -> dict[str, torch.Tensor]:
+    """The U-Net weights of a pretraining run; DataError when it was trained for another task,
+    category, input or network."""
+    path = Path(path)
+    state = load_checkpoint(path / "best.pt" if path.is_dir() else path, task="multiview_pretrain")
+    saved = state["config"]
+    if saved.get("category") != cfg.category:
+        raise DataError(
+            f"pretraining run is of category {saved.get('category')!r}; this run is {cfg.category!r} "
+            "(pretrain on the same category)",
+            path=path,
+        )
+    for name in ("inputs", "size", "n_views", "widths", "embedding_dim"):
+        if saved.get(name) != getattr(cfg, name):
+            raise DataError(
+                f"pretraining run has {name} {saved.get(name)!r}, this run {getattr(cfg, name)!r}", path=path
+            )
+    return state["model"]
+
+
+@TASKS.register("multiview_fewshot")
+class MultiviewFewShotTask(Task):
+    config_class = FewShotConfig
+    config: FewShotConfig
+
+    def data(self) -> Data:
+        cfg = self.config
+        train = load_shapes(cfg, "train")
+        self.n_classes = train.n_classes
+        ids = train.model_ids if cfg.shots == 0 else draw_shots(train.model_ids, cfg.shots, cfg.seed)
+        shapes = [train.by_id(m) for m in ids]
+        self.cache, self.shapes = open_views(cfg, shapes)
+        self.labels = [shape_regions(s, self.n_classes, cfg.region_radius) for s in self.shapes]
+        self.items = [(i, v) for i in range(len(self.shapes)) for v in range(cfg.n_views)]
+        return Data(EpochIndices(len(self.items)), None, self._batch)
+
+    def _batch(self, idx: list[int]) -> dict[str, Any]:
+        xs, ys = [], []
+        for j in idx:
+            i, v = self.items[j]
+            views = self.cache.get(self.shapes[i].model_id)
+            xs.append(view_inputs(views, self.config.inputs, [v])[0])
+            index = views.index[v].astype(np.int64)
+            ys.append(np.where(index >= 0, self.labels[i][np.maximum(index, 0)], IGNORE))
+        return {"x": torch.from_numpy(np.stack(xs)), "y": torch.from_numpy(np.stack(ys))}
+
+    def model(self) -> nn.Module:
+        cfg = self.config
+        unet = new_unet(cfg)
+        if cfg.init:
+            unet.load_state_dict(load_pretrained(cfg.init, cfg))
+        return SegmentationNet(unet, self.n_classes + 1)
+
+    @classmethod
+    def load_model(cls, state: dict[str, Any]) -> nn.Module:
+        cfg = FewShotConfig.from_json(state["config"])
+        model = SegmentationNet(new_unet(cfg), state["n_classes"] + 1)
+        model.load_state_dict(state["model"])
+        return model.eval()
+
+    def loss(self, net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return F.cross_entropy(net(batch["x"]), batch["y"], ignore_index=IGNORE)
+
+    def trainable(self, batch: dict[str, Any]) -> bool:
+        return len(batch["x"]) >= 2
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"n_classes": self.n_classes, "shots_ids": [s.model_id for s in self.shapes]}
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config
+        return {"category": c.category, "inputs": c.inputs, "shots": len(self.shapes), "init": c.init or None}
+
+    def title(self) -> str:
+        c = self.config
+        return f"MvDeCor few-shot ({c.category}, k={c.shots}, {'pretrained' if c.init else 'scratch'})"
+
+    # ------------------------------------------------------------------ prediction
+
+    @classmethod
+    def predict_split(
+        cls, run: str | Path, model: nn.Module, state: dict[str, Any], data: str | Path, category: str, split: str
+    ) -> tuple[str, dict[str, Any]]:
+        """("correspondence", {model_id: {semantic id: point index}}) for a split."""
+        keypoints, _ = predict_shapes(model, state, data, split)
+        return "correspondence", {m: {str(s): i for s, i in kp.items()} for m, kp in keypoints.items()}
+
+
+def predict_shapes(
+    model: nn.Module, state: dict[str, Any], data: str | Path, split: str
+) -> tuple[dict[str, dict[int, int]], dict[str, np.ndarray]]:
+    """Keypoints {model_id: {semantic id: point index}} and per-point region labels {model_id: (N,)}
+    (background = n_classes) of a split's shapes, from a few-shot run's model and checkpoint state;
+    views missing from the run's cache are rendered first."""
+    cfg = FewShotConfig.from_json({**state["config"], "data": str(data)})
+    n_classes = state["n_classes"]
+    cache, shapes = open_views(cfg, list(load_shapes(cfg, split)))
+    keypoints, labels = {}, {}
+    for shape in shapes:
+        probs = label_shape(model, cache, cfg, shape, n_classes)
+        keypoints[shape.model_id] = keypoints_from_probabilities(shape.points, probs, n_classes)
+        labels[shape.model_id] = probs.argmax(axis=1)
+    return keypoints, labels
+
+
+@torch.no_grad()
+def label_shape(model: nn.Module, cache: ViewCache, cfg: MultiviewConfig, shape: Shape, n_classes: int) -> np.ndarray:
+    """(N, n_classes + 1) point probabilities of one shape from its views (background last)."""
+    views = cache.get(shape.model_id)
+    x = torch.from_numpy(view_inputs(views, cfg.inputs))
+    probs = model.eval()(x).softmax(dim=1).numpy()
+    votes, counts = vote(views.index, probs, len(shape.points))
+    return point_probabilities(shape.points, votes, counts, shape.model_id)

@@ -1,0 +1,226 @@
+"""MvDeCor pieces (kpengine.image.multiview): matching, InfoNCE, regions, voting, bad input, a tiny run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from kpengine.data.shots import draw_shots
+from kpengine.errors import DataError
+from kpengine.image.multiview.backproject import keypoints_from_probabilities, point_probabilities, vote
+from kpengine.image.multiview.correspond import match_pixels
+from kpengine.io.multiview import ShapeViews, load_shape_views, save_shape_views
+from kpengine.learn.losses import info_nce
+from kpengine.metrics.regions import region_iou, region_labels
+
+FX = 30.0
+H = W = 12
+
+
+def plane_views(occluder_cols: tuple[int, int] | None = None) -> ShapeViews:
+    """Two cameras looking along +z at the plane z = 2: A at the origin, B moved +0.2 in x.
+    A pixel (i, j) of A sees X = ((j - cx) 2 / fx, (i - cy) 2 / fx, 2); B sees it at column
+    fx (X_x - 0.2) / 2 + cx = j - 3 (fx = 30), same row. ``occluder_cols``: columns of B where a
+    nearer surface (z = 1) hides the plane."""
+    depth = np.full((2, H, W), 2.0, np.float32)
+    if occluder_cols is not None:
+        depth[1, :, occluder_cols[0] : occluder_cols[1]] = 1.0
+    index = np.zeros((2, H, W), np.int16)
+    return ShapeViews(
+        model_id="plane",
+        color=np.zeros((2, H, W, 3), np.uint8),
+        normals=np.zeros((2, H, W, 3), np.float32),
+        depth=depth,
+        index=index,
+        intrinsics=np.array([FX, FX, (W - 1) / 2, (H - 1) / 2]),
+        R=np.stack([np.eye(3), np.eye(3)]),
+        t=np.array([[0.0, 0.0, 0.0], [-0.2, 0.0, 0.0]]),
+    )
+
+
+def test_location_is_the_ray_plane_intersection() -> None:
+    v = plane_views()
+    cx = (W - 1) / 2
+    loc = v.location(0)
+    assert loc[4, 7] == pytest.approx([(7 - cx) * 2 / FX, (4 - cx) * 2 / FX, 2.0], abs=1e-6)
+    # B's pixel (4, 4) sees x = (4 - cx) 2 / fx + 0.2 in the world
+    assert v.location(1)[4, 4] == pytest.approx([(4 - cx) * 2 / FX + 0.2, (4 - cx) * 2 / FX, 2.0], abs=1e-6)
+
+
+def test_matches_of_two_known_cameras_are_three_columns_apart() -> None:
+    v = plane_views()
+    pa, pb = match_pixels(v.location(0), v.mask[0], v.location(1), v.mask[1], max_distance=0.01)
+    ia, ja = np.divmod(pa, W)
+    ib, jb = np.divmod(pb, W)
+    assert np.array_equal(ia, ib)
+    assert np.array_equal(jb, ja - 3)
+    # every pixel of A whose point B sees (columns 3..11), and no other
+    assert sorted(set(ja.tolist())) == list(range(3, W))
+    assert len(pa) == H * (W - 3)
+
+
+def test_a_point_hidden_in_the_other_view_has_no_match() -> None:
+    v = plane_views(occluder_cols=(5, 8))  # B's columns 5, 6, 7 see the occluder
+    pa, pb = match_pixels(v.location(0), v.mask[0], v.location(1), v.mask[1], max_distance=0.01)
+    ja = pa % W
+    assert sorted(set(ja.tolist())) == [3, 4, 5, 6, 7, 11]  # A's columns 8, 9, 10 map to the hidden 5, 6, 7
+    assert not np.isin(pb % W, [5, 6, 7]).any()
+
+
+def test_info_nce_hand_computed() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    # logits / T=0.5: row 0 [2, 1.2], row 1 [0, 1.6]
+    expected = 0.5 * (math.log(1 + math.exp(-0.8)) + math.log(1 + math.exp(-1.6)))
+    assert info_nce(a, p, 0.5).item() == pytest.approx(expected, rel=1e-6)
+    assert info_nce(3 * a, 0.5 * p, 0.5).item() == pytest.approx(expected, rel=1e-6)  # unit-normalised inside
+    # swapping the positives makes every positive a negative: a larger loss
+    assert info_nce(a, p.flip(0), 0.5).item() > expected + 1.0
+
+
+def test_info_nce_gradient_separates_the_positive_from_the_negative() -> None:
+    a = torch.tensor([[1.0, 0.2], [0.1, 1.0]], requires_grad=True)
+    p = torch.tensor([[0.8, 0.6], [0.6, 0.8]])
+    info_nce(a, p, 0.1).backward()
+    step = a - 0.01 * a.grad
+    cos = torch.nn.functional.cosine_similarity
+
+    def margin(x: torch.Tensor) -> torch.Tensor:  # own positive minus the other row's
+        return cos(x, p) - cos(x, p.flip(0))
+
+    assert (margin(step) > margin(a)).all()
+
+
+def test_region_labels_on_a_line_hand_checked() -> None:
+    pts = np.zeros((40, 3))
+    step = 2.0**-7  # exact in binary: path lengths are sums of exact edge lengths
+    pts[:, 0] = np.arange(40) * step  # geodesic = |i - j| * step along the line
+    labels = region_labels(pts, np.array([0, 10]), np.array([3, 5]), background=9, radius=3.5 * step)
+    expected = np.full(40, 9)
+    expected[0:4] = 3
+    expected[7:14] = 5
+    assert np.array_equal(labels, expected)
+    labels = region_labels(pts, np.array([0, 10]), np.array([3, 5]), background=9, radius=5 * step)
+    assert labels[5] == 3  # equidistant (5 steps from both): the keypoint listed first
+    assert region_iou(np.array([3, 3, 9, 5]), np.array([3, 9, 9, 5]), 9) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_voting_on_a_known_case() -> None:
+    points = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0.9, 0.1, 0]])
+    index = np.array([[[0, 1], [-1, 1]], [[0, 2], [2, -1]]])  # 2 views of 2 x 2; point 3 never seen
+    probs = np.zeros((2, 2, 2, 2))
+    probs[0, :, 0, 0] = [0.9, 0.1]  # view 0 pixel (0,0) -> point 0
+    probs[0, :, 0, 1] = [0.2, 0.8]  # -> point 1
+    probs[0, :, 1, 1] = [0.4, 0.6]  # -> point 1
+    probs[1, :, 0, 0] = [0.7, 0.3]  # -> point 0
+    probs[1, :, 0, 1] = [0.5, 0.5]  # -> point 2
+    probs[1, :, 1, 0] = [0.1, 0.9]  # -> point 2
+    probs[0, :, 1, 0] = [5.0, 5.0]  # off the object: must not count
+    votes, counts = vote(index, probs, 4)
+    assert counts.tolist() == [2, 2, 2, 0]
+    assert votes == pytest.approx(np.array([[1.6, 0.4], [0.6, 1.4], [0.6, 1.4], [0.0, 0.0]]))
+    p = point_probabilities(points, votes, counts)
+    assert p[3] == pytest.approx(p[1])  # unseen point 3 copies its nearest seen point (1)
+    # id 0: region {0}; id 1: region {1, 2, 3} with weights 0.7 each: centroid (0.633, 0.367) -> point 3
+    assert keypoints_from_probabilities(points, p, 2) == {0: 0, 1: 3}
+
+
+def test_empty_renders_and_impossible_shots_are_refused(tmp_path) -> None:
+    v = plane_views()
+    v.index[1] = -1
+    with pytest.raises(DataError, match=r"model plane.*views \[1\].*see nothing"):
+        save_shape_views(tmp_path / "x.npz", v)
+    with pytest.raises(DataError, match="no view sees any point"):
+        point_probabilities(np.zeros((3, 3)), np.zeros((3, 2)), np.zeros(3), "m1")
+    with pytest.raises(DataError, match="--shots 12 is larger than bed/train, which has 11 usable shapes"):
+        draw_shots([f"m{i}" for i in range(11)], 12, 0, "bed/train")
+    assert draw_shots([f"m{i}" for i in range(11)], 4, 3) == draw_shots([f"m{i}" for i in reversed(range(11))], 4, 3)
+
+
+def test_view_file_round_trip_and_bad_fields(tmp_path) -> None:
+    v = plane_views()
+    save_shape_views(tmp_path / "p.npz", v)
+    back = load_shape_views(tmp_path / "p.npz", n_points=1)
+    assert back.model_id == "plane" and np.array_equal(back.depth, v.depth)
+    with pytest.raises(DataError, match=r"field index out of range"):
+        v.index[0, 0, 0] = 7
+        save_shape_views(tmp_path / "q.npz", v)
+        load_shape_views(tmp_path / "q.npz", n_points=5)
+    np.savez(tmp_path / "bad.npz", color=np.zeros((1, 2, 2, 3), np.uint8))
+    with pytest.raises(DataError, match="lacks field"):
+        load_shape_views(tmp_path / "bad.npz")
+
+
+def _need_gl() -> None:
+    from kpengine.render.gl import INSTALL_HINT, gl_available
+
+    if not gl_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"no OpenGL context: {INSTALL_HINT}; CI must have it")
+        pytest.skip(f"no OpenGL context: {INSTALL_HINT}")
+
+
+def _tiny(task: str, root, category: str, views, **kw):
+    from kpengine.image.tasks.multiview_fewshot import FewShotConfig
+    from kpengine.image.multiview.training import MultiviewConfig
+
+    cls = MultiviewConfig if task == "multiview_pretrain" else FewShotConfig
+    common = dict(size=32, n_views=4, widths=[4, 8], embedding_dim=8, pixels=32, epochs=1, batch_size=4)
+    return cls(task=task, data=str(root), category=category, views=str(views), **common, **kw)
+
+
+def test_tiny_pretrain_fewshot_predict_and_a_run_of_another_category(sample_root, tmp_path) -> None:
+    _need_gl()
+    from kpengine.image.tasks.multiview_fewshot import MultiviewFewShotTask
+    from kpengine.image.tasks.multiview_pretrain import MultiviewPretrainTask
+    from kpengine.learn.inference import load_run
+    from kpengine.learn.predict import predict_split
+    from kpengine.learn.runs import train_run
+
+    for cat in ("mug", "chair"):
+        cfg = _tiny("multiview_pretrain", sample_root, cat, tmp_path / f"views-{cat}")
+        summary = train_run(MultiviewPretrainTask(cfg), tmp_path / f"pre-{cat}", progress=False)
+        assert summary["epochs"] == 1 and np.isfinite(summary["best_val_loss"])
+    meta = json.loads((tmp_path / "views-mug" / "meta.json").read_text())
+    assert meta["size"] == 32 and meta["n_views"] == 4
+
+    wrong = _tiny(
+        "multiview_fewshot", sample_root, "mug", tmp_path / "views-mug", shots=2, init=str(tmp_path / "pre-chair")
+    )
+    with pytest.raises(DataError, match="pretraining run is of category 'chair'; this run is 'mug'"):
+        train_run(MultiviewFewShotTask(wrong), tmp_path / "fs-wrong", progress=False)
+    too_many = _tiny("multiview_fewshot", sample_root, "mug", tmp_path / "views-mug", shots=500)
+    with pytest.raises(DataError, match="--shots 500 is larger than"):
+        train_run(MultiviewFewShotTask(too_many), tmp_path / "fs-many", progress=False)
+
+    cfg = _tiny(
+        "multiview_fewshot", sample_root, "mug", tmp_path / "views-mug", shots=2, init=str(tmp_path / "pre-mug")
+    )
+    train_run(MultiviewFewShotTask(cfg), tmp_path / "fs", progress=False)
+    _, state = load_run(tmp_path / "fs")
+    assert len(state["shots_ids"]) == 2
+    task, preds = predict_split(tmp_path / "fs", sample_root, "mug", "test")
+    assert task == "correspondence" and preds
+    n_classes = state["n_classes"]
+    for ids in preds.values():
+        assert sorted(int(s) for s in ids) == list(range(n_classes))
+        assert all(0 <= i < 2048 for i in ids.values())
+
+
+def test_point_task_shots_train_on_the_drawn_subset_without_validation(sample_root) -> None:
+    from kpengine.data.dataset import KeypointNetDataset
+    from kpengine.learn.config import TrainConfig
+    from kpengine.learn.tasks.correspondence import CorrespondenceTask
+
+    cfg = TrainConfig(task="correspondence", data=str(sample_root), category="mug", shots=3, seed=4)
+    data = CorrespondenceTask(cfg).data()
+    ids = KeypointNetDataset(sample_root, "mug", "train").model_ids
+    assert sorted(s.model_id for s in data.train.shapes) == draw_shots(ids, 3, 4)
+    assert data.val is None
+    with pytest.raises(DataError, match=f"--shots 99 is larger than mug/train, which has {len(ids)} usable shapes"):
+        CorrespondenceTask(TrainConfig(task="correspondence", data=str(sample_root), category="mug", shots=99)).data()
