@@ -190,9 +190,8 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 run_dir = out / f"{method}-k{k}-d{draw}"
-                res = (run_2d if method in ("mvdecor", "scratch") else run_3d)(
-                    args, method if method in ("mvdecor", "scratch") else method, k, draw, run_dir
-                )
+                run = run_2d if method in ("mvdecor", "scratch") else run_3d
+                res = run(args, method, k, draw, run_dir)
                 wall = time.perf_counter() - t0
                 row = {
                     "method": method,

@@ -166,8 +166,8 @@ def _need_gl() -> None:
 
 
 def _tiny(task: str, root, category: str, views, **kw):
-    from kpengine.image.tasks.multiview_fewshot import FewShotConfig
     from kpengine.image.multiview.training import MultiviewConfig
+    from kpengine.image.tasks.multiview_fewshot import FewShotConfig
 
     cls = MultiviewConfig if task == "multiview_pretrain" else FewShotConfig
     common = dict(size=32, n_views=4, widths=[4, 8], embedding_dim=8, pixels=32, epochs=1, batch_size=4)
