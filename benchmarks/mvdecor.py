@@ -77,6 +77,7 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
         shots=k,
         seed=draw,
         init=args.pretrain if method == "mvdecor" else "",
+        background_weight=args.background_weight,
         epochs=epochs_for(args.steps_2d, k * 12),
         lr=1e-3,
         lr_schedule="cosine",
@@ -172,6 +173,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--steps-2d", type=int, default=STEPS_2D, help="optimiser steps of a 2D few-shot run")
     p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
+    p.add_argument("--background-weight", type=float, default=1.0, help="2D runs: background label weight")
     p.add_argument("--figure", metavar="PNG", help="only draw the nearest-embedding transfer figure")
     args = p.parse_args()
     if args.figure:
