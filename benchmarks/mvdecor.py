@@ -84,7 +84,7 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
     )
     summary = train_run(task(cfg), out, resume=True, progress=False)
     model, state = load_run(out)
-    keypoints, dense = predict_shapes(model, state, args.data, "test")
+    keypoints, dense, _ = predict_shapes(model, state, args.data, "test")
     return {"summary": summary, "keypoints": keypoints, "dense": dense}
 
 

@@ -73,7 +73,7 @@ class PointTask(Task):
         )
         self.n_classes = train.n_classes
         self.category_name = train.category.name
-        self.skipped = [{**row, "split": ds.split} for ds in (train, val) for row in ds.skipped()]
+        self.skipped = [{**row, "split": ds.split} for ds in (train, val) if ds is not None for row in ds.skipped()]
         aug = Augment(cfg.jitter_sigma, cfg.jitter_clip, cfg.translate, cfg.surface_noise, cfg.scale_augment)
         soft = cfg.saliency_sigma if self.soft_saliency else 0.0
         train_set = KeypointBatches(train, self.n_classes, aug, seed=cfg.seed, saliency_sigma=soft)

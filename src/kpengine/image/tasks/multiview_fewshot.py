@@ -27,6 +27,7 @@ from kpengine.image.multiview.training import EpochIndices, MultiviewConfig, loa
 from kpengine.image.multiview.unet import SegmentationNet, view_inputs
 from kpengine.image.multiview.views import ViewCache
 from kpengine.learn.checkpoint import load_checkpoint
+from kpengine.learn.predict import SplitPredictions
 from kpengine.learn.registry import TASKS
 from kpengine.learn.runs import Data, Task
 from kpengine.metrics.regions import REGION_RADIUS, region_labels
@@ -140,27 +141,36 @@ class MultiviewFewShotTask(Task):
     @classmethod
     def predict_split(
         cls, run: str | Path, model: nn.Module, state: dict[str, Any], data: str | Path, category: str, split: str
-    ) -> tuple[str, dict[str, Any]]:
-        """("correspondence", {model_id: {semantic id: point index}}) for a split."""
-        keypoints, _ = predict_shapes(model, state, data, split)
-        return "correspondence", {m: {str(s): i for s, i in kp.items()} for m, kp in keypoints.items()}
+    ) -> SplitPredictions:
+        """Correspondence predictions {model_id: {semantic id: point index}} for a split, and the
+        models left out (no usable cloud, or views that see nothing)."""
+        keypoints, _, skipped = predict_shapes(model, state, data, split)
+        preds = {m: {str(s): i for s, i in kp.items()} for m, kp in keypoints.items()}
+        return SplitPredictions("correspondence", preds, skipped)
 
 
 def predict_shapes(
     model: nn.Module, state: dict[str, Any], data: str | Path, split: str
-) -> tuple[dict[str, dict[int, int]], dict[str, np.ndarray]]:
-    """Keypoints {model_id: {semantic id: point index}} and per-point region labels {model_id: (N,)}
-    (background = n_classes) of a split's shapes, from a few-shot run's model and checkpoint state;
-    views missing from the run's cache are rendered first."""
+) -> tuple[dict[str, dict[int, int]], dict[str, np.ndarray], list[dict[str, str | None]]]:
+    """Keypoints {model_id: {semantic id: point index}}, per-point region labels {model_id: (N,)}
+    (background = n_classes) and the models left out, for a split's shapes, from a few-shot run's
+    model and checkpoint state; views missing from the run's cache are rendered first."""
     cfg = FewShotConfig.from_json({**state["config"], "data": str(data)})
     n_classes = state["n_classes"]
-    cache, shapes = open_views(cfg, list(load_shapes(cfg, split)))
+    dataset = load_shapes(cfg, split)
+    cache, shapes = open_views(cfg, list(dataset))
+    kept = {s.model_id for s in shapes}
+    skipped = dataset.skipped() + [
+        {"model_id": s.model_id, "reason": "its views see nothing (empty renders)", "path": cfg.views}
+        for s in dataset
+        if s.model_id not in kept
+    ]
     keypoints, labels = {}, {}
     for shape in shapes:
         probs = label_shape(model, cache, cfg, shape, n_classes)
         keypoints[shape.model_id] = keypoints_from_probabilities(shape.points, probs, n_classes)
         labels[shape.model_id] = probs.argmax(axis=1)
-    return keypoints, labels
+    return keypoints, labels, skipped
 
 
 @torch.no_grad()
