@@ -79,7 +79,7 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
         init=args.pretrain if method == "mvdecor" else "",
         background_weight=args.background_weight,
         epochs=epochs_for(args.steps_2d, k * 12),
-        lr=1e-3,
+        lr=args.lr_2d,
         lr_schedule="cosine",
     )
     summary = train_run(task(cfg), out, resume=True, progress=False)
@@ -173,6 +173,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--steps-2d", type=int, default=STEPS_2D, help="optimiser steps of a 2D few-shot run")
     p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
+    p.add_argument("--lr-2d", type=float, default=3e-3, help="2D runs: learning rate (cosine decay)")
     p.add_argument("--background-weight", type=float, default=1.0, help="2D runs: background label weight")
     p.add_argument("--figure", metavar="PNG", help="only draw the nearest-embedding transfer figure")
     args = p.parse_args()
