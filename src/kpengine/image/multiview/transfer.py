@@ -40,7 +40,8 @@ def nearest_embedding(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each target pixel, the flat index of the source foreground pixel of highest cosine
     similarity and that similarity, after removing the mean embedding of both views' pixels (a
-    component every pixel shares: without it every cosine is above 0.8, even for random weights): (H, W) int64 (-1 off the target), (H, W) float (0 off it).
+    component every pixel shares: without it every cosine is above 0.8, even for random weights):
+    (H, W) int64 (-1 off the target), (H, W) float (0 off it).
     ``emb_*`` (D, H, W), ``mask_*`` (H, W) bool."""
     d = emb_src.shape[0]
     src_idx = np.flatnonzero(mask_src.reshape(-1))
