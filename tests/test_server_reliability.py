@@ -32,7 +32,7 @@ from kpengine.server.process import serve_in_thread
 from kpengine.store import open_store
 from kpengine.store.exchange import import_dataset
 from kpengine.store.repo import create_annotator
-from test_server_api import MUG, _kps, served  # noqa: F401 - fixture
+from test_server_api import MUG, _bearer, _kps, served  # noqa: F401 - fixture
 from test_store_support import db_url, postgres_server  # noqa: F401 - fixtures
 
 
@@ -403,6 +403,35 @@ def test_full_disk_on_postgresql_gives_503_and_honest_health(postgres_on_small_d
 
 
 # --------------------------------------------------------------------------- 7. several workers
+
+
+def test_an_annotators_page_reads_cost_one_query_per_table_once_warm(served, monkeypatch) -> None:  # noqa: F811, ANN001
+    """Item 7, the server's CPU per annotator cycle: with a known token and a warm model, the
+    page's reads run only their own queries. Counted by hand: own keypoints = the model with
+    its category (one join), the revision, the rows (3); model info = the model with its
+    category, the labels, the aggregated keypoints (3); next = the category, the model (2).
+    Before, each also looked the token up in a transaction of its own and lazily loaded the
+    category (5, 4 and 3), and every read re-ran the surface search that warms the geometry."""
+    import trimesh
+    from sqlalchemy import event
+
+    c, mid = served.client, served.model_id
+    statements: list[str] = []
+    event.listen(c.app.state.store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    searches = []
+    real = trimesh.proximity.closest_point
+    monkeypatch.setattr(trimesh.proximity, "closest_point", lambda *a, **k: searches.append(1) or real(*a, **k))
+    expected = {f"/api/annotations/mug/{mid}": 3, f"/api/models/mug/{mid}": 3, "/api/next?category=mug": 2}
+    for path, n in expected.items():
+        assert c.get(path, headers=served.alice).status_code == 200  # first: token looked up, geometry warmed
+        statements.clear()
+        searches.clear()
+        assert c.get(path, headers=served.alice).status_code == 200
+        selects = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+        assert len(selects) == n, (path, selects)
+        assert not any("annotators" in q for q in selects)  # the token's annotator is known
+        assert searches == [], path  # the warm geometry is not searched again
+    assert c.get(f"/api/annotations/mug/{mid}", headers=_bearer("not-a-token")).status_code == 401  # still checked
 
 
 def test_serve_with_two_workers_keeps_every_save(tmp_path: Path, sample_root: Path) -> None:

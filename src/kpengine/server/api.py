@@ -188,8 +188,11 @@ def my_annotations(request: Request, annotator: AnnotatorDep) -> list[Annotation
 
 def _warm(request: Request, background: BackgroundTasks, model: Model) -> None:
     """Load the model's geometry after answering, while the annotator looks at the model: the
-    first save then finds the mesh, cloud and search trees ready (a cold load is ~200 ms)."""
-    background.add_task(request.app.state.geometry.warm, model.mesh_path, model.pcd_path)
+    first save then finds the mesh, cloud and search trees ready (a cold load is ~200 ms).
+    A model already warm schedules nothing: the background task alone costs a thread hop."""
+    cache = request.app.state.geometry
+    if not cache.ready(model.mesh_path, model.pcd_path):
+        background.add_task(cache.warm, model.mesh_path, model.pcd_path)
 
 
 @router.get("/annotations/{category}/{model_id}", tags=["annotator"])

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from kpengine import __version__
 from kpengine.server.api import router
+from kpengine.server.auth import AnnotatorCache
 from kpengine.server.explore import PREDICTIONS_PATH
 from kpengine.server.explore import router as explore_router
 from kpengine.server.faults import WriteProbe, describe
@@ -83,6 +84,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.state.geometry = GeometryCache()
     app.state.write_probe = WriteProbe(app.state.store)
     app.state.token_throttle = TokenThrottle(config.token_failures, config.token_window)
+    app.state.annotators = AnnotatorCache()
     app.add_middleware(
         BodyLimitMiddleware,
         default=config.max_body,

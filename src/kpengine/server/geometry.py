@@ -34,9 +34,14 @@ class ModelGeometry:
     colors: np.ndarray | None  # (N, 3) uint8
     tree: cKDTree | None
     lock: threading.Lock
+    #: the search structures are built (:meth:`prepare` ran): nothing left to warm
+    prepared: bool = False
 
     def prepare(self) -> None:
-        """Build trimesh's lazily cached search structures now, not inside the first save."""
+        """Build trimesh's lazily cached search structures now, not inside the first save (once:
+        the query that builds them costs a millisecond or more every time it runs)."""
+        if self.prepared:
+            return
         if self.mesh is not None:
             import trimesh
 
@@ -44,6 +49,7 @@ class ModelGeometry:
                 centre = np.asarray(self.mesh.vertices[:1], dtype=np.float64)
                 trimesh.proximity.closest_point(self.mesh, centre)
                 _ = self.mesh.triangles
+        self.prepared = True
 
     def locate(
         self,
@@ -134,6 +140,12 @@ class GeometryCache:
                 while len(self._items) > self.capacity:
                     self._items.popitem(last=False)
         return geometry
+
+    def ready(self, mesh_path: str | None, pcd_path: str | None) -> bool:
+        """The model is loaded and prepared: warming it would do nothing (and cost a thread hop)."""
+        with self._lock:
+            geometry = self._items.get((mesh_path, pcd_path))
+        return geometry is not None and geometry.prepared
 
     def warm(self, mesh_path: str | None, pcd_path: str | None) -> None:
         """Load into the cache ahead of need; a file that cannot be read is left for the request to report."""

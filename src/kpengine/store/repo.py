@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager, joinedload
 
 from kpengine.io.clicks import MAX_KEYPOINTS, Click
 from kpengine.store.schema import (
@@ -81,10 +81,12 @@ def get_category(session: Session, name_or_synset: str) -> Category | None:
 
 
 def get_model(session: Session, category: str, model_id: str) -> Model | None:
-    """The model ``model_id`` of a category given by name or synset (one query)."""
+    """The model ``model_id`` of a category given by name or synset, its ``category`` loaded by
+    the same query (routes read ``model.category.name``: a lazy load was a second query)."""
     return session.scalar(
         select(Model)
-        .join(Category, Category.id == Model.category_id)
+        .join(Model.category)
+        .options(contains_eager(Model.category))
         .where((Category.name == category) | (Category.synset == category), Model.model_id == model_id)
     )
 
@@ -261,6 +263,7 @@ def next_model(session: Session, annotator: Annotator, category: Category | None
     mine = select(AnnotationRevision.model_id).where(AnnotationRevision.annotator_id == annotator.id)
     query = (
         select(Model)
+        .options(joinedload(Model.category))  # the route names the category: same query, not a second
         .outerjoin(n_done, n_done.c.model_id == Model.id)
         .where(Model.id.not_in(mine), (Model.mesh_path.is_not(None)) | (Model.pcd_path.is_not(None)))
         .order_by(func.coalesce(n_done.c.n, 0), Model.id)
