@@ -102,3 +102,36 @@ def test_two_processes_shard_the_data_and_match_one_process(tmp_path: Path) -> N
     assert (one["weight"] - start).abs().max() > 0.1  # training moved the weights
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
     assert history["summary"]["world_size"] == 2
+
+
+BATCHNORM_TASK = LINEAR_TASK.replace(
+    "return nn.Linear(4, 1).double()", "return nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 1)).double()"
+)
+
+
+def test_two_processes_validate_the_model_rank_zero_saves(tmp_path: Path) -> None:
+    """With BatchNorm each rank ends an epoch with running statistics of its own batches; the
+    validation loss in history.json (which picks best.pt) must be the saved model's. Checked by
+    scoring the saved last.pt in one process on the whole validation set (8 samples, 4 per rank
+    under torchrun): the same loss, to rounding. Before, rank 1 scored its half with its own
+    statistics and the reported loss belonged to no saved model."""
+    script = tmp_path / "bn_task.py"
+    script.write_text(BATCHNORM_TASK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run([*two, str(script), str(tmp_path / "ddp"), "4"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1)).double()
+    net.load_state_dict(state["model"])
+    net.eval()
+    g = torch.Generator().manual_seed(0)  # the task's data, rebuilt
+    x = torch.randn(48, 4, generator=g, dtype=torch.float64)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64) + 0.3 * torch.randn(
+        48, generator=g, dtype=torch.float64
+    )
+    with torch.no_grad():
+        loss = ((net(x[:8])[:, 0] - y[:8]) ** 2).mean().item()
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert abs(history["epochs"][-1]["val_loss"] - loss) < 1e-9, (history["epochs"][-1]["val_loss"], loss)
+    assert state["model"]["0.running_mean"].abs().max() > 0  # the statistics did move

@@ -52,6 +52,24 @@ def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device | s
     return t.tolist()
 
 
+def average_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Set every rank's floating-point buffers (BatchNorm running mean and variance) to their
+    mean over the ranks, in place.
+
+    Why: each rank updates its running statistics from its own batches. DDP broadcasts rank 0's
+    at the start of each training forward, so during training they agree, but after an epoch's
+    last step each rank holds its own. Validation runs on every rank with its own copy and rank 0
+    saves its own, so the validation loss (which picks ``best.pt``) was that of a mixture of
+    models, not of the one saved. Integer buffers (``num_batches_tracked``) agree already: every
+    rank takes the same number of steps."""
+    if not info.enabled:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(info.world_size)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -90,7 +90,7 @@ from kpengine.io.atomic import write_json
 from kpengine.learn.checkpoint import code_version, load_checkpoint, save_checkpoint
 from kpengine.learn.config import RunConfig
 from kpengine.learn.curves import plot_training_curve
-from kpengine.learn.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from kpengine.learn.distributed import DistInfo, all_reduce_sum, average_buffers, barrier, init_distributed, shutdown
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +371,7 @@ class Run:
             t0 = time.perf_counter()
             train_loss = self._train_epoch(epoch)
             seconds = time.perf_counter() - t0
+            average_buffers(self.model, self.info)  # every rank validates, and rank 0 saves, the same model
             val = self._validate()
             row = {
                 "epoch": epoch + 1,
