@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "kpengine.cli.see",
     "kpengine.cli.image",
     "kpengine.cli.reconstruct",
+    "kpengine.cli.retrieve",
 )
 
 DESCRIPTION = """\
@@ -45,6 +46,8 @@ Typical session:
   kpengine render-benchmark ... ; kpengine evaluate-2d ... # 2D keypoint benchmark from shapes
   kpengine understand --image PHOTO --category chair --knowledge ROOT --runs RUN... --out DIR
                                                 # photo -> viewpoint, shape, pose, pixel semantics
+  kpengine retrieve --run RUN --image PHOTO --knowledge ROOT --top 5 --out R.json
+                                                # photo -> nearest shapes by the joint embedding
   kpengine render-views --data sample/ --category chair --out renders/  # training images of shapes
 
 Every command accepts --help. Data roots follow the KeypointNet layout:

@@ -13,7 +13,9 @@ holds its config (a :class:`~kpengine.learn.config.RunConfig` subclass) and answ
   (added in training only, e.g. a regulariser), ``check(batch)`` (raise DataError on bad input),
   ``size(batch)`` (items, weights the means), ``trainable(batch)``, ``where(batch)`` (names for
   error messages), ``metrics(model, batch)`` (extra validation sums over items, averaged into
-  the history), ``validate(model)`` (whole-set validation instead of the per-batch one, for
+  the history), ``finish(model, out)`` (rank 0, after the last epoch of a run with a directory: write a
+  task's own result file, e.g. the shape-embedding task's ``shape_space.npz``),
+  ``validate(model)`` (whole-set validation instead of the per-batch one, for
   measures that are not means, e.g. medians; returns a dict with ``val_loss``; under torchrun
   every rank runs it and must get the same), ``data_version()``, ``describe()`` (summary
   fields), ``checkpoint_extras()``, ``title()``, ``optimizer(model)`` (default Adam(lr,
@@ -171,6 +173,9 @@ class Task(ABC):
         """Whole-set validation (model in eval mode, no gradients): a dict with ``val_loss`` and
         any other measures; None (the default) = the run's per-batch validation of ``data().val``."""
         return None
+
+    def finish(self, model: nn.Module, out: Path) -> None:  # noqa: B027 - a hook; nothing by default
+        """After the run's last epoch (rank 0, runs with a directory): write the task's own result files."""
 
     def data_version(self) -> str:
         return ""
@@ -408,6 +413,8 @@ class Run:
                 if all_reduce_sum([over], self.info, self.device)[0] > 0:  # every rank stops together
                     log.warning("time limit reached after epoch %d; resume continues the run", epoch + 1)
                     break
+        if self.info.is_main and self.out is not None:
+            self.task.finish(self.model, self.out)
         summary = self.summary()
         shutdown(self.info)
         return summary

@@ -1,0 +1,249 @@
+"""The shape space of joint shape-image retrieval: Sammon's stress, classical MDS, light-field HoG
+distances and the shape-space file format."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from kpengine.errors import DataError
+from kpengine.image.retrieval.sammon import classical_mds, floored, sammon, sammon_stress, sammon_stress_torch
+from kpengine.io.shapespace import ShapeSpace, load_shape_space, save_shape_space
+
+
+def _pairwise(y: np.ndarray) -> np.ndarray:
+    return np.sqrt(((y[:, None] - y[None]) ** 2).sum(-1))
+
+
+# ---------------------------------------------------------------------------------------------- Sammon
+
+
+def test_sammon_stress_hand_computed() -> None:
+    # points (0,0), (1,0), (0,1): d12 = 1, d13 = 1, d23 = sqrt 2; targets D12 = 2, D13 = 1, D23 = sqrt 2.
+    # Only pair (1,2) is off: E = (2 - 1)^2 / 2 / (2 + 1 + sqrt 2) = 0.5 / (3 + sqrt 2).
+    # Its gradient: w = (D - d) / (D d) = 1/2; dE/dy1 = -2/c * w * (y1 - y2) = (1/c, 0), dE/dy2 = -(that).
+    y = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    r2 = math.sqrt(2.0)
+    target = np.array([[0, 2, 1], [2, 0, r2], [1, r2, 0]], np.float64)
+    c = 3.0 + r2
+    stress, grad = sammon_stress(y, target)
+    assert stress == pytest.approx(0.5 / c, rel=1e-12)
+    np.testing.assert_allclose(grad, [[1 / c, 0.0], [-1 / c, 0.0], [0.0, 0.0]], atol=1e-12)
+    t = sammon_stress_torch(torch.tensor(y), floored(target))
+    assert float(t) == pytest.approx(0.5 / c, rel=1e-12)
+
+
+def test_sammon_gradient_matches_finite_differences_and_autograd() -> None:
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(7, 4))
+    target = _pairwise(pts) * rng.uniform(0.7, 1.3, (7, 7))
+    target = (target + target.T) / 2
+    np.fill_diagonal(target, 0)
+    y = rng.normal(size=(7, 3))
+    _, grad = sammon_stress(y, target)
+    eps = 1e-6
+    fd = np.zeros_like(y)
+    for i in range(y.shape[0]):
+        for k in range(y.shape[1]):
+            up, dn = y.copy(), y.copy()
+            up[i, k] += eps
+            dn[i, k] -= eps
+            fd[i, k] = (sammon_stress(up, target)[0] - sammon_stress(dn, target)[0]) / (2 * eps)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-9)
+    yt = torch.tensor(y, requires_grad=True)
+    sammon_stress_torch(yt, floored(target)).backward()
+    np.testing.assert_allclose(yt.grad.numpy(), grad, rtol=1e-9, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda c: sammon_stress_torch(c, floored(target)), (torch.tensor(y, requires_grad=True),)
+    )
+
+
+def test_zero_targets_and_coincident_points_stay_finite() -> None:
+    target = np.array([[0, 0, 1], [0, 0, 1], [1, 1, 0]], np.float64)  # a duplicate pair
+    y = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])  # placed on one point
+    stress, grad = sammon_stress(y, target)
+    assert np.isfinite(stress) and np.isfinite(grad).all()
+    t = 1e-6 * 2 / 3  # the floor: 1e-6 x the mean target distance (0, 1, 1)
+    assert stress == pytest.approx((t - 0) ** 2 / t / (t + 2), rel=1e-9)
+
+
+def test_classical_mds_recovers_euclidean_configuration() -> None:
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(12, 3))
+    y = classical_mds(_pairwise(pts), 3)
+    np.testing.assert_allclose(_pairwise(y), _pairwise(pts), atol=1e-9)
+    y5 = classical_mds(_pairwise(pts), 5)  # more dimensions than the data: zero columns
+    np.testing.assert_allclose(y5[:, 3:], 0.0, atol=1e-6)
+
+
+def test_sammon_recovers_a_planar_configuration_from_a_perturbed_start() -> None:
+    # a start far off (noise of 0.3 on points spread over [-1, 1]^2, stress ~0.05) but in the basin
+    # (from a fully random 2-d start Sammon's stress has folded local minima)
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(-1, 1, size=(15, 2))
+    d = _pairwise(pts)
+    start = pts + rng.normal(0, 0.3, pts.shape)
+    assert sammon_stress(start, d)[0] > 0.02
+    y, stress = sammon(d, 2, steps=600, lr=0.05, start=start)
+    assert stress < 1e-5
+    np.testing.assert_allclose(_pairwise(y), d, atol=0.02)
+
+
+def test_sammon_lowers_the_stress_of_classical_mds_on_non_euclidean_distances() -> None:
+    # geodesic distances along a circle of 20 points: not Euclidean in 2-d
+    ang = np.arange(20) * 2 * np.pi / 20
+    gap = np.abs(ang[:, None] - ang[None])
+    d = np.minimum(gap, 2 * np.pi - gap)
+    start = classical_mds(d, 2)
+    y, stress = sammon(d, 2, steps=300)
+    assert stress < 0.8 * sammon_stress(start, d)[0]
+    assert stress == pytest.approx(sammon_stress(y, d)[0], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- io
+
+
+def _space(n: int = 4) -> ShapeSpace:
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(n, 3))
+    return ShapeSpace(
+        "bathtub",
+        [f"m{i}" for i in range(n)],
+        ["train", "train", "val", "test"][:n],
+        hog=rng.random((n, 2, 5)).astype(np.float32),
+        distances=_pairwise(pts),
+        coords=pts.astype(np.float32),
+        meta={"distance": "sum", "stress": 0.01},
+    )
+
+
+def test_shape_space_round_trip(tmp_path) -> None:
+    s = _space()
+    save_shape_space(tmp_path / "s.npz", s)
+    back = load_shape_space(tmp_path / "s.npz", need=("coords", "hog"))
+    assert back.category == "bathtub" and back.model_ids == s.model_ids and back.splits == s.splits
+    np.testing.assert_array_equal(back.hog, s.hog)
+    np.testing.assert_array_equal(back.distances, s.distances)
+    np.testing.assert_array_equal(back.coords, s.coords)
+    assert back.meta == {"distance": "sum", "stress": 0.01}
+    bare = ShapeSpace("bed", ["a", "b"], ["train", "test"])
+    save_shape_space(tmp_path / "b.npz", bare)
+    got = load_shape_space(tmp_path / "b.npz")
+    assert got.coords is None and got.hog is None and got.model_ids == ["a", "b"]
+    with pytest.raises(DataError, match="lacks coords"):
+        load_shape_space(tmp_path / "b.npz", need=("coords",))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.model_ids.__setitem__(1, "m0"), "model_ids repeat: m0"),
+        (lambda s: s.splits.__setitem__(0, "training"), "splits holds"),
+        (lambda s: s.coords.__setitem__((0, 0), np.nan), "coords holds NaN"),
+        (lambda s: s.distances.__setitem__((0, 1), 5.0), "symmetric"),
+        (lambda s: setattr(s, "coords", s.coords[:3]), "coords has shape"),
+    ],
+)
+def test_shape_space_refuses_bad_content_and_writes_nothing(tmp_path, change, message) -> None:
+    good = _space()
+    save_shape_space(tmp_path / "s.npz", good)
+    before = (tmp_path / "s.npz").read_bytes()
+    bad = _space()
+    change(bad)
+    with pytest.raises(DataError, match=message) as err:
+        save_shape_space(tmp_path / "s.npz", bad)
+    assert "s.npz" in str(err.value)
+    assert (tmp_path / "s.npz").read_bytes() == before  # the old file stands
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]
+
+
+def test_shape_space_bad_files(tmp_path) -> None:
+    with pytest.raises(DataError, match="no shape space here"):
+        load_shape_space(tmp_path / "none.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="unreadable shape space"):
+        load_shape_space(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(DataError, match="no 'meta' array"):
+        load_shape_space(tmp_path / "other.npz")
+    np.savez(
+        tmp_path / "fmt.npz", meta=np.array('{"format": "x"}'), model_ids=np.array(["a"]), splits=np.array(["train"])
+    )
+    with pytest.raises(DataError, match="not a kpengine-shape-space file"):
+        load_shape_space(tmp_path / "fmt.npz")
+    np.savez(
+        tmp_path / "ver.npz",
+        meta=np.array('{"format": "kpengine-shape-space", "version": 9, "category": "bed"}'),
+        model_ids=np.array(["a"]),
+        splits=np.array(["train"]),
+    )
+    with pytest.raises(DataError, match="version 9"):
+        load_shape_space(tmp_path / "ver.npz")
+
+
+# ---------------------------------------------------------------------------------------------- light field
+
+
+@pytest.fixture(scope="module")
+def _gl() -> None:
+    from kpengine.render import gl
+
+    if not gl.gl_available():
+        message = f"no OpenGL context: {gl.INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must have it (scripts/setup_system.sh)")
+        pytest.skip(message)
+
+
+def test_hog_of_flat_and_edge_images() -> None:
+    from kpengine.image.retrieval.lightfield import LightFieldSpec, hog_descriptor
+
+    spec = LightFieldSpec(size=32)
+    assert not hog_descriptor(np.full((32, 32), 0.4), spec).any()  # no gradient, no descriptor
+    edge = np.zeros((32, 32))
+    edge[:, 16:] = 1.0  # a vertical edge: horizontal gradients only, orientation bin 0 (0 degrees)
+    h = hog_descriptor(edge, spec).reshape(-1, spec.orientations)
+    assert h[:, 0].sum() > 0 and h[:, 1:].sum() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(DataError, match="expected \\(32, 32\\)"):
+        hog_descriptor(np.zeros((16, 16)), spec)
+
+
+def test_light_field_distance_symmetric_zero_on_identical_shapes(_gl, sample_root) -> None:
+    from kpengine.data.dataset import KeypointNetDataset
+    from kpengine.image.retrieval.lightfield import LightFieldSpec, lfd_distances, light_field
+
+    spec = LightFieldSpec(azimuths=6, elevations=(20.0,), size=48)
+    chairs = list(KeypointNetDataset(sample_root, "chair", "train"))[:2]
+    mug = next(iter(KeypointNetDataset(sample_root, "mug", "train")))
+
+    class Turned:  # the first chair turned by one azimuth step (60 degrees) about the up axis
+        model_id = "turned"
+        a = np.deg2rad(60.0)
+        rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        points = chairs[0].points @ rot.T
+
+    class Copy:
+        model_id = "copy"
+        points = chairs[0].points.copy()
+
+    lf = light_field([chairs[0], chairs[1], mug, Copy, Turned], spec)
+    assert lf.hog.shape[:2] == (5, 6)
+    for mode in ("sum", "rotation"):
+        d = lfd_distances(lf.hog, mode=mode, azimuths=6)
+        np.testing.assert_array_equal(d, d.T)
+        assert d[0, 3] == 0.0  # identical clouds draw identical views
+        assert (np.diag(d) == 0).all() and min(d[0, 1], d[0, 2], d[1, 2]) > 0
+        assert d[0, 1] < d[0, 2]  # another chair is nearer than a mug
+        cross = lfd_distances(lf.hog[:2], lf.hog[2:], mode=mode, azimuths=6)  # the two-set form agrees
+        np.testing.assert_allclose(cross, d[:2, 2:], rtol=1e-9)
+    plain = lfd_distances(lf.hog, mode="sum")
+    turned = lfd_distances(lf.hog, mode="rotation", azimuths=6)
+    # the rotation search finds the turned chair; corresponding views do not
+    assert turned[0, 4] < 0.05 * plain[0, 4]
+    assert (turned <= plain + 1e-9).all()
+    with pytest.raises(DataError, match="views per ring"):
+        lfd_distances(lf.hog, mode="rotation", azimuths=4)
