@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", default="train", help="which annotated shapes to retrieve from (default train)")
     p.add_argument("--runs", required=True, nargs="+", metavar="RUN_DIR",
-                   help="a viewpoint run; optionally silhouette, embedding, sketch, voxels runs")  # fmt: skip
+                   help="a viewpoint run; also silhouette, embedding, image-embedding, sketch, voxels")  # fmt: skip
     p.add_argument(
         "--shape",
         default="retrieve",
@@ -72,6 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="rgb",
         choices=("rgb", "sketches"),
         help="the viewpoint from the RGB crop (default) or from the predicted 2.5D sketches",
+    )
+    p.add_argument(
+        "--retrieval",
+        default="silhouette",
+        choices=("silhouette", "embedding"),
+        help="rank shapes by mask IoU at the estimated view (default) or by the joint embedding "
+        "(needs an image-embedding run among --runs; kpengine retrieve --help)",
     )
     p.add_argument("--steps", type=int, default=20, help="pose refinement steps (0 = none; default 20, the paper's)")
     p.add_argument("--top", type=int, default=3, help="retrieved shapes listed in pose.json (default 3)")
@@ -123,7 +130,7 @@ def cmd_understand(args: argparse.Namespace) -> int:
     nets = Networks.from_runs(args.runs, category, args.knowledge)
     t = time.perf_counter()
     result = understand(image, knowledge, nets, mask=mask, steps=args.steps, top=args.top, shape_route=args.shape,
-                        viewpoint_source=args.viewpoint_from)  # fmt: skip
+                        viewpoint_source=args.viewpoint_from, retrieval=args.retrieval)  # fmt: skip
     result.seconds["total"] = time.perf_counter() - t
     written = write_understanding(result, args.out)
     pose = result.pose_json()

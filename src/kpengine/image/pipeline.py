@@ -85,6 +85,7 @@ class Networks:
     runs: dict[str, str] = field(default_factory=dict)
     sketch: torch.nn.Module | None = None  # reconstruction: the sketch and voxels runs' networks
     voxels: torch.nn.Module | None = None
+    retriever: Any = None  # kpengine.image.retrieval.retrieve.Retriever of an image-embedding run
 
     @classmethod
     def from_runs(cls, runs: list[str | Path], category: str, knowledge: str | Path) -> Networks:
@@ -105,7 +106,7 @@ class Networks:
             raise DataError(f"a {recon[0]} run without a {other} run: reconstruction needs both")
         if "viewpoint" not in by_task and not recon:
             raise DataError(f"no viewpoint run among --runs ({', '.join(map(str, runs)) or 'none'}): train one first")
-        unknown = set(by_task) - {"viewpoint", "silhouette", "embedding", *RECONSTRUCTION_TASKS}
+        unknown = set(by_task) - {"viewpoint", "silhouette", "embedding", "image_embedding", *RECONSTRUCTION_TASKS}
         if unknown:
             raise DataError(f"runs of tasks {sorted(unknown)} are not used by understand")
         vp = load_image_run(by_task["viewpoint"], "viewpoint", category)[0] if "viewpoint" in by_task else None
@@ -115,6 +116,10 @@ class Networks:
 
             net.sketch = load_network(by_task["sketch"], "sketch", category=category)
             net.voxels = load_network(by_task["voxels"], "voxels", category=category)
+        if "image_embedding" in by_task:
+            from kpengine.image.retrieval.retrieve import Retriever
+
+            net.retriever = Retriever.from_run(by_task["image_embedding"], category)
         if "silhouette" in by_task:
             net.silhouette, st = load_image_run(by_task["silhouette"], "silhouette", category)
             net.silhouette_size = int(st["config"]["size"])
@@ -325,6 +330,23 @@ def estimate_viewpoint(net: torch.nn.Module, image: np.ndarray, mask: np.ndarray
     }
 
 
+def _embedding_pool(
+    nets: Networks, image: np.ndarray, mask: np.ndarray, knowledge: KnowledgeBase, top: int
+) -> tuple[list[Shape], dict[str, float]]:
+    """The ``top`` knowledge shapes nearest to the photo in the joint embedding, nearest first, and their
+    distances (:mod:`kpengine.image.retrieval`)."""
+    if nets.retriever is None:
+        raise DataError("--retrieval embedding needs an image-embedding run among --runs")
+    known = set(nets.retriever.model_ids)
+    by_id = {s.model_id: s for s in knowledge.shapes if s.model_id in known}
+    if not by_id:
+        raise DataError(
+            f"no {knowledge.category} shape of the knowledge base is in the image-embedding run's shape space"
+        )
+    ranked = nets.retriever.rank(image, mask, list(by_id))[: max(top, 1)]
+    return [by_id[m] for m, _ in ranked], dict(ranked)
+
+
 def understand(
     image: np.ndarray,
     knowledge: KnowledgeBase,
@@ -342,6 +364,7 @@ def understand(
     shape_route: str = "retrieve",
     viewpoint_source: str = "rgb",
     sketches_override: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    retrieval: str = "silhouette",
 ) -> Understanding:
     """Run the pipeline on one photo (H, W, 3) uint8. ``mask`` (H, W) bool skips the silhouette network.
 
@@ -350,7 +373,9 @@ def understand(
     better fit to the mask kept); ``viewpoint_source``: one of :data:`VIEWPOINT_SOURCES`.
     ``viewpoint_override`` / ``shape_override`` (a model id of the knowledge base, or a
     :class:`ShapeCandidate`: the true shape) / ``sketches_override`` (the crop's true sketches, for
-    the reconstruction) replace the networks' estimates: the ablations with ground truth."""
+    the reconstruction) replace the networks' estimates: the ablations with ground truth.
+    ``retrieval``: ``"silhouette"`` (every shape placed at the estimated view, ranked by mask IoU) or
+    ``"embedding"`` (the ``top`` nearest in the joint embedding of an image-embedding run, in its order)."""
     from kpengine.render.project import dense_point_map, embedding_map, project_points, semantic_map
     from kpengine.render.refine import PoseRefiner
 
@@ -404,8 +429,13 @@ def understand(
         cands.append(shape_override)
     elif shape_route != "reconstruct":
         # retrieval: silhouette IoU of every knowledge shape placed at the estimated viewpoint
+        pool, dist = knowledge.shapes, {}
+        if retrieval == "embedding" and shape_override is None:
+            pool, dist = _embedding_pool(nets, image, mask, knowledge, top)
+        elif retrieval not in ("silhouette", "embedding"):
+            raise DataError(f"unknown retrieval {retrieval!r}; choose silhouette or embedding")
         scored = []
-        for s in knowledge.shapes:
+        for s in pool:
             if shape_override is not None and s.model_id != shape_override:
                 continue
             _, renderer, center = knowledge.mesh(s)
@@ -414,8 +444,13 @@ def understand(
         if not scored:
             what = f"shape {shape_override!r} is not" if shape_override else "no shape with a mesh is"
             raise DataError(f"{what} in the knowledge base to retrieve ({knowledge.category})")
-        scored.sort(key=lambda x: -x[0])
-        retrieved = [{"model_id": s.model_id, "silhouette_iou": round(iou, 4)} for iou, s, _ in scored[:top]]
+        if not dist:  # the embedding's order stands; silhouette retrieval ranks by IoU
+            scored.sort(key=lambda x: -x[0])
+        retrieved = [
+            {"model_id": s.model_id, "silhouette_iou": round(iou, 4)}
+            | ({"embedding_distance": round(dist[s.model_id], 6)} if dist else {})
+            for iou, s, _ in scored[:top]
+        ]
         mesh, renderer, center = knowledge.mesh(scored[0][1])
         cands.append(ShapeCandidate(scored[0][1], mesh, renderer, center))
     if recon is not None and shape_route != "retrieve" and not isinstance(shape_override, ShapeCandidate):

@@ -90,7 +90,7 @@ def photo_input(image: np.ndarray, size: int, mask: np.ndarray | None = None) ->
     assumes; the longer side kept, the shorter padded by repeating its border), or the square of
     ``PHOTO_MARGIN`` around the mask's box."""
     h, w = image.shape[:2]
-    box = mask_box(mask) if mask is not None and mask.any() else (-0.5, -0.5, float(w), float(h))
+    box = mask_box(mask) if mask is not None and mask.any() else (0.0, 0.0, float(w), float(h))
     margin = PHOTO_MARGIN if mask is not None and mask.any() else 1.0
     crop = crop_square(image, box, margin, size)
     return normalise(to_tensor(crop[None]))

@@ -141,7 +141,7 @@ def hog_distances(images: list[np.ndarray], hog: np.ndarray, spec) -> np.ndarray
     flat = hog.reshape(-1, hog.shape[-1]).astype(np.float64)
     for q, im in enumerate(images):
         h, w = im.shape[:2]
-        crop = crop_square(im, (-0.5, -0.5, float(w), float(h)), 1.0, spec.size)
+        crop = crop_square(im, (0.0, 0.0, float(w), float(h)), 1.0, spec.size)
         f = hog_descriptor(to_grey(crop), spec).astype(np.float64)
         d = np.sqrt(np.clip((flat * flat).sum(1) - 2 * flat @ f + f @ f, 0, None)).reshape(hog.shape[:2])
         out[q] = d.min(1)
