@@ -35,7 +35,14 @@ class ImageEmbeddingNet(nn.Module):
         super().__init__()
         self.size = size
         self.encoder = ResNetEncoder(3, tuple(widths))
-        self.head = nn.Sequential(nn.Linear(widths[-1], 256), nn.ReLU(), nn.Dropout(0.2), nn.Linear(256, dim))
+        # batch norm before the ReLU: without it every hidden unit died within the first epoch (the
+        # output froze at the targets' mean, training loss 0.5114 for 7 epochs on bathtubs)
+        self.head = nn.Sequential(
+            nn.Linear(widths[-1], 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, dim)
+        )
+        with torch.no_grad():  # start near the space's centre (Sammon coordinates are centred), not far off
+            self.head[-1].weight.mul_(0.05)
+            self.head[-1].bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.encoder(x).mean(dim=(2, 3))
