@@ -202,3 +202,114 @@ def test_sets_of_different_sizes_get_mIoU_but_no_DAS(sample_root: Path) -> None:
     got = evaluate_unsupervised(shapes, preds)
     assert np.isnan(got["das"]) and got["consistency"] is None
     assert got["shapes"] == len(shapes) - 1 and 0.0 <= got["miou"][0.1] <= 1.0
+
+
+# --------------------------------------------------------------------------- the collapse remedy
+
+
+def test_keypoint_activity_and_liveness_by_hand() -> None:
+    """K = 3: segments (0,1), (0,2), (1,2) with activations (0.9, 0.1, 0.0): keypoint 0's
+    strongest segment is 0.9, keypoint 1's 0.9, keypoint 2's 0.1. With floor 0.5 only keypoint 2
+    is short, by 0.4: penalty 0.4 / 3. Its gradient reaches only segment (0,2), keypoint 2's
+    strongest (the one that would revive it)."""
+    from kpengine.learn.unsupervised.skeleton_merger import keypoint_activity, liveness_penalty
+
+    a = torch.tensor([[0.9, 0.1, 0.0]], requires_grad=True)
+    assert keypoint_activity(a, 3)[0].tolist() == pytest.approx([0.9, 0.9, 0.1])
+    pen = liveness_penalty(a, 3, floor=0.5)
+    assert pen.item() == pytest.approx(0.4 / 3)
+    pen.backward()
+    assert a.grad[0].tolist() == pytest.approx([0.0, -1 / 3, 0.0])
+    assert liveness_penalty(torch.tensor([[0.9, 0.6, 0.0]]), 3).item() == 0.0
+
+
+def test_surface_penalty_by_hand() -> None:
+    from kpengine.learn.unsupervised.skeleton_merger import surface_penalty
+
+    cloud = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0]]])
+    kp = torch.tensor([[[0.0, 0.3, 0], [1.0, 0, 0.4]]])  # 0.3 and 0.4 from their nearest points
+    assert surface_penalty(kp, cloud, eps=0.0).item() == pytest.approx(0.35)
+
+
+# --------------------------------------------------------------------------- symmetric keypoints
+
+
+def test_symmetric_keypoints_mirror_in_pairs_and_the_odd_one_lies_on_the_plane() -> None:
+    from kpengine.learn.unsupervised.symmetric import SymmetricKeypoints
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 100, 3) * 2 - 1
+    for axis, a in (("x", 0), ("z", 2)):
+        net = SymmetricKeypoints(7, "pointnet", 4, axis, **TINY)
+        kp = net(x)["keypoints"]
+        assert kp.shape == (2, 7, 3)
+        mirrored = kp[:, :3].clone()
+        mirrored[..., a] *= -1
+        assert torch.allclose(kp[:, 3:6], mirrored)  # keypoint 3 + i mirrors keypoint i
+        assert torch.all(kp[:, 6, a] == 0)  # the seventh is on the plane
+        assert not torch.allclose(kp[:, :3, a], torch.zeros(2, 3))  # pairs start apart
+    free = SymmetricKeypoints(4, "pointnet", 2, None, **TINY)(x)["keypoints"]
+    assert free.shape == (2, 4, 3)
+    # rank 2: the keypoints of every shape lie in the 2-dimensional affine family mean + c B
+    net = SymmetricKeypoints(6, "pointnet", 2, "x", **TINY)
+    kp = net(torch.rand(8, 64, 3))["keypoints"].reshape(8, -1).detach()
+    centred = kp - net.arrange(net.mean[None]).reshape(1, -1).detach()
+    assert np.linalg.matrix_rank(centred.numpy(), tol=1e-5) <= 2
+
+
+def test_symmetric_losses_by_hand() -> None:
+    from kpengine.learn.unsupervised.symmetric import coverage_term, separation_term, surface_term
+
+    cloud = torch.tensor([[[0.0, 0, 0], [2.0, 1, 0], [1.0, 0, 4]]])  # extents (2, 1, 4)
+    kp = torch.tensor([[[0.0, 0, 0], [1.0, 0.5, 0]]])  # extents (1, 0.5, 0)
+    assert coverage_term(kp, cloud).item() == pytest.approx((1 + 0.5 + 4) / 3)
+    # keypoint 2 at (1, 0.5, 0): nearest cloud point (0,0,0) or (2,1,0), both sqrt(1.25)
+    assert surface_term(kp, cloud, eps=0.0).item() == pytest.approx((0 + 1.25**0.5) / 2)
+    # one pair 1.118 apart: no push at gap 1, 2 - 1.118 at gap 2
+    assert separation_term(kp, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert separation_term(kp, 2.0).item() == pytest.approx(2 - 1.25**0.5, abs=1e-6)
+
+
+def test_reflection_axis_finds_the_mirror_plane_without_labels() -> None:
+    """Clouds symmetric about x = centre but not about y or z (a wedge) give x; the same clouds
+    turned so that the symmetry is about z give z."""
+    from kpengine.learn.unsupervised.symmetric import reflection_axis
+
+    rng = np.random.default_rng(0)
+    clouds = []
+    for _ in range(3):
+        half = rng.random((300, 3)) * [1.0, 1.0, 1.0]
+        half[:, 1] *= half[:, 2]  # a wedge: not symmetric in y or z
+        clouds.append(np.concatenate([half, half * [-1, 1, 1]]) + [0.3, 0.1, 0.0])
+    axis, scores = reflection_axis(clouds)
+    assert axis == "x" and scores[0] < 1e-9 < min(scores[1:])
+    assert reflection_axis([c[:, [2, 1, 0]] for c in clouds])[0] == "z"
+
+
+def test_symmetric_method_trains_predicts_and_names_bad_input(sample_root: Path, tmp_path: Path) -> None:
+    from kpengine.learn.inference import load_run
+    from kpengine.learn.predict import predict_split
+    from kpengine.learn.runs import train_run
+    from kpengine.learn.tasks.unsupervised_keypoints import UnsupervisedConfig, UnsupervisedKeypointsTask
+
+    cfg = UnsupervisedConfig(
+        task="unsupervised_keypoints",
+        data=str(sample_root),
+        category="chair",
+        method="symmetric",
+        epochs=2,
+        n_keypoints=5,
+        train_points=128,
+        rank=3,
+        backbone_kwargs=TINY,
+    )
+    summary = train_run(UnsupervisedKeypointsTask(cfg), tmp_path / "run", progress=False)
+    assert summary["epochs"] == 2 and summary["symmetry"] in ("x", "y", "z")  # auto resolved and saved
+    model, state = load_run(tmp_path / "run")
+    assert state["config"]["symmetry"] == summary["symmetry"] and model.axis == "xyz".index(summary["symmetry"])
+    task, preds = predict_split(tmp_path / "run", sample_root, "chair", "test")
+    assert task == "saliency" and all(len(v) == 5 for v in preds.values())
+    with pytest.raises(ValueError, match="unknown symmetry"):
+        UnsupervisedConfig(task="unsupervised_keypoints", data=".", category="chair", symmetry="w")
+    with pytest.raises(ValueError, match="at least 2 keypoints"):
+        UnsupervisedConfig(task="unsupervised_keypoints", data=".", category="chair", n_keypoints=1)

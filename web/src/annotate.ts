@@ -3,7 +3,7 @@
 // save them (one request = one transaction on the server), go to the next model. Edits are
 // kept in localStorage as a draft, and a save that cannot reach the server waits in an
 // outbox that is re-sent when the connection returns.
-import { AnnotationOut, api, ApiError, banner, colorFor, MeOut, ModelInfo, NextModelOut, token, Vec3, Viewer } from "./common";
+import { AnnotationOut, api, ApiError, banner, colorFor, MeOut, ModelInfo, NextModelOut, SuggestionsOut, token, Vec3, Viewer } from "./common";
 
 // set from /api/me before anything is placed: the one limit is defined on the server (kpengine.io.clicks)
 let MAX = 0;
@@ -21,7 +21,10 @@ const state = {
   selected: null as number | null,
   undo: [] as Points[],
   dirty: false,
+  // suggested keypoints of the open model (?suggest=FILE: a predictions file of the server's runs folder)
+  suggestions: [] as { index: number; xyz: Vec3 }[],
 };
+const suggestFile = params.get("suggest");
 const view = new Viewer($("view"));
 const reference = new Viewer($("reference"));
 reference.controls.autoRotate = true;
@@ -37,6 +40,11 @@ function render(): void {
   const keys = Object.keys(state.points).map(Number).sort((a, b) => a - b);
   view.setMarkers(keys.map((k) => ({ key: k, xyz: state.points[k], color: colorFor(k), text: String(k), selected: k === state.selected })));
   $("count").textContent = String(keys.length);
+  // a suggestion already taken (a keypoint at its position) is not offered again
+  const taken = (xyz: Vec3) => keys.some((k) => Math.hypot(...state.points[k].map((v, i) => v - xyz[i])) < 1e-6);
+  view.setSuggestions(
+    state.suggestions.filter((s) => !taken(s.xyz)).map((s) => ({ key: s.index, xyz: s.xyz, color: colorFor(s.index), text: `${s.index}?` })),
+  );
   const list = $("keypoints");
   list.replaceChildren(
     ...keys.map((k) => {
@@ -104,6 +112,7 @@ canvas.addEventListener("pointerup", (ev) => {
   if (!down || Math.hypot(ev.clientX - down.x, ev.clientY - down.y) > 4) return; // an orbit, not a click
   const hit = view.pick(ev);
   if (hit.marker !== undefined) return select(hit.marker);
+  if (hit.suggestion !== undefined) return acceptSuggestion(hit.suggestion);
   if (!hit.point) return select(null);
   const k = freeIndex();
   if (k === null) return banner("error", `At most ${MAX} keypoints per model: delete one first.`);
@@ -113,6 +122,34 @@ canvas.addEventListener("pointerup", (ev) => {
     state.selected = k;
   });
 });
+
+/** One click on a faint suggestion makes it a keypoint: numbered like the suggestion when that
+ * number is free (an unsupervised run's keypoint k is meant to be the same part on every model),
+ * else the first free number. */
+function acceptSuggestion(index: number): void {
+  const s = state.suggestions.find((x) => x.index === index);
+  if (!s) return;
+  const k = index < MAX && !(index in state.points) ? index : freeIndex();
+  if (k === null) return banner("error", `At most ${MAX} keypoints per model: delete one first.`);
+  change(() => {
+    state.points[k] = [...s.xyz] as Vec3;
+    state.selected = k;
+  });
+}
+
+async function loadSuggestions(): Promise<void> {
+  state.suggestions = [];
+  if (!suggestFile) return;
+  try {
+    const path = `/api/suggestions/${encodeURIComponent(state.category)}/${encodeURIComponent(state.modelId)}?name=${encodeURIComponent(suggestFile)}`;
+    const got = await api<SuggestionsOut>(path);
+    state.suggestions = got.keypoints.map((k) => ({ index: k.index, xyz: k.xyz as Vec3 }));
+    $("suggest-note").textContent = `${got.keypoints.length} suggestions from ${got.name}: click a faint point to accept it.`;
+  } catch (err) {
+    $("suggest-note").textContent = "";
+    banner("warn", `No suggestions: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
 
 function remove(): void {
   const k = state.selected;
@@ -221,7 +258,8 @@ async function open(category: string, modelId: string): Promise<void> {
   state.category = info.category;
   state.modelId = info.model_id;
   $("model-name").textContent = `${info.category} · ${info.model_id}`;
-  history.replaceState(null, "", `/annotate?category=${encodeURIComponent(info.category)}&model=${encodeURIComponent(info.model_id)}`);
+  const keep = suggestFile ? `&suggest=${encodeURIComponent(suggestFile)}` : "";
+  history.replaceState(null, "", `/annotate?category=${encodeURIComponent(info.category)}&model=${encodeURIComponent(info.model_id)}${keep}`);
   await view.load(info.category, info.model_id, info);
   const mine = await api<Saved>(`/api/annotations/${encodeURIComponent(info.category)}/${encodeURIComponent(info.model_id)}`);
   state.revision = mine.revision;
@@ -236,6 +274,7 @@ async function open(category: string, modelId: string): Promise<void> {
     state.dirty = true;
     banner("warn", "Restored unsaved keypoints from this browser; press Save to keep them.");
   }
+  await loadSuggestions();
   status(mine.revision ? `revision ${mine.revision}` : "new");
   render();
 }

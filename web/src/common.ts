@@ -7,7 +7,7 @@ import type { PointCloudOut } from "./generated/api-types";
 import { PALETTE } from "./generated/palette";
 
 // The API's bodies, generated from /openapi.json (scripts/gen_web.py): one declaration each.
-export type { AnnotationOut, CategoryOut, MeOut, ModelInfo, ModelRow, NextModelOut, PointCloudOut } from "./generated/api-types";
+export type { AnnotationOut, CategoryOut, MeOut, ModelInfo, ModelRow, NextModelOut, PointCloudOut, SuggestionsOut } from "./generated/api-types";
 
 export type Vec3 = [number, number, number];
 
@@ -100,6 +100,7 @@ export class Viewer {
   controls: OrbitControls;
   model = new THREE.Group();
   markers = new THREE.Group();
+  suggestions = new THREE.Group(); // faint, clickable proposals (the annotate page's suggestions)
   target: THREE.Object3D | null = null; // what clicks are cast against
   markerSize = 0.012;
 
@@ -108,7 +109,7 @@ export class Viewer {
     this.scene.add(new THREE.HemisphereLight(0xffffff, 0x667080, 2.2));
     const sun = new THREE.DirectionalLight(0xffffff, 1.5);
     sun.position.set(1, 2, 1.5);
-    this.scene.add(sun, this.model, this.markers);
+    this.scene.add(sun, this.model, this.markers, this.suggestions);
     host.appendChild(this.renderer.domElement);
     this.labels.domElement.style.position = "absolute";
     this.labels.domElement.style.top = "0";
@@ -190,8 +191,33 @@ export class Viewer {
     }
   }
 
-  /** What is under a pointer event: a marker (its key) or a point on the model. */
-  pick(ev: PointerEvent | MouseEvent): { marker?: number; point?: Vec3 } {
+  /** Replace the suggestions: faint spheres (35 % opaque) with a faint label, keyed like markers. */
+  setSuggestions(items: Marker[]): void {
+    for (const m of [...this.suggestions.children]) {
+      m.traverse((o) => {
+        if (o instanceof CSS2DObject) o.element.remove();
+      });
+    }
+    this.suggestions.clear();
+    for (const it of items) {
+      const sphere = new THREE.Mesh(
+        new THREE.SphereGeometry(this.markerSize * (it.scale ?? 1), 16, 12),
+        new THREE.MeshBasicMaterial({ color: it.color, transparent: true, opacity: 0.35, depthTest: false }),
+      );
+      sphere.renderOrder = 9;
+      sphere.position.set(...it.xyz);
+      sphere.userData.key = it.key;
+      const div = document.createElement("div");
+      div.className = "kp-label suggestion" + (it.className ? ` ${it.className}` : "");
+      div.textContent = it.text;
+      div.dataset.key = String(it.key);
+      sphere.add(new CSS2DObject(div));
+      this.suggestions.add(sphere);
+    }
+  }
+
+  /** What is under a pointer event: a marker (its key), a suggestion (its key) or a point on the model. */
+  pick(ev: PointerEvent | MouseEvent): { marker?: number; suggestion?: number; point?: Vec3 } {
     const rect = this.renderer.domElement.getBoundingClientRect();
     const ndc = new THREE.Vector2(((ev.clientX - rect.left) / rect.width) * 2 - 1, -((ev.clientY - rect.top) / rect.height) * 2 + 1);
     const ray = new THREE.Raycaster();
@@ -199,6 +225,8 @@ export class Viewer {
     ray.setFromCamera(ndc, this.camera);
     const hitMarker = ray.intersectObjects(this.markers.children, false)[0];
     if (hitMarker) return { marker: hitMarker.object.userData.key as number };
+    const hitSuggestion = ray.intersectObjects(this.suggestions.children, false)[0];
+    if (hitSuggestion) return { suggestion: hitSuggestion.object.userData.key as number };
     if (!this.target) return {};
     const hit = ray.intersectObject(this.target, true)[0];
     if (!hit) return {};

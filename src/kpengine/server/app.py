@@ -21,6 +21,7 @@ from kpengine.server.geometry import GeometryCache
 from kpengine.server.guard import GuardMiddleware, TokenThrottle
 from kpengine.server.limits import BodyLimitMiddleware
 from kpengine.server.pages import mount_pages
+from kpengine.server.suggest import router as suggest_router
 from kpengine.server.verify import router as verify_router
 from kpengine.store.db import Store, open_store
 
@@ -116,5 +117,6 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(verify_router)
     app.include_router(explore_router)
+    app.include_router(suggest_router)
     mount_pages(app, config.web_dist)
     return app

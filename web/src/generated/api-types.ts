@@ -158,6 +158,17 @@ export interface SplitIn {
 export interface StatusIn {
   status: "verified" | "rejected" | "pending";
 }
+export interface Suggestion {
+  index: number;
+  point_index: number;
+  xyz: [number, number, number];
+  score: number;
+}
+export interface SuggestionsOut {
+  name: string;
+  model_id: string;
+  keypoints: Suggestion[];
+}
 export interface SymmetryOut {
   kind: "reflection" | "rotation";
   kp_indexes: number[];

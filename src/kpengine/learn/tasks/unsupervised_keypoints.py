@@ -1,4 +1,4 @@
-"""K keypoints per shape learned without labels (--method skeleton-merger); predicts saliency-style
+"""K keypoints per shape learned without labels (--method skeleton-merger | symmetric); predicts saliency-style
 
 Trained on a category's clouds alone (keypoint labels are never read in training); validation
 is the same reconstruction loss on the val split. ``kpengine predict`` writes the K keypoints of
@@ -12,6 +12,7 @@ back in the model's frame as the same convex combinations of the original points
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +32,41 @@ from kpengine.learn.pointtask import PointTask
 from kpengine.learn.predictor import Predictor
 from kpengine.learn.registry import TASKS
 from kpengine.learn.runs import Data
-from kpengine.learn.unsupervised.skeleton_merger import SkeletonMerger, composite_chamfer
+from kpengine.learn.unsupervised.skeleton_merger import (
+    SkeletonMerger,
+    composite_chamfer,
+    keypoint_activity,
+    liveness_penalty,
+    surface_penalty,
+)
+from kpengine.learn.unsupervised.symmetric import (
+    AXES,
+    SymmetricKeypoints,
+    coverage_term,
+    reflection_axis,
+    separation_term,
+    surface_term,
+)
 
-METHODS: tuple[str, ...] = ("skeleton-merger",)
+log = logging.getLogger(__name__)
+#: the networks of the methods: same call shape (forward, locate, n_keypoints, min_points)
+UnsupervisedNet = SkeletonMerger | SymmetricKeypoints
+#: the methods ``--method`` takes (docs/unsupervised.md says why the second one)
+METHODS: tuple[str, ...] = ("skeleton-merger", "symmetric")
+#: ``symmetry`` settings of the symmetric method: an axis, none, or auto (chosen from the training clouds)
+SYMMETRY_CHOICES: tuple[str, ...] = ("auto", *AXES, "none")
+
+
+def unit_frame_params(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre (3,) and scale of the unit frame of a cloud (N, 3): bounding-box centre, largest half-extent."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    return (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-12)
 
 
 def unit_frame(points: np.ndarray) -> np.ndarray:
     """(N, 3) -> (N, 3) float32: bounding-box centre at 0, largest half-extent 1."""
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    half = float((hi - lo).max()) / 2
-    return ((points - (lo + hi) / 2) / max(half, 1e-12)).astype(np.float32)
+    centre, half = unit_frame_params(points)
+    return ((points - centre) / half).astype(np.float32)
 
 
 @dataclass(kw_only=True)
@@ -55,6 +81,19 @@ class UnsupervisedConfig(TrainConfig):
     segment_points: int = 32
     #: weight of the sum of squared decoder offsets (official 0.01)
     offset_weight: float = 0.01
+    #: weight of the keypoint liveness term (skeleton_merger.liveness_penalty; 0 = the official loss)
+    alive_weight: float = 0.0
+    #: weight of the keypoint-to-surface term (skeleton_merger.surface_penalty; 0 = the official loss)
+    surface_weight: float = 0.0
+    #: symmetric: rank of the shape basis
+    rank: int = 8
+    #: symmetric: the reflection plane's normal axis (auto: symmetric.reflection_axis of the training clouds)
+    symmetry: str = "auto"
+    #: symmetric: weights of the coverage and separation terms (the surface term has weight 1)
+    coverage_weight: float = 1.0
+    separation_weight: float = 1.0
+    #: symmetric: keypoints closer than this (unit frame) are pushed apart
+    min_gap: float = 0.1
 
     IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backbone", "category", "method", "n_keypoints")
 
@@ -64,6 +103,8 @@ class UnsupervisedConfig(TrainConfig):
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.n_keypoints < 2:
             raise ValueError(f"need at least 2 keypoints, got {self.n_keypoints}")
+        if self.symmetry not in SYMMETRY_CHOICES:
+            raise ValueError(f"unknown symmetry {self.symmetry!r}; choose one of {', '.join(SYMMETRY_CHOICES)}")
         if self.train_points < self.n_keypoints:
             raise ValueError(f"train_points {self.train_points} is fewer than the {self.n_keypoints} keypoints")
 
@@ -116,37 +157,74 @@ class UnsupervisedKeypointsTask(PointTask):
         val = KeypointNetDataset(cfg.data, cfg.category, cfg.val_split, n_points=cfg.n_points)
         self.category_name = train.category.name
         m = cfg.train_points
-        train_set = CloudSubsets(usable_shapes(train, cfg.n_keypoints), m, cfg.seed, train=True)
+        train_shapes = usable_shapes(train, cfg.n_keypoints)
+        if cfg.method == "symmetric" and cfg.symmetry == "auto":
+            # resolved once, from the training geometry alone; the saved config holds the axis
+            cfg.symmetry, scores = reflection_axis([s.points for s in train_shapes])
+            log.info("symmetry plane normal to %s (mirror distances x/y/z %s)", cfg.symmetry, scores)
+        train_set = CloudSubsets(train_shapes, m, cfg.seed, train=True)
         val_set = CloudSubsets(usable_shapes(val, cfg.n_keypoints), m, cfg.seed, train=False)
         return Data(train_set, val_set, default_collate)
 
     @staticmethod
-    def build(config: UnsupervisedConfig) -> SkeletonMerger:
+    def build(config: UnsupervisedConfig) -> UnsupervisedNet:
         try:
+            if config.method == "symmetric":
+                if config.symmetry == "auto":
+                    raise ValueError("the symmetric method's axis is chosen from the training data (data() first)")
+                axis = None if config.symmetry == "none" else config.symmetry
+                return SymmetricKeypoints(
+                    config.n_keypoints, config.backbone, config.rank, axis, **config.backbone_kwargs
+                )
             return SkeletonMerger(config.n_keypoints, config.backbone, config.segment_points, **config.backbone_kwargs)
         except ValueError as exc:
             raise DataError(str(exc)) from None
 
-    def model(self) -> SkeletonMerger:
+    def model(self) -> UnsupervisedNet:
         return self.build(self.config)
 
     def loss(self, net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         model = getattr(net, "module", net)  # the DDP wrapper's model holds the offsets
         out = net(batch["points"])
+        cfg = self.config
+        if cfg.method == "symmetric":
+            kp, cloud = out["keypoints"], batch["points"]
+            return (
+                surface_term(kp, cloud)
+                + cfg.coverage_weight * coverage_term(kp, cloud)
+                + cfg.separation_weight * separation_term(kp, cfg.min_gap)
+            )
         loss = composite_chamfer(batch["points"], out["segments"], out["activations"])
-        return loss + self.config.offset_weight * torch.sum(model.offsets**2)
+        loss = loss + cfg.offset_weight * torch.sum(model.offsets**2)
+        if cfg.alive_weight:
+            loss = loss + cfg.alive_weight * liveness_penalty(out["activations"], model.n_keypoints)
+        if cfg.surface_weight:
+            loss = loss + cfg.surface_weight * surface_penalty(out["keypoints"], batch["points"])
+        return loss
+
+    def metrics(self, net: nn.Module, batch: dict[str, Any]) -> dict[str, float]:
+        """Summed over the batch: ``dead_keypoints`` (keypoints whose strongest segment is below
+        0.5, the collapse of docs/unsupervised.md) and ``surface_distance`` (mean keypoint to
+        nearest point, unit frame)."""
+        out = net(batch["points"])
+        d = torch.cdist(out["keypoints"], batch["points"]).min(dim=2).values
+        if "activations" not in out:
+            return {"surface_distance": float(d.mean(1).sum())}
+        activity = keypoint_activity(out["activations"], net.n_keypoints)
+        return {"dead_keypoints": float((activity < 0.5).sum()), "surface_distance": float(d.mean(1).sum())}
 
     def checkpoint_extras(self) -> dict[str, Any]:
         return {}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "method": self.config.method, "n_keypoints": self.config.n_keypoints}
+        extra = {"symmetry": self.config.symmetry} if self.config.method == "symmetric" else {}
+        return {**super().describe(), "method": self.config.method, "n_keypoints": self.config.n_keypoints, **extra}
 
     def title(self) -> str:
         return f"{self.config.method} K={self.config.n_keypoints} / {self.config.backbone}"
 
     @classmethod
-    def load_model(cls, state: dict[str, Any]) -> SkeletonMerger:
+    def load_model(cls, state: dict[str, Any]) -> UnsupervisedNet:
         """The trained network of a checkpoint (``kpengine.learn.inference.load_run`` calls this)."""
         model = cls.build(UnsupervisedConfig.from_json(state["config"]))
         model.load_state_dict(state["model"])
@@ -154,19 +232,22 @@ class UnsupervisedKeypointsTask(PointTask):
 
     @classmethod
     def predictor(
-        cls, run: str | Path, model: SkeletonMerger, state: dict[str, Any], data: str | Path, **options: Any
+        cls, run: str | Path, model: UnsupervisedNet, state: dict[str, Any], data: str | Path, **options: Any
     ) -> UnsupervisedPredictor:
         return UnsupervisedPredictor(model)
 
 
 @torch.no_grad()
-def predict_keypoints(model: SkeletonMerger, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, 3) keypoints in the model's frame and (K,) heatmap peaks of one cloud (N, 3)."""
+def predict_keypoints(model: UnsupervisedNet, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 3) keypoints in the model's frame and (K,) scores of one cloud (N, 3).
+
+    The network works in the cloud's unit frame; keypoints go back by the inverse of that
+    similarity (for Skeleton Merger the same convex combination of the original points)."""
     check_cloud(points, model.n_keypoints)
+    centre, half = unit_frame_params(np.asarray(points, np.float64))
     x = torch.from_numpy(unit_frame(points))[None]
-    weights, _ = model.keypoint_weights(x)
-    w = weights[0].double().numpy()  # (K, N)
-    return w @ np.asarray(points, np.float64), w.max(axis=1)
+    kp, scores = model.locate(x)
+    return kp[0].double().numpy() * half + centre, scores[0].double().numpy()
 
 
 class UnsupervisedPredictor(Predictor):
@@ -175,7 +256,7 @@ class UnsupervisedPredictor(Predictor):
 
     evaluates_as = "saliency"
 
-    def __init__(self, model: SkeletonMerger):
+    def __init__(self, model: UnsupervisedNet):
         self.model = model
 
     def keypoints(self, shapes: Sequence[Shape]) -> dict[str, np.ndarray]:

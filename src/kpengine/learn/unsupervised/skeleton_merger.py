@@ -85,6 +85,12 @@ class SkeletonMerger(nn.Module):
         segments = a * (1.0 - t) + b * t + self.offsets  # (B, P, S, 3)
         return {"weights": weights, "keypoints": keypoints, "activations": activations, "segments": segments}
 
+    @torch.no_grad()
+    def locate(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, 3) keypoints and (B, K) scores: each heatmap's peak weight."""
+        weights, _ = self.keypoint_weights(points)
+        return weights @ points, weights.max(dim=2).values
+
     def regularizer(self) -> torch.Tensor:
         return self.backbone.regularizer()
 
@@ -124,3 +130,33 @@ def composite_chamfer(
     backward = (nearest * w).sum(dim=2).mean()
     missed = ((1.0 - used[..., -1]) * miss_penalty).mean()
     return forward + backward + missed
+
+
+def keypoint_activity(activations: torch.Tensor, n_keypoints: int) -> torch.Tensor:
+    """(B, K): each keypoint's strongest segment activation, from ``activations`` (B, P).
+
+    A keypoint whose segments are all inactive (activity ~ 0) receives no gradient from
+    :func:`composite_chamfer` (both parts weigh its segments by their activations), so its
+    heatmap stays where it is; on bed this left 3 of 10 keypoints with near-uniform heatmaps
+    at the cloud's centroid (docs/unsupervised.md, "The collapse")."""
+    i, j = pair_indices(n_keypoints)
+    b = activations.shape[0]
+    per_kp = activations.new_zeros(b, n_keypoints, n_keypoints)
+    per_kp[:, i, j] = activations
+    per_kp[:, j, i] = activations
+    return per_kp.max(dim=2).values
+
+
+def liveness_penalty(activations: torch.Tensor, n_keypoints: int, floor: float = 0.5) -> torch.Tensor:
+    """mean over shapes and keypoints of ``relu(floor - activity)``: raises the strongest
+    segment of a keypoint that has gone dead, so the reconstruction loss reaches it again.
+    Zero for a skeleton where every keypoint has one segment at ``floor`` or above."""
+    return F.relu(floor - keypoint_activity(activations, n_keypoints)).mean()
+
+
+def surface_penalty(keypoints: torch.Tensor, cloud: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """mean over shapes and keypoints of ``sqrt(eps + d^2)``, d the distance from keypoint
+    (B, K, 3) to its nearest point of ``cloud`` (B, N, 3): a weighted average of the points
+    sits inside the shape unless its heatmap is peaked; this pulls it onto the surface."""
+    d = torch.cdist(keypoints, cloud).min(dim=2).values
+    return torch.sqrt(eps + d**2).mean()
