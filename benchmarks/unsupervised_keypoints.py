@@ -1,6 +1,7 @@
 """Unsupervised keypoints against KeypointNet's human keypoints, side by side in one run.
 
-For one category's split: a trained Skeleton Merger run (``--run``), farthest-point sampling,
+For one category's split: trained unsupervised runs (``--run NAME=DIR``, repeatable: Skeleton
+Merger, symmetric keypoints, ...), farthest-point sampling,
 random points and ISS, each giving K ordered keypoints per shape, and optionally a supervised
 saliency run (``--saliency-run``) as the upper reference (its keypoints are unordered, so it gets
 mIoU only). Reports DAS (forward, backward, mean), keypoint consistency and mIoU at 0.05 and
@@ -8,7 +9,8 @@ mIoU only). Reports DAS (forward, backward, mean), keypoint consistency and mIoU
 shapes coloured by keypoint index (the same colour on every shape = the same keypoint k).
 
     PYTHONPATH=src .venv/bin/python benchmarks/unsupervised_keypoints.py \\
-        --data ../shared/data/keypointnet --category bed --run runs/bed-sm --out runs/bench-unsup-bed
+        --data ../shared/data/keypointnet --category bed --run skeleton-merger=runs/bed-sm \\
+        --run symmetric=runs/bed-sym --saliency-run runs/bed-sal --out runs/bench-unsup-bed
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def as_arrays(preds: dict) -> dict:
     return {
         m: (np.array([int(i) for i, _ in v], np.int64), np.array([float(s) for _, s in v])) for m, v in preds.items()
     }
+
+
+def predictions_json(preds: dict) -> dict:
+    return {m: [[int(i), float(s)] for i, s in v] for m, v in preds.items()}
 
 
 def detector(fn, k: int):
@@ -88,7 +94,13 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--category", required=True)
     ap.add_argument("--split", default="test")
-    ap.add_argument("--run", help="a Skeleton Merger run directory (kpengine train --task unsupervised-keypoints)")
+    ap.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="an unsupervised run (kpengine train --task unsupervised-keypoints), shown as NAME; repeatable",
+    )
     ap.add_argument("--saliency-run", help="a supervised saliency run: the upper reference (mIoU only)")
     ap.add_argument("--keypoints", type=int, default=10, help="K for the baselines (the run's own K wins)")
     ap.add_argument("--figure-shapes", type=int, default=4)
@@ -100,11 +112,12 @@ def main() -> None:
     shapes = list(dataset)
     k = args.keypoints
     methods: dict[str, tuple[dict, float]] = {}
-    if args.run:
-        model, state = load_run(args.run)
+    for item in args.run:
+        name, run = item.split("=", 1) if "=" in item else ("skeleton-merger", item)
+        model, state = load_run(run)
         k = state["config"]["n_keypoints"]
-        predictor = TASKS.get(state["config"]["task"]).predictor(args.run, model, state, args.data)
-        methods["skeleton-merger"] = timed(predictor.predict, shapes)
+        predictor = TASKS.get(state["config"]["task"]).predictor(run, model, state, args.data)
+        methods[name] = timed(predictor.predict, shapes)
     methods["fps"] = timed(detector(farthest_point_keypoints, k), shapes)
     methods["random"] = timed(detector(random_keypoints, k), shapes)
     methods["iss"] = timed(detector(iss_keypoints, k), shapes)
@@ -112,6 +125,8 @@ def main() -> None:
         model, state = load_run(args.saliency_run, task="saliency")
         predictor = TASKS.get("saliency").predictor(args.saliency_run, model, state, args.data)
         methods["saliency (supervised)"] = timed(predictor.predict, shapes)
+    for name, (preds, _) in methods.items():  # saliency format: the crowd benchmark's suggestions
+        (out / f"{name.split()[0]}.predictions.json").write_text(json.dumps(predictions_json(preds)))
     truth = saliency_ground_truth_distances(dataset)
     rows = []
     for name, (preds, secs) in methods.items():
@@ -129,6 +144,7 @@ def main() -> None:
                 "miou_0.10": res["miou"][0.1],
                 "seconds_per_shape": secs,
                 "modal_ids": res["modal_ids"] if ordered else None,
+                "per_keypoint": res["per_keypoint"] if ordered else None,
             }
         )
     meta = {
@@ -139,10 +155,13 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "loadavg_1m": os.getloadavg()[0],
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
-        "run": args.run,
+        "runs": args.run,
         "saliency_run": args.saliency_run,
     }
     (out / "unsupervised.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+    def distinct(r) -> str:  # how many human ids the K keypoints' modal ids cover (collapse lowers it)
+        return "–" if r["modal_ids"] is None else f"{len(set(r['modal_ids']))} / {k}"
 
     def f(v):
         return "–" if v is None else f"{100 * v:.1f}"
@@ -150,17 +169,23 @@ def main() -> None:
     lines = [
         f"{args.category}/{args.split}, {len(shapes)} shapes, K = {k}",
         "",
-        "| method | DAS | fwd | bwd | consistency | mIoU@0.05 | mIoU@0.10 | s/shape |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | DAS | fwd | bwd | consistency | distinct ids | mIoU@0.05 | mIoU@0.10 | s/shape |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {f(r['das'])} | {f(r['das_forward'])} | {f(r['das_backward'])} | "
-            f"{f(r['consistency'])} | {f(r['miou_0.05'])} | {f(r['miou_0.10'])} | {r['seconds_per_shape']:.3f} |"
+            f"{f(r['consistency'])} | {distinct(r)} | {f(r['miou_0.05'])} | {f(r['miou_0.10'])} | "
+            f"{r['seconds_per_shape']:.3f} |"
         )
+    lines += ["", "Per-keypoint consistency (% of shapes on the modal semantic id; the id in brackets):", ""]
+    for r in rows:
+        if r["per_keypoint"] is not None:
+            cells = " ".join(f"{100 * c:.0f}[{m}]" for c, m in zip(r["per_keypoint"], r["modal_ids"]))
+            lines.append(f"- {r['method']}: {cells}")
     (out / "unsupervised.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    ordered = {n: as_arrays(p) for n, (p, _) in methods.items() if n in ("skeleton-merger", "fps", "iss")}
+    ordered = {n: as_arrays(p) for n, (p, _) in methods.items() if not n.startswith(("saliency", "random"))}
     figure(out / "keypoints.png", shapes[: args.figure_shapes], ordered, k)
 
 

@@ -313,3 +313,46 @@ def test_symmetric_method_trains_predicts_and_names_bad_input(sample_root: Path,
         UnsupervisedConfig(task="unsupervised_keypoints", data=".", category="chair", symmetry="w")
     with pytest.raises(ValueError, match="at least 2 keypoints"):
         UnsupervisedConfig(task="unsupervised_keypoints", data=".", category="chair", n_keypoints=1)
+
+
+def test_a_crowd_snaps_to_nearby_suggestions_once_each() -> None:
+    """Suggestions at x = 0 and x = 1 on model m. Annotator a clicks at 0.02 and then 0.03 (both
+    near suggestion 0): the first takes it, the second stays (suggestion 0 is no longer offered
+    to a on m, and suggestion 1 is 0.97 away). Annotator b's click at 0.9 takes suggestion 1;
+    a click at 0.5 is beyond the 0.2 radius; a click on another model stays."""
+    from kpengine.io.clicks import Click
+    from kpengine.learn.unsupervised.crowd import snap_to_suggestions
+
+    def click(ann: str, x: float, model: str = "m") -> Click:
+        return Click(model_id=model, annotator=ann, kp_index=0, xyz=(x, 0.0, 0.0), point_index=99, face_index=3)
+
+    sugg = {"m": (np.array([10, 11]), np.array([[0.0, 0, 0], [1.0, 0, 0]]))}
+    clicks = [click("a", 0.02), click("a", 0.03), click("b", 0.9), click("b", 0.5), click("a", 0.0, "other")]
+    out, moved = snap_to_suggestions(clicks, sugg, radius=0.2, accept=1.0)
+    assert moved.tolist() == [True, False, True, False, False]
+    assert out[0].xyz == (0.0, 0.0, 0.0) and out[0].point_index == 10 and out[0].face_index is None
+    assert out[1] == clicks[1] and out[3] == clicks[3] and out[4] == clicks[4]
+    assert out[2].point_index == 11
+    none, moved0 = snap_to_suggestions(clicks, sugg, radius=0.2, accept=0.0)
+    assert none == clicks and not moved0.any()
+    with pytest.raises(ValueError, match="accept"):
+        snap_to_suggestions(clicks, sugg, radius=0.2, accept=1.5)
+
+
+def test_prediction_names_the_model_whose_cloud_cannot_hold_k_keypoints() -> None:
+    from types import SimpleNamespace
+
+    from kpengine.learn.tasks.unsupervised_keypoints import UnsupervisedPredictor
+    from kpengine.learn.unsupervised.symmetric import SymmetricKeypoints
+
+    rng = np.random.default_rng(0)
+    for net in (SkeletonMerger(6, "pointnet", 4, **TINY).eval(), SymmetricKeypoints(6, "pointnet", 2, "x", **TINY)):
+        predictor = UnsupervisedPredictor(net.eval())
+        ok = SimpleNamespace(model_id="fine", points=rng.random((64, 3)).astype(np.float32))
+        assert len(predictor.predict([ok])["fine"]) == 6
+        small = SimpleNamespace(model_id="tiny123", points=rng.random((4, 3)).astype(np.float32))
+        with pytest.raises(DataError, match="model tiny123: 4 points, fewer than the 6 keypoints"):
+            predictor.predict([ok, small])
+        line = SimpleNamespace(model_id="stick", points=np.outer(rng.random(64), [1, 2, 3]).astype(np.float32))
+        with pytest.raises(DataError, match="model stick: the points are collinear"):
+            predictor.predict([line])

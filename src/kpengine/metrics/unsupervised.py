@@ -68,6 +68,7 @@ def evaluate_unsupervised(dataset, predictions: dict, *, gt_distances: list | No
         "das_backward": das["backward"],
         "consistency": None if cons is None else cons["consistency"],
         "modal_ids": None if cons is None else cons["modal_ids"],
+        "per_keypoint": None if cons is None else cons["per_keypoint"],
         "miou": miou,
     }
 

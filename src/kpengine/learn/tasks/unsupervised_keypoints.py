@@ -238,12 +238,14 @@ class UnsupervisedKeypointsTask(PointTask):
 
 
 @torch.no_grad()
-def predict_keypoints(model: UnsupervisedNet, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict_keypoints(
+    model: UnsupervisedNet, points: np.ndarray, where: str = "cloud"
+) -> tuple[np.ndarray, np.ndarray]:
     """(K, 3) keypoints in the model's frame and (K,) scores of one cloud (N, 3).
 
     The network works in the cloud's unit frame; keypoints go back by the inverse of that
     similarity (for Skeleton Merger the same convex combination of the original points)."""
-    check_cloud(points, model.n_keypoints)
+    check_cloud(points, model.n_keypoints, where=where)
     centre, half = unit_frame_params(np.asarray(points, np.float64))
     x = torch.from_numpy(unit_frame(points))[None]
     kp, scores = model.locate(x)
@@ -261,12 +263,12 @@ class UnsupervisedPredictor(Predictor):
 
     def keypoints(self, shapes: Sequence[Shape]) -> dict[str, np.ndarray]:
         """{model_id: (K, 3)} keypoints in the model's frame (not snapped)."""
-        return {s.model_id: predict_keypoints(self.model, s.points)[0] for s in shapes}
+        return {s.model_id: predict_keypoints(self.model, s.points, f"model {s.model_id}")[0] for s in shapes}
 
     def predict(self, shapes: Sequence[Shape]) -> dict[str, list[list[float]]]:
         out: dict[str, list[list[float]]] = {}
         for s in shapes:
-            kp, peak = predict_keypoints(self.model, s.points)
+            kp, peak = predict_keypoints(self.model, s.points, f"model {s.model_id}")
             idx = np.argmin(((kp[:, None, :] - s.points[None, :, :]) ** 2).sum(-1), axis=1)
             out[s.model_id] = [[int(i), float(p)] for i, p in zip(idx, peak)]
         return out
