@@ -356,3 +356,16 @@ def test_prediction_names_the_model_whose_cloud_cannot_hold_k_keypoints() -> Non
         line = SimpleNamespace(model_id="stick", points=np.outer(rng.random(64), [1, 2, 3]).astype(np.float32))
         with pytest.raises(DataError, match="model stick: the points are collinear"):
             predictor.predict([line])
+
+
+def test_das_scores_a_total_collapse_perfectly_so_distinct_ids_are_reported_beside_it() -> None:
+    """All K keypoints of every shape on one spot near id 0: every keypoint takes id 0 on every
+    shape (forward 1) and every human id's nearest keypoint is index 0 (ties go to the first:
+    backward 1). DAS = 1 although the detector found one part; consistency is 1 too, and only
+    the modal ids (one distinct id of K) show the collapse."""
+    gt = np.array([[0.0, 0, 0], [1.0, 0, 0], [0.0, 1, 0]])
+    sem = np.array([0, 1, 2])
+    pred = [np.full((4, 3), 0.1)] * 3
+    assert dual_alignment_score(pred, [gt] * 3, [sem] * 3)["das"] == pytest.approx(1.0)
+    cons = semantic_consistency(pred, [gt] * 3, [sem] * 3)
+    assert cons["consistency"] == pytest.approx(1.0) and set(cons["modal_ids"]) == {0}

@@ -76,7 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=unset, choices=backbones, help="point tasks (default pointnet)")
     add_data_args(p, split=None)
     p.add_argument("--out", required=True, metavar="RUN_DIR")
-    p.add_argument("--method", default=unset, help="unsupervised_keypoints: the method (default skeleton-merger)")
+    p.add_argument(
+        "--method",
+        default=unset,
+        help="unsupervised_keypoints: skeleton-merger (default; reconstruction from a skeleton) or symmetric "
+        "(a category shape model with mirror pairs); docs/unsupervised.md",
+    )
     p.add_argument(
         "--keypoints",
         dest="n_keypoints",
