@@ -44,6 +44,13 @@ def main() -> None:
         help="crowd shaped like KeypointNet's (CrowdModel.keypointnet: Table 3 pool, 3-5 per model)",
     )
     ap.add_argument("--per-model", type=int, nargs=2, metavar=("LO", "HI"), help="annotators per model")
+    ap.add_argument(
+        "--ids",
+        nargs="+",
+        default=["classes"],
+        choices=["classes", "tsne"],
+        help="id assignment(s) to run, each on the same clicks (AggregateConfig.ids)",
+    )
     ap.add_argument("--skip-baselines", action="store_true")
     ap.add_argument("--cross-model", action="store_true", help="fidelity over every point (FidelityConfig.anywhere)")
     ap.add_argument("--no-position-split", action="store_true", help="ClusterConfig.split_positions = False")
@@ -61,19 +68,23 @@ def main() -> None:
     head = {"category": args.category, "models": len(shapes), "clicks": len(clicks), "crowd": crowd.to_json()}
     graphs = {s.model_id: GeodesicGraph(s.points, protocol="strict") for s in shapes}
 
-    cfg = AggregateConfig(progress=False)
-    cfg = replace(
-        cfg,
-        embedding=replace(cfg.embedding, steps=args.steps),
-        fidelity=replace(cfg.fidelity, anywhere=args.cross_model),
-        cluster=replace(cfg.cluster, split_positions=not args.no_position_split),
-    )
-    t = time.perf_counter()
-    res = aggregate(shapes, clicks, cfg)
-    dt = time.perf_counter() - t
-    scores = evaluate_aggregation(shapes, res.predictions, graphs)
-    print(json.dumps({"method": "kpengine", **head, **scores, "time_s": dt, "timings": res.report["timings"],
-                      "loadavg": os.getloadavg()}), flush=True)  # fmt: skip
+    res = None
+    for ids in args.ids:
+        cfg = AggregateConfig(progress=False, ids=ids)
+        cfg = replace(
+            cfg,
+            embedding=replace(cfg.embedding, steps=args.steps),
+            fidelity=replace(cfg.fidelity, anywhere=args.cross_model),
+            cluster=replace(cfg.cluster, split_positions=not args.no_position_split),
+        )
+        t = time.perf_counter()
+        r = aggregate(shapes, clicks, cfg)
+        dt = time.perf_counter() - t
+        res = res or r
+        scores = evaluate_aggregation(shapes, r.predictions, graphs)
+        print(json.dumps({"method": f"kpengine (ids: {ids})", **head, **scores, "time_s": dt,
+                          "timings": r.report["timings"], "class_grouping": r.report["class_grouping"],
+                          "loadavg": os.getloadavg()}), flush=True)  # fmt: skip
     if args.skip_baselines:
         return
 

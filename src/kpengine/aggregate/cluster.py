@@ -89,6 +89,11 @@ def project_tsne(emb: np.ndarray, perplexity: float = 30.0, seed: int = 0, itera
     return tsne.fit_transform(x).astype(np.float64)
 
 
+def min_samples_for(cfg: ClusterConfig, n_models: int) -> int:
+    """DBSCAN's min_samples, and the fewest models an id must recur on: ``max(floor, frac * n_models)``."""
+    return max(cfg.min_samples_floor, int(round(cfg.min_cluster_frac * n_models)))
+
+
 def cluster_candidates(
     emb: np.ndarray,
     model_index: np.ndarray,
@@ -105,7 +110,7 @@ def cluster_candidates(
     """
     xy = project_tsne(emb, cfg.perplexity, cfg.seed)
     n = len(xy)
-    min_samples = max(cfg.min_samples_floor, int(round(cfg.min_cluster_frac * n_models)))
+    min_samples = min_samples_for(cfg, n_models)
     if n < min_samples:
         return Clustering(xy, np.full(n, -1), np.zeros(n, bool), float("nan"), min_samples)
     eps = cfg.eps

@@ -5,8 +5,14 @@
 1. saliency of every click on its model's cloud (geodesic Gaussians, once);
 2. the embedding g, trained on annotator-index classes (round 1) or on the previous
    round's semantic ids (later rounds);
-3. the fidelity error map of every model, smoothed, and non-minimum suppression -> candidates;
-4. t-SNE + DBSCAN of all candidates -> semantic ids (noise = mis-clicks dropped);
+3. the fidelity error map of every model, smoothed (eq. 4);
+4. semantic ids: by default (``ids="classes"``, :mod:`kpengine.aggregate.classes`) the
+   annotators' own (annotator, kp_index) classes are linked across annotators where their
+   clicks coincide, and each model's keypoint of an id is the reliability-weighted consensus
+   of its clicks (one-annotator keypoints must be backed by F); with ``ids="tsne"`` (the
+   paper's route) non-minimum suppression of F gives candidates and t-SNE + DBSCAN of their
+   embeddings gives the ids (noise = mis-clicks dropped). Either way t-SNE of the keypoints'
+   embeddings is kept for the cluster plot and the /verify page;
 
 then symmetry detection on the final keypoints. Models without clicks get no keypoints
 (and a problem saying so); everything that can be aggregated is.
@@ -24,7 +30,14 @@ import numpy as np
 from tqdm import tqdm
 
 from kpengine.aggregate.checks import crowd_problems
-from kpengine.aggregate.cluster import ClusterConfig, Clustering, cluster_candidates
+from kpengine.aggregate.classes import ClassConfig, assign_by_classes
+from kpengine.aggregate.cluster import (
+    ClusterConfig,
+    Clustering,
+    cluster_candidates,
+    min_samples_for,
+    project_tsne,
+)
 from kpengine.aggregate.embedding import EmbeddingConfig, TrainingClicks, embed, train_embedding
 from kpengine.aggregate.evaluate import Prediction
 from kpengine.aggregate.fidelity import (
@@ -58,7 +71,13 @@ class AggregateConfig:
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     symmetry: SymmetryConfig = field(default_factory=SymmetryConfig)
+    ids: str = "classes"
+    classes: ClassConfig = field(default_factory=ClassConfig)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.ids not in ("classes", "tsne"):
+            raise ValueError(f"ids must be 'classes' or 'tsne', got {self.ids!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -134,6 +153,7 @@ def aggregate(
     supervision, label_owner, n_owners = train, cs.classes[:, 0], len(cs.annotators)
     refs = reference_models(len(order), np.arange(len(order)), cfg.fidelity.n_references, cfg.fidelity.seed)
     losses: list[list[float]] = []
+    class_stats: dict = {}
     for r in range(cfg.rounds):
         t = time.perf_counter()
         net, loss = train_embedding(points, supervision, n_owners, label_owner, cfg.embedding, cfg.progress)
@@ -166,15 +186,31 @@ def aggregate(
             cand_x += (~near[kept_pts]).tolist()
         cand_model, cand_point = np.array(cand_m, np.int64), np.array(cand_p, np.int64)
         cand_cross = np.array(cand_x, bool)
-        cand_error = np.array([fid[order[m]][p] for m, p in zip(cand_model, cand_point)])
         timings[f"round{r + 1}_fidelity_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        cand_emb = np.stack([emb[m][p] for m, p in zip(cand_model, cand_point)]) if len(cand_p) else np.zeros((0, 1))
-        centred = [p - bbox_centre(p) for p in points]
-        cand_xyz = (
-            np.stack([centred[m][p] for m, p in zip(cand_model, cand_point)]) if len(cand_p) else np.zeros((0, 3))
+        if cfg.ids == "classes":
+            # ids from the annotators' own numberings (classes.py); candidates = per-id consensus points
+            fids = [fid[m] for m in order]
+            cand_model, cand_point, labels, keep, class_stats = assign_by_classes(
+                graphs, train, cs.classes[:, 0], fids, cfg.sigma, min_samples_for(cfg.cluster, len(order)), cfg.classes
+            )
+            class_stats["annotator_spread"] = dict(zip(cs.annotators, class_stats["annotator_spread"]))
+            cand_cross = np.zeros(len(cand_point), bool)
+        cand_error = np.array([fid[order[m]][p] for m, p in zip(cand_model, cand_point)])
+        cand_emb = (
+            np.stack([emb[m][p] for m, p in zip(cand_model, cand_point)]) if len(cand_point) else np.zeros((0, 1))
         )
-        clustering = cluster_candidates(cand_emb, cand_model, cand_error, len(order), cfg.cluster, cand_xyz)
+        if cfg.ids == "classes":
+            xy = project_tsne(cand_emb, cfg.cluster.perplexity, cfg.cluster.seed)
+            clustering = Clustering(xy, labels, keep, float("nan"), min_samples_for(cfg.cluster, len(order)))
+        else:
+            centred = [p - bbox_centre(p) for p in points]
+            cand_xyz = (
+                np.stack([centred[m][p] for m, p in zip(cand_model, cand_point)])
+                if len(cand_point)
+                else np.zeros((0, 3))
+            )
+            clustering = cluster_candidates(cand_emb, cand_model, cand_error, len(order), cfg.cluster, cand_xyz)
         timings[f"round{r + 1}_cluster_s"] = time.perf_counter() - t
         # next round's supervision: the recovered keypoints, one "annotator" numbering by id
         sel = clustering.keep
@@ -234,6 +270,8 @@ def aggregate(
                 cand_model[sel & cand_cross], cand_point[sel & cand_cross], clustering.labels[sel & cand_cross]
             )
         ],  # fmt: skip
+        "ids": cfg.ids,
+        "class_grouping": class_stats,
         "dbscan": {"eps": clustering.eps, "min_samples": clustering.min_samples},
         "keypoints_per_model": {m: len(kp_pts[i]) for i, m in enumerate(order)},
         "reflection_pairs": sum(len(s.reflection) for s in syms),
