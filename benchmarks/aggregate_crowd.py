@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.02)
     ap.add_argument("--wrong-rate", type=float, default=0.05)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--backbone", default="pointnet", help="embedding backbone (EmbeddingConfig.backbone)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figures")
     ap.add_argument(
@@ -73,7 +74,7 @@ def main() -> None:
         cfg = AggregateConfig(progress=False, ids=ids)
         cfg = replace(
             cfg,
-            embedding=replace(cfg.embedding, steps=args.steps),
+            embedding=replace(cfg.embedding, steps=args.steps, backbone=args.backbone),
             fidelity=replace(cfg.fidelity, anywhere=args.cross_model),
             cluster=replace(cfg.cluster, split_positions=not args.no_position_split),
         )
@@ -82,7 +83,7 @@ def main() -> None:
         dt = time.perf_counter() - t
         res = res or r
         scores = evaluate_aggregation(shapes, r.predictions, graphs)
-        print(json.dumps({"method": f"kpengine (ids: {ids})", **head, **scores, "time_s": dt,
+        print(json.dumps({"method": f"kpengine (ids: {ids})", "backbone": args.backbone, **head, **scores, "time_s": dt,
                           "timings": r.report["timings"], "class_grouping": r.report["class_grouping"],
                           "loadavg": os.getloadavg()}), flush=True)  # fmt: skip
     if args.skip_baselines:

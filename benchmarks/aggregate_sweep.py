@@ -5,7 +5,7 @@
 KeypointNet-shaped crowds (``CrowdModel.keypointnet``: Table 3 pool, per-annotator activity
 and noise, mirrored annotators, wrong clicks, misses) with exactly k annotators per model;
 the pool grows to k where Table 3's is smaller. One JSON line per k on stdout and in
-OUT.jsonl, and OUT.png (recall@0.05, precision@0.05 and ARI against k).
+OUT.jsonl, and OUT.png (recall@0.05, precision@0.05 and ARI against k). ``--ids tsne``: the paper route.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import replace
 
 from kpengine.aggregate.crowd import TABLE3_POOL, CrowdModel, simulate_crowd
 from kpengine.aggregate.evaluate import evaluate_aggregation
@@ -30,6 +29,7 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=0, help="first M models (0: all)")
     ap.add_argument("--per-model", type=int, nargs="+", default=[2, 3, 4, 6, 8, 12])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ids", default="classes", choices=["classes", "tsne"], help="AggregateConfig.ids")
     ap.add_argument("--out", required=True, help="OUT.jsonl and OUT.png are written")
     args = ap.parse_args()
     shapes = list(KeypointNetDataset(args.data, args.category, "all"))
@@ -41,9 +41,10 @@ def main() -> None:
         crowd = CrowdModel.keypointnet(args.category, seed=args.seed, n_annotators=pool, per_model=(k, k))
         clicks = simulate_crowd(shapes, crowd)
         t = time.perf_counter()
-        res = aggregate(shapes, clicks, replace(AggregateConfig(progress=False)))
+        res = aggregate(shapes, clicks, AggregateConfig(progress=False, ids=args.ids))
         s = evaluate_aggregation(shapes, res.predictions, graphs)
-        row = {"category": args.category, "models": len(shapes), "per_model": k, "pool": pool, "clicks": len(clicks),
+        row = {"category": args.category, "ids": args.ids, "models": len(shapes), "per_model": k, "pool": pool,
+               "clicks": len(clicks),
                **{m: s[m] for m in ("recall@0.05", "precision@0.05", "ari", "classes_found", "classes_true")},
                "time_s": time.perf_counter() - t, "loadavg": os.getloadavg()}  # fmt: skip
         rows.append(row)
@@ -63,7 +64,7 @@ def main() -> None:
     ax.set_xlabel("annotators per model")
     ax.set_ylim(0, 1.02)
     ax.set_xticks(ks)
-    ax.set_title(f"{args.category} ({len(shapes)} models), KeypointNet-shaped crowd")
+    ax.set_title(f"{args.category} ({len(shapes)} models), KeypointNet-shaped crowd, ids: {args.ids}")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(args.out + ".png", dpi=110)

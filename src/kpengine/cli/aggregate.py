@@ -11,8 +11,10 @@ from kpengine.cli.common import add_data_args
 AGGREGATE_HELP = """\
 Aggregate raw crowd clicks (RAW.json, see docs/aggregation.md) into semantic keypoints
 that agree across the models of a category (KeypointNet §3.4): Gaussian click saliency,
-a learned per-point embedding, the fidelity error map with non-minimum suppression,
-t-SNE + DBSCAN into semantic ids, reflection and rotation symmetries.
+a learned per-point embedding and the fidelity error map; semantic ids from the annotators'
+own numberings linked where their clicks coincide, one reliability-weighted consensus
+point per model and id (--ids tsne: the paper's non-minimum suppression + t-SNE + DBSCAN);
+reflection and rotation symmetries.
 
 Writes OUT.json in the official KeypointNet format and, beside it, OUT.report.json
 (clusters, noise, per-model keypoint counts, problems, timings), OUT.clusters.png and
@@ -75,10 +77,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=200, help="embedding training steps per round (default 200)")
     p.add_argument("--backbone", default="pointnet", choices=("pointnet", "pointnet2", "dgcnn"))
     p.add_argument(
+        "--ids",
+        default="classes",
+        choices=("classes", "tsne"),
+        help="how semantic ids are found: 'classes' (default) links the annotators' own numberings where their "
+        "clicks coincide and takes a reliability-weighted consensus per model; 'tsne' is the paper's t-SNE + DBSCAN "
+        "of fidelity minima (docs/aggregation.md compares them)",
+    )
+    p.add_argument(
         "--cross-model",
         action="store_true",
-        help="also propose keypoints where none of a model's annotators clicked, from other models' clicks through "
-        "the embedding (eq. 4 over every point; slower, see docs/aggregation.md for when it helps)",
+        help="with --ids tsne: also propose keypoints where none of a model's annotators clicked, from other "
+        "models' clicks through the embedding (eq. 4 over every point; slower; docs/aggregation.md says when it helps)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figures", type=int, default=3, metavar="K", help="fidelity maps for K models (default 3)")
@@ -133,7 +143,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from kpengine.cli.common import emit_json, load_raw_clicks
     from kpengine.io.annotations import save_annotations
 
-    cfg = AggregateConfig(rounds=args.rounds, progress=not args.no_progress)
+    cfg = AggregateConfig(rounds=args.rounds, progress=not args.no_progress, ids=args.ids)
     cfg = replace(
         cfg,
         embedding=replace(cfg.embedding, steps=args.steps, backbone=args.backbone, seed=args.seed),
