@@ -122,7 +122,8 @@ def main() -> None:
         from kpengine.aggregate.plots import plot_clusters, plot_fidelity
 
         os.makedirs(args.figures, exist_ok=True)
-        plot_clusters(f"{args.figures}/{args.category}_clusters.png", res.clustering.xy, res.clustering.labels)
+        plot_clusters(f"{args.figures}/{args.category}_clusters.png", res.clustering.xy, res.clustering.labels,
+                      title=f"{args.category}: t-SNE of keypoint embeddings, ids: {args.ids[0]}")  # fmt: skip
         for m in res.model_ids[:2]:
             p = res.predictions[m]
             plot_fidelity(f"{args.figures}/{args.category}_fidelity_{m[:8]}.png", by_id[m].points, res.fidelity[m],

@@ -34,19 +34,23 @@ def plot_fidelity(path: str | Path, points: np.ndarray, error: np.ndarray, kp_po
 
 
 def plot_clusters(path: str | Path, xy: np.ndarray, labels: np.ndarray, title: str = "") -> None:
-    """t-SNE coordinates (n, 2) coloured by DBSCAN cluster (n,); noise (-1) as grey crosses."""
+    """t-SNE coordinates (n, 2) coloured by semantic id (n,); candidates without one (-1) as grey crosses.
+
+    With ``ids="tsne"`` the ids are DBSCAN's clusters of this very plane and -1 its noise; with
+    ``ids="classes"`` they come from the annotators' numberings and -1 marks rejected candidates.
+    """
     import matplotlib.pyplot as plt
 
     from kpengine.viz.figures import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 5.5))
     noise = labels < 0
-    ax.scatter(*xy[noise].T, s=12, c="0.6", marker="x", label=f"noise ({int(noise.sum())})")
+    ax.scatter(*xy[noise].T, s=12, c="0.6", marker="x", label=f"no id ({int(noise.sum())})")
     ax.scatter(*xy[~noise].T, s=10, c=semantic_rgba(labels[~noise]))
     for c in np.unique(labels[~noise]):
         ax.annotate(str(c), xy[labels == c].mean(axis=0), fontsize=9, weight="bold")
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(title or "candidate keypoints: t-SNE of embeddings, DBSCAN clusters", fontsize=10)
+    ax.set_title(title or "candidate keypoints: t-SNE of embeddings, coloured by id", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     save_figure(fig, path)

@@ -167,8 +167,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     stem = out.with_suffix("")
     emit_json(result.report, str(stem) + ".report.json")
     plot_clusters(str(stem) + ".clusters.png", result.clustering.xy, result.clustering.labels,
-                  title=f"{ds.category.name}: {result.clustering.n_clusters} clusters, "
-                  f"{int((result.clustering.labels < 0).sum())} noise candidates")  # fmt: skip
+                  title=f"{ds.category.name}: {result.clustering.n_clusters} ids ({args.ids}), "
+                  f"{int((result.clustering.labels < 0).sum())} candidates without one")  # fmt: skip
     by_id = {s.model_id: s for s in shapes}
     for m in result.model_ids[: args.figures]:
         pred = result.predictions[m]
