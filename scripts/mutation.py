@@ -58,7 +58,13 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "src/kpengine/io/splits.py",
             "src/kpengine/io/mesh.py",
         ],
-        ["tests/test_io_pcd.py", "tests/test_io_annotations.py", "tests/test_io_mesh.py", "tests/test_dataset.py"],
+        [
+            "tests/test_io_pcd.py",
+            "tests/test_io_annotations.py",
+            "tests/test_io_mesh.py",
+            "tests/test_io_splits.py",
+            "tests/test_dataset.py",
+        ],
     ),
     "cameras": (
         ["src/kpengine/render/cameras.py", "src/kpengine/render/project.py"],

@@ -68,3 +68,26 @@ def test_keypoint_without_xyz_keeps_its_locators():
     )
     assert m.keypoints[0].xyz is None and m.keypoints[0].point_index == 7
     assert model_to_json(m)["keypoints"][0] == {"semantic_id": 3, "pcd_info": {"point_index": 7}}
+
+
+def test_unknown_fields_survive_a_round_trip_where_they_were():
+    """Fields kpengine does not know stay where the file had them: inside ``pcd_info`` and
+    ``mesh_info`` (next to the locators), and beside the keypoint; a keypoint written back is
+    the same JSON (hand-built here: the real files have no such fields)."""
+    from kpengine.io.annotations import parse_model
+
+    kp = {
+        "xyz": [0.1, 0.2, 0.3],
+        "rgb": [1, 2, 3],
+        "semantic_id": 4,
+        "pcd_info": {"point_index": 7, "normal": [0.0, 1.0, 0.0]},
+        "mesh_info": {"face_index": 2, "face_uv": [0.2, 0.3, 0.5], "material": "seat"},
+        "confidence": 0.9,
+        "annotator": "ann-3",
+    }
+    obj = {"class_id": "1", "model_id": "m", "keypoints": [kp]}
+    back = model_to_json(parse_model(json.loads(json.dumps(obj))))["keypoints"][0]
+    assert back == kp
+    assert list(back) == list(kp)  # and in the file's order of sections
+    plain = {"xyz": [0.0, 0.0, 0.0], "semantic_id": 0}
+    assert model_to_json(parse_model({"class_id": "1", "model_id": "p", "keypoints": [plain]}))["keypoints"][0] == plain

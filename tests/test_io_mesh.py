@@ -71,3 +71,126 @@ def test_truncated_glb_empty_and_nan_meshes_are_refused(tmp_path):
     oob.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n")
     with pytest.raises(DataError, match="out of range"):
         load_mesh(oob)
+
+
+# --------------------------------------------------------------------------- GLB structure, by hand
+
+
+def _glb(gltf: object, binary: bytes, *, declared: int | None = None, trailing: bytes = b"") -> bytes:
+    """A binary glTF built from the spec: 12-byte header (magic, version 2, total length), then
+    chunks of (uint32 length, 4-byte type, payload)."""
+    import struct
+
+    body = json.dumps(gltf).encode()
+    chunks = struct.pack("<I4s", len(body), b"JSON") + body + struct.pack("<I4s", len(binary), b"BIN\0") + binary
+    total = 12 + len(chunks) + len(trailing)
+    return struct.pack("<4sII", b"glTF", 2, total if declared is None else declared) + chunks + trailing
+
+
+def _problem(tmp_path, data: bytes):  # noqa: ANN001, ANN202
+    from kpengine.io.mesh import _glb_problem
+
+    path = tmp_path / "m.glb"
+    path.write_bytes(data)
+    return _glb_problem(path)
+
+
+VIEWS = {"bufferViews": [{"buffer": 0, "byteOffset": 1000, "byteLength": 400}]}
+
+
+def test_glb_problems_named_with_the_numbers(tmp_path):
+    import struct
+
+    ok = _glb(VIEWS, b"\0" * 1400)
+    assert _problem(tmp_path, ok) is None  # the view ends exactly at the end of BIN
+    assert _problem(tmp_path, b"glT") == "not a GLB file: it does not start with the 'glTF' header (3 bytes)"
+    assert _problem(tmp_path, b"GLTF" + ok[4:]).startswith("not a GLB file")
+    n = len(ok)
+    assert _problem(tmp_path, _glb(VIEWS, b"\0" * 1400, declared=n + 2)) == (
+        f"truncated GLB: the header declares {n + 2:,} bytes, the file has {n:,}"
+    )
+    # the BIN chunk declares 1,400 bytes but the file stops 2 short (header patched to the real length)
+    cut = bytearray(ok[:-2])
+    cut[8:12] = struct.pack("<I", n - 2)
+    assert _problem(tmp_path, bytes(cut)) == "truncated GLB: the BIN chunk needs 1,400 bytes, 1,398 remain"
+    # a JSON chunk that claims 5,000 bytes
+    json_cut = bytearray(ok)
+    json_cut[12:16] = struct.pack("<I", 5000)
+    assert _problem(tmp_path, bytes(json_cut)) == f"truncated GLB: the JSON chunk needs 5,000 bytes, {n - 20:,} remain"
+    short = _glb(VIEWS, b"\0" * 1399)
+    assert _problem(tmp_path, short) == "truncated GLB: a buffer view needs 1,400 bytes, the BIN chunk has 1,399"
+    no_offset = {"bufferViews": [{"byteLength": 1401}]}  # offset 0 and buffer 0 by default
+    assert _problem(tmp_path, _glb(no_offset, b"\0" * 1400)).endswith("needs 1,401 bytes, the BIN chunk has 1,400")
+    external = {"bufferViews": [{"buffer": 1, "byteOffset": 0, "byteLength": 9999}]}  # another buffer: not ours
+    assert _problem(tmp_path, _glb(external, b"\0" * 8)) is None
+    assert _problem(tmp_path, _glb([1, 2], b"")) is None  # JSON that is no object: no views to check
+    assert _problem(tmp_path, _glb(VIEWS, b"\0" * 1400, trailing=b"\0" * 7)) is None  # < one chunk header: ignored
+    # an empty chunk right at the end is a whole chunk header: read, and harmless
+    assert _problem(tmp_path, _glb(VIEWS, b"\0" * 1400, trailing=struct.pack("<I4s", 0, b"XTRA"))) is None
+    bad_json = bytearray(ok)
+    at = 20 + bad_json[20:].index(b"{")
+    bad_json[at] = ord("[")
+    assert _problem(tmp_path, bytes(bad_json)).startswith("malformed GLB: its JSON chunk does not parse (")
+
+
+def test_trimesh_formats_keep_vertices_colours_and_refuse_non_meshes(tmp_path):
+    """PLY through trimesh with processing off: duplicated vertices stay (V 6, not 4) and in file
+    order, vertex colours come back as (V, 3) uint8; a file of points only, or garbage, is a
+    DataError naming it."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float)
+    colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9], [200, 100, 50], [1, 2, 3]], np.uint8)
+    path = tmp_path / "two.ply"
+    save_mesh(path, Mesh(v, np.array([[0, 1, 2], [3, 5, 4]]), colors))
+    back = load_mesh(path)
+    assert back.vertices.tolist() == v.tolist() and back.faces.tolist() == [[0, 1, 2], [3, 5, 4]]
+    assert back.vertex_colors is not None and back.vertex_colors.dtype == np.uint8
+    assert back.vertex_colors.tolist() == colors.tolist()
+    assert load_mesh(tmp_path / "two.ply").vertices.dtype == np.float64 and back.faces.dtype == np.int64
+    plain = tmp_path / "plain.ply"
+    save_mesh(plain, Mesh(v, np.array([[0, 1, 2]])))
+    assert load_mesh(plain).vertex_colors is None
+    points = tmp_path / "points.ply"
+    points.write_bytes(trimesh.PointCloud(v).export(file_type="ply"))
+    with pytest.raises(DataError, match="points.ply.*(no triangle mesh|0 faces)"):
+        load_mesh(points)
+    garbage = tmp_path / "garbage.ply"
+    garbage.write_bytes(b"ply\nformat nonsense\n")
+    with pytest.raises(DataError, match=r"garbage.ply: unreadable mesh \("):
+        load_mesh(garbage)
+    short = tmp_path / "short.glb"
+    short.write_bytes(_glb(VIEWS, b"\0" * 1399))
+    with pytest.raises(DataError, match="short.glb: truncated GLB: a buffer view needs 1,400 bytes"):
+        load_mesh(short)
+    with pytest.raises(DataError, match="mesh file not found"):
+        load_mesh(tmp_path / "nope.ply")
+
+
+def test_mesh_refusals_name_the_file_and_say_what_is_wrong(tmp_path):
+    """Each refusal is '<path>: <reason>' exactly: the path is what the user must go and fix."""
+    cases = {
+        "missing.obj": (None, "mesh file not found"),
+        "empty.obj": ("", "mesh file is empty"),
+        "one_byte.obj": ("\n", "mesh has 0 vertices and 0 faces"),
+        "no_faces.obj": ("v 0 0 0\nv 1 0 0\nv 0 1 0\n", "mesh has 3 vertices and 0 faces"),
+        "inf.obj": ("v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "mesh has NaN or infinite vertex coordinates"),
+        "low.obj": ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 -4\n", "face indices out of range [0, 3) (min -1, max 1)"),
+    }
+    for name, (text, reason) in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(DataError) as err:
+            load_mesh(path)
+        assert str(err.value) == f"{path}: {reason}", name
+    one = tmp_path / "one.obj"
+    one.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    assert load_mesh(one).faces.tolist() == [[0, 1, 2]]  # a single vertex row / face is enough
+
+
+def test_obj_is_written_by_our_writer_in_file_order_whatever_the_suffix_case(tmp_path):
+    mesh = Mesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0.5]]), np.array([[3, 1, 2], [0, 1, 2]]))
+    for name in ("m.obj", "M.OBJ"):
+        save_mesh(tmp_path / name, mesh)
+        text = (tmp_path / name).read_text()
+        assert text == "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0.5\nf 4 2 3\nf 1 2 3\n", name
+        assert load_mesh(tmp_path / name).faces.tolist() == [[3, 1, 2], [0, 1, 2]]

@@ -205,3 +205,27 @@ def test_bad_headers_name_the_file(tmp_path, head, message):
 def test_missing_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_pcd(tmp_path / "nope.pcd")
+
+
+def test_saved_header_and_body_written_out_by_hand(tmp_path):
+    """The exact bytes PCL's ASCII and binary layouts give for two points, written out here:
+    coordinates with six decimals where that reads back to the same float32 (0.1 does), the
+    shortest exact text where it does not (1e-7 is not 0.000000); no colours = white, packed
+    as the unsigned int 0xFFFFFF; given colours packed r << 16 | g << 8 | b."""
+    pts = np.array([[0.5, -1.25, 2.0], [0.1, 0.0, 1e-7]], np.float32)
+    head = (
+        "VERSION .7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F U\nCOUNT 1 1 1 1\n"
+        "WIDTH 2\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 2\nDATA {}\n"
+    )
+    save_pcd(tmp_path / "a.pcd", PointCloud(pts, None))
+    assert (tmp_path / "a.pcd").read_text() == head.format("ascii") + (
+        "0.500000 -1.250000 2.000000 16777215\n0.100000 0.000000 0.0000001 16777215\n"
+    )
+    colors = np.array([[1, 2, 3], [255, 0, 128]], np.uint8)
+    save_pcd(tmp_path / "b.pcd", PointCloud(pts, colors), binary=True)
+    body = b"".join(
+        struct.pack("<fffI", *map(float, p), (int(c[0]) << 16) | (int(c[1]) << 8) | int(c[2]))
+        for p, c in zip(pts, colors)
+    )
+    assert (tmp_path / "b.pcd").read_bytes() == head.format("binary").encode() + body
+    assert struct.unpack("<I", body[12:16])[0] == 66051  # 1 * 65536 + 2 * 256 + 3
