@@ -194,3 +194,60 @@ def test_obj_is_written_by_our_writer_in_file_order_whatever_the_suffix_case(tmp
         text = (tmp_path / name).read_text()
         assert text == "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0.5\nf 4 2 3\nf 1 2 3\n", name
         assert load_mesh(tmp_path / name).faces.tolist() == [[3, 1, 2], [0, 1, 2]]
+
+
+def test_glb_edge_cases_of_the_header_and_chunk_walk(tmp_path):
+    """Boundaries of the walk, each worked out from the layout: a bare 12-byte header is a GLB
+    with nothing in it; lengths are unsigned (a huge one is a truncation, not a negative); a
+    chunk header that ends exactly at the end of the file is read; a chunk type that is not text
+    is shown with a replacement character, and a name is stripped only of NULs and spaces."""
+    import struct
+
+    assert _problem(tmp_path, struct.pack("<4sII", b"glTF", 2, 12)) is None
+    assert _problem(tmp_path, struct.pack("<4sII", b"glTF", 2, 0xFFFFFFF0)).startswith(
+        "truncated GLB: the header declares 4,294,967,280 bytes, the file has 12"
+    )
+    ok = _glb(VIEWS, b"\0" * 1400)
+    huge = bytearray(ok)
+    huge[12:16] = struct.pack("<I", 0xFFFFFFFF)
+    assert "the JSON chunk needs 4,294,967,295 bytes" in _problem(tmp_path, bytes(huge))
+    for kind, name in ((b"XTRA", "XTRA"), (b"\xff\0\0\0", "\ufffd")):
+        last = ok + struct.pack("<I4s", 5, kind)  # the last 8 bytes: a chunk header whose payload is missing
+        patched = bytearray(last)
+        patched[8:12] = struct.pack("<I", len(last))
+        assert _problem(tmp_path, bytes(patched)) == f"truncated GLB: the {name} chunk needs 5 bytes, 0 remain"
+    bin_only = struct.pack("<I4s", 8, b"BIN\0") + b"\0" * 8
+    assert _problem(tmp_path, struct.pack("<4sII", b"glTF", 2, 12 + len(bin_only)) + bin_only) is None  # no JSON
+    assert _problem(tmp_path, _glb({"asset": {"version": "2.0"}}, b"")) is None  # no buffer views
+    no_length = {"bufferViews": [{"byteOffset": 8}]}  # byteLength missing: the view ends at its offset
+    assert _problem(tmp_path, _glb(no_length, b"\0" * 8)) is None
+    assert _problem(tmp_path, _glb(no_length, b"\0" * 7)).endswith("needs 8 bytes, the BIN chunk has 7")
+
+
+def test_registered_mesh_formats_are_read_and_written_by_suffix(tmp_path):
+    """A format added at run time: the suffix is matched without case and with or without its
+    dot; a reader alone leaves the writer as it was."""
+    from kpengine.io import mesh as io_mesh
+
+    def write(path, m):  # noqa: ANN001, ANN202 - a toy format: the arrays as JSON
+        path.write_text(json.dumps({"v": m.vertices.tolist(), "f": m.faces.tolist()}))
+
+    def read(path):  # noqa: ANN001, ANN202
+        d = json.loads(path.read_text())
+        return Mesh(np.array(d["v"], float), np.array(d["f"], np.int64))
+
+    saved = dict(io_mesh.READERS), dict(io_mesh.WRITERS)
+    try:
+        io_mesh.register_mesh_format("KPM", read, write)
+        assert ".kpm" in io_mesh.READERS and ".kpm" in io_mesh.WRITERS
+        mesh = Mesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float), np.array([[0, 1, 2]]))
+        save_mesh(tmp_path / "a.Kpm", mesh)
+        assert json.loads((tmp_path / "a.Kpm").read_text())["f"] == [[0, 1, 2]]
+        assert load_mesh(tmp_path / "a.Kpm").vertices.tolist() == mesh.vertices.tolist()
+        io_mesh.register_mesh_format(".KPM", reader=read)  # a reader only: the writer stays
+        assert io_mesh.WRITERS[".kpm"] is write and io_mesh.READERS[".kpm"] is read
+        io_mesh.register_mesh_format("kpx", writer=write)
+        assert ".kpx" in io_mesh.WRITERS and ".kpx" not in io_mesh.READERS
+    finally:
+        io_mesh.READERS.clear(), io_mesh.READERS.update(saved[0])
+        io_mesh.WRITERS.clear(), io_mesh.WRITERS.update(saved[1])
