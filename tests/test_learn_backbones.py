@@ -13,6 +13,7 @@ SMALL = {
     "pointnet": {"out_channels": 16, "width": 64},
     "pointnet2": {"out_channels": 16, "n_samples": (64, 16), "n_neighbours": (8, 8)},
     "dgcnn": {"out_channels": 16, "k": 8, "width": 64},
+    "pointconv": {"out_channels": 16, "k": 8, "widths": (16, 32, 32)},
 }
 
 
@@ -180,3 +181,25 @@ def test_fps_on_cpu_picks_the_points_of_the_torch_loop() -> None:
     assert torch.equal(farthest_point_sample(grid, 40), farthest_point_sample_torch(grid, 40))  # ties: first index
     small = xyz[:, :4]
     assert torch.equal(farthest_point_sample(small, 6), farthest_point_sample_torch(small, 6))
+
+
+def test_pointconv_knn_equals_the_all_pairs_search_and_the_network_ignores_translation_and_scale() -> None:
+    from kpengine.learn.backbones.pointconv import knn
+    from kpengine.learn.backbones.pointnet2 import square_distance
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 300, 3)
+    d, i = knn(x, x[:, :50], 8)
+    d_ref, i_ref = square_distance(x[:, :50], x).topk(8, dim=-1, largest=False)
+    assert torch.equal(i, i_ref) and torch.allclose(d, d_ref, atol=1e-6)
+    # every layer sees neighbour offsets divided by their neighbourhood's mean distance, and a density
+    # with that bandwidth: the output cannot change when the cloud is moved or uniformly scaled
+    net = build_backbone("pointconv", **SMALL["pointconv"])
+    net.train()
+    net(torch.rand(4, 256, 3))  # running statistics from a batch, then eval mode
+    net.eval()
+    with torch.no_grad():
+        ref = net(x)
+        assert torch.allclose(net(x + torch.tensor([0.3, -0.2, 0.5])), ref, atol=1e-4)
+        assert torch.allclose(net(2.5 * x), ref, atol=1e-4)
+        assert not torch.allclose(net(x * torch.tensor([1.0, 1.0, 2.0])), ref, atol=1e-2)  # not a shape invariant

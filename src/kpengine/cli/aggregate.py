@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rounds", type=int, default=1, help="embedding / keypoint update rounds (default 1)")
     p.add_argument("--steps", type=int, default=200, help="embedding training steps per round (default 200)")
-    p.add_argument("--backbone", default="pointnet", choices=("pointnet", "pointnet2", "dgcnn"))
+    p.add_argument("--backbone", default="pointnet", choices=("pointnet", "pointnet2", "dgcnn", "pointconv"))
     p.add_argument(
         "--ids",
         default="classes",
