@@ -192,5 +192,5 @@ def test_point_tasks_and_backbones_are_registered() -> None:
     from kpengine.learn.registry import BACKBONES, TASKS
 
     assert TASKS.names("kpengine.learn.tasks") == ["correspondence", "embedding", "saliency", "unsupervised_keypoints"]
-    assert BACKBONES.names() == ["dgcnn", "pointnet", "pointnet2"]
+    assert BACKBONES.names() == ["dgcnn", "pointconv", "pointnet", "pointnet2"]
     assert np.all([TASKS.summary(n) for n in TASKS.names()])
