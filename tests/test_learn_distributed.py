@@ -77,6 +77,17 @@ train_run(LinearTask(config), sys.argv[1], progress=False)
 '''
 
 
+def _two_ranks(tmp_path: Path, task: str) -> Path:
+    """Write the task script and train it under torchrun, 2 ranks with batches of 4, into tmp_path/ddp."""
+    script = tmp_path / "task.py"
+    script.write_text(task)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run([*two, str(script), str(tmp_path / "ddp"), "4"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return script
+
+
 def test_two_processes_shard_the_data_and_match_one_process(tmp_path: Path) -> None:
     """Two ranks with batches of 4 take the same steps as one process with batches of 8.
 
@@ -85,12 +96,7 @@ def test_two_processes_shard_the_data_and_match_one_process(tmp_path: Path) -> N
     gradients of their mean losses: the mean loss over the 8. With a linear model the weights after
     three epochs must agree to rounding; a rank that trained on all the data, or on the other
     rank's half too, would take twice the steps and end elsewhere."""
-    script = tmp_path / "linear_task.py"
-    script.write_text(LINEAR_TASK)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run([*two, str(script), str(tmp_path / "ddp"), "4"], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    script = _two_ranks(tmp_path, LINEAR_TASK)
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "8"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp, one = (load_checkpoint(tmp_path / d / "last.pt")["model"] for d in ("ddp", "one"))
@@ -115,12 +121,7 @@ def test_two_processes_validate_the_model_rank_zero_saves(tmp_path: Path) -> Non
     scoring the saved last.pt in one process on the whole validation set (8 samples, 4 per rank
     under torchrun): the same loss, to rounding. Before, rank 1 scored its half with its own
     statistics and the reported loss belonged to no saved model."""
-    script = tmp_path / "bn_task.py"
-    script.write_text(BATCHNORM_TASK)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run([*two, str(script), str(tmp_path / "ddp"), "4"], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _two_ranks(tmp_path, BATCHNORM_TASK)
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     net = torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1)).double()
     net.load_state_dict(state["model"])

@@ -64,17 +64,9 @@ def predictions_for_split(
 
 
 def predict_split(
-    run: str | Path,
-    data: str | Path,
-    category: str,
-    split: str = "test",
-    *,
-    saliency_mode: SaliencyMode = "nms",
-    threshold: float | None = None,
-    nms_radius: float | None = None,
+    run: str | Path, data: str | Path, category: str, split: str = "test", **options: Any
 ) -> tuple[str, dict[str, Any]]:
-    """(evaluate task name, predictions): :func:`predictions_for_split` without the skipped models."""
-    out = predictions_for_split(
-        run, data, category, split, saliency_mode=saliency_mode, threshold=threshold, nms_radius=nms_radius
-    )
+    """(evaluate task name, predictions): :func:`predictions_for_split` (same options) without
+    the skipped models."""
+    out = predictions_for_split(run, data, category, split, **options)
     return out.evaluates_as, out.predictions
