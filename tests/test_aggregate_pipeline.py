@@ -141,3 +141,14 @@ def test_classes_route_on_a_keypointnet_shaped_crowd_weights_careful_annotators(
     measured = np.array([spread[a] for a in names])
     true = np.array([noise[int(a[3:])] for a in names])
     assert np.corrcoef(np.argsort(np.argsort(measured)), np.argsort(np.argsort(true)))[0, 1] >= 0.6
+
+
+def test_progress_reports_every_stage_once_per_round_and_never_goes_back(chairs):
+    seen: list[tuple[str, float]] = []
+    clicks = simulate_crowd(chairs, CrowdModel(n_annotators=6, seed=0))
+    aggregate(chairs, clicks, replace(_cfg(steps=3), rounds=2), on_stage=lambda n, f: seen.append((n, f)))
+    rounds = ["embedding", "fidelity", "ids"]
+    assert [n for n, _ in seen] == ["saliency", *rounds, *rounds, "symmetry", "done"]
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert fractions[4] == 0.15 + 0.75 / 2  # the second round's embedding starts halfway through the rounds' share

@@ -175,3 +175,35 @@ def test_export_reflects_accept_reject_merge_and_names(verifying) -> None:  # no
             assert shape.points[k["pcd_info"]["point_index"]].tolist() == pytest.approx(k["xyz"])
     labels = next(c for c in client.get("/api/categories").json() if c["name"] == "chair")["labels"]
     assert labels["3"] == "seat corner, front"
+
+
+def test_aggregation_runs_as_a_job_with_progress(tmp_path: Path, sample_root: Path) -> None:
+    """POST .../jobs answers at once; polling sees the pipeline's stages in order, then the stored summary."""
+    import time
+
+    from kpengine.aggregate.pipeline import STAGES
+
+    store, tokens, _ = fill_store(f"sqlite:///{tmp_path / 'store.db'}", sample_root, keep_truth=True)
+    client = TestClient(create_app(ServerConfig(store=store)))
+    admin, body = _bearer(tokens["admin"]), {"steps": 3, "seed": 1}
+    assert (
+        client.post("/api/admin/aggregate/chair/jobs", json=body, headers=_bearer(tokens["annotator"])).status_code
+        == 403
+    )
+    assert client.post("/api/admin/aggregate/nothing/jobs", json=body, headers=admin).status_code == 404
+    r = client.post("/api/admin/aggregate/chair/jobs", json=body, headers=admin)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "running" and job["category"] == "chair"
+    seen = [job["fraction"]]
+    deadline = time.monotonic() + 600
+    while job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = client.get(f"/api/admin/aggregate/jobs/{job['job']}", headers=admin).json()
+        seen.append(job["fraction"])
+    assert job["state"] == "done", job
+    assert job["stages"] == list(STAGES)  # one round: every stage once, in order
+    assert seen == sorted(seen) and job["fraction"] == 1.0  # progress never goes back
+    assert job["summary"]["keypoints"] == _statuses(store)["pending"] > 0
+    assert client.get("/api/admin/aggregate/jobs/nope", headers=admin).status_code == 404
+    store.dispose()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -113,10 +113,29 @@ def _snap_clicks(points: np.ndarray, xyz: np.ndarray, given: np.ndarray) -> np.n
     return idx
 
 
+#: the stages :func:`aggregate` reports to ``on_stage``, with the share of the work done when each starts
+STAGES = {"saliency": 0.0, "embedding": 0.15, "fidelity": 0.45, "ids": 0.65, "symmetry": 0.9, "done": 1.0}
+
+
 def aggregate(
-    shapes: Sequence[Shape], clicks: Sequence[Click], cfg: AggregateConfig = AggregateConfig()
+    shapes: Sequence[Shape],
+    clicks: Sequence[Click],
+    cfg: AggregateConfig = AggregateConfig(),
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> AggregationResult:
-    """Aggregate raw ``clicks`` on ``shapes`` (see the module docstring)."""
+    """Aggregate raw ``clicks`` on ``shapes`` (see the module docstring).
+
+    ``on_stage(name, fraction)`` is called as each stage of :data:`STAGES` starts (the
+    embedding, fidelity and ids stages once per round), so a server job can show progress.
+    """
+
+    def stage(name: str, r: int = 0) -> None:
+        if on_stage is not None:
+            f = STAGES[name]
+            if name in ("embedding", "fidelity", "ids"):  # per round, inside the rounds' share [0.15, 0.9)
+                f = 0.15 + 0.75 * (r + (f - 0.15) / 0.75) / cfg.rounds
+            on_stage(name, f)
+
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     by_id = {s.model_id: s for s in shapes}
@@ -137,6 +156,7 @@ def aggregate(
             + (f"; first problems: {'; '.join(dropped)})" if dropped else ")")
         )
     # 1. saliency (geodesic Gaussians), evidence per model
+    stage("saliency")
     near_thr = float(gaussian(cfg.fidelity.near * cfg.sigma, cfg.sigma))
     points = [by_id[m].points.astype(np.float64) for m in order]
     graphs, train, evidence = [], [], []
@@ -156,11 +176,13 @@ def aggregate(
     class_stats: dict = {}
     for r in range(cfg.rounds):
         t = time.perf_counter()
+        stage("embedding", r)
         net, loss = train_embedding(points, supervision, n_owners, label_owner, cfg.embedding, cfg.progress)
         losses.append(loss)
         emb = embed(net, points)
         timings[f"round{r + 1}_embedding_s"] = time.perf_counter() - t
         t = time.perf_counter()
+        stage("fidelity", r)
         for ev, e, tc in zip(evidence, emb, train):
             ev.click_emb = e[tc.point_index]
         fid, cand_m, cand_p, cand_x = {}, [], [], []
@@ -188,6 +210,7 @@ def aggregate(
         cand_cross = np.array(cand_x, bool)
         timings[f"round{r + 1}_fidelity_s"] = time.perf_counter() - t
         t = time.perf_counter()
+        stage("ids", r)
         if cfg.ids == "classes":
             # ids from the annotators' own numberings (classes.py); candidates = per-id consensus points
             fids = [fid[m] for m in order]
@@ -222,6 +245,7 @@ def aggregate(
         label_owner, n_owners = np.zeros(max(clustering.n_clusters, 1), np.int64), 1
     # outputs
     t = time.perf_counter()
+    stage("symmetry")
     sel = clustering.keep
     kp_pts, kp_ids = [], []
     for i in range(len(order)):
@@ -282,6 +306,7 @@ def aggregate(
         "loadavg": list(os.getloadavg()),
         "config": cfg.to_json(),
     }
+    stage("done")
     return AggregationResult(
         order, predictions, annotations, fid, cand_model, cand_point, cand_error, clustering, problems, report
     )

@@ -8,6 +8,9 @@ what goes into the official export.
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -105,17 +108,96 @@ def name(request: Request, category: str, semantic_id: int, body: NameIn, admin:
     return _run(request, category, lambda s, c: ops.name_semantic_id(s, c, semantic_id, body.name))
 
 
-@router.post("/aggregate/{category}")
-async def aggregate(request: Request, category: str, body: AggregateIn, admin: AdminDep) -> dict:
-    """Aggregate the category's raw annotations now (blocks until done; the CLI
-    ``kpengine aggregate --db`` does the same for large categories) and store pending keypoints."""
+def _aggregate_config(body: AggregateIn) -> Any:  # noqa: ANN401 - AggregateConfig (imported lazily: torch)
     from kpengine.aggregate.pipeline import AggregateConfig
-    from kpengine.store.aggregation import aggregate_category
 
     cfg = AggregateConfig(rounds=body.rounds, progress=False)
-    cfg = replace(cfg, embedding=replace(cfg.embedding, steps=body.steps, seed=body.seed))
+    return replace(cfg, embedding=replace(cfg.embedding, steps=body.steps, seed=body.seed))
+
+
+@router.post("/aggregate/{category}")
+async def aggregate(request: Request, category: str, body: AggregateIn, admin: AdminDep) -> dict:
+    """Aggregate the category's raw annotations now (blocks until done; ``POST .../jobs`` runs it in
+    the background with progress, the CLI ``kpengine aggregate --db`` too) and store pending keypoints."""
+    from kpengine.store.aggregation import aggregate_category
+
     try:
-        _, summary = await run_in_threadpool(aggregate_category, request.app.state.store, category, None, cfg)
+        _, summary = await run_in_threadpool(
+            aggregate_category, request.app.state.store, category, None, _aggregate_config(body)
+        )
     except DataError as exc:
         raise HTTPException(422, str(exc)) from exc
     return summary
+
+
+def _jobs(request: Request) -> tuple[dict[str, dict[str, Any]], threading.Lock]:
+    """The app's aggregation jobs (in memory: a restart forgets them, the stored result stays) and their lock."""
+    state = request.app.state
+    if not hasattr(state, "aggregation_jobs"):
+        state.aggregation_jobs, state.aggregation_lock = {}, threading.Lock()
+    return state.aggregation_jobs, state.aggregation_lock
+
+
+@router.post("/aggregate/{category}/jobs", status_code=202)
+def start_aggregation(request: Request, category: str, body: AggregateIn, admin: AdminDep) -> dict:
+    """Start aggregating the category in the background; poll ``GET /api/admin/aggregate/jobs/{job}``.
+
+    One job per category at a time (409 while one runs). The job reports the pipeline's
+    stage and the share of the work done (``kpengine.aggregate.pipeline.STAGES``), then the
+    same summary as the blocking route, or the error.
+    """
+    from kpengine.store.aggregation import aggregate_category
+
+    store = request.app.state.store
+    with store.session() as s:
+        if repo.get_category(s, category) is None:
+            raise HTTPException(404, f"no category {category!r}")
+    jobs, lock = _jobs(request)
+    job: dict[str, Any] = {
+        "job": uuid.uuid4().hex[:12],
+        "category": category,
+        "state": "running",
+        "stage": "queued",
+        "fraction": 0.0,
+        "stages": [],
+        "started": time.time(),
+        "finished": None,
+        "summary": None,
+        "error": None,
+    }
+    with lock:
+        if any(j["category"] == category and j["state"] == "running" for j in jobs.values()):
+            raise HTTPException(409, f"an aggregation of {category!r} is already running")
+        jobs[job["job"]] = job
+
+    def on_stage(name: str, fraction: float) -> None:
+        with lock:
+            job.update(stage=name, fraction=round(float(fraction), 3))
+            job["stages"].append(name)
+
+    def work() -> None:
+        try:
+            _, summary = aggregate_category(store, category, None, _aggregate_config(body), on_stage=on_stage)
+            update = {"state": "done", "summary": summary, "fraction": 1.0}
+        except Exception as exc:  # noqa: BLE001 - the job reports any failure instead of dying silently
+            update = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        with lock:
+            job.update(update, finished=time.time())
+
+    threading.Thread(target=work, name=f"aggregate-{category}", daemon=True).start()
+    return _job_view(job, lock)
+
+
+def _job_view(job: dict[str, Any], lock: threading.Lock) -> dict:
+    with lock:
+        return {**job, "stages": list(job["stages"])}
+
+
+@router.get("/aggregate/jobs/{job_id}")
+def aggregation_job(request: Request, job_id: str, admin: AdminDep) -> dict:
+    """An aggregation job's state: running (stage, fraction), done (summary) or failed (error)."""
+    jobs, lock = _jobs(request)
+    job = jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no aggregation job {job_id!r}")
+    return _job_view(job, lock)

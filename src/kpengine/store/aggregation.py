@@ -48,10 +48,12 @@ def aggregate_category(
     category: str,
     root: str | Path | None = None,
     cfg: Any = None,  # noqa: ANN401
+    on_stage: Any = None,  # noqa: ANN401 - Callable[[str, float], None], see aggregate()
 ) -> tuple[Any, dict[str, Any]]:
     """Aggregate ``category`` from the store and save the result as pending keypoints.
 
     Returns the ``AggregationResult`` and a summary (run id, keypoints written, report).
+    ``on_stage(name, fraction)`` hears the pipeline's stages (a server job's progress).
     """
     from kpengine.aggregate.pipeline import AggregateConfig, aggregate
     from kpengine.data import KeypointNetDataset
@@ -65,7 +67,7 @@ def aggregate_category(
         root = Path(root) if root is not None else infer_root(s, name)
     wanted = {c.model_id for c in clicks}
     shapes = list(KeypointNetDataset(root, name, "all", model_ids=wanted)) if wanted else []
-    result = aggregate(shapes, clicks, cfg or AggregateConfig(progress=False))
+    result = aggregate(shapes, clicks, cfg or AggregateConfig(progress=False), on_stage=on_stage)
     with store.session() as s:
         cat = get_category(s, name)
         run = save_aggregation(s, cat, result)  # type: ignore[arg-type]
