@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kpengine.image.crops import crop_square, normalise, resample, to_tensor
+from kpengine.image.renders import mask_box
 from kpengine.image.viewpoint import ResNetEncoder
 
 STORE_MARGIN = 1.8  # stored training crops: 1.8 x the box's longer side; batches zoom into them
@@ -47,12 +48,6 @@ class ImageEmbeddingNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.encoder(x).mean(dim=(2, 3))
         return self.head(f)
-
-
-def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """``(x, y, w, h)`` of a (H, W) bool mask, in pixel edges."""
-    ii, jj = np.nonzero(mask)
-    return float(jj.min()) - 0.5, float(ii.min()) - 0.5, float(jj.max() - jj.min() + 1), float(ii.max() - ii.min() + 1)
 
 
 def store_crops(images: np.ndarray, masks: np.ndarray, size: int) -> torch.Tensor:
