@@ -247,3 +247,21 @@ def test_light_field_distance_symmetric_zero_on_identical_shapes(_gl, sample_roo
     assert (turned <= plain + 1e-9).all()
     with pytest.raises(DataError, match="views per ring"):
         lfd_distances(lf.hog, mode="rotation", azimuths=4)
+
+
+def test_hog_baseline_finds_the_shape_whose_view_is_the_photo() -> None:
+    from kpengine.image.retrieval.lightfield import LightFieldSpec, hog_descriptor
+    from kpengine.image.retrieval.retrieve import hog_distances
+
+    spec = LightFieldSpec(size=32)
+    rng = np.random.default_rng(4)
+    views = rng.integers(0, 256, (3, 2, 32, 32)).astype(np.uint8)  # 3 shapes x 2 views, grey
+    hog = np.stack([[hog_descriptor(v / 255.0, spec) for v in shape] for shape in views])
+    photo = np.repeat(views[1, 1][..., None], 3, axis=2)  # shape 1's second view, as an RGB photo
+    d = hog_distances([photo], hog, spec)
+    assert d.shape == (1, 3) and d[0].argmin() == 1
+    assert d[0, 1] == pytest.approx(0.0, abs=1e-5)
+    # a shape's distance is its nearest view's: the same as the smaller of the two per-view distances
+    h = hog_descriptor(views[1, 1] / 255.0, spec)
+    expected = min(np.linalg.norm(hog[2, k] - h) for k in range(2))
+    assert d[0, 2] == pytest.approx(expected, rel=1e-5)
