@@ -96,6 +96,7 @@ def main() -> None:
         m = seqs == s
         per_seq[s] = viewpoint_metrics(p["azimuth"][m], gt[m])
     res["per_sequence"] = per_seq
+    res["by_true_azimuth"] = by_true_azimuth(p["azimuth"], gt)
     fig_dir = Path(args.figures)
     fig_dir.mkdir(parents=True, exist_ok=True)
     res["predictions"] = {
@@ -106,6 +107,28 @@ def main() -> None:
     shown = ("predictions", "per_sequence", "load_1m_during_training")
     print(json.dumps({k: v for k, v in res.items() if k not in shown}, indent=1))
     failures_png(test, p, gt, fig_dir / "epfl_failures.png")
+
+
+def by_true_azimuth(pred: np.ndarray, gt: np.ndarray) -> dict[str, dict[str, float]]:
+    """Acc@30 and flip rate per range of the true view (EPFL convention, 0 = the car faces the camera),
+    and the Acc@30 an oracle that undid every > 150 deg flip would reach (how much the flips cost)."""
+    err = angle_difference(pred, gt)
+    epfl = np.abs(np.mod(gt - 180.0 + 180.0, 360.0) - 180.0)  # |EPFL azimuth| in [0, 180]; kpengine = EPFL + 180
+    out = {}
+    for lo, hi, name in (
+        (0, 30, "front"),
+        (30, 60, "front-side"),
+        (60, 120, "side"),
+        (120, 150, "rear-side"),
+        (150, 181, "rear"),
+    ):
+        m = (epfl >= lo) & (epfl < hi)
+        out[f"{name} {lo}-{min(hi, 180)}"] = {
+            "n": int(m.sum()), "acc_30": float(np.mean(err[m] < 30)), "flips_150": float(np.mean(err[m] > 150))
+        }  # fmt: skip
+    unflipped = np.minimum(err, angle_difference(pred + 180.0, gt))
+    out["acc_30_if_flips_undone"] = {"n": len(gt), "acc_30": float(np.mean(unflipped < 30)), "flips_150": 0.0}
+    return out
 
 
 class SnapshotTask(ViewpointTask):

@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--split", default="all", help="knowledge-base split of annotated bottles (default all: 7)")
     ap.add_argument("--elevation", type=float, default=10.0, help="starting elevation (deg)")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--groups", default=",".join(GROUPS), help="comma-separated winebottle groups")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -78,7 +79,8 @@ def main() -> None:
     nets = Networks(ViewpointNet(64), sil, int(st["config"]["size"]))
     fits: dict[str, dict] = {}
     seconds = []
-    for g in GROUPS:
+    chosen = tuple(args.groups.split(","))
+    for g in chosen:
         for p in groups[g]:
             t0 = time.perf_counter()
             image = load_image(p.path)
@@ -99,7 +101,7 @@ def main() -> None:
     scores: dict[str, dict[str, list]] = {m: {f"{a:g}": [] for a in ALPHAS} for m in methods}
     per_group: dict[str, dict[str, float]] = {}
     pair_rows = []
-    for g in GROUPS:
+    for g in chosen:
         gs: dict[str, list] = {m: [] for m in methods}
         for s, t in willow_pairs(groups[g]):
             fs, ft = fits[f"{g}/{s.name}"], fits[f"{g}/{t.name}"]
@@ -181,21 +183,25 @@ def pairs_png(rows: list, fits: dict, path: Path) -> None:
 
 
 def fits_png(fits: dict, path: Path) -> None:
-    from kpengine.image.pipeline import overlay_picture
+    """Every photo: the predicted mask's outline (green) and the fitted bottle's silhouette outline (red)."""
+    from PIL import Image
+
+    from kpengine.render.overlay import outline
 
     tiles = []
     for v in fits.values():
-        from PIL import Image
-
-        im = Image.fromarray(overlay_picture(v["u"]))
-        im = im.resize((120, round(120 * im.size[1] / im.size[0])))
-        tile = np.zeros((180, 120, 3), np.uint8)
-        a = np.asarray(im)[:180]
+        im = v["image"].copy()
+        im[outline(v["mask"])] = (0, 255, 0)
+        im[outline(v["u"].object_mask)] = (255, 0, 0)
+        pil = Image.fromarray(im)
+        pil = pil.resize((150, round(150 * pil.size[1] / pil.size[0])))
+        tile = np.zeros((210, 150, 3), np.uint8)
+        a = np.asarray(pil)[:210]
         tile[: a.shape[0]] = a
         tiles.append(tile)
+    while len(tiles) % 10:
+        tiles.append(np.zeros_like(tiles[0]))
     rows = [np.concatenate(tiles[i : i + 10], 1) for i in range(0, len(tiles), 10)]
-    from PIL import Image
-
     Image.fromarray(np.concatenate(rows, 0)).save(path)
 
 
