@@ -3,8 +3,8 @@ test split's official correspondence PCK and the dense region mIoU, every method
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/mvdecor.py \\
         --data ../shared/data/keypointnet --category bed --views runs/views/bed \\
-        --pretrain runs/mv/bed-pre --shots 5 10 --draws 2 --out runs/mvbench/bed \\
-        --methods mvdecor scratch pointnet
+        --pretrain runs/mv/bed-pre --shots 5 10 --draws 1 --out runs/mvbench/bed \\
+        --methods mvdecor scratch pointnet   # 2D: 200 steps at 5e-3, background weight 0.2
 
 Methods: ``mvdecor`` (multiview-fewshot from the pretraining run), ``scratch`` (the same 2D
 network and schedule from random weights), ``pointnet`` (PointNet-256, the correspondence task
@@ -39,7 +39,7 @@ from kpengine.metrics.regions import REGION_RADIUS, region_labels, region_miou
 
 THRESHOLDS = (0.01, 0.05, 0.10)
 #: optimiser steps per few-shot run (batch 8): what the shared CPU allows for 2D; points are cheap
-STEPS_2D = 100
+STEPS_2D = 200
 STEPS_3D = 200
 
 
@@ -173,8 +173,8 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--steps-2d", type=int, default=STEPS_2D, help="optimiser steps of a 2D few-shot run")
     p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
-    p.add_argument("--lr-2d", type=float, default=3e-3, help="2D runs: learning rate (cosine decay)")
-    p.add_argument("--background-weight", type=float, default=1.0, help="2D runs: background label weight")
+    p.add_argument("--lr-2d", type=float, default=5e-3, help="2D runs: learning rate (cosine decay)")
+    p.add_argument("--background-weight", type=float, default=0.2, help="2D runs: background label weight")
     p.add_argument("--figure", metavar="PNG", help="only draw the nearest-embedding transfer figure")
     args = p.parse_args()
     if args.figure:
