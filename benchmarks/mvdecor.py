@@ -7,7 +7,8 @@ test split's official correspondence PCK and the dense region mIoU, every method
         --methods mvdecor scratch pointnet   # 2D: 200 steps at 5e-3, background weight 0.2
 
 Methods: ``mvdecor`` (multiview-fewshot from the pretraining run), ``scratch`` (the same 2D
-network and schedule from random weights), ``pointnet`` (PointNet-256, the correspondence task
+network and schedule from random weights), ``mvdecor-nn`` / ``random-nn`` (no fine-tuning:
+labels and keypoints by nearest pretrained / random-weight embeddings, see ``run_nn``), ``pointnet`` (PointNet-256, the correspondence task
 with the learning recipe of docs/learning.md), ``dgcnn`` (same, DGCNN). Draw ``d`` is
 ``--seed d`` for every method (kpengine.data.shots), so all methods see the same shapes.
 Each finished (method, k, draw) is appended to OUT/results.jsonl and skipped when the script
@@ -86,6 +87,49 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
     model, state = load_run(out)
     keypoints, dense, _ = predict_shapes(model, state, args.data, "test")
     return {"summary": summary, "keypoints": keypoints, "dense": dense}
+
+
+def run_nn(args, method: str, k: int, draw: int, out: Path) -> dict:
+    """No fine-tuning: the pretrained (``mvdecor-nn``) or random (``random-nn``) U-Net's pixel
+    embeddings voted onto each cloud; a test point takes the label of its 5 nearest labelled
+    points, an id's keypoint is the test point nearest the mean descriptor of the k labelled
+    shapes' keypoints of that id."""
+    import torch
+
+    from kpengine.data.shots import draw_shots
+    from kpengine.image.multiview.training import MultiviewConfig, new_unet, open_views
+    from kpengine.image.multiview.transfer import nearest_labels, point_embeddings, prototype_keypoints
+    from kpengine.image.tasks.multiview_fewshot import shape_regions
+
+    t0 = time.perf_counter()
+    pre, state = load_run(args.pretrain)
+    cfg = MultiviewConfig.from_json({**state["config"], "data": args.data, "views": args.views})
+    if method == "random-nn":
+        torch.manual_seed(draw)
+        pre = new_unet(cfg).eval()
+    train = KeypointNetDataset(args.data, args.category, "train")
+    n = train.n_classes
+    shots = [train.by_id(m) for m in draw_shots(train.model_ids, k, draw)]
+    test = list(KeypointNetDataset(args.data, args.category, "test"))
+    cache, _ = open_views(cfg, shots + test)
+    bank, bank_labels, protos = [], [], {}
+    for s in shots:
+        e = point_embeddings(pre, cache.get(s.model_id), cfg.inputs, s.points)
+        bank.append(e)
+        bank_labels.append(shape_regions(s, n, 0.05))
+        for sid, idx in zip(s.semantic_ids.tolist(), s.point_indices.tolist()):
+            protos.setdefault(sid, []).append(e[idx])
+    bank, bank_labels = np.concatenate(bank), np.concatenate(bank_labels)
+    protos = {sid: np.mean(v, axis=0) for sid, v in protos.items()}
+    keypoints, dense = {}, {}
+    for s in test:
+        e = point_embeddings(pre, cache.get(s.model_id), cfg.inputs, s.points)
+        keypoints[s.model_id] = prototype_keypoints(e, protos)
+        dense[s.model_id] = nearest_labels(e, bank, bank_labels)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = time.perf_counter() - t0
+    (out / "history.json").write_text(json.dumps({"epochs": [{"seconds": seconds}]}))
+    return {"summary": {"epochs": 0}, "keypoints": keypoints, "dense": dense}
 
 
 def run_3d(args, backbone: str, k: int, draw: int, out: Path) -> dict:
@@ -193,7 +237,9 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 run_dir = out / f"{method}-k{k}-d{draw}"
-                run = run_2d if method in ("mvdecor", "scratch") else run_3d
+                run = {"mvdecor": run_2d, "scratch": run_2d, "mvdecor-nn": run_nn, "random-nn": run_nn}.get(
+                    method, run_3d
+                )
                 res = run(args, method, k, draw, run_dir)
                 wall = time.perf_counter() - t0
                 row = {

@@ -113,3 +113,33 @@ def transfer_figure(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+@torch.no_grad()
+def point_embeddings(net: torch.nn.Module, views: ShapeViews, inputs: str, points: np.ndarray) -> np.ndarray:
+    """(N, D) unit per-point descriptors of a cloud (N, 3): each view's unit per-pixel embeddings
+    voted onto the point the pixel sees (mean over pixels and views; a point no view sees takes
+    its nearest seen point's)."""
+    from kpengine.image.multiview.backproject import point_probabilities, vote
+    from kpengine.image.multiview.unet import view_inputs
+
+    emb = F.normalize(net.eval()(torch.from_numpy(view_inputs(views, inputs))), dim=1).numpy()
+    votes, counts = vote(views.index, emb, len(points))
+    mean = point_probabilities(points, votes, counts, views.model_id)
+    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-9)
+
+
+def nearest_labels(query: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray, k: int = 5) -> np.ndarray:
+    """(N,) label of each query descriptor (N, D): the most similar-weighted label among its ``k``
+    nearest bank descriptors (M, D) by cosine, bank labels (M,)."""
+    sim = query @ bank.T
+    nearest = np.argpartition(-sim, k, axis=1)[:, :k]
+    rows = np.arange(len(query))[:, None]
+    score = np.zeros((len(query), int(bank_labels.max()) + 1))
+    np.add.at(score, (np.broadcast_to(rows, nearest.shape), bank_labels[nearest]), sim[rows, nearest])
+    return score.argmax(axis=1)
+
+
+def prototype_keypoints(query: np.ndarray, prototypes: dict[int, np.ndarray]) -> dict[int, int]:
+    """{id: index of the query point (N, D) most similar to the id's prototype (D,)}."""
+    return {s: int(np.argmax(query @ p)) for s, p in prototypes.items()}
