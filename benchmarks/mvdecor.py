@@ -8,7 +8,8 @@ test split's official correspondence PCK and the dense region mIoU, every method
 
 Methods: ``mvdecor`` (multiview-fewshot from the pretraining run), ``scratch`` (the same 2D
 network and schedule from random weights), ``mvdecor-nn`` / ``random-nn`` (no fine-tuning:
-labels and keypoints by nearest pretrained / random-weight embeddings, see ``run_nn``), ``pointnet`` (PointNet-256, the correspondence task
+labels and keypoints by nearest pretrained / random-weight embeddings, see ``run_nn``),
+``pointnet`` (PointNet-256, the correspondence task
 with the learning recipe of docs/learning.md), ``dgcnn`` (same, DGCNN). Draw ``d`` is
 ``--seed d`` for every method (kpengine.data.shots), so all methods see the same shapes.
 Each finished (method, k, draw) is appended to OUT/results.jsonl and skipped when the script
