@@ -224,3 +224,16 @@ def test_point_task_shots_train_on_the_drawn_subset_without_validation(sample_ro
     assert data.val is None
     with pytest.raises(DataError, match=f"--shots 99 is larger than mug/train, which has {len(ids)} usable shapes"):
         CorrespondenceTask(TrainConfig(task="correspondence", data=str(sample_root), category="mug", shots=99)).data()
+
+
+def test_nearest_embedding_labels_and_prototype_keypoints_hand_checked() -> None:
+    from kpengine.image.multiview.transfer import nearest_labels, prototype_keypoints
+
+    bank = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
+    labels = np.array([0, 0, 2, 2, 1])
+    query = np.array([[1.0, 0.0], [0.0, 1.0], [-0.6, 0.8]])
+    # query 2 = (-0.6, 0.8): cosines -0.6, 0, 0.8, 0.28, 0.6 with the bank; its 2 nearest are
+    # bank 2 (label 2, 0.8) and bank 4 (label 1, 0.6): label 2
+    assert nearest_labels(query, bank, labels, k=2).tolist() == [0, 2, 2]
+    assert nearest_labels(query[:1], bank, labels, k=1).tolist() == [0]
+    assert prototype_keypoints(query, {5: np.array([0.0, 1.0]), 7: np.array([-1.0, 0.0])}) == {5: 1, 7: 2}
