@@ -195,11 +195,20 @@ def test_symmetries_and_colours_parsed_as_written():
     assert m.keypoints[0].rgb == (10, 20, 30) and all(isinstance(c, int) for c in m.keypoints[0].rgb)
     assert m.semantic_ids == [0, 3]
     (refl,) = m.symmetries.reflection
-    assert refl.kp_indexes == [0, 1]
+    assert refl.kp_indexes == [0, 1] and refl.extra == {"plane": "x"}
+    assert m.keypoints[0].extra == {} and m.keypoints[1].extra == {}  # known fields are not extras
     plain, ring = m.symmetries.rotation
     assert plain.circle is None and plain.is_circle is False and plain.extra == {"circle": {}}
     assert ring.is_circle is True and ring.circle.center == (0, 1, 0) and ring.circle.radius == 2.0
-    assert ring.circle.normal == (0, 0, 1)
+    assert ring.circle.normal == (0, 0, 1) and ring.extra == {}
+    only_reflection = parse_model(_model(symmetries={"reflection": [{"kp_indexes": [0, 1]}]})).symmetries
+    assert only_reflection.rotation == [] and len(only_reflection.reflection) == 1
+    kp = parse_model(
+        _model(
+            [{"semantic_id": 0, "pcd_info": {"point_index": 3}, "mesh_info": {"face_index": 1, "face_uv": [1, 0, 0]}}]
+        )
+    ).keypoints[0]
+    assert kp.extra == {} and kp.point_index == 3 and kp.face_index == 1  # no empty extra sections
     assert m.extra == {"source": "crowd"} and m.symmetries.extra == {"note": "kept"}
     assert parse_model(_model(symmetries={"rotation": [{"kp_indexes": [0]}]})).symmetries.rotation[0].is_circle is False
     back = model_to_json(m)
@@ -212,11 +221,14 @@ def test_a_file_that_is_no_list_and_bad_elements_named_by_index(tmp_path):
     with pytest.raises(DataError) as err:
         load_annotations(path)
     assert str(err.value) == f"{path}: expected a JSON list of models (the KeypointNet annotation format)"
-    path.write_text(json.dumps([_model(), 7, _model([{"xyz": [0, 0, 0]}]), {"model_id": "q", "keypoints": []}]))
+    path.write_text(
+        json.dumps([_model(), 7, _model([{"xyz": [0, 0, 0]}]), {"model_id": "q", "keypoints": []}, {"class_id": "1"}])
+    )
     models, problems = load_annotations(path)
     assert [m.model_id for m in models] == ["m"]
     assert [(p.model_id, p.reason) for p in problems] == [
         ("#1", "element 1: expected an object per model, got int"),
         ("m", "element 2: keypoints[0] needs 'semantic_id'"),
         ("q", "element 3: missing field 'class_id'"),
+        ("#4", "element 4: missing field 'model_id'"),
     ]

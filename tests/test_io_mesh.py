@@ -155,8 +155,9 @@ def test_trimesh_formats_keep_vertices_colours_and_refuse_non_meshes(tmp_path):
         load_mesh(points)
     garbage = tmp_path / "garbage.ply"
     garbage.write_bytes(b"ply\nformat nonsense\n")
-    with pytest.raises(DataError, match=r"garbage.ply: unreadable mesh \("):
+    with pytest.raises(DataError, match=r"garbage.ply: unreadable mesh \(") as err:
         load_mesh(garbage)
+    assert "NoneType" not in str(err.value)  # the exception's own type is named
     short = tmp_path / "short.glb"
     short.write_bytes(_glb(VIEWS, b"\0" * 1399))
     with pytest.raises(DataError, match="short.glb: truncated GLB: a buffer view needs 1,400 bytes"):

@@ -229,3 +229,38 @@ def test_saved_header_and_body_written_out_by_hand(tmp_path):
     )
     assert (tmp_path / "b.pcd").read_bytes() == head.format("binary").encode() + body
     assert struct.unpack("<I", body[12:16])[0] == 66051  # 1 * 65536 + 2 * 256 + 3
+
+
+def _ascii_pcd(tmp_path, head: str, rows: str, name: str = "h.pcd"):  # noqa: ANN001, ANN202
+    path = tmp_path / name
+    path.write_text(head + rows)
+    return path
+
+
+def test_header_defaults_and_refusals_by_hand(tmp_path):
+    """Header rules from the PCD spec, each on a file written here: a blank first line and
+    comments are skipped; TYPE defaults to F; POINTS wins over WIDTH x HEIGHT; POINTS 0 is an
+    empty cloud; the refusals name the file and say what is wrong."""
+    fields = "FIELDS x y z\nSIZE 4 4 4\nCOUNT 1 1 1\n"
+    cloud = load_pcd(_ascii_pcd(tmp_path, "\n# a comment\n" + fields + "WIDTH 3\nHEIGHT 1\nPOINTS 2\nDATA ascii\n",
+                                "1 2 3\n4 5 6.5\n"))  # fmt: skip
+    assert cloud.points.tolist() == [[1, 2, 3], [4, 5, 6.5]] and cloud.points.dtype == np.float32
+    empty = load_pcd(_ascii_pcd(tmp_path, fields + "TYPE F F F\nWIDTH 0\nHEIGHT 1\nPOINTS 0\nDATA ascii\n", ""))
+    assert empty.points.shape == (0, 3)
+    path = _ascii_pcd(
+        tmp_path, "FIELDS a b c\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 1\nPOINTS 1\nDATA ascii\n", "1 2 3\n"
+    )
+    with pytest.raises(DataError) as err:
+        load_pcd(path)
+    assert str(err.value) == f"{path}: PCD has no x y z fields (fields: a b c)"
+    path = _ascii_pcd(tmp_path, fields + "TYPE F F F\nWIDTH 3\nPOINTS 3\nDATA ascii\n", "1 2 3\nnan 0 0\n0 inf 1\n")
+    with pytest.raises(DataError) as err:
+        load_pcd(path)
+    assert str(err.value) == f"{path}: 2 points have NaN or infinite coordinates"
+    path = _ascii_pcd(tmp_path, fields + "TYPE F F F\nWIDTH 1\nPOINTS 1\n", "")
+    with pytest.raises(DataError) as err:
+        load_pcd(path)
+    assert str(err.value) == f"{path}: PCD header has no DATA line (file truncated?)"
+    with pytest.raises(DataError) as err:
+        load_pcd(tmp_path / "none.pcd")
+    assert str(err.value) == f"{tmp_path / 'none.pcd'}: PCD file not found"
