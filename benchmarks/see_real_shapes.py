@@ -21,9 +21,10 @@ clouds). Every test image is of a shape outside it. Rows of OUT_DIR/pck.json, pe
 
 PCK over the keypoints visible in the render; a semantic id the method does not place counts as
 wrong. ``--per-category N`` draws a fixed seeded subset of N test images per category. Also
-OUT_DIR/overlays_<category>.png: for the first images, the full pipeline's overlay (white: predicted
-mask outline, blue: the fitted shape; dots: predicted keypoints) beside the heatmap network's
-keypoints and the true keypoints.
+OUT_DIR/overlays_<category>.png: for the first images, three pictures each: the full pipeline (white:
+the predicted mask's outline, blue: the fitted shape's; dots: its keypoints), the heatmap network's
+keypoints, the true visible keypoints (the first two show only the ids visible in the truth, so
+the same colours should sit on the same places).
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ import torch
 
 from kpengine.image.baselines import mean_template
 from kpengine.image.heatmap import predict_keypoints
-from kpengine.image.pipeline import KnowledgeBase, Networks, load_image_run, overlay_picture, run_task, understand
+from kpengine.image.pipeline import KnowledgeBase, Networks, load_image_run, run_task, understand
 from kpengine.image.renders import load_render_views, mask_box
 from kpengine.metrics.pck2d import pck
 from kpengine.render.cameras import Viewpoint
-from kpengine.render.overlay import draw_keypoints, save_png, tile
+from kpengine.render.overlay import draw_keypoints, outline, save_png, tile
 
 VARIANTS = ("full", "no_refine", "gt_view", "gt_shape", "gt_mask", "template", "heatmap")
 
@@ -61,6 +62,17 @@ def annotation(item) -> dict:
         "kps_ids": kp["semantic_ids"],
         "kps_visible": kp["visible"],
     }
+
+
+def picture(image: np.ndarray, kps: dict, scale: int = 3, masks: tuple = ()) -> np.ndarray:
+    """``image`` enlarged ``scale`` x (nearest), mask outlines (white, then blue), keypoints ``{sid: [u, v]}``
+    as dots in their semantic colours without names (names crowd a 128 px render)."""
+    big = np.repeat(np.repeat(image, scale, 0), scale, 1)
+    for m, colour in zip(masks, ((255, 255, 255), (40, 90, 255))):
+        big[outline(np.repeat(np.repeat(m, scale, 0), scale, 1))] = colour
+    ids = np.array(sorted(int(k) for k in kps), np.int64)
+    uv = np.array([kps[str(i)] for i in ids], np.float64).reshape(-1, 2)
+    return draw_keypoints(big, (uv + 0.5) * scale - 0.5, ids, radius=scale + 1)
 
 
 def runs_by(runs: list[str]) -> dict[tuple[str, str], str]:
@@ -83,6 +95,12 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", required=True)
     ap.add_argument("--per-category", type=int, default=None, help="a seeded subset of N test images per category")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--knowledge-limit",
+        type=int,
+        default=None,
+        help="retrieve from a seeded subset of M train shapes (retrieval costs one fit per shape)",
+    )
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--examples", type=int, default=8)
@@ -105,6 +123,11 @@ def main() -> None:
             items = [items[i] for i in pick]
         t0 = time.perf_counter()
         kb = KnowledgeBase.load(args.knowledge, cat, "train")
+        template = mean_template(kb.shapes)  # the means over every train shape
+        n_kb = len(kb.shapes)
+        if args.knowledge_limit is not None and args.knowledge_limit < n_kb:
+            keep = np.sort(np.random.default_rng(args.seed).choice(n_kb, args.knowledge_limit, replace=False))
+            kb.shapes = [kb.shapes[i] for i in keep]
         held = {s.model_id for s in kb.shapes} & {it.annotation["model_id"] for it in items}
         if held:
             raise SystemExit(f"{len(held)} test shapes are in the knowledge split: not held out")
@@ -112,7 +135,6 @@ def main() -> None:
             kb.mesh(s)
         test_kb = KnowledgeBase.load(args.knowledge, cat, "test")
         test_shapes = {s.model_id: s for s in test_kb.shapes}
-        template = mean_template(kb.shapes)
         template_kb = KnowledgeBase(kb.category, [template], kb.names)
         print(f"{cat}: knowledge {len(kb.shapes)} shapes ready in {time.perf_counter() - t0:.0f} s", flush=True)
         nets = Networks.from_runs([by[("viewpoint", cat)], by[("silhouette", cat)]], cat, args.knowledge)
@@ -150,7 +172,7 @@ def main() -> None:
                 stats[v]["az_err"].append(d)
                 preds[v][it.name] = {k: p["uv"] for k, p in u.keypoints.items() if p["uv"] is not None}
                 if v == "full" and len(pictures) < args.examples:
-                    pictures.append((it, overlay_picture(u)))
+                    pictures.append((it, (u.mask, u.object_mask)))
             if (n + 1) % 10 == 0:
                 print(f"{cat}: {n + 1}/{len(items)} images, {time.perf_counter() - t0:.0f} s", flush=True)
         rows = {}
@@ -164,19 +186,27 @@ def main() -> None:
                 **({"median_network_azimuth_error": float(np.median(st["az_err"]))} if st["az_err"] else {}),
             }
             print(cat, v, json.dumps({k: round(x, 3) for k, x in rows[v].items()}), flush=True)
-        results["categories"][cat] = {"images": len(items), "test_images": n_all, "rows": rows}
+        results["categories"][cat] = {
+            "images": len(items),
+            "test_images": n_all,
+            "knowledge_shapes": len(kb.shapes),
+            "train_shapes": n_kb,
+            "template": template.model_id,
+            "rows": rows,
+        }
         (out / f"predictions_{cat}.json").write_text(json.dumps(preds))
         if pictures and "heatmap" in args.variants:
             tiles = []
-            for it, over in pictures:
+            for it, masks in pictures:
                 kp = it.annotation["keypoints"]
-                truth = draw_keypoints(
-                    it.image, np.array(kp["uv"]), np.array(kp["semantic_ids"]), np.array(kp["visible"])
-                )
+                seen = {str(s): uv for s, uv, vis in zip(kp["semantic_ids"], kp["uv"], kp["visible"]) if vis}
+                full = preds["full"][it.name]
                 hm = preds["heatmap"][it.name]
-                ids = np.array(sorted(int(k) for k in hm))
-                hm_pic = draw_keypoints(it.image, np.array([hm[str(i)] for i in ids]), ids)
-                tiles += [over, hm_pic, truth]
+                tiles += [
+                    picture(it.image, {k: full[k] for k in seen if k in full}, masks=masks),
+                    picture(it.image, {k: hm[k] for k in seen if k in hm}),
+                    picture(it.image, seen),
+                ]
             save_png(out / f"overlays_{cat}.png", tile(tiles, 6))
     results["machine"] = {
         "cpu": platform.processor() or platform.machine(),
