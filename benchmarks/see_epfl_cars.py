@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpengine.image.datasets import ViewSet, predict_viewpoints, viewpoint_batch
+from kpengine.image.datasets import CROP_MARGIN, ViewSet, predict_viewpoints, viewpoint_batch
 from kpengine.image.tasks.viewpoint import ViewpointConfig, ViewpointTask
 from kpengine.image.viewpoint import angle_difference, viewpoint_metrics
+from kpengine.io.epfl_cars import TEST_SEQUENCES, TRAIN_SEQUENCES, load_epfl_cars
 from kpengine.learn.runs import train_run
 
 
@@ -47,6 +48,9 @@ def main() -> None:
     ap.add_argument("--zoom-jitter", type=float, default=0.15)
     ap.add_argument("--shift-jitter", type=float, default=0.08)
     ap.add_argument("--widths", default="16,32,64,128", help="ResNet stage widths")
+    ap.add_argument(
+        "--blank-outside-box", action="store_true", help="grey out every pixel outside the car's box (train and test)"
+    )
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--time-limit", type=float, default=None, help="stop after the epoch that passes this many seconds")
@@ -62,7 +66,10 @@ def main() -> None:
         widths=[int(w) for w in args.widths.split(",")],
     )  # fmt: skip
     task = SnapshotTask(config, Path(args.run)) if args.swa else ViewpointTask(config)
-    _, test = task.sets()
+    train, test = task.sets()
+    if args.blank_outside_box:
+        blank_outside_box(train, args.data, TRAIN_SEQUENCES)
+        blank_outside_box(test, args.data, TEST_SEQUENCES)
     print(f"loaded crops in {time.time() - t0:.1f} s", flush=True)
     if not args.eval_only:
         train_run(task, args.run, resume=args.resume, time_limit_s=args.time_limit)
@@ -107,6 +114,24 @@ def main() -> None:
     shown = ("predictions", "per_sequence", "load_1m_during_training")
     print(json.dumps({k: v for k, v in res.items() if k not in shown}, indent=1))
     failures_png(test, p, gt, fig_dir / "epfl_failures.png")
+
+
+def blank_outside_box(views: ViewSet, root: str, sequences: tuple[int, ...]) -> None:
+    """Grey (128) every crop pixel outside its car box, in place. The stored crop is the square of
+    ``CROP_MARGIN`` x the box's longer side, centred on the box, so the box is the centred
+    ``w / side`` x ``h / side`` rectangle. The background of a sequence never changes while its car
+    turns, so it can only tell *which* car it is: blanking it tests whether that identity shortcut
+    is what lets the network memorise the ten training cars."""
+    frames = load_epfl_cars(root, sequences)
+    s = views.crops.shape[-1]
+    for i, f in enumerate(frames):
+        _, _, w, h = f.bbox
+        side = CROP_MARGIN * max(w, h)
+        bw, bh = round(s * w / side), round(s * h / side)
+        x0, y0 = (s - bw) // 2, (s - bh) // 2
+        keep = views.crops[i, :, y0 : y0 + bh, x0 : x0 + bw].clone()
+        views.crops[i] = 128
+        views.crops[i, :, y0 : y0 + bh, x0 : x0 + bw] = keep
 
 
 def by_true_azimuth(pred: np.ndarray, gt: np.ndarray) -> dict[str, dict[str, float]]:
