@@ -252,3 +252,21 @@ def test_registered_mesh_formats_are_read_and_written_by_suffix(tmp_path):
     finally:
         io_mesh.READERS.clear(), io_mesh.READERS.update(saved[0])
         io_mesh.WRITERS.clear(), io_mesh.WRITERS.update(saved[1])
+
+
+def test_obj_vertex_w_out_of_range_by_one_and_malformed_vertices(tmp_path):
+    """A vertex's optional 4th (w) coordinate is not a coordinate; a face naming vertex V of V
+    (1-based V + 1) is out of range by one; a vertex line with two numbers is malformed."""
+    w = tmp_path / "w.obj"
+    w.write_text("v 0 0 0 1\nv 1 0 0 1\nv 0 1 0 1\nf 1 2 3\n")
+    assert load_mesh(w).vertices.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0]]
+    one_over = tmp_path / "over.obj"
+    one_over.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 4\n")
+    with pytest.raises(DataError) as err:
+        load_mesh(one_over)
+    assert str(err.value) == f"{one_over}: face indices out of range [0, 3) (min 0, max 3)"
+    short = tmp_path / "short.obj"
+    short.write_text("v 0 0 0\nv 1 0\nv 0 1 0\nf 1 2 3\n")
+    with pytest.raises(DataError) as err:
+        load_mesh(short)
+    assert str(err.value).startswith(f"{short}: malformed vertex line in OBJ (")
