@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -207,3 +208,59 @@ def test_aggregation_runs_as_a_job_with_progress(tmp_path: Path, sample_root: Pa
     assert job["summary"]["keypoints"] == _statuses(store)["pending"] > 0
     assert client.get("/api/admin/aggregate/jobs/nope", headers=admin).status_code == 404
     store.dispose()
+
+
+def test_add_missed_keypoint(verifying) -> None:  # noqa: ANN001
+    """An expert restores a keypoint: on the surface, an id the category knows, one per id per model.
+
+    The click lands exactly on a cloud point of the model, so the stored keypoint must be that
+    point (its index and coordinates), verified, after the model's last ordinal, and exported."""
+    client, admin, annotator, shapes = verifying
+    base = "/api/admin/verify/chair"
+    shape = shapes[0]
+    m0 = shape.model_id
+    sid = int(shape.semantic_ids[0])
+    old = _kp(client.get(base, headers=admin).json(), m0, sid)
+    far = int(np.argmax(np.linalg.norm(shape.points - np.asarray(old["xyz"]), axis=1)))  # another point
+    click = {"semantic_id": sid, "xyz": [float(v) for v in shape.points[far]]}
+    url = f"{base}/models/{m0}/keypoints"
+
+    r = client.post(url, json=click, headers=admin)  # the model still has this id (pending)
+    assert r.status_code == 422 and "already has" in r.json()["detail"]
+    client.post(f"{base}/keypoints/{old['id']}", json={"status": "rejected"}, headers=admin)
+    assert client.post(url, json=click, headers=annotator).status_code == 403
+    assert client.post(url, json=click).status_code == 401
+    off = {"semantic_id": sid, "xyz": (shape.points.max(axis=0) + 0.5).tolist()}
+    r = client.post(url, json=off, headers=admin)
+    assert r.status_code == 422 and "surface" in r.json()["detail"]
+    r = client.post(url, json={**click, "semantic_id": 999}, headers=admin)
+    assert r.status_code == 422 and "not known" in r.json()["detail"]
+    assert client.post(f"{base}/models/nope/keypoints", json=click, headers=admin).status_code == 404
+    assert client.post(url, json={**click, "xyz": [0, "x", 0]}, headers=admin).status_code == 422
+
+    ordinals = [k["ordinal"] for k in client.get(base, headers=admin).json()["keypoints"] if k["model_id"] == m0]
+    r = client.post(url, json=click, headers=admin)
+    assert r.status_code == 200, r.text
+    st = r.json()
+    new = next(k for k in st["keypoints"] if k["id"] == st["result"]["id"])
+    assert new["model_id"] == m0 and new["semantic_id"] == sid and new["status"] == "verified"
+    assert new["ordinal"] == max(ordinals) + 1
+    assert new["xyz"] == pytest.approx(shape.points[far].tolist(), abs=1e-6)
+    with verifying_store(client).session() as s:
+        row = s.get(AggregatedKeypoint, new["id"])
+        assert row.point_index == far and row.extra["added_by"] == "root"  # type: ignore[union-attr]
+    r = client.post(url, json=click, headers=admin)  # now it has the id: a second one is refused
+    assert r.status_code == 422 and "already has" in r.json()["detail"]
+
+    # an id known only by its name (no keypoint has it yet) may be given too
+    client.put(f"{base}/labels/40", json={"name": "armrest, new"}, headers=admin)
+    r = client.post(url, json={"semantic_id": 40, "xyz": click["xyz"]}, headers=admin)
+    assert r.status_code == 200, r.text
+
+    exported = {m["model_id"]: m for m in client.get("/api/admin/export/chair", headers=admin).json()}
+    mine = [k for k in exported[m0]["keypoints"] if k["semantic_id"] == sid]
+    assert len(mine) == 1 and mine[0]["pcd_info"]["point_index"] == far
+
+
+def verifying_store(client: TestClient):  # noqa: ANN201
+    return client.app.state.store

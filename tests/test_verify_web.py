@@ -133,3 +133,52 @@ def test_verify_page_split_button(site: dict, browser) -> None:  # noqa: ANN001,
     ma, mb = a.mean(axis=0), b.mean(axis=0)
     assert (np.linalg.norm(a - ma, axis=1) <= np.linalg.norm(a - mb, axis=1)).all()
     assert (np.linalg.norm(b - mb, axis=1) <= np.linalg.norm(b - ma, axis=1)).all()
+
+
+def test_verify_page_adds_a_missed_keypoint(site: dict, browser) -> None:  # noqa: ANN001, F811
+    """Reject a model's keypoint, choose its id under "Add a missed keypoint", click the model: the
+    store has a new verified keypoint of that id on that model, lying on one of the model's cloud
+    points (the page picks a cloud point; the server snaps and checks it)."""
+    import numpy as np
+
+    shape = site["shapes"][1]
+    page = browser.new_page(viewport={"width": 1500, "height": 820})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{site['url']}/verify?token={site['tokens']['admin']}&category=chair&model={shape.model_id}")
+    n = len(shape.semantic_ids)
+    page.wait_for_function(f"document.querySelectorAll('#view .kp-label').length === {n}", timeout=20000)
+    first = page.locator("#keypoints li").first
+    kp_id = int(first.get_attribute("data-id") or -1)
+    with site["store"].session() as s:
+        sid = s.get(AggregatedKeypoint, kp_id).semantic_id  # type: ignore[union-attr]
+    assert page.locator(f"#add-id option[value='{sid}']").count() == 0  # the model has it: not offered
+    first.locator("button.reject").click()
+    page.wait_for_function(f"document.querySelectorAll('#view .kp-label').length === {n - 1}", timeout=10000)
+    page.select_option("#add-id", str(sid))
+
+    box = page.locator("#view canvas").bounding_box()
+    assert box is not None
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    added = False
+    for dx, dy in [(dx, dy) for r in range(0, 120, 12) for dx, dy in ((r, 0), (-r, 0), (0, r), (0, -r))]:
+        page.mouse.click(cx + dx, cy + dy)  # a miss (background or a marker) saves nothing
+        page.wait_for_timeout(150)
+        if page.locator("#banner").inner_text().startswith(f"Added {sid}"):
+            added = True
+            break
+    assert added, page.locator("#banner").inner_text()
+    page.wait_for_function(f"document.querySelectorAll('#view .kp-label').length === {n}", timeout=10000)
+    assert page.locator(f"#add-id option[value='{sid}']").count() == 0
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOTS / "kpengine_verify_add.png"))
+    assert not errors, errors
+    page.close()
+
+    with site["store"].session() as s:
+        model_pk = s.get(AggregatedKeypoint, kp_id).model_id  # type: ignore[union-attr]
+        rows = list(s.scalars(select(AggregatedKeypoint).where(AggregatedKeypoint.model_id == model_pk)))
+    new = [k for k in rows if k.semantic_id == sid and k.status == "verified"]
+    assert len(new) == 1 and new[0].extra.get("added_by") == "root"
+    xyz = np.array([new[0].x, new[0].y, new[0].z])
+    assert np.linalg.norm(shape.points[new[0].point_index] - xyz) < 0.005

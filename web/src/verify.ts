@@ -1,7 +1,8 @@
 // Human verification of an aggregation (admins only): the t-SNE scatter of candidate
 // keypoints coloured by cluster, the selected model's keypoints in 3D, and the actions
-// (accept/reject a keypoint or a cluster, merge, split, name). Every action is saved by the
-// server in one transaction and the page redraws from the state the server sends back.
+// (accept/reject a keypoint or a cluster, merge, split, name, add a keypoint the crowd missed
+// by clicking the model). Every action is saved by the server in one transaction and the page
+// redraws from the state the server sends back.
 import { api, banner, CategoryOut, colorFor, cssColor, MeOut, ModelRow, token, Vec3, Viewer } from "./common";
 
 interface Cluster { id: number; name: string | null; pending: number; verified: number; rejected: number }
@@ -226,6 +227,23 @@ function drawKeypoints(): void {
       return el;
     }),
   );
+  // ids the model lacks (no keypoint, or only rejected ones): what a click on the model may add
+  const has = new Set(kps.filter((k) => k.status !== "rejected").map((k) => k.semantic_id));
+  const known = new Set([...(state?.clusters ?? []).map((c) => c.id), ...Object.keys(state?.labels ?? {}).map(Number)]);
+  const add = $("add-id") as HTMLSelectElement;
+  const keep = add.value;
+  add.replaceChildren(
+    ...[...known]
+      .filter((id) => !has.has(id))
+      .sort((a, b) => a - b)
+      .map((id) => {
+        const o = document.createElement("option");
+        o.value = String(id);
+        o.textContent = `${id}: ${nameOf(id)}`;
+        return o;
+      }),
+  );
+  if ([...add.options].some((o) => o.value === keep)) add.value = keep;
   view.setMarkers(
     kps
       .filter((k) => k.xyz && k.status !== "rejected")
@@ -323,6 +341,19 @@ $("split-cluster").onclick = () => {
     redraw();
   });
 };
+// a click (not an orbit) on the model adds a keypoint with the chosen id; the server puts it on
+// the surface and refuses an off-surface point, an unknown id or one the model already has
+let down: { x: number; y: number } | null = null;
+view.renderer.domElement.addEventListener("pointerdown", (ev) => (down = { x: ev.clientX, y: ev.clientY }));
+view.renderer.domElement.addEventListener("pointerup", (ev) => {
+  if (!down || Math.hypot(ev.clientX - down.x, ev.clientY - down.y) > 4 || !currentModel) return;
+  const hit = view.pick(ev);
+  if (!hit.point) return;
+  const sid = ($("add-id") as HTMLSelectElement).value;
+  if (sid === "") return banner("warn", "This model has every known id: reject one to move it");
+  void act(`/models/${encodeURIComponent(currentModel)}/keypoints`, "POST", { semantic_id: Number(sid), xyz: hit.point },
+    `Added ${sid} on ${currentModel.slice(0, 14)}…`);
+});
 new ResizeObserver(() => drawPlot()).observe(canvas.parentElement!);
 
 async function main(): Promise<void> {

@@ -20,7 +20,9 @@ from pydantic import BaseModel, Field, StrictInt
 
 from kpengine.errors import DataError
 from kpengine.server.auth import AdminDep
+from kpengine.server.geometry import OffSurface
 from kpengine.server.guard import Text
+from kpengine.server.schemas import Finite
 from kpengine.store import repo
 from kpengine.store import verify as ops
 
@@ -46,6 +48,11 @@ class SplitIn(BaseModel):
 
 class NameIn(BaseModel):
     name: Text = Field(min_length=1, max_length=256, description="e.g. 'seat corner, front left'")
+
+
+class AddKeypointIn(BaseModel):
+    semantic_id: StrictInt = Field(ge=0, description="an id the category already has (a cluster or a named id)")
+    xyz: tuple[Finite, Finite, Finite] = Field(description="the clicked surface point, in the model's frame")
 
 
 class AggregateIn(BaseModel):
@@ -106,6 +113,35 @@ def split(request: Request, category: str, semantic_id: int, body: SplitIn, admi
 def name(request: Request, category: str, semantic_id: int, body: NameIn, admin: AdminDep) -> dict:
     """Name a semantic id (``semantic_labels``; shown in the explorer and on this page)."""
     return _run(request, category, lambda s, c: ops.name_semantic_id(s, c, semantic_id, body.name))
+
+
+@router.post("/verify/{category}/models/{model_id}/keypoints")
+def add_keypoint(request: Request, category: str, model_id: str, body: AddKeypointIn, admin: AdminDep) -> dict:
+    """Add a keypoint the crowd missed on one model, with an existing semantic id (saved as verified).
+
+    Refused with 422, nothing saved: a click farther than the server's tolerance from the
+    model's surface (as annotators' saves; the stored point is the nearest surface point), an
+    unknown semantic id, an id the model already has (a non-rejected keypoint)."""
+    with request.app.state.store.read() as s:
+        model = repo.get_model(s, category, model_id)
+        if model is None:
+            raise HTTPException(404, f"no model {model_id!r} in category {category!r}")
+        paths = (model.mesh_path, model.pcd_path)
+    try:
+        geometry = request.app.state.geometry.get(*paths)
+    except (OSError, DataError) as exc:
+        raise HTTPException(409, f"model {model_id} has no usable geometry on this server: {exc}") from exc
+    try:
+        (click,) = geometry.locate(
+            model_id, admin.name, [body.semantic_id], [body.xyz], request.app.state.config.tolerance
+        )
+    except OffSurface as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return _run(
+        request,
+        category,
+        lambda s, c: {"id": ops.add_keypoint(s, c, model_id, body.semantic_id, click, admin.name).id},
+    )
 
 
 def _aggregate_config(body: AggregateIn) -> Any:  # noqa: ANN401 - AggregateConfig (imported lazily: torch)

@@ -7,8 +7,9 @@ coordinates and DBSCAN clusters. Earlier *pending* keypoints of the category are
 keypoints a person has already decided on (``verified``, ``rejected``, ``unverified`` from
 an import) are kept, because a re-run must never undo human work.
 
-The verification actions (accept/reject a keypoint or a cluster, merge, split, name) each
-change only rows of one category and are meant to run in one transaction each. A cluster
+The verification actions (accept/reject a keypoint or a cluster, merge, split, name, add a
+keypoint the crowd missed) each change only rows of one category and are meant to run in one
+transaction each. A cluster
 *is* a semantic id of the category: merging and splitting rewrite ``semantic_id`` of the
 keypoints (and ``cluster`` of their candidates) so the official export picks them up.
 """
@@ -366,6 +367,57 @@ def split_cluster(
     return {"new_id": new_id, "moved": len(chosen), "kept": len(rows) - len(chosen)}
 
 
+def add_keypoint(  # noqa: PLR0913 - one action, its whole input
+    session: Session,
+    category: Category,
+    model_id: str,
+    semantic_id: int,
+    click: Any,  # noqa: ANN401 - kpengine.io.clicks.Click (io is below store; kept loose like save_aggregation)
+    added_by: str,
+) -> AggregatedKeypoint:
+    """Add a keypoint the crowd missed: an expert's click (``click``, a :class:`kpengine.io.clicks.Click`
+    already put on the surface by the server) given an existing semantic id.
+
+    As the paper's experts restore omitted keypoints, the new keypoint is ``verified`` at once.
+    Refused (:class:`StoreError`): an id the category does not know (no keypoint has it and it
+    has no name), an id the model already has (a non-rejected keypoint; a semantic id names at
+    most one point per model). Its ordinal follows the model's last, so symmetry groups, which
+    index ordinals, stay valid.
+    """
+    model = session.scalar(select(Model).where(Model.category_id == category.id, Model.model_id == model_id))
+    if model is None:
+        raise LookupError(f"no model {model_id!r} in {category.name}")
+    known = {k.semantic_id for k in _category_keypoints(session, category)} | set(
+        session.scalars(select(SemanticLabel.semantic_id).where(SemanticLabel.category_id == category.id))
+    )
+    if semantic_id not in known:
+        raise StoreError(f"semantic id {semantic_id} is not known in {category.name}: choose one of {sorted(known)}")
+    rows = list(session.scalars(select(AggregatedKeypoint).where(AggregatedKeypoint.model_id == model.id)))
+    taken = [k for k in rows if k.semantic_id == semantic_id and k.status != "rejected"]
+    if taken:
+        raise StoreError(
+            f"model {model_id} already has semantic id {semantic_id} (keypoint {taken[0].id}, {taken[0].status}); "
+            "reject it first to move it"
+        )
+    x, y, z = (float(v) for v in click.xyz)
+    row = AggregatedKeypoint(
+        model_id=model.id,
+        ordinal=max((k.ordinal for k in rows), default=-1) + 1,
+        semantic_id=semantic_id,
+        x=x,
+        y=y,
+        z=z,
+        point_index=click.point_index,
+        face_index=click.face_index,
+        face_uv=None if click.face_uv is None else [float(v) for v in click.face_uv],
+        status="verified",
+        extra={"added_by": added_by},
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
 def name_semantic_id(session: Session, category: Category, semantic_id: int, name: str) -> None:
     """Name a semantic id (shown in the explorer; ``semantic_labels``)."""
     name = name.strip()
@@ -376,6 +428,7 @@ def name_semantic_id(session: Session, category: Category, semantic_id: int, nam
 
 __all__ = [
     "DECISIONS",
+    "add_keypoint",
     "merge_clusters",
     "name_semantic_id",
     "save_aggregation",
