@@ -182,3 +182,43 @@ def test_verify_page_adds_a_missed_keypoint(site: dict, browser) -> None:  # noq
     assert len(new) == 1 and new[0].extra.get("added_by") == "root"
     xyz = np.array([new[0].x, new[0].y, new[0].z])
     assert np.linalg.norm(shape.points[new[0].point_index] - xyz) < 0.005
+
+
+def test_verify_page_runs_aggregation_as_a_job(sample_root: Path, tmp_path: Path, browser) -> None:  # noqa: ANN001, F811
+    """ "Run aggregation" starts a server job and follows it: the page sees every pipeline stage in
+    order, then redraws from the stored run (its pending keypoints and candidates are the store's)."""
+    from sqlalchemy import func
+
+    from kpengine.aggregate.pipeline import STAGES
+    from kpengine.store.schema import AggregationCandidate
+
+    _need((web_dist() / "assets" / "verify.js").is_file(), "web pages not built (scripts/setup_system.sh)")
+    store, tokens, _ = fill_store(f"sqlite:///{tmp_path / 'store.db'}", sample_root, keep_truth=True)
+    with serve_in_thread(create_app(ServerConfig(store=store))) as url:
+        page = browser.new_page(viewport={"width": 1500, "height": 820})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}/verify?token={tokens['admin']}&category=chair")
+        page.wait_for_selector("#clusters li", timeout=20000)  # the imported (verified) ids
+        assert page.get_attribute("#plot", "data-points") == "0"  # no run yet
+        page.fill("#agg-steps", "3")
+        page.click("#agg-run")
+        page.wait_for_selector("#agg-job:not([hidden])", timeout=10000)
+        assert page.locator("#agg-run").is_disabled()
+        page.wait_for_function(
+            "document.getElementById('banner').textContent.startsWith('Aggregated chair')", timeout=300000
+        )
+        stages = (page.get_attribute("#agg-stage", "data-stages") or "").split(",")
+        assert stages == list(STAGES)  # one round: every stage once, in order
+        assert float(page.eval_on_selector("#agg-progress", "e => e.value")) == 1.0
+        assert not page.locator("#agg-run").is_disabled()
+        pending = int(page.inner_text("#banner").split(": ")[1].split()[0])
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(SHOTS / "kpengine_verify_job.png"))
+        n_plot = int(page.get_attribute("#plot", "data-points") or 0)
+        assert not errors, errors
+        page.close()
+    with store.session() as s:
+        assert pending == s.scalar(select(func.count()).where(AggregatedKeypoint.status == "pending")) > 0
+        assert n_plot == s.scalar(select(func.count()).select_from(AggregationCandidate)) > 0
+    store.dispose()

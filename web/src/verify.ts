@@ -354,6 +354,55 @@ view.renderer.domElement.addEventListener("pointerup", (ev) => {
   void act(`/models/${encodeURIComponent(currentModel)}/keypoints`, "POST", { semantic_id: Number(sid), xyz: hit.point },
     `Added ${sid} on ${currentModel.slice(0, 14)}…`);
 });
+// ------------------------------------------------------------------ aggregation as a job
+
+interface Job { job: string; state: "running" | "done" | "failed"; stage: string; fraction: number; stages: string[]; summary: { keypoints?: number } | null; error: string | null }
+
+/** Start the category's aggregation as a server job and poll it: the bar shows the pipeline's
+ * stage and share done (never a blocking request, which a proxy or the browser may time out). */
+async function runAggregation(): Promise<void> {
+  const steps = Number(($("agg-steps") as HTMLInputElement).value);
+  const runBtn = $("agg-run") as HTMLButtonElement;
+  const bar = $("agg-progress") as HTMLProgressElement;
+  const stageEl = $("agg-stage");
+  const cat = category;
+  let job: Job;
+  try {
+    job = await api<Job>(`/api/admin/aggregate/${encodeURIComponent(cat)}/jobs`, { method: "POST", body: JSON.stringify({ steps }) });
+  } catch (err) {
+    banner("error", `Aggregation not started: ${message(err)}`);
+    return;
+  }
+  runBtn.disabled = true;
+  ($("agg-job") as HTMLElement).hidden = false;
+  const show = (j: Job) => {
+    bar.value = j.fraction;
+    stageEl.textContent = `${j.stage} · ${Math.round(j.fraction * 100)} %`;
+    stageEl.dataset.stages = j.stages.join(",");
+  };
+  show(job);
+  while (job.state === "running") {
+    await new Promise((r) => setTimeout(r, 500));
+    try {
+      job = await api<Job>(`/api/admin/aggregate/jobs/${job.job}`);
+    } catch (err) {
+      banner("error", `Lost the aggregation job: ${message(err)}`);
+      runBtn.disabled = false;
+      return;
+    }
+    show(job);
+  }
+  runBtn.disabled = false;
+  if (job.state === "failed") {
+    banner("error", `Aggregation failed: ${job.error}`);
+    return;
+  }
+  stageEl.dataset.state = "done";
+  if (cat === category) await loadCategory();
+  banner("ok", `Aggregated ${cat}: ${job.summary?.keypoints ?? 0} pending keypoints`);
+}
+$("agg-run").onclick = () => void runAggregation();
+
 new ResizeObserver(() => drawPlot()).observe(canvas.parentElement!);
 
 async function main(): Promise<void> {
