@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--shapes", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--png")
+    ap.add_argument("--no-retrieval", action="store_true", help="skip the (slow) retrieval rows")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from kpengine.image.viewpoint import angle_difference, decode
@@ -151,7 +152,7 @@ def main() -> None:
             gt_pts = clouds.setdefault(test.model_id[i], cloud(args.shapes, cat, test.model_id[i]))
             view = test_views[test.ids[i]]
             mask = test.mask[i].numpy() > 0.5
-            r = silhouette_retrieval(view, mask, keys, grids, res)
+            r = 0 if args.no_retrieval else silhouette_retrieval(view, mask, keys, grids, res)
             cam = Camera.from_json(view["camera"])
             est = dict(view)
             if rgb_view is not None:
@@ -159,7 +160,7 @@ def main() -> None:
                     Viewpoint(float(rgb_view["azimuth"][i]), float(rgb_view["elevation"][i]), view["distance"],
                               view["theta"]), cam.intrinsics, np.asarray(view["center"]))  # fmt: skip
                 est["camera"] = est_cam.to_json()
-            r_est = silhouette_retrieval(est, mask, keys, grids, res)
+            r_est = 0 if args.no_retrieval else silhouette_retrieval(est, mask, keys, grids, res)
             o = int(np.argmax(voxel_iou(grids, gt[None])))
             cand = [
                 ("recon", p_pred[i] > 0.5, mesh_points(p_pred[i])),
@@ -171,9 +172,11 @@ def main() -> None:
                 ("oracle_nearest", grids[o], cloud(args.shapes, cat, keys[o][1])),
                 ("mean_shape", mean_occ, mean_pts),
             ]
+            if args.no_retrieval:
+                cand = [c for c in cand if not c[0].startswith("retrieval")]
             for name, occ, pts in cand:
                 rows[name].append((float(voxel_iou(occ, gt)), chamfer_distance(pts, gt_pts)))
-            if len(figs) < 15 and i % 23 == 0:
+            if sum(t.startswith(cat) for t in titles) < 2 and i % 37 == 0:  # two examples per category
                 figs += [gt, p_pred[i] > 0.5, grids[r_est]]
                 titles += [
                     f"{cat} {test.model_id[i][:6]} truth",

@@ -319,3 +319,22 @@ def test_voxels_fine_tune_starts_from_the_init_run(runs: dict[str, Path], render
     other.sets()
     with pytest.raises(ValueError, match="at 32 px, not chair at 64 px"):
         other.model()
+
+
+def test_skip_views_and_predicted_sketches(render_set: Path) -> None:
+    from kpengine.image.crops import normalise
+    from kpengine.image.tasks.voxels import use_predicted_sketches
+
+    later = load_sketch_set(render_set, 32, views_per_shape=1, skip_views=1)
+    first = load_sketch_set(render_set, 32, views_per_shape=1)
+    assert len(later) == len(first) == 4
+    assert all(i.endswith("_1") for i in later.ids) and all(i.endswith("_0") for i in first.ids)
+    torch.manual_seed(0)
+    net = SketchNet((8, 16), 32).eval()
+    with torch.no_grad():
+        pred = net(normalise(later.images))
+    use_predicted_sketches(later, net, batch=3)  # batches that do not divide the set
+    on = pred["mask"] > 0
+    assert torch.equal(later.mask, on.float())
+    torch.testing.assert_close(later.depth, pred["depth"] * on)
+    torch.testing.assert_close(later.normals, pred["normals"] * on[:, None])

@@ -116,9 +116,10 @@ def load_sketch_set(
     views_per_shape: int | None = None,
     splits: list[str] | None = None,
     training: bool = False,
+    skip_views: int = 0,
 ) -> SketchSet:
-    """Read a render set's views (``views_per_shape``: the first N views of each shape) as a SketchSet;
-    ``training`` refuses test-split views (evaluation renders)."""
+    """Read a render set's views (``views_per_shape``: the first N views of each shape after the first
+    ``skip_views``) as a SketchSet; ``training`` refuses test-split views (evaluation renders)."""
     rs: RenderSet = load_render_set(root)
     rs = rs.select(categories=categories, splits=splits)
     if training and any(v["split"] == "test" for v in rs.views):
@@ -131,10 +132,11 @@ def load_sketch_set(
             raise DataError(
                 f"view {v['id']} has no depth/normals/mask map (render with --maps mask,depth,normals)", path=root
             )
-        k = seen.get(v["model_id"], 0)
-        if views_per_shape is None or k < views_per_shape:
+        n = seen.get(v["model_id"], 0)
+        k = n - skip_views
+        if k >= 0 and (views_per_shape is None or k < views_per_shape):
             keep.append(i)
-        seen[v["model_id"]] = k + 1
+        seen[v["model_id"]] = n + 1
     parts = [view_sketch(view_sample(rs, i), size) for i in keep]
     return SketchSet(
         torch.from_numpy(np.stack([p["image"] for p in parts]).transpose(0, 3, 1, 2).copy()),

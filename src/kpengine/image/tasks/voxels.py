@@ -8,7 +8,8 @@ filled; see ``kpengine.geometry.voxelize``). Settings without a flag go in ``--c
 ``pos_weight``, ``init_run`` (start from a voxels run's weights), ``view_weight`` (the viewpoint
 head's loss), ``perturb`` (sketch-fault strength of the training inputs, 0 = clean ground truth),
 ``naturalness_run`` and ``naturalness_weight`` (a trained naturalness critic whose negated score
-is added to the loss, ShapeHD). The network predicts the
+is added to the loss, ShapeHD), ``sketch_run`` (inputs predicted by that sketch run, training and
+validation: MarrNet's fine-tuning of the 3D estimator). The network predicts the
 residual from each category's mean training grid (see ``image.reconstruct.nets.VoxelNet``).
 """
 
@@ -44,6 +45,10 @@ class VoxelConfig(ImageConfig):
     naturalness_weight: float = 0.0
     #: start from this voxels run's weights (fine-tuning, e.g. with the naturalness loss)
     init_run: str = ""
+    #: train on this sketch run's predictions instead of the true sketches (MarrNet's fine-tuning)
+    sketch_run: str = ""
+    #: skip each shape's first N views (e.g. those the sketch run was trained on)
+    skip_views: int = 0
     epochs: int = 20
     batch_size: int = 32
 
@@ -87,10 +92,31 @@ class VoxelData:
         return sk.sketches(i), self.grids[self.shape_of[i]], self.category_index[i], sk.azimuth[i], sk.elevation[i]
 
 
+@torch.no_grad()
+def use_predicted_sketches(sk: SketchSet, net: nn.Module, batch: int = 64) -> None:
+    """Replace a SketchSet's true mask, depth and normals by ``net``'s predictions on its images, in place
+    (silhouette binary, depth and normals zero off it: what ``reconstruct_photo`` feeds the voxels run)."""
+    from kpengine.image.crops import normalise
+
+    net.eval()
+    for s in range(0, len(sk), batch):
+        i = torch.arange(s, min(s + batch, len(sk)))
+        p = net(normalise(sk.images[i]))
+        on = (p["mask"] > 0).float()
+        sk.mask[i], sk.depth[i], sk.normals[i] = on, p["depth"] * on, p["normals"] * on[:, None]
+
+
 def voxel_data(
-    root: str, shapes: str, size: int, categories: list[str], resolution: int, vps=None, training: bool = False
+    root: str,
+    shapes: str,
+    size: int,
+    categories: list[str],
+    resolution: int,
+    vps=None,
+    training: bool = False,
+    skip_views: int = 0,
 ) -> VoxelData:
-    sk = load_sketch_set(root, size, categories, vps, training=training)
+    sk = load_sketch_set(root, size, categories, vps, training=training, skip_views=skip_views)
     return VoxelData(sk, category_voxels(shapes, set(zip(sk.category, sk.model_id)), resolution), categories)
 
 
@@ -106,8 +132,17 @@ class VoxelTask(ImageTask):
     def load_sets(self) -> tuple[VoxelData, VoxelData | None]:
         c = self.config
         cats = categories_of(c.category)
-        train = voxel_data(c.data, c.shapes, c.size, cats, c.resolution, c.views_per_shape or None, training=True)
+        train = voxel_data(c.data, c.shapes, c.size, cats, c.resolution, c.views_per_shape or None, True, c.skip_views)
         val = voxel_data(c.val_data, c.shapes, c.size, cats, c.resolution) if c.val_data else None
+        if c.sketch_run:  # MarrNet's fine-tuning: the inputs are what the sketch network predicts
+            from kpengine.image.reconstruct.photo import load_network
+
+            net = load_network(c.sketch_run, "sketch")
+            if net.config["size"] != c.size:
+                raise ValueError(f"sketch_run {c.sketch_run} predicts {net.config['size']} px sketches, not {c.size}")
+            for d in (train, val):
+                if d is not None:
+                    use_predicted_sketches(d.sketches, net)
         return train, val
 
     def critic(self) -> nn.Module | None:
