@@ -39,7 +39,7 @@ from kpengine.geometry.transforms import bbox_centre
 from kpengine.geometry.voxelize import VoxelGrid, voxels_to_mesh
 from kpengine.image.crops import normalise
 from kpengine.image.reconstruct.data import category_voxels, load_sketch_set, sketch_tensor
-from kpengine.image.reconstruct.figures import plot_voxel_grids
+from kpengine.image.reconstruct.figures import voxel_projections
 from kpengine.image.reconstruct.photo import load_network
 from kpengine.io import layout
 from kpengine.io.pcd import load_pcd
@@ -177,11 +177,12 @@ def main() -> None:
             for name, occ, pts in cand:
                 rows[name].append((float(voxel_iou(occ, gt)), chamfer_distance(pts, gt_pts)))
             if sum(t.startswith(cat) for t in titles) < 2 and i % 37 == 0:  # two examples per category
-                figs += [gt, p_pred[i] > 0.5, grids[r_est]]
+                third = "recon_true_sketch" if args.no_retrieval else "retrieval_est_view"
+                figs += [gt, p_pred[i] > 0.5, p_true[i] > 0.5 if args.no_retrieval else grids[r_est]]
                 titles += [
                     f"{cat} {test.model_id[i][:6]} truth",
                     f"recon IoU {rows['recon'][-1][0]:.2f}",
-                    f"retrieval (est. view) IoU {rows['retrieval_est_view'][-1][0]:.2f}",
+                    f"{third} IoU {rows[third][-1][0]:.2f}",
                 ]
         view_err = {}
         for name, v in (("rgb", rgb_view), ("sketches", sk_view)):
@@ -219,7 +220,12 @@ def main() -> None:
     with open(args.out, "w") as fh:
         json.dump(out, fh, indent=2)
     if args.png and figs:
-        plot_voxel_grids(args.png, figs, titles, 3)
+        # one row per example: truth | reconstruction | third; each the front, side and top silhouettes
+        from kpengine.render.overlay import save_png, tile
+
+        panels = [voxel_projections(g) for g in figs]
+        save_png(args.png, tile(panels, 3))
+        print("figure rows:", json.dumps([titles[k : k + 3] for k in range(0, len(titles), 3)]))
 
 
 if __name__ == "__main__":

@@ -338,3 +338,15 @@ def test_skip_views_and_predicted_sketches(render_set: Path) -> None:
     assert torch.equal(later.mask, on.float())
     torch.testing.assert_close(later.depth, pred["depth"] * on)
     torch.testing.assert_close(later.normals, pred["normals"] * on[:, None])
+
+
+def test_voxel_projections_by_hand() -> None:
+    from kpengine.image.reconstruct.figures import voxel_projections
+
+    g = np.zeros((4, 4, 4), bool)
+    g[1, 2, 3] = True  # x = 1, y = 2 (up), z = 3
+    img = voxel_projections(g, scale=1)[..., 0]
+    assert img.shape == (4, 4 * 3 + 4)
+    dark = {tuple(p) for p in np.argwhere(img < 128)}
+    # front: column x = 1, row 4 - 1 - y = 1; side (offset 6): column z = 3, row 1; top (offset 12): column x, row z
+    assert dark == {(1, 1), (1, 6 + 3), (3, 12 + 1)}

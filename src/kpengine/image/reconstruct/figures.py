@@ -31,3 +31,16 @@ def plot_voxel_grids(path: str | Path, grids: list[np.ndarray], titles: list[str
         ax.view_init(elev=25, azim=-60)
         ax.set_axis_off()
     save_figure(fig, path)
+
+
+def voxel_projections(grid: np.ndarray, scale: int = 3) -> np.ndarray:
+    """(R, R, R) bool grid (index axes x, y up, z) -> (R s, 3 R s + 4 s, 3) uint8: its silhouettes seen from
+    the front (along -z: x right, y up), the side (z right, y up) and the top (x right, z down), dark on
+    white. Seconds for a page of them, where matplotlib's ``voxels`` took minutes on the shared CPU."""
+    g = np.asarray(grid, bool)
+    r = g.shape[0]
+    gap = np.zeros((r, 2), bool)
+    views = np.concatenate([np.flipud(g.any(2).T), gap, np.flipud(g.any(0)), gap, g.any(1).T], 1)
+    img = np.where(views, 55, 255).astype(np.uint8)
+    img = np.repeat(np.repeat(img, scale, 0), scale, 1)
+    return np.repeat(img[..., None], 3, -1)
