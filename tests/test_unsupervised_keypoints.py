@@ -369,3 +369,22 @@ def test_das_scores_a_total_collapse_perfectly_so_distinct_ids_are_reported_besi
     assert dual_alignment_score(pred, [gt] * 3, [sem] * 3)["das"] == pytest.approx(1.0)
     cons = semantic_consistency(pred, [gt] * 3, [sem] * 3)
     assert cons["consistency"] == pytest.approx(1.0) and set(cons["modal_ids"]) == {0}
+
+
+def test_validation_counts_dead_keypoints() -> None:
+    """Every segment switched off (activation bias -30): all B x K keypoints are dead; every
+    segment on (+30): none is."""
+    from kpengine.learn.tasks.unsupervised_keypoints import UnsupervisedConfig, UnsupervisedKeypointsTask
+
+    task = UnsupervisedKeypointsTask(UnsupervisedConfig(task="unsupervised_keypoints", data=".", category="chair"))
+    net = SkeletonMerger(4, "pointnet", 4, **TINY).eval()
+    batch = {"points": torch.rand(3, 64, 3)}
+    with torch.no_grad():
+        net.activation[-1].weight.zero_()
+        net.activation[-1].bias.fill_(-30.0)
+        assert task.metrics(net, batch)["dead_keypoints"] == 12
+        net.activation[-1].bias.fill_(30.0)
+        got = task.metrics(net, batch)
+    assert got["dead_keypoints"] == 0
+    # the summed distance of keypoints (convex combinations) to the cloud: >= 0 and below the box's diagonal
+    assert 0.0 <= got["surface_distance"] < 3 * 3**0.5
