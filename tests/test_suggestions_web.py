@@ -82,7 +82,8 @@ def test_one_click_accepts_a_faint_suggestion(suggest_site: dict, browser) -> No
     box = label.bounding_box()  # centred on its sphere (CSS2D)
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_function("document.getElementById('count').textContent === '1'", timeout=5000)
-    assert page.locator("#view .kp-label.suggestion").count() == 2  # the accepted one is no longer offered
+    # the accepted one is no longer offered (labels are redrawn on the next animation frame)
+    page.wait_for_function("document.querySelectorAll('#view .kp-label.suggestion').length === 2", timeout=10000)
     assert page.locator("#keypoints li").first.inner_text().startswith("1:")  # numbered like the suggestion
     page.click("#save")
     page.wait_for_selector("#banner.ok", timeout=10000)
