@@ -264,3 +264,52 @@ def test_add_missed_keypoint(verifying) -> None:  # noqa: ANN001
 
 def verifying_store(client: TestClient):  # noqa: ANN201
     return client.app.state.store
+
+
+def _group_ids(state: dict) -> dict[str, list[tuple[str, list[int]]]]:
+    """model -> [(kind, semantic ids of the group's keypoints)], through the state's keypoint ids."""
+    sid = {k["id"]: k["semantic_id"] for k in state["keypoints"]}
+    out: dict[str, list[tuple[str, list[int]]]] = {}
+    for g in state["symmetries"]:
+        out.setdefault(g["model_id"], []).append((g["kind"], sorted(sid[i] for i in g["keypoint_ids"])))
+    return out
+
+
+def test_state_names_symmetry_groups_by_keypoint_id(tmp_path: Path, sample_root: Path) -> None:
+    """Imported groups come back as the official files' groups (their semantic ids); a run's groups,
+    stored after the kept keypoints' ordinals, resolve to the run's own keypoints, not by list position."""
+    from kpengine.io.annotations import ReflectionGroup, Symmetries
+
+    store, tokens, shapes = fill_store(f"sqlite:///{tmp_path / 'store.db'}", sample_root, keep_truth=True)
+    client = TestClient(create_app(ServerConfig(store=store)))
+    admin = _bearer(tokens["admin"])
+    st = client.get("/api/admin/verify/chair", headers=admin).json()
+    expected = {
+        s.model_id: sorted(
+            [
+                ("reflection", sorted(s.annotation.keypoints[i].semantic_id for i in g.kp_indexes))
+                for g in s.symmetries.reflection
+            ]
+            + [
+                ("rotation", sorted(s.annotation.keypoints[i].semantic_id for i in g.kp_indexes))
+                for g in s.symmetries.rotation
+            ]
+        )
+        for s in shapes
+    }
+    assert sum(len(v) for v in expected.values()) > 0  # the sample chairs have official groups
+    got = _group_ids(st)
+    assert {m: sorted(got.get(m, [])) for m in expected} == expected
+
+    # a run proposing one reflection pair (its two lowest ids) per model, stored after the kept keypoints
+    result = truth_result(shapes)
+    for ann in result.annotations:
+        ann.symmetries = Symmetries(reflection=[ReflectionGroup([0, 1])])
+    with store.session() as s:
+        offset = save_aggregation(s, repo.get_category(s, "chair"), result).report["id_offset"]  # type: ignore[arg-type]
+    got = _group_ids(client.get("/api/admin/verify/chair", headers=admin).json())
+    for shape in shapes:
+        low = sorted(int(i) for i in shape.semantic_ids)[:2]
+        assert ("reflection", [low[0] + offset, low[1] + offset]) in got[shape.model_id]
+        assert sorted(g for g in got[shape.model_id] if min(g[1]) < offset) == expected[shape.model_id]
+    store.dispose()

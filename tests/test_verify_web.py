@@ -4,6 +4,7 @@ Screenshot: /tmp/kpengine_verify.png."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +136,17 @@ def test_verify_page_split_button(site: dict, browser) -> None:  # noqa: ANN001,
     assert (np.linalg.norm(b - mb, axis=1) <= np.linalg.norm(b - ma, axis=1)).all()
 
 
+def _open_model(chromium, url: str, token: str, shape) -> tuple:  # noqa: ANN001
+    """The verify page on ``shape``'s model once its keypoints are drawn; (page, page errors)."""
+    page = chromium.new_page(viewport={"width": 1500, "height": 820})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/verify?token={token}&category=chair&model={shape.model_id}")
+    n = len(shape.semantic_ids)
+    page.wait_for_function(f"document.querySelectorAll('#view .kp-label').length === {n}", timeout=20000)
+    return page, errors
+
+
 def test_verify_page_adds_a_missed_keypoint(site: dict, browser) -> None:  # noqa: ANN001, F811
     """Reject a model's keypoint, choose its id under "Add a missed keypoint", click the model: the
     store has a new verified keypoint of that id on that model, lying on one of the model's cloud
@@ -142,12 +154,8 @@ def test_verify_page_adds_a_missed_keypoint(site: dict, browser) -> None:  # noq
     import numpy as np
 
     shape = site["shapes"][1]
-    page = browser.new_page(viewport={"width": 1500, "height": 820})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{site['url']}/verify?token={site['tokens']['admin']}&category=chair&model={shape.model_id}")
+    page, errors = _open_model(browser, site["url"], site["tokens"]["admin"], shape)
     n = len(shape.semantic_ids)
-    page.wait_for_function(f"document.querySelectorAll('#view .kp-label').length === {n}", timeout=20000)
     first = page.locator("#keypoints li").first
     kp_id = int(first.get_attribute("data-id") or -1)
     with site["store"].session() as s:
@@ -222,3 +230,37 @@ def test_verify_page_runs_aggregation_as_a_job(sample_root: Path, tmp_path: Path
         assert pending == s.scalar(select(func.count()).where(AggregatedKeypoint.status == "pending")) > 0
         assert n_plot == s.scalar(select(func.count()).select_from(AggregationCandidate)) > 0
     store.dispose()
+
+
+def test_verify_page_draws_symmetry_groups(sample_root: Path, tmp_path: Path, browser) -> None:  # noqa: ANN001, F811
+    """The imported (official) groups of a model are listed by semantic id and drawn over its view:
+    one dashed line per reflection pair, one polygon per rotation group of two or more."""
+    _need((web_dist() / "assets" / "verify.js").is_file(), "web pages not built (scripts/setup_system.sh)")
+    store, tokens, shapes = fill_store(f"sqlite:///{tmp_path / 'store.db'}", sample_root, keep_truth=True)
+    shape = max(shapes, key=lambda s: len(s.symmetries.reflection) + len(s.symmetries.rotation))
+    refl, rot = shape.symmetries.reflection, shape.symmetries.rotation
+    assert refl or rot
+    with serve_in_thread(create_app(ServerConfig(store=store))) as url:
+        page, errors = _open_model(browser, url, tokens["admin"], shape)
+        items = page.locator("#symmetries li").all_inner_texts()
+        drawn = json.loads(page.get_attribute("#symmetries", "data-drawn") or "{}")
+        page.locator("#symmetries").scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(SHOTS / "kpengine_verify_symmetry.png"))
+        assert not errors, errors
+        page.close()
+    store.dispose()
+    sid = shape.annotation.keypoints
+    want = sorted(
+        [
+            f"⟷ {' · '.join(str(sid[i].semantic_id) for i in sorted(g.kp_indexes, key=lambda i: sid[i].semantic_id))}"
+            for g in refl
+        ]
+        + [
+            f"⟳ {' · '.join(str(sid[i].semantic_id) for i in sorted(g.kp_indexes, key=lambda i: sid[i].semantic_id))}"
+            for g in rot
+        ]
+    )
+    assert sorted(t.split(" (circle)")[0] for t in items) == want
+    assert drawn["reflection"] == sum(len(g.kp_indexes) >= 2 for g in refl)
+    assert drawn["rotation"] == sum(len(g.kp_indexes) >= 2 for g in rot)

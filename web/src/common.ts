@@ -236,3 +236,50 @@ export class Viewer {
     return { point: [p.x, p.y, p.z] };
   }
 }
+
+// ------------------------------------------------------------------ symmetry drawing (explore, verify)
+
+/** A line through `points` drawn over the model (no depth test); dashes scale with `size` (the marker size). */
+export function drawLine(points: Vec3[], color: number, size: number, dashed = false, closed = false): THREE.Line {
+  const pts = points.map((p) => new THREE.Vector3(...p));
+  if (closed && pts.length > 2) pts.push(pts[0].clone());
+  const geom = new THREE.BufferGeometry().setFromPoints(pts);
+  const mat = dashed
+    ? new THREE.LineDashedMaterial({ color, dashSize: size, gapSize: size * 0.7, depthTest: false, transparent: true })
+    : new THREE.LineBasicMaterial({ color, depthTest: false, transparent: true });
+  const l = new THREE.Line(geom, mat);
+  if (dashed) l.computeLineDistances();
+  l.renderOrder = 5;
+  return l;
+}
+
+/** A circle (64 segments) of `radius` about `center` in the plane normal to `normal`. */
+export function drawCircle(center: Vec3, radius: number, normal: Vec3, color: number, size: number): THREE.Line {
+  const n = new THREE.Vector3(...normal).normalize();
+  const a = Math.abs(n.x) < 0.9 ? new THREE.Vector3(1, 0, 0) : new THREE.Vector3(0, 1, 0);
+  const u = new THREE.Vector3().crossVectors(n, a).normalize();
+  const v = new THREE.Vector3().crossVectors(n, u);
+  const c = new THREE.Vector3(...center);
+  const pts: Vec3[] = [];
+  for (let i = 0; i <= 64; i++) {
+    const t = (i / 64) * Math.PI * 2;
+    const p = c.clone().addScaledVector(u, radius * Math.cos(t)).addScaledVector(v, radius * Math.sin(t));
+    pts.push([p.x, p.y, p.z]);
+  }
+  return drawLine(pts, color, size);
+}
+
+/** A rotation group's members in angular order around `axis` (through their centroid), so the
+ * drawn polygon goes round the axis instead of crossing itself (kp_indexes carry no order). */
+export function aroundAxis(points: Vec3[], axis: Vec3): Vec3[] {
+  const n = new THREE.Vector3(...axis).normalize();
+  const c = points.reduce((acc, p) => acc.add(new THREE.Vector3(...p)), new THREE.Vector3()).divideScalar(points.length);
+  const a = Math.abs(n.x) < 0.9 ? new THREE.Vector3(1, 0, 0) : new THREE.Vector3(0, 1, 0);
+  const u = new THREE.Vector3().crossVectors(n, a).normalize();
+  const v = new THREE.Vector3().crossVectors(n, u);
+  const angle = (p: Vec3) => {
+    const d = new THREE.Vector3(...p).sub(c);
+    return Math.atan2(d.dot(v), d.dot(u));
+  };
+  return [...points].sort((p, q) => angle(p) - angle(q));
+}

@@ -4,7 +4,7 @@
 // predictions file scored model by model with error lines, to find where a method fails.
 // Everything that decides the view is in the URL, so a copied link opens the same view.
 import * as THREE from "three";
-import { api, banner, CategoryOut, colorFor, cssColor, loadCloud, loadDisplayMesh, Marker, ModelInfo, Vec3, Viewer } from "./common";
+import { api, aroundAxis, banner, CategoryOut, colorFor, cssColor, drawCircle, drawLine, loadCloud, loadDisplayMesh, Marker, ModelInfo, Vec3, Viewer } from "./common";
 import type {
   CategorySummary as Summary, ExploreModelRow as Row, ModelScores as Scored, PredictionScores as Predictions, RunFile, SymmetryOut as Symmetry,
 } from "./generated/api-types";
@@ -165,49 +165,10 @@ function clearOverlay(): void {
   overlay.clear();
 }
 
-function line(points: Vec3[], color: number, dashed = false, closed = false): THREE.Line {
-  const pts = points.map((p) => new THREE.Vector3(...p));
-  if (closed && pts.length > 2) pts.push(pts[0].clone());
-  const geom = new THREE.BufferGeometry().setFromPoints(pts);
-  const size = view.markerSize;
-  const mat = dashed
-    ? new THREE.LineDashedMaterial({ color, dashSize: size, gapSize: size * 0.7, depthTest: false, transparent: true })
-    : new THREE.LineBasicMaterial({ color, depthTest: false, transparent: true });
-  const l = new THREE.Line(geom, mat);
-  if (dashed) l.computeLineDistances();
-  l.renderOrder = 5;
-  return l;
-}
-
-function circle(center: Vec3, radius: number, normal: Vec3, color: number): THREE.Line {
-  const n = new THREE.Vector3(...normal).normalize();
-  const a = Math.abs(n.x) < 0.9 ? new THREE.Vector3(1, 0, 0) : new THREE.Vector3(0, 1, 0);
-  const u = new THREE.Vector3().crossVectors(n, a).normalize();
-  const v = new THREE.Vector3().crossVectors(n, u);
-  const c = new THREE.Vector3(...center);
-  const pts: Vec3[] = [];
-  for (let i = 0; i <= 64; i++) {
-    const t = (i / 64) * Math.PI * 2;
-    const p = c.clone().addScaledVector(u, radius * Math.cos(t)).addScaledVector(v, radius * Math.sin(t));
-    pts.push([p.x, p.y, p.z]);
-  }
-  return line(pts, color);
-}
-
-/** A rotation group's members in angular order around `axis` (through their centroid), so the
- * drawn polygon goes round the axis instead of crossing itself (kp_indexes carry no order). */
-function aroundAxis(points: Vec3[], axis: Vec3): Vec3[] {
-  const n = new THREE.Vector3(...axis).normalize();
-  const c = points.reduce((acc, p) => acc.add(new THREE.Vector3(...p)), new THREE.Vector3()).divideScalar(points.length);
-  const a = Math.abs(n.x) < 0.9 ? new THREE.Vector3(1, 0, 0) : new THREE.Vector3(0, 1, 0);
-  const u = new THREE.Vector3().crossVectors(n, a).normalize();
-  const v = new THREE.Vector3().crossVectors(n, u);
-  const angle = (p: Vec3) => {
-    const d = new THREE.Vector3(...p).sub(c);
-    return Math.atan2(d.dot(v), d.dot(u));
-  };
-  return [...points].sort((p, q) => angle(p) - angle(q));
-}
+const line = (points: Vec3[], color: number, dashed = false, closed = false): THREE.Line =>
+  drawLine(points, color, view.markerSize, dashed, closed);
+const circle = (center: Vec3, radius: number, normal: Vec3, color: number): THREE.Line =>
+  drawCircle(center, radius, normal, color, view.markerSize);
 
 
 /** What the view shows for the current model: the predictions when loaded, else its keypoints. */

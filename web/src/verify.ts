@@ -3,13 +3,16 @@
 // (accept/reject a keypoint or a cluster, merge, split, name, add a keypoint the crowd missed
 // by clicking the model). Every action is saved by the server in one transaction and the page
 // redraws from the state the server sends back.
-import { api, banner, CategoryOut, colorFor, cssColor, MeOut, ModelRow, token, Vec3, Viewer } from "./common";
+import * as THREE from "three";
+import { api, aroundAxis, banner, CategoryOut, colorFor, cssColor, drawCircle, drawLine, MeOut, ModelRow, token, Vec3, Viewer } from "./common";
 
 interface Cluster { id: number; name: string | null; pending: number; verified: number; rejected: number }
 interface Candidate { id: number; model_id: string; xy: [number, number]; cluster: number; error: number; keypoint_id: number | null }
 interface Keypoint { id: number; model_id: string; ordinal: number; semantic_id: number; xyz: Vec3 | null; status: string }
+interface Symmetry { model_id: string; kind: "reflection" | "rotation"; keypoint_ids: number[]; is_circle: boolean; circle: { center: Vec3; radius: number; normal: Vec3 } | null }
 interface State {
   category: string;
+  symmetries: Symmetry[];
   run: { id: number; created_at: string; clusters: number; noise_candidates: number; candidates: number } | null;
   labels: Record<string, string>;
   clusters: Cluster[];
@@ -22,6 +25,8 @@ const $ = (id: string) => document.getElementById(id)!;
 const params = new URLSearchParams(location.search);
 token(); // moves ?token= into localStorage
 const view = new Viewer($("view"));
+const overlay = new THREE.Group(); // symmetry groups of the shown model
+view.scene.add(overlay);
 const canvas = $("plot") as HTMLCanvasElement;
 let state: State | null = null;
 let category = "";
@@ -249,7 +254,40 @@ function drawKeypoints(): void {
       .filter((k) => k.xyz && k.status !== "rejected")
       .map((k) => ({ key: k.id, xyz: k.xyz!, color: colorFor(k.semantic_id), text: `${k.semantic_id}`, selected: picked.has(k.id) })),
   );
+  drawSymmetries(kps);
   for (const el of $("models").children) el.classList.toggle("active", (el as HTMLElement).dataset.id === currentModel);
+}
+
+/** The model's symmetry groups over its keypoints: a reflection pair joined by a dashed grey
+ * line, a rotation group as a dashed violet polygon around its axis, a circle when the group is
+ * continuous. Rejected members are left out (a group of fewer than two is not drawn). */
+function drawSymmetries(kps: Keypoint[]): void {
+  overlay.traverse((o) => {
+    const l = o as THREE.Line;
+    l.geometry?.dispose();
+    (l.material as THREE.Material | undefined)?.dispose();
+  });
+  overlay.clear();
+  const at = new Map(kps.filter((k) => k.xyz && k.status !== "rejected").map((k) => [k.id, k.xyz!]));
+  const drawn = { reflection: 0, rotation: 0, circles: 0 };
+  const text: string[] = [];
+  for (const g of (state?.symmetries ?? []).filter((g) => g.model_id === currentModel)) {
+    const xyz = g.keypoint_ids.filter((id) => at.has(id)).map((id) => at.get(id)!);
+    const ids = kps.filter((k) => g.keypoint_ids.includes(k.id)).map((k) => k.semantic_id).sort((a, b) => a - b);
+    if (g.kind === "rotation" && g.is_circle && g.circle) {
+      overlay.add(drawCircle(g.circle.center, g.circle.radius, g.circle.normal, 0x8a5cf6, view.markerSize));
+      drawn.circles++;
+    }
+    if (xyz.length >= 2) {
+      overlay.add(g.kind === "reflection" && xyz.length === 2
+        ? drawLine(xyz, 0x5b6573, view.markerSize, true)
+        : drawLine(aroundAxis(xyz, g.circle?.normal ?? [0, 1, 0]), g.kind === "reflection" ? 0x5b6573 : 0x8a5cf6, view.markerSize, true, true));
+      drawn[g.kind]++;
+    }
+    text.push(`${g.kind === "reflection" ? "⟷" : "⟳"} ${ids.join(" · ")}${g.is_circle ? " (circle)" : ""}`);
+  }
+  $("symmetries").replaceChildren(...text.map((t) => li(t)));
+  $("symmetries").dataset.drawn = JSON.stringify(drawn);
 }
 
 function redraw(): void {

@@ -173,7 +173,8 @@ def _jsonable(obj: Any) -> Any:  # noqa: ANN401
 
 
 def verification_state(session: Session, category: Category) -> dict[str, Any]:
-    """Everything the verification page draws: clusters, candidates, keypoints, labels."""
+    """Everything the verification page draws: clusters, candidates, keypoints, labels, and the
+    symmetry groups (reflection, rotation; the aggregation's or the import's) by keypoint id."""
     labels = {
         lab.semantic_id: lab.name
         for lab in session.scalars(select(SemanticLabel).where(SemanticLabel.category_id == category.id))
@@ -194,9 +195,27 @@ def verification_state(session: Session, category: Category) -> dict[str, Any]:
             {"id": k.semantic_id, "name": labels.get(k.semantic_id), "pending": 0, "verified": 0, "rejected": 0},
         )
         c[k.status if k.status in ("pending", "verified", "rejected") else "verified"] += 1
+    # symmetry groups index ordinals (which may have gaps after a re-run): resolved to keypoint ids
+    by_ordinal = {(k.model_id, k.ordinal): k.id for k in kps}
+    groups = session.scalars(
+        select(SymmetryGroup)
+        .where(SymmetryGroup.model_id.in_(list(model_ids)))
+        .order_by(SymmetryGroup.model_id, SymmetryGroup.kind, SymmetryGroup.ordinal)
+    )
+    symmetries = [
+        {
+            "model_id": model_ids[g.model_id],
+            "kind": g.kind,
+            "keypoint_ids": [by_ordinal[(g.model_id, i)] for i in g.kp_indexes if (g.model_id, i) in by_ordinal],
+            "is_circle": bool(g.is_circle),
+            "circle": g.circle,
+        }
+        for g in groups
+    ]
     return {
         "category": category.name,
         "synset": category.synset,
+        "symmetries": symmetries,
         "run": None
         if run is None
         else {
