@@ -76,5 +76,11 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave the process group once every rank has got here.
+
+    Why the barrier: rank 0 still writes the run's result files after the last epoch while the
+    other ranks are done; a rank that destroyed its gloo group then could abort the whole run
+    ("terminate called without an active exception", seen once in CI on the 2-rank test)."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
