@@ -313,3 +313,45 @@ def test_state_names_symmetry_groups_by_keypoint_id(tmp_path: Path, sample_root:
         assert ("reflection", [low[0] + offset, low[1] + offset]) in got[shape.model_id]
         assert sorted(g for g in got[shape.model_id] if min(g[1]) < offset) == expected[shape.model_id]
     store.dispose()
+
+
+def test_accept_all_leaves_rejected_keypoints_rejected(verifying) -> None:  # noqa: ANN001
+    """A person rejects model m0's keypoint of an id and adds a replacement; "Accept all" on the
+    cluster then accepts the undecided keypoints only: the rejected one stays rejected, so m0 has
+    exactly one live keypoint of the id (before the fix it had two, and the export two of one id).
+    Putting the rejected one back by hand while the replacement lives is refused (422)."""
+    client, admin, _, shapes = verifying
+    base = "/api/admin/verify/chair"
+    shape = shapes[0]
+    m0, sid = shape.model_id, int(shape.semantic_ids[0])
+    old = _kp(client.get(base, headers=admin).json(), m0, sid)
+    far = int(np.argmax(np.linalg.norm(shape.points - np.asarray(old["xyz"]), axis=1)))
+    client.post(f"{base}/keypoints/{old['id']}", json={"status": "rejected"}, headers=admin)
+    r = client.post(f"{base}/models/{m0}/keypoints", json={"semantic_id": sid, "xyz": shape.points[far].tolist()},
+                    headers=admin)  # fmt: skip
+    assert r.status_code == 200, r.text
+    new_id = r.json()["result"]["id"]
+
+    st = client.post(f"{base}/clusters/{sid}/status", json={"status": "verified"}, headers=admin).json()
+    mine = {k["id"]: k["status"] for k in st["keypoints"] if k["model_id"] == m0 and k["semantic_id"] == sid}
+    assert mine == {old["id"]: "rejected", new_id: "verified"}
+    # the other models' keypoints of the id were pending: each accepted; m0's two were already decided
+    assert st["result"]["changed"] == N_MODELS - 1
+    others = [k for k in st["keypoints"] if k["semantic_id"] == sid and k["model_id"] != m0]
+    assert len(others) == N_MODELS - 1 and {k["status"] for k in others} == {"verified"}
+    exported = {m["model_id"]: m for m in client.get("/api/admin/export/chair", headers=admin).json()}
+    assert [k["semantic_id"] for k in exported[m0]["keypoints"]].count(sid) == 1
+
+    for status in ("verified", "pending"):  # reviving the rejected one would give m0 two of the id
+        r = client.post(f"{base}/keypoints/{old['id']}", json={"status": status}, headers=admin)
+        assert r.status_code == 422 and f"keypoint {new_id}" in r.json()["detail"], r.text
+    # a cluster reset ("pending") puts back the undecided state but not m0's rejected duplicate
+    st = client.post(f"{base}/clusters/{sid}/status", json={"status": "pending"}, headers=admin).json()
+    mine = {k["id"]: k["status"] for k in st["keypoints"] if k["model_id"] == m0 and k["semantic_id"] == sid}
+    assert mine == {old["id"]: "rejected", new_id: "pending"}
+    # once the replacement is rejected, the old one may come back
+    client.post(f"{base}/keypoints/{new_id}", json={"status": "rejected"}, headers=admin)
+    r = client.post(f"{base}/keypoints/{old['id']}", json={"status": "verified"}, headers=admin)
+    assert r.status_code == 200, r.text
+    mine = {k["id"]: k["status"] for k in r.json()["keypoints"] if k["model_id"] == m0 and k["semantic_id"] == sid}
+    assert mine == {old["id"]: "verified", new_id: "rejected"}

@@ -274,23 +274,60 @@ def _cluster_keypoints(session: Session, category: Category, semantic_id: int) -
     return rows
 
 
+def _live_twin(session: Session, kp: AggregatedKeypoint) -> AggregatedKeypoint | None:
+    """Another non-rejected keypoint of ``kp``'s model with ``kp``'s semantic id, if any.
+
+    A semantic id names at most one point per model, so a rejected keypoint may not come
+    back while such a twin (typically an expert's replacement) lives."""
+    return session.scalar(
+        select(AggregatedKeypoint).where(
+            AggregatedKeypoint.model_id == kp.model_id,
+            AggregatedKeypoint.semantic_id == kp.semantic_id,
+            AggregatedKeypoint.id != kp.id,
+            AggregatedKeypoint.status != "rejected",
+        )
+    )
+
+
 def set_keypoint_status(session: Session, category: Category, keypoint_id: int, status: str) -> AggregatedKeypoint:
-    """Accept (``verified``), reject or reset one keypoint."""
+    """Accept (``verified``), reject or reset one keypoint.
+
+    Taking a rejected keypoint back (to ``verified`` or ``pending``) is refused while its model
+    has another live keypoint of the same id: reject that one first."""
     _check_status(status)
     kp = _keypoint_in(session, category, keypoint_id)
+    if kp.status == "rejected" and status != "rejected":
+        twin = _live_twin(session, kp)
+        if twin is not None:
+            raise StoreError(
+                f"model's semantic id {kp.semantic_id} is already given by keypoint {twin.id} ({twin.status}); "
+                f"reject it first to take keypoint {kp.id} back"
+            )
     kp.status = status
     session.flush()
     return kp
 
 
 def set_cluster_status(session: Session, category: Category, semantic_id: int, status: str) -> int:
-    """Accept, reject or reset every keypoint of a semantic id; returns how many."""
+    """Accept, reject or reset the keypoints of a semantic id; returns how many changed.
+
+    "Accept all" accepts the undecided keypoints (pending, or unverified from an import):
+    a keypoint a person rejected stays rejected, because accepting it again would undo that
+    decision and, where an expert added a replacement, give the model two keypoints of one
+    id. A reset ("pending") puts back rejected keypoints only where the model has no other
+    live keypoint of the id. Rejecting rejects every keypoint of the id."""
     _check_status(status)
     rows = _cluster_keypoints(session, category, semantic_id)
+    changed = 0
     for k in rows:
+        if k.status == status:
+            continue
+        if k.status == "rejected" and (status == "verified" or _live_twin(session, k) is not None):
+            continue
         k.status = status
-    session.flush()
-    return len(rows)
+        changed += 1
+        session.flush()  # the next row's twin check sees this one
+    return changed
 
 
 def _candidate_error(session: Session, ids: Sequence[int]) -> dict[int, float]:
