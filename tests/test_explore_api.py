@@ -258,3 +258,46 @@ def test_runs_folder_predictions_by_name(client: TestClient, sample_root: Path, 
             assert client.get("/api/explore/runs/score", params={"name": name}).status_code == 404
     finally:
         config.runs_dir = None
+
+
+def test_symmetries_index_ordinals_not_list_positions(tmp_path: Path, sample_root: Path) -> None:
+    """Groups name keypoints by ordinal. After a re-run that kept one verified keypoint of the
+    first run (its highest ordinal), the new run's keypoints and groups start after it, so the
+    model's ordinals have a gap and list positions no longer equal ordinals: the route must
+    still give each group its own keypoints (here the run's two lowest ids, as proposed)."""
+    from sqlalchemy import select as sql_select
+
+    from kpengine.io.annotations import ReflectionGroup, Symmetries
+    from kpengine.store import repo
+    from kpengine.store.schema import AggregatedKeypoint
+    from kpengine.store.verify import save_aggregation
+    from test_verify_support import fill_store, truth_result
+
+    store, _, shapes = fill_store(f"sqlite:///{tmp_path / 'store.db'}", sample_root)
+    m0 = shapes[0].model_id
+    with store.session() as s:
+        save_aggregation(s, repo.get_category(s, "chair"), truth_result(shapes))  # type: ignore[arg-type]
+        model = repo.get_model(s, "chair", m0)
+        last = s.scalars(sql_select(AggregatedKeypoint).where(AggregatedKeypoint.model_id == model.id)
+                         .order_by(AggregatedKeypoint.ordinal.desc())).first()  # type: ignore[union-attr]  # fmt: skip
+        last.status = "verified"  # type: ignore[union-attr]
+        kept_ordinal = last.ordinal  # type: ignore[union-attr]
+    result = truth_result(shapes)
+    for ann in result.annotations:
+        ann.symmetries = Symmetries(reflection=[ReflectionGroup([0, 1])])
+    with store.session() as s:
+        offset = save_aggregation(s, repo.get_category(s, "chair"), result).report["id_offset"]  # type: ignore[arg-type]
+    client = TestClient(create_app(ServerConfig(store=store)))
+    groups = client.get(f"/api/explore/models/chair/{m0}/symmetries").json()
+    ann0 = result.annotations[0]
+    assert groups == [
+        {
+            "kind": "reflection",
+            "kp_indexes": [kept_ordinal + 1, kept_ordinal + 2],
+            "semantic_ids": [ann0.keypoints[0].semantic_id + offset, ann0.keypoints[1].semantic_id + offset],
+            "xyz": [pytest.approx(list(ann0.keypoints[0].xyz)), pytest.approx(list(ann0.keypoints[1].xyz))],
+            "is_circle": False,
+            "circle": None,
+        }
+    ]
+    store.dispose()

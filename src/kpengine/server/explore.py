@@ -80,7 +80,7 @@ class Circle(BaseModel):
 
 class SymmetryOut(BaseModel):
     kind: Literal["reflection", "rotation"]
-    kp_indexes: list[int] = Field(description="indices into the model's keypoint list")
+    kp_indexes: list[int] = Field(description="ordinals of the model's keypoints (as stored; may have gaps)")
     semantic_ids: list[int]
     xyz: list[Vec3] = Field(description="the members' positions, in the group's order")
     is_circle: bool
@@ -239,9 +239,12 @@ def symmetries(request: Request, category: str, model_id: str) -> list[SymmetryO
             .where(SymmetryGroup.model_id == model.id)
             .order_by(SymmetryGroup.kind, SymmetryGroup.ordinal)
         ).all()
+        # groups index keypoint *ordinals*, which have gaps once a re-run kept some of an
+        # earlier run's keypoints: resolved by ordinal, never by list position
+        by_ordinal = {k.ordinal: k for k in kps}
         out = []
         for g in groups:
-            members = [kps[i] for i in g.kp_indexes if isinstance(i, int) and 0 <= i < len(kps)]
+            members = [by_ordinal[i] for i in g.kp_indexes if isinstance(i, int) and i in by_ordinal]
             out.append(
                 SymmetryOut.model_validate(
                     {
