@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from kpengine.image.crops import appearance_shuffle, colour_jitter, normalise, resample
 from kpengine.image.viewpoint import ViewpointNet, decode, mirror_average
+from kpengine.learn.runs import module_device, to_cpu
 
 CROP_MARGIN = 1.4  # stored crops: the square of 1.4 x the box's longer side
 VIEW_MARGIN = 1.1  # network input: 1.1 x the box's longer side
@@ -56,12 +57,14 @@ def predict_viewpoints(
     (:func:`~kpengine.image.viewpoint.mirror_average`); ``use_half``: weight by the half head where the net has one.
     """
     model.eval()
+    dev = module_device(model)
     outs: dict[str, list] = {"azimuth": [], "elevation": [], "confidence": []}
     for i in range(0, crops.shape[0], batch):
         c = crops[i : i + batch]
-        logits = model(viewpoint_inputs(c, model.size))
+        logits = to_cpu(model(viewpoint_inputs(c, model.size).to(dev)))
         if flip_average:
-            flipped = model(viewpoint_inputs(c, model.size, flip=torch.ones(c.shape[0], dtype=torch.bool)))
+            mirrored = viewpoint_inputs(c, model.size, flip=torch.ones(c.shape[0], dtype=torch.bool))
+            flipped = to_cpu(model(mirrored.to(dev)))
             logits = mirror_average(logits, flipped)
         d = decode(logits, use_half)
         for k in outs:
@@ -90,7 +93,7 @@ def predict_mask(model, image: np.ndarray, size: int) -> np.ndarray:
 
     model.eval()
     h, w = image.shape[:2]
-    logits = model(whole_image_input(image, size))[None]
+    logits = model(whole_image_input(image, size).to(module_device(model))).cpu()[None]
     up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     return largest_component((up > 0).numpy())
 

@@ -50,7 +50,7 @@ class HeatmapNet(SilhouetteNet):
 
 def gaussian_targets(uv: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     """Keypoints ``uv`` (B, K, 2) in heatmap pixels -> target distributions (B, K, size, size) summing to 1."""
-    grid = torch.arange(size, dtype=torch.float32)
+    grid = torch.arange(size, dtype=torch.float32, device=uv.device)
     gx = torch.exp(-((grid - uv[..., :1]) ** 2) / (2 * sigma**2))  # (B, K, size)
     gy = torch.exp(-((grid - uv[..., 1:]) ** 2) / (2 * sigma**2))
     t = gy[..., :, None] * gx[..., None, :]

@@ -61,7 +61,7 @@ def azimuth_soft_label(azimuth: torch.Tensor) -> torch.Tensor:
     x = a / _AZ_STEP
     low = torch.clamp(torch.floor(x).long(), 0, AZIMUTH_BINS - 1)
     w_high = (x - low).clamp(0, 1)
-    out = torch.zeros(azimuth.shape[0], AZIMUTH_BINS + 1, dtype=torch.float64)
+    out = torch.zeros(azimuth.shape[0], AZIMUTH_BINS + 1, dtype=torch.float64, device=azimuth.device)
     out.scatter_(1, low[:, None], (1 - w_high)[:, None])
     out.scatter_add_(1, (low + 1)[:, None], w_high[:, None])
     out[:, 0] += out[:, -1]  # the wrap bin is bin 0
@@ -73,7 +73,7 @@ def elevation_soft_label(elevation: torch.Tensor) -> torch.Tensor:
     x = (elevation.double().clamp(-90.0, 90.0) + 90.0) / _EL_STEP
     low = torch.clamp(torch.floor(x).long(), 0, ELEVATION_BINS - 2)
     w_high = (x - low).clamp(0, 1)
-    out = torch.zeros(elevation.shape[0], ELEVATION_BINS, dtype=torch.float64)
+    out = torch.zeros(elevation.shape[0], ELEVATION_BINS, dtype=torch.float64, device=elevation.device)
     out.scatter_(1, low[:, None], (1 - w_high)[:, None])
     out.scatter_add_(1, (low + 1)[:, None], w_high[:, None])
     return out.float()

@@ -228,6 +228,23 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def to_cpu(tree: Any) -> Any:
+    """Tensors of a (nested dict/list/tuple) network output moved to the CPU, for numpy metrics."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {k: to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where a network's parameters live (the CPU for one without any): inputs made on the CPU go there."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 class Run:
     """One run of a task, in a run directory (or in memory with ``out=None``)."""
 

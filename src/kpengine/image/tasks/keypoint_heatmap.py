@@ -26,7 +26,7 @@ from kpengine.image.datasets import Indices
 from kpengine.image.heatmap import HeatmapNet, decode, heatmap_loss, image_to_heatmap
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data
+from kpengine.learn.runs import Data, module_device, to_cpu
 
 
 @dataclass
@@ -139,13 +139,13 @@ class KeypointHeatmapTask(ImageTask):
             return None
         c = self.config
         total, errs, vis_ok = 0.0, [], []
-        ones = torch.ones(1)
+        ones, dev = torch.ones(1), module_device(model)
         for s in range(0, len(val), 128):
             sl = slice(s, s + 128)
             x = normalise(resample(val.images[sl], c.size, 1.0))
             b = x.shape[0]
             uv = move_keypoints(val.uv[sl], c.store_size, c.size, ones.expand(b), torch.zeros(b, 2))
-            out = model(x)
+            out = to_cpu(model(x.to(dev)))
             total += float(heatmap_loss(out, torch.nan_to_num(uv), val.visible[sl], c.sigma, c.vis_weight)) * b
             pred, _ = decode(out["heatmap"])
             e = torch.linalg.norm(pred - uv, dim=-1)

@@ -21,7 +21,7 @@ from kpengine.image.renders import mask_sets
 from kpengine.image.silhouette import SilhouetteNet, mask_iou, silhouette_loss
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data
+from kpengine.learn.runs import Data, module_device
 
 
 @dataclass(kw_only=True)
@@ -57,11 +57,11 @@ class SilhouetteTask(ImageTask):
         _, val = self.sets()
         if val is None:
             return None
-        size, total, ious = self.config.size, 0.0, []
+        size, total, ious, dev = self.config.size, 0.0, [], module_device(model)
         for i in range(0, len(val), 128):
             x = normalise(resample(val.images[i : i + 128], size, 1.0))
             target = resample(val.masks[i : i + 128][:, None], size, 1.0)[:, 0]
-            logits = model(x)
+            logits = model(x.to(dev)).cpu()
             total += float(silhouette_loss(logits, target)) * x.shape[0]
             ious.append(mask_iou((logits > 0).numpy(), (target > 0.5).numpy()))
         iou = np.concatenate(ious)

@@ -22,7 +22,7 @@ from kpengine.image.renders import view_sets
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.viewpoint import ViewpointNet, viewpoint_loss, viewpoint_metrics
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data
+from kpengine.learn.runs import Data, module_device, to_cpu
 
 
 @dataclass(kw_only=True)
@@ -68,9 +68,9 @@ class ViewpointTask(ImageTask):
         _, val = self.sets()
         if val is None:
             return None
-        total, c = 0.0, self.config
+        total, c, dev = 0.0, self.config, module_device(model)
         for i in range(0, len(val), 256):
-            logits = model(viewpoint_inputs(val.crops[i : i + 256], self.config.size))
+            logits = to_cpu(model(viewpoint_inputs(val.crops[i : i + 256], self.config.size).to(dev)))
             n = min(256, len(val) - i)
             az, el = val.azimuth[i : i + 256], val.elevation[i : i + 256]
             total += float(viewpoint_loss(logits, az, el, c.half_weight)) * n
