@@ -16,7 +16,8 @@ def configs(monkeypatch):
     """The config each `train` call would run with (the run itself is not started)."""
     seen = []
 
-    def fake_train_run(task, out, resume=False, progress=True):
+    def fake_train_run(task, out, resume=False, progress=True, time_limit_s=None):
+        task.config.time_limit_s_given = time_limit_s  # what the command passed on
         seen.append(task.config)
         return {"best_val_loss": 0.0, "best_epoch": 0, "world_size": 1}
 
@@ -61,3 +62,11 @@ def test_silhouette_and_point_tasks_defaults(configs, tmp_path):
             "--points", "1024", "--backbone", "dgcnn", "--scale-augment", "0.2"]  # fmt: skip
     assert main(argv) == 0
     assert (configs[-1].n_points, configs[-1].backbone, configs[-1].scale_augment) == (1024, "dgcnn", 0.2)
+
+
+def test_time_limit_reaches_the_run(configs, tmp_path):
+    base = ["train", "--task", "viewpoint", "--data", "renders", "--category", "chair", "--out", str(tmp_path / "r")]
+    assert main(base) == 0
+    assert configs[-1].time_limit_s_given is None  # no limit unless asked
+    assert main([*base, "--time-limit", "90"]) == 0
+    assert configs[-1].time_limit_s_given == 90.0

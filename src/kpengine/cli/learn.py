@@ -139,6 +139,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="{}", metavar="JSON", help="other settings of the task, e.g. '{\"lr\": 0.01}'")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
     p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after the first epoch that ends past this many seconds (a lease's or a job's budget); "
+        "--resume continues the run",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print the run summary as JSON (with the models skipped, and why)"
     )
     p.set_defaults(func=cmd_train)
@@ -220,7 +228,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = task_class.config_class(**values)
     except (TypeError, ValueError) as exc:
         raise DataError(str(exc)) from None
-    summary = train_run(task_class(config), args.out, resume=args.resume, progress=not args.json)
+    summary = train_run(
+        task_class(config), args.out, resume=args.resume, progress=not args.json, time_limit_s=args.time_limit
+    )
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")
