@@ -23,7 +23,7 @@ from kpengine.image.reconstruct.nets import SketchNet, sketch_errors, sketch_los
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.viewpoint import angle_difference, decode, viewpoint_loss
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data
+from kpengine.learn.runs import Data, module_device, to_cpu
 
 
 def categories_of(category: str) -> list[str]:
@@ -92,7 +92,7 @@ class SketchTask(ImageTask):
         total, sums = 0.0, {}
         for s in range(0, len(val), 128):
             i = torch.arange(s, min(s + 128, len(val)))
-            pred = model(normalise(val.images[i]))
+            pred = to_cpu(model(normalise(val.images[i]).to(module_device(model))))
             total += float(sketch_loss(pred, val.mask[i], val.depth[i], val.normals[i])) * len(i)
             for k, v in sketch_errors(pred, val.mask[i], val.depth[i], val.normals[i]).items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())

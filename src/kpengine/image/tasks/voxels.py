@@ -29,7 +29,7 @@ from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.tasks.sketch import categories_of
 from kpengine.image.viewpoint import angle_difference, decode, viewpoint_loss
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data
+from kpengine.learn.runs import Data, module_device, to_cpu
 from kpengine.metrics.shape3d import voxel_iou
 
 
@@ -177,7 +177,8 @@ class VoxelTask(ImageTask):
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, target, cat, az, el = batch
         if net.training and self.config.perturb > 0:
-            x = perturb_sketches(x, self._gen, self.config.perturb)
+            # the perturbation draws from the task's CPU generator (reproducible on any device)
+            x = perturb_sketches(x.cpu(), self._gen, self.config.perturb).to(x.device)
         logits, view = net(x, cat, with_view=True)
         loss = voxel_loss(logits, target, self.config.pos_weight)
         if view is not None and self.config.view_weight > 0:
@@ -195,7 +196,8 @@ class VoxelTask(ImageTask):
         total, ious, az_err = 0.0, [], []
         for s in range(0, len(val), 64):
             x, target, cat, az, _ = val.batch(torch.arange(s, min(s + 64, len(val))))
-            logits, view = model(x, cat, with_view=True)
+            dev = module_device(model)
+            logits, view = to_cpu(model(x.to(dev), cat.to(dev), with_view=True))
             total += float(voxel_loss(logits, target, self.config.pos_weight)) * len(x)
             ious.append(voxel_iou((logits > 0).numpy(), target.numpy() > 0.5))
             if view is not None:
