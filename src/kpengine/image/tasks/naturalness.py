@@ -23,7 +23,7 @@ from kpengine.image.tasks.sketch import categories_of
 from kpengine.image.tasks.voxels import VoxelData, voxel_data
 from kpengine.learn.config import RunConfig
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data, Task
+from kpengine.learn.runs import Data, Task, module_device
 
 
 @dataclass(kw_only=True)
@@ -108,8 +108,9 @@ class NaturalnessTask(Task):
         if "val" not in self.sets():
             return None
         real, fake = self.sets()["val"]
-        r = torch.cat([model(real[i : i + 64]) for i in range(0, len(real), 64)])
-        f = torch.cat([model(fake[i : i + 64]) for i in range(0, len(fake), 64)])
+        dev = module_device(model)
+        r = torch.cat([model(real[i : i + 64].to(dev)).cpu() for i in range(0, len(real), 64)])
+        f = torch.cat([model(fake[i : i + 64].to(dev)).cpu() for i in range(0, len(fake), 64)])
         gap = float(r.mean() - f.mean())
         acc = float(((r > f.median()).float().mean() + (f < r.median()).float().mean()) / 2)
         return {"val_loss": -gap, "gap": gap, "separation": acc}
