@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import trimesh  # a main dependency: importorskip would skip these tests under CI too
 
 from kpengine.categories import Category
 from kpengine.data.shape import Shape
@@ -12,8 +12,6 @@ from kpengine.io.annotations import Symmetries
 from kpengine.io.mesh import Mesh
 from kpengine.render.cameras import Intrinsics, Viewpoint, make_camera
 from kpengine.render.raycast import MeshRenderer
-
-trimesh = pytest.importorskip("trimesh")
 
 HALF = np.array([0.2, 0.3, 0.1])  # half extents of the source box, centred at the origin
 
