@@ -199,3 +199,92 @@ def test_look_at_straight_down_and_up_uses_minus_z_as_up() -> None:
     np.testing.assert_allclose(up, [[-1, 0, 0], [0, 0, 1], [0, 1, 0]], atol=1e-12)
     with pytest.raises(DataError, match="must differ"):
         look_at(np.ones(3), np.ones(3))
+
+
+def test_bin_boundaries_centres_and_clamps_by_hand() -> None:
+    """Azimuth bins are 15 degrees from 0, elevation bins 15 degrees from -90; centres halfway."""
+    az = azimuth_bin(np.array([0.0, 14.999, 15.0, 352.5, 360.0, -0.5, 725.0]))
+    assert az.dtype == np.int64 and az.tolist() == [0, 0, 1, 23, 0, 23, 0]
+    el = elevation_bin(np.array([-100.0, -90.0, -75.5, -75.0, -0.5, 0.0, 89.9, 90.0, 120.0]))
+    assert el.dtype == np.int64 and el.tolist() == [0, 0, 0, 1, 5, 6, 11, 11, 11]
+    np.testing.assert_allclose(azimuth_bin_center(np.array([0, 1, 23])), [7.5, 22.5, 352.5], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(elevation_bin_center(np.array([0, 6, 11])), [-82.5, 7.5, 82.5], rtol=0, atol=1e-12)
+    assert azimuth_bin_center(0, n_bins=8) == 22.5 and elevation_bin_center(0, n_bins=6) == -75.0
+
+
+def test_fit_distance_uses_the_shorter_side_by_hand() -> None:
+    """Half the shorter side over f is 0.5 whichever side it is; fill 0.8 gives half = 0.2 and
+    d = r sqrt(1 + 1 / 0.2^2) = r sqrt(26). 0.8 is the default."""
+    narrow = Intrinsics(100.0, 100.0, 24.5, 49.5, 50, 100)
+    low = Intrinsics(100.0, 100.0, 49.5, 24.5, 100, 50)
+    for k in (narrow, low):
+        assert fit_distance(0.5, k) == pytest.approx(0.5 * np.sqrt(26.0), rel=1e-12)
+        assert fit_distance(0.5, k, fill=0.4) == pytest.approx(0.5 * np.sqrt(1 + 1 / 0.1**2), rel=1e-12)
+
+
+def test_intrinsics_default_field_of_view_is_thirty_degrees() -> None:
+    k = Intrinsics.from_fov(64, 48)
+    assert k.fx == k.fy == pytest.approx(32.0 / np.tan(np.radians(15.0)), rel=1e-12)
+
+
+def test_camera_keeps_float_arrays_and_refuses_what_is_not_a_rotation() -> None:
+    k = Intrinsics.from_fov(8, 8)
+    cam = Camera(k, [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [0, 0, 2])  # plain integer lists
+    assert isinstance(cam.R, np.ndarray) and cam.R.dtype == np.float64 and cam.R.shape == (3, 3)
+    assert isinstance(cam.t, np.ndarray) and cam.t.dtype == np.float64 and cam.t.tolist() == [0.0, 0.0, 2.0]
+    np.testing.assert_array_equal(cam.position, [0.0, 0.0, -2.0])
+    with pytest.raises(DataError) as err:
+        Camera(k, np.eye(3), np.zeros(2))
+    assert str(err.value) == "camera needs R (3, 3) and t (3,), got (3, 3) and (2,)"
+    with pytest.raises(DataError) as err:
+        Camera(k, np.eye(3), np.array([0.0, np.inf, 0.0]))
+    assert str(err.value) == "camera has NaN or infinite rotation/translation"
+    not_rotations = {
+        "a reflection (orthogonal, det -1)": np.diag([1.0, 1.0, -1.0]),
+        "a shear (det 1, not orthogonal)": np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+    }
+    for what, R in not_rotations.items():
+        with pytest.raises(DataError) as err:
+            Camera(k, R, np.zeros(3))
+        assert str(err.value) == "camera R is not a rotation matrix (R R^T != I or det != 1)", what
+    # a rotation written to 6 decimals (as a JSON file might hold it) is off by ~1e-6: accepted
+    rounded = np.round(make_camera(Viewpoint(37.0, 21.0, 2.0), k).R, 6)
+    assert not np.allclose(rounded @ rounded.T, np.eye(3))  # numpy's default tolerance would refuse it
+    Camera(k, rounded, np.zeros(3))
+
+
+def test_camera_json_round_trip_keeps_every_intrinsic() -> None:
+    k = Intrinsics(120.0, 80.0, 40.0, 25.0, 90, 60)
+    cam = make_camera(Viewpoint(10.0, 5.0, 2.0, 7.0), k)
+    again = Camera.from_json(cam.to_json())
+    assert again.intrinsics == k and type(again.intrinsics.width) is int and type(again.intrinsics.fx) is float
+    np.testing.assert_array_equal(again.R, cam.R)
+    np.testing.assert_array_equal(again.t, cam.t)
+    with pytest.raises(DataError, match=r"^malformed camera \(KeyError: 'fy'\)$"):
+        Camera.from_json({"fx": 1})
+
+
+def test_projection_is_silent_for_points_in_the_camera_plane() -> None:
+    """x / 0 and 0 / 0 for points with z = 0 are expected (they become NaN): no RuntimeWarning."""
+    import warnings
+
+    cam = Camera(Intrinsics(100.0, 100.0, 10.0, 10.0, 21, 21), np.eye(3), np.zeros(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        uv, _ = cam.project(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]))
+    assert np.isnan(uv).all()
+
+
+def test_viewpoints_closer_than_one_unit_and_about_a_centre() -> None:
+    """A distance of 0.5 is valid; with a centre c the camera sits at c + d (0, 0, 1) for
+    azimuth 0 and projects c to the principal point; rt_to_viewpoint without a centre reads
+    the viewpoint about the origin."""
+    k = Intrinsics(100.0, 100.0, 31.5, 23.5, 64, 48)
+    near = make_camera(Viewpoint(0.0, 0.0, 0.5), k)
+    np.testing.assert_allclose(near.position, [0.0, 0.0, 0.5], atol=1e-12)
+    c = np.array([0.3, -0.2, 0.1])
+    cam = make_camera(Viewpoint(0.0, 0.0, 2.0), k, center=c)
+    np.testing.assert_allclose(cam.position, c + [0.0, 0.0, 2.0], atol=1e-12)
+    np.testing.assert_allclose(cam.project(c[None])[0], [[31.5, 23.5]], atol=1e-9)
+    view = rt_to_viewpoint(*viewpoint_to_rt(Viewpoint(40.0, 25.0, 1.5, -30.0)))
+    assert (view.azimuth, view.elevation, view.distance, view.theta) == pytest.approx((40.0, 25.0, 1.5, -30.0))

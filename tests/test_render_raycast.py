@@ -7,7 +7,7 @@ import pytest
 
 from kpengine.errors import DataError
 from kpengine.io.mesh import Mesh
-from kpengine.render.cameras import Intrinsics, Viewpoint, make_camera
+from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, make_camera
 from kpengine.render.project import dense_point_map, embedding_map, pca_rgb, project_points, semantic_map
 from kpengine.render.raycast import MeshRenderer
 from kpengine.render.splat import render_points
@@ -263,3 +263,105 @@ def test_pca_rgb_maps_principal_axes_to_channels_by_hand() -> None:
     assert np.isclose((rgb == 0).mean(axis=0), 0.01, atol=0.002).all()  # 1 % below the 1st percentile
     two = pca_rgb(coords[:, :2])  # fewer than 3 dimensions: the missing channel is 0
     assert (two[:, 2] == 0).all() and two[:, :2].std(axis=0).min() > 0.1
+
+
+def test_splat_disc_radius_shrinks_with_depth() -> None:
+    """At depth 2 a splat of radius 0.04 spans 0.04 * 100 / 2 = 2 px: the same 13-pixel disc as
+    radius 0.02 at depth 1, so the same 7 covered pixels hide it and 6 do not."""
+    centre = np.array([[0.0, 0.0, 2.0]])  # projects to pixel (10, 10)
+    assert not _visible(centre, _FAR + _DIAG, radius=0.04)
+    assert _visible(centre, _FAR[:3] + _DIAG, radius=0.04)
+
+
+def test_splat_disc_keeps_the_first_row_and_column() -> None:
+    """At pixel (0, 0) the disc's 6 pixels include column 0 ((0,0) (0,1) (0,2)) and row 0
+    ((0,0) (1,0) (2,0)): covering either line, 3 of 6, hides the point."""
+    assert not _visible(_point_at(0, 0), [(0, 0), (0, 1), (0, 2)])
+    assert not _visible(_point_at(0, 0), [(0, 0), (1, 0), (2, 0)])
+    assert _visible(_point_at(0, 0), [(0, 1), (0, 2)])
+
+
+def test_splat_occluder_boundaries_are_strict() -> None:
+    """Binary-exact numbers: a surface at depth 0.75 is not nearer than z - 0.25 = 0.75; a surface
+    exactly 0.5 from the point is not farther than a neighbour distance of 0.5. Neither occludes."""
+    centre, seven = _point_at(10, 10), _FAR + _DIAG  # centre = (0, 0, 1)
+    assert _visible(centre, seven, depth=0.75, depth_tolerance=0.25)
+    assert not _visible(centre, seven, depth=0.625, depth_tolerance=0.25)
+    assert _visible(centre, seven, location=(0.5, 0.0, 1.0), neighbour_distance=0.5)
+    assert not _visible(centre, seven, location=(0.5, 0.0, 1.0), neighbour_distance=0.4375)
+
+
+def test_splat_visibility_returns_the_projection_it_judged() -> None:
+    from kpengine.render.project import splat_visibility
+
+    cam, render = _render_with([])
+    pts = np.array([[0.0, 0.0, 1.0], [0.05, -0.1, 2.0]])
+    out = splat_visibility(pts, cam, render, 0.02)
+    np.testing.assert_allclose(out.uv, [[10.0, 10.0], [12.5, 7.5]], atol=1e-12)
+    np.testing.assert_array_equal(out.depth, [1.0, 2.0])
+    assert out.visible.tolist() == [True, True]
+
+
+def test_depth_buffer_tolerance_is_inclusive() -> None:
+    """A point at depth 1.25 behind a surface at 1.0 is visible with tolerance 0.25 (z <= d + tol)."""
+    cam = Camera(_K, np.eye(3), np.zeros(3))
+    buffer = np.zeros((21, 21))
+    buffer[10, 10] = 1.0
+    pts = np.array([[0.0, 0.0, 1.25], [0.0, 0.0, 1.3125]])
+    assert project_points(pts, cam, buffer, tolerance=0.25).visible.tolist() == [True, False]
+
+
+def _surface_render(location: tuple[float, float, float]):  # noqa: ANN202
+    """A render whose pixel (u, v) = (3, 4) shows the world point ``location``; (5, 6) a second one
+    at the origin; the rest is background."""
+    cam, render = _render_with([(3, 4), (5, 6)], location=location)
+    render.location[6, 5] = 0.0
+    return render
+
+
+def test_dense_point_map_by_hand() -> None:
+    """Distances exact in binary. Pixel (3, 4) sees (0.25, 0, 0): the cloud point 1 at (0, 0, 0) is
+    0.25 away, inside max_distance 0.25; the default 0.05 refuses it. Background pixels are -1."""
+    render = _surface_render((0.25, 0.0, 0.0))
+    cloud = np.array([[9.0, 9.0, 9.0], [0.0, 0.0, 0.0]])
+    out = dense_point_map(render, cloud, max_distance=0.25)
+    assert out.dtype == np.int64 and out[4, 3] == 1 and out[6, 5] == 1
+    assert (np.delete(out.ravel(), [4 * 21 + 3, 6 * 21 + 5]) == -1).all()
+    out = dense_point_map(render, cloud, max_distance=0.125)
+    assert out[4, 3] == -1 and out[6, 5] == 1
+    default = dense_point_map(_surface_render((0.0625, 0.0, 0.0)), cloud)  # 0.0625 > 0.05
+    assert default[4, 3] == -1 and dense_point_map(_surface_render((0.03125, 0.0, 0.0)), cloud)[4, 3] == 1
+
+
+def test_embedding_and_semantic_maps_by_hand() -> None:
+    """By hand: points 0 (0, 0, 0), 1 (0.25, 0, 0), 2 (1, 0, 0); one keypoint at the origin, id 5. Within
+    radius 0.25 points 0 and 1 get 5 (0.25 is inclusive), point 2 gets -1; the default radius
+    0.05 labels point 0 only. Background stays -1 (semantic) and 0 (embedding)."""
+    point_map = np.full((3, 4), -1, np.int64)
+    point_map[0, 0], point_map[1, 2], point_map[2, 3] = 0, 1, 2
+    points = np.array([[0.0, 0.0, 0.0], [0.25, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    keypoints, ids = np.array([[0.0, 0.0, 0.0]]), np.array([5])
+    sem = semantic_map(point_map, points, keypoints, ids, radius=0.25)
+    expected = np.full((3, 4), -1)
+    expected[0, 0], expected[1, 2] = 5, 5
+    np.testing.assert_array_equal(sem, expected)
+    default = semantic_map(point_map, points, keypoints, ids)
+    assert default[0, 0] == 5 and default[1, 2] == -1 and (default == -1).sum() == 11
+    emb = embedding_map(point_map, np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    assert emb.dtype == np.float32 and emb.shape == (3, 4, 2)
+    expected_emb = np.zeros((3, 4, 2))
+    expected_emb[0, 0], expected_emb[1, 2], expected_emb[2, 3] = [1, 2], [3, 4], [5, 6]
+    np.testing.assert_array_equal(emb, expected_emb)
+
+
+def test_pca_rgb_ignores_scale_and_per_dimension_offsets() -> None:
+    """PCA colours depend on the embeddings' shape only: scaling them by 0.01 and shifting each
+    dimension by its own offset leaves every channel as it was, or as 1 - it (a principal axis
+    has no sign). Fewer than 3 dimensions still give one colour per point."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 4)) * [3.0, 2.0, 1.0, 0.5]
+    rgb = pca_rgb(x)
+    moved = pca_rgb(0.01 * x + [5.0, -3.0, 100.0, 0.0])
+    for k in range(3):
+        assert np.allclose(moved[:, k], rgb[:, k], atol=1e-6) or np.allclose(moved[:, k], 1 - rgb[:, k], atol=1e-6), k
+    assert pca_rgb(x[:, :2]).shape == (300, 3) and pca_rgb(x[:, :1]).shape == (300, 3)
