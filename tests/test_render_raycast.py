@@ -334,12 +334,14 @@ def test_dense_point_map_by_hand() -> None:
 
 
 def test_embedding_and_semantic_maps_by_hand() -> None:
-    """By hand: points 0 (0, 0, 0), 1 (0.25, 0, 0), 2 (1, 0, 0); one keypoint at the origin, id 5. Within
+    """By hand: points 0 (0, 0, 0), 1 (0.25, 0, 0), 2 (1, 0, 0), and 3 (0, 0.125, 0) seen by no
+    pixel (the last point is labelled, so a background pixel read as index -1 would show); one
+    keypoint at the origin, id 5. Within
     radius 0.25 points 0 and 1 get 5 (0.25 is inclusive), point 2 gets -1; the default radius
     0.05 labels point 0 only. Background stays -1 (semantic) and 0 (embedding)."""
     point_map = np.full((3, 4), -1, np.int64)
     point_map[0, 0], point_map[1, 2], point_map[2, 3] = 0, 1, 2
-    points = np.array([[0.0, 0.0, 0.0], [0.25, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    points = np.array([[0.0, 0.0, 0.0], [0.25, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.125, 0.0]])
     keypoints, ids = np.array([[0.0, 0.0, 0.0]]), np.array([5])
     sem = semantic_map(point_map, points, keypoints, ids, radius=0.25)
     expected = np.full((3, 4), -1)
