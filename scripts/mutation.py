@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def _write_config(work: Path, files: list[str], tests: list[str], extra: list[st
     (work / "pyproject.toml").write_text(text)
 
 
-def _prepare(group: str, root: Path, resume: bool = False) -> Path:
+def _prepare(group: str, root: Path, resume: bool = False, extra: list[str] | None = None) -> Path:
     """Copy the tree into ``root/group``; with ``resume``, keep mutmut's earlier results there.
 
     mutmut 3 records each mutant's result in ``mutants/*.meta`` as it goes and, on the next
@@ -131,7 +132,7 @@ def _prepare(group: str, root: Path, resume: bool = False) -> Path:
     web_dist = REPO / "web" / "dist"
     if web_dist.exists():
         shutil.copytree(web_dist, work / "web" / "dist", dirs_exist_ok=keep)
-    _write_config(work, files, tests, PYTEST_ARGS.get(group, []))
+    _write_config(work, files, tests, PYTEST_ARGS.get(group, []) + list(extra or []))
     return work
 
 
@@ -186,6 +187,15 @@ def main() -> None:
         "(tests and sources are refreshed from this checkout; new tests are traced, changed functions re-run)",
     )
     parser.add_argument(
+        "--pytest-args",
+        type=shlex.split,
+        default=[],
+        metavar="ARGS",
+        help='extra pytest arguments (one shell-quoted string, given as --pytest-args="...") for every '
+        "test run of this invocation, e.g. --pytest-args=\"-k 'not real'\" to run "
+        "mutants of the real-data parse paths against the unit tests only (say so where you record the score)",
+    )
+    parser.add_argument(
         "--mutants",
         nargs="+",
         default=[],
@@ -202,7 +212,7 @@ def main() -> None:
     for group in args.groups:
         work = args.work / group
         if not args.summary_only:
-            work = _prepare(group, args.work, resume=args.resume or bool(args.mutants))
+            work = _prepare(group, args.work, resume=args.resume or bool(args.mutants), extra=args.pytest_args)
             print(f"[{group}] mutmut run in {work}", flush=True)
             run = _mutmut(work, "run", "--max-children", str(args.jobs), *args.mutants)
             (work / "run.log").write_text(run.stdout + run.stderr)
