@@ -15,11 +15,20 @@ shapes' renders, per category, side by side for
 * ``oracle_nearest``: the training shape with the highest voxel IoU to the truth (a bound on any
   retrieval from these training shapes);
 * ``mean_shape``: the category's mean training grid, thresholded where it scores best on the
-  training shapes themselves.
+  training shapes themselves;
+* with ``--val VAL_SET``, ``…@val``: each reconstruction row at the occupancy level that scores
+  best on the validation split's views (per category, levels 0.2-0.8), instead of 0.5;
+* ``recon_mirror``: the reconstruction's probabilities averaged with their left-right mirror in the
+  canonical frame (x; ``reconstruct.shape_space``), thresholded at 0.5;
+* ``recon_flip_tta``: test-time augmentation by the mirror identity: the network's grid for the
+  view averaged with the mirror of its grid for the flipped view (exact for any shape:
+  ``reconstruct.shape_space``), thresholded at 0.5;
+* ``recon_nearest``: the training grid nearest the reconstruction (soft IoU of its probabilities):
+  retrieval in the space of reconstructed shapes.
 
     python benchmarks/reconstruction.py --runs RUN_SKETCH RUN_VOXELS --train renders/train128 \\
         --test renders/test128 --shapes ../shared/data/keypointnet --out R.json --png R.png \\
-        [--more nat=RUN_NAT ctl=RUN_CONTROL]
+        [--more nat=RUN_NAT ctl=RUN_CONTROL] [--val renders/val128]
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from kpengine.image.crops import normalise
 from kpengine.image.reconstruct.data import category_voxels, load_sketch_set, sketch_tensor
 from kpengine.image.reconstruct.figures import voxel_projections
 from kpengine.image.reconstruct.photo import load_network
+from kpengine.image.reconstruct.shape_space import mirror_grids, mirror_sketches
 from kpengine.io import layout
 from kpengine.io.pcd import load_pcd
 from kpengine.io.renderset import load_render_set
@@ -98,6 +108,7 @@ def main() -> None:
     ap.add_argument("--shapes", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--png")
+    ap.add_argument("--val", help="a validation render set: also report each run at its best level there")
     ap.add_argument("--no-retrieval", action="store_true", help="skip the (slow) retrieval rows")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -120,6 +131,23 @@ def main() -> None:
     train = category_voxels(args.shapes, set(train_pairs), res)
     cat_index = torch.tensor([cats.index(c) for c in test.category])
     results: dict[str, dict] = {}
+    levels = {}  # (run name, category) -> the occupancy level that scores best on the validation views
+    if args.val:
+        val = load_sketch_set(args.val, size, cats)
+        val_truth = category_voxels(args.shapes, set(zip(val.category, val.model_id)), res)
+        with torch.no_grad():
+            vp = sk_net(normalise(val.images))
+            vs = (vp["mask"] > 0).float()
+            xv = sketch_tensor(vs, vp["depth"] * vs, vp["normals"] * vs[:, None])
+            vi = torch.tensor([cats.index(c) for c in val.category])
+            for name, net in (("recon", vox_net), *((f"recon:{k}", n) for k, n in more.items())):
+                pv = torch.sigmoid(net(xv, vi)).numpy()
+                for cat in cats:
+                    j = [n for n in range(len(val)) if val.category[n] == cat]
+                    gt_v = np.stack([val_truth[(cat, val.model_id[n])] for n in j])
+                    grid_l = np.linspace(0.2, 0.8, 13)
+                    scores = [voxel_iou(pv[j] > t, gt_v).mean() for t in grid_l]
+                    levels[(name, cat)] = float(grid_l[int(np.argmax(scores))])
     t0 = time.perf_counter()
     with torch.no_grad():
         pred_sk = sk_net(normalise(test.images))
@@ -131,6 +159,7 @@ def main() -> None:
         p_view = torch.sigmoid(vox_net(x_pred, cat_index, view=_soft_view(test.azimuth, test.elevation))).numpy()
         p_true = torch.sigmoid(vox_net(test.sketches(torch.arange(len(test))), cat_index)).numpy()
         p_more = {k: torch.sigmoid(n(x_pred, cat_index)).numpy() for k, n in more.items()}
+        p_flip = mirror_grids(torch.sigmoid(vox_net(mirror_sketches(x_pred), cat_index))).numpy()
     rgb_view = decode(pred_sk) if "azimuth" in pred_sk else None
     sk_view = decode(vox_view) if vox_view is not None else None
     figs, titles = [], []
@@ -145,7 +174,10 @@ def main() -> None:
         clouds: dict[str, np.ndarray] = {}
         names = ["recon", "recon_true_view", "recon_true_sketch", *[f"recon:{k}" for k in more]]
         names += ["retrieval_true_view", "retrieval_est_view", "oracle_nearest", "mean_shape"]
+        names += ["recon_mirror", "recon_flip_tta", "recon_nearest"]
+        names += [f"{n}@val" for n in names if n.startswith("recon") and (n, cat) in levels]
         rows: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
+        flat = grids.reshape(len(grids), -1).astype(np.float32)
         idx = [j for j in range(len(test)) if test.category[j] == cat]
         for i in idx:
             gt = truth[(cat, test.model_id[i])]
@@ -172,6 +204,18 @@ def main() -> None:
                 ("oracle_nearest", grids[o], cloud(args.shapes, cat, keys[o][1])),
                 ("mean_shape", mean_occ, mean_pts),
             ]
+            pm = 0.5 * (p_pred[i] + p_pred[i][::-1])  # the mirror in x: the grid's first index
+            inter = flat @ p_pred[i].ravel()
+            near = int(np.argmax(inter / (flat.sum(1) + p_pred[i].sum() - inter)))
+            cand += [
+                ("recon_mirror", pm > 0.5, mesh_points(pm)),
+                ("recon_flip_tta", 0.5 * (p_pred[i] + p_flip[i]) > 0.5, mesh_points(0.5 * (p_pred[i] + p_flip[i]))),
+                ("recon_nearest", grids[near], cloud(args.shapes, cat, keys[near][1])),
+            ]
+            for name, p in (("recon", p_pred[i]), *((f"recon:{k}", q[i]) for k, q in p_more.items())):
+                if (name, cat) in levels:
+                    lv = levels[(name, cat)]
+                    cand.append((f"{name}@val", p > lv, mesh_points(p, lv)))
             if args.no_retrieval:
                 cand = [c for c in cand if not c[0].startswith("retrieval")]
             for name, occ, pts in cand:
@@ -194,6 +238,7 @@ def main() -> None:
             "views": len(idx),
             "shapes": len({test.model_id[j] for j in idx}),
             "mean_shape_level": lvl,
+            "val_levels": {n: v for (n, c), v in levels.items() if c == cat},
             "viewpoint": view_err,
             **{
                 name: {
@@ -211,6 +256,7 @@ def main() -> None:
         "more": args.more,
         "train": args.train,
         "test": args.test,
+        "val": args.val,
         "resolution": res,
         "network_seconds_per_view": round(secs_net, 4),
         "loadavg_1m": os.getloadavg()[0],

@@ -98,12 +98,14 @@ def test_sketch_errors_by_hand() -> None:
     assert err["normal_deg"].item() == pytest.approx(90 / 8)
 
 
-def _train(task_name: str, out: Path | None, epochs: int, data: Path, shapes: Path, resume: bool = False) -> dict:
+def _train(
+    task_name: str, out: Path | None, epochs: int, data: Path, shapes: Path, resume: bool = False, **more
+) -> dict:
     from kpengine.learn.registry import TASKS
 
     TASKS.add_package("kpengine.image.tasks")
     cls = TASKS.get(task_name)
-    extra = {"shapes": str(shapes), "resolution": 32} if task_name == "voxels" else {}
+    extra = {"shapes": str(shapes), "resolution": 32, **more} if task_name == "voxels" else {}
     cfg = cls.config_class(
         task=task_name, data=str(data), category="chair", val_data=str(data), size=32, widths=[8, 16],
         epochs=epochs, batch_size=4, lr=3e-3, lr_schedule="constant", **extra,
@@ -121,6 +123,25 @@ def test_loss_falls_and_resume_continues(task_name: str, render_set: Path, sampl
     assert hist[-1]["train_loss"] < 0.8 * hist[0]["train_loss"]
     key = "mask_iou" if task_name == "sketch" else "voxel_iou"
     assert key in hist[-1]
+
+
+def test_basis_network_with_mirrors_trains_and_reloads(render_set: Path, sample_root: Path, tmp_path: Path) -> None:
+    """The PCA-coefficient 3D estimator with mirrored views (shape_space): its loss falls, the saved
+    basis comes back with the weights, and the reloaded network gives the same grids."""
+    torch.set_num_threads(1)
+    _train("voxels", tmp_path / "run", 5, render_set, sample_root, basis=3, mirror=True)
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
+    assert hist[-1]["train_loss"] < 0.8 * hist[0]["train_loss"] and "voxel_iou" in hist[-1]
+    net = load_network(tmp_path / "run", "voxels")
+    assert net.basis == 3 and net.basis_vectors.abs().sum() > 0
+    # 4 training shapes and their mirrors: the basis rows are orthonormal
+    b = net.basis_vectors[0]
+    np.testing.assert_allclose((b @ b.T).numpy(), np.eye(3), atol=1e-4)
+    sk = load_sketch_set(render_set, 32)
+    x = sk.sketches(torch.arange(2))
+    with torch.no_grad():
+        again = load_network(tmp_path / "run", "voxels")
+        assert torch.equal(net(x), again(x))
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,12 @@ class VoxelNet(nn.Module):
       together with those probabilities (or, given, a viewpoint distribution ``view`` (B, 36) from
       elsewhere: the true one, another network's).
     * A learnt **category embedding** joins the code (one network for several categories).
+    * ``basis`` k > 0: instead of the 3D convolutions, a head predicts k coefficients of the
+      category's PCA basis of training grids (``mean_grid`` (K, R³), ``basis_vectors`` (K, k, R³),
+      set by :meth:`set_basis`; ``reconstruct.shape_space``). :meth:`occupancy` gives the raw blend
+      ``mean + c @ basis`` (B, R, R, R), unclamped, for the loss (:func:`basis_loss`); ``forward``
+      its logits after clamping to [1e-4, 1 - 1e-4], so that ``logits > 0`` is occupancy > 0.5 as
+      for the convolutional decoder. The last layer starts at zero: the mean shape.
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class VoxelNet(nn.Module):
         channels: int = 64,
         n_categories: int = 1,
         viewpoint_head: bool = True,
+        basis: int = 0,
     ):
         super().__init__()
         if resolution < 8 or resolution & (resolution - 1):
@@ -130,9 +137,17 @@ class VoxelNet(nn.Module):
         self.n_view = AZIMUTH_BINS + ELEVATION_BINS if viewpoint_head else 0
         self.view_head = nn.Linear(latent, self.n_view) if viewpoint_head else None
         self.category = nn.Embedding(n_categories, 16)
-        self.fc = nn.Linear(latent + self.n_view + 16, channels * 64)
         self.register_buffer("prior", torch.zeros(n_categories, resolution, resolution, resolution))
         self.channels = channels
+        self.basis = basis
+        if basis > 0:
+            self.coef = nn.Sequential(nn.Linear(latent + self.n_view + 16, latent), nn.ReLU(), nn.Linear(latent, basis))
+            nn.init.zeros_(self.coef[-1].weight)  # start at the mean shape
+            nn.init.zeros_(self.coef[-1].bias)
+            self.register_buffer("mean_grid", torch.zeros(n_categories, resolution**3))
+            self.register_buffer("basis_vectors", torch.zeros(n_categories, basis, resolution**3))
+            return
+        self.fc = nn.Linear(latent + self.n_view + 16, channels * 64)
         ups, c, r = [], channels, 4
         while r < resolution // 2:
             out = max(c // 2, 8)
@@ -150,6 +165,41 @@ class VoxelNet(nn.Module):
         p = mean_grids.float().clamp(0.01, 0.99)
         self.prior.copy_(torch.log(p) - torch.log1p(-p))
 
+    def set_basis(self, means: torch.Tensor, bases: torch.Tensor) -> None:
+        """Per category the mean grid (K, R³) and a basis (K, k, R³) (``shape_space.pca_basis``)."""
+        self.mean_grid.copy_(means.reshape(self.mean_grid.shape))
+        self.basis_vectors.copy_(bases.reshape(self.basis_vectors.shape))
+
+    def _code(self, sketches, category, view):
+        h = self.code(self.encoder(sketches))
+        parts, logits = [h], None
+        if self.view_head is not None:
+            from kpengine.image.viewpoint import AZIMUTH_BINS
+
+            v = self.view_head(h)
+            logits = {"azimuth": v[:, :AZIMUTH_BINS], "elevation": v[:, AZIMUTH_BINS:]}
+            if view is None:
+                view = torch.cat([F.softmax(logits["azimuth"], -1), F.softmax(logits["elevation"], -1)], 1)
+            parts.append(view)
+        parts.append(self.category(category))
+        return torch.cat(parts, 1), logits
+
+    def occupancy(
+        self, sketches: torch.Tensor, category: torch.Tensor | None = None, view: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """Basis networks only: the raw blend (B, R, R, R) ``mean + coefficients @ basis`` of each
+        item's category (not clamped: values past 0 or 1 are what the loss needs to see), and the
+        viewpoint logits (None without the head)."""
+        if self.basis <= 0:
+            raise ValueError("occupancy() is for networks with a shape basis (basis > 0)")
+        if category is None:
+            category = torch.zeros(sketches.shape[0], dtype=torch.long, device=sketches.device)
+        z, logits = self._code(sketches, category, view)
+        c = self.coef(z)
+        occ = self.mean_grid[category] + torch.einsum("bk,bkv->bv", c, self.basis_vectors[category])
+        r = self.resolution
+        return occ.view(-1, r, r, r), logits
+
     def forward(
         self,
         sketches: torch.Tensor,
@@ -162,18 +212,13 @@ class VoxelNet(nn.Module):
         b = sketches.shape[0]
         if category is None:
             category = torch.zeros(b, dtype=torch.long, device=sketches.device)
-        h = self.code(self.encoder(sketches))
-        parts, logits = [h], None
-        if self.view_head is not None:
-            from kpengine.image.viewpoint import AZIMUTH_BINS
-
-            v = self.view_head(h)
-            logits = {"azimuth": v[:, :AZIMUTH_BINS], "elevation": v[:, AZIMUTH_BINS:]}
-            if view is None:
-                view = torch.cat([F.softmax(logits["azimuth"], -1), F.softmax(logits["elevation"], -1)], 1)
-            parts.append(view)
-        parts.append(self.category(category))
-        z = self.fc(torch.cat(parts, 1)).view(-1, self.channels, 4, 4, 4)
+        if self.basis > 0:
+            o, logits = self.occupancy(sketches, category, view)
+            o = o.clamp(1e-4, 1 - 1e-4)
+            occ = torch.log(o) - torch.log1p(-o)
+            return (occ, logits) if with_view else occ
+        z, logits = self._code(sketches, category, view)
+        z = self.fc(z).view(-1, self.channels, 4, 4, 4)
         occ = self.out(self.ups(F.relu(z)))[:, 0] + self.prior[category]
         return (occ, logits) if with_view else occ
 
@@ -183,6 +228,16 @@ def voxel_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 2
     5-15 % of a grid; unweighted, thin parts vanish first)."""
     w = torch.tensor(pos_weight, device=logits.device)
     return F.binary_cross_entropy_with_logits(logits, target, pos_weight=w)
+
+
+def basis_loss(occupancy: torch.Tensor, target: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
+    """Squared hinge of a raw blend (B, R, R, R) against 0/1 targets: occupied voxels pay
+    ``(1 - o)²`` below 1, empty ones ``o²`` above 0, nothing beyond (a blend may overshoot on the
+    right side: 1.3 is as occupied as 1). Plain squared error would spend the basis's few degrees
+    of freedom pulling overshoots back; BCE has no gradient past the clamp."""
+    on = target > 0.5
+    miss = torch.where(on, (1.0 - occupancy).clamp(min=0.0) * pos_weight**0.5, occupancy.clamp(min=0.0))
+    return (miss**2).mean()
 
 
 class NaturalnessNet(nn.Module):

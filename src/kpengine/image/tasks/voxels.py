@@ -9,8 +9,11 @@ filled; see ``kpengine.geometry.voxelize``). Settings without a flag go in ``--c
 head's loss), ``perturb`` (sketch-fault strength of the training inputs, 0 = clean ground truth),
 ``naturalness_run`` and ``naturalness_weight`` (a trained naturalness critic whose negated score
 is added to the loss, ShapeHD), ``sketch_run`` (inputs predicted by that sketch run, training and
-validation: MarrNet's fine-tuning of the 3D estimator). The network predicts the
-residual from each category's mean training grid (see ``image.reconstruct.nets.VoxelNet``).
+validation: MarrNet's fine-tuning of the 3D estimator), ``basis`` (k > 0: predict k coefficients of
+each category's PCA basis of training grids instead of decoding voxels, ``reconstruct.shape_space``),
+``mirror`` (train on left-right mirrored views half of the time, the grid mirrored with them). The
+network predicts the residual from each category's mean training grid (see
+``image.reconstruct.nets.VoxelNet``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from torch import nn
 
 from kpengine.image.datasets import Indices
 from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set, perturb_sketches
-from kpengine.image.reconstruct.nets import VoxelNet, voxel_loss
+from kpengine.image.reconstruct.nets import VoxelNet, basis_loss, voxel_loss
+from kpengine.image.reconstruct.shape_space import mirror_azimuth, mirror_grids, mirror_sketches, pca_basis
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.tasks.sketch import categories_of
 from kpengine.image.viewpoint import angle_difference, decode, viewpoint_loss
@@ -49,11 +53,15 @@ class VoxelConfig(ImageConfig):
     sketch_run: str = ""
     #: skip each shape's first N views (e.g. those the sketch run was trained on)
     skip_views: int = 0
+    #: predict this many PCA coefficients of the category's training grids (0: decode voxels)
+    basis: int = 0
+    #: mirror half of each training batch left-right (views and grids together; shape_space)
+    mirror: bool = False
     epochs: int = 20
     batch_size: int = 32
 
     RUNTIME: ClassVar[tuple[str, ...]] = (*ImageConfig.RUNTIME, "shapes")
-    IDENTITY: ClassVar[tuple[str, ...]] = (*ImageConfig.IDENTITY, "resolution")
+    IDENTITY: ClassVar[tuple[str, ...]] = (*ImageConfig.IDENTITY, "resolution", "basis")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,6 +69,8 @@ class VoxelConfig(ImageConfig):
             raise ValueError("voxels needs the shapes' root for ground truth: --config '{\"shapes\": ROOT}'")
         if self.resolution not in (32, 64, 128):
             raise ValueError(f"resolution must be 32, 64 or 128, got {self.resolution}")
+        if self.basis < 0:
+            raise ValueError(f"basis must be 0 (voxel decoder) or a number of PCA components, got {self.basis}")
 
 
 class VoxelData:
@@ -84,6 +94,18 @@ class VoxelData:
         """(K, R, R, R): the mean ground-truth grid of each category's shapes (each shape once)."""
         cats = torch.tensor([self.categories.index(c) for c, _ in self.keys])
         return torch.stack([self.grids[cats == k].mean(0) for k in range(len(self.categories))])
+
+    def bases(self, k: int, mirror: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per category the mean (K, R³) and the top-k PCA basis (K, k, R³) of its shapes' grids (each
+        shape once; with ``mirror`` their x-mirrors too, the shapes a mirrored view shows)."""
+        cats = torch.tensor([self.categories.index(c) for c, _ in self.keys])
+        means, bases = [], []
+        for j in range(len(self.categories)):
+            g = self.grids[cats == j]
+            m, b = pca_basis(torch.cat([g, mirror_grids(g)]) if mirror else g, k)
+            means.append(m)
+            bases.append(b)
+        return torch.stack(means), torch.stack(bases)
 
     def batch(self, idx) -> tuple[torch.Tensor, ...]:
         """(sketches (B, 5, S, S), grids (B, R, R, R), category (B,), azimuth (B,), elevation (B,))."""
@@ -161,9 +183,13 @@ class VoxelTask(ImageTask):
 
     def model(self) -> nn.Module:
         c = self.config
-        net = VoxelNet(c.resolution, c.size, tuple(c.widths), n_categories=len(categories_of(c.category)))
+        net = VoxelNet(
+            c.resolution, c.size, tuple(c.widths), n_categories=len(categories_of(c.category)), basis=c.basis
+        )
         if self._sets is not None:  # training: the prior is the training shapes' mean (a checkpoint restores it)
             net.set_prior(self._sets[0].mean_grids())
+            if c.basis:
+                net.set_basis(*self._sets[0].bases(c.basis, c.mirror))
             if c.init_run:
                 from kpengine.image.reconstruct.photo import load_network
 
@@ -176,17 +202,28 @@ class VoxelTask(ImageTask):
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, target, cat, az, el = batch
+        if net.training and self.config.mirror:
+            flip = (torch.rand(x.shape[0], generator=self._gen) < 0.5).to(x.device)  # the task's CPU generator
+            x = torch.where(flip[:, None, None, None], mirror_sketches(x), x)
+            target = torch.where(flip[:, None, None, None], mirror_grids(target), target)
+            az = torch.where(flip, mirror_azimuth(az), az)
         if net.training and self.config.perturb > 0:
             # the perturbation draws from the task's CPU generator (reproducible on any device)
             x = perturb_sketches(x.cpu(), self._gen, self.config.perturb).to(x.device)
-        logits, view = net(x, cat, with_view=True)
-        loss = voxel_loss(logits, target, self.config.pos_weight)
+        if self.config.basis:
+            occ, view = net.occupancy(x, cat)
+            logits = None
+            loss = basis_loss(occ, target, self.config.pos_weight)
+        else:
+            logits, view = net(x, cat, with_view=True)
+            loss = voxel_loss(logits, target, self.config.pos_weight)
         if view is not None and self.config.view_weight > 0:
             loss = loss + self.config.view_weight * viewpoint_loss(view, az, el)
         critic = self.critic() if net.training else None
         if critic is not None:
-            critic.to(logits.device)
-            loss = loss - self.config.naturalness_weight * critic(torch.sigmoid(logits)).mean()
+            soft = occ.clamp(0.0, 1.0) if logits is None else torch.sigmoid(logits)
+            critic.to(soft.device)
+            loss = loss - self.config.naturalness_weight * critic(soft).mean()
         return loss
 
     def validate(self, model: nn.Module) -> dict[str, float] | None:
@@ -197,8 +234,13 @@ class VoxelTask(ImageTask):
         for s in range(0, len(val), 64):
             x, target, cat, az, _ = val.batch(torch.arange(s, min(s + 64, len(val))))
             dev = module_device(model)
-            logits, view = to_cpu(model(x.to(dev), cat.to(dev), with_view=True))
-            total += float(voxel_loss(logits, target, self.config.pos_weight)) * len(x)
+            if self.config.basis:
+                occ, view = to_cpu(model.occupancy(x.to(dev), cat.to(dev)))
+                logits = occ - 0.5  # > 0 where occupied, as the logits
+                total += float(basis_loss(occ, target, self.config.pos_weight)) * len(x)
+            else:
+                logits, view = to_cpu(model(x.to(dev), cat.to(dev), with_view=True))
+                total += float(voxel_loss(logits, target, self.config.pos_weight)) * len(x)
             ious.append(voxel_iou((logits > 0).numpy(), target.numpy() > 0.5))
             if view is not None:
                 az_err.append(angle_difference(decode(view)["azimuth"].numpy(), az.numpy()))
