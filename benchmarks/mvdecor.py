@@ -7,7 +7,8 @@ test split's official correspondence PCK and the dense region mIoU, every method
         --methods mvdecor scratch pointnet   # 2D: 200 steps at 5e-3, background weight 0.2
 
 Methods: ``mvdecor`` (multiview-fewshot from the pretraining run), ``scratch`` (the same 2D
-network and schedule from random weights), ``mvdecor-nn`` / ``random-nn`` (no fine-tuning:
+network and schedule from random weights), ``mvdecor-noxyz`` / ``scratch-noxyz`` (the same
+without the world-point input channels: the paper's inputs only), ``mvdecor-nn`` / ``random-nn`` (no fine-tuning:
 labels and keypoints by nearest pretrained / random-weight embeddings, see ``run_nn``),
 ``pointnet`` (PointNet-256, the correspondence task
 with the learning recipe of docs/learning.md), ``dgcnn`` (same, DGCNN). Draw ``d`` is
@@ -49,6 +50,16 @@ def epochs_for(steps: int, items: int, batch: int = 8) -> int:
     return max(1, math.ceil(steps / math.ceil(items / batch)))
 
 
+def train_pck(args, k: int, draw: int, keypoints: dict[str, dict[int, int]]) -> list[float]:
+    """PCK of a run on its own k labelled shapes: a run that does not fit them is underfit."""
+    from kpengine.data.shots import draw_shots
+
+    ids = KeypointNetDataset(args.data, args.category, "train").model_ids
+    shots = KeypointNetDataset(args.data, args.category, "train", model_ids=draw_shots(ids, k, draw))
+    preds = {m: {int(s): int(i) for s, i in kp.items()} for m, kp in keypoints.items()}
+    return evaluate_correspondence(shots, preds, thresholds=THRESHOLDS).metrics["pck"]
+
+
 def score(test: KeypointNetDataset, keypoints: dict[str, dict[int, int]], dense: dict | None) -> dict:
     n = test.n_classes
     preds = {m: {int(s): int(i) for s, i in kp.items()} for m, kp in keypoints.items()}
@@ -78,16 +89,18 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
         views=args.views,
         shots=k,
         seed=draw,
-        init=args.pretrain if method == "mvdecor" else "",
+        init=args.pretrain if method.startswith("mvdecor") else "",
         background_weight=args.background_weight,
         epochs=epochs_for(args.steps_2d, k * 12),
         lr=args.lr_2d,
         lr_schedule="cosine",
+        position=not method.endswith("-noxyz"),
     )
     summary = train_run(task(cfg), out, resume=True, progress=False)
     model, state = load_run(out)
     keypoints, dense, _ = predict_shapes(model, state, args.data, "test")
-    return {"summary": summary, "keypoints": keypoints, "dense": dense}
+    fitted, _, _ = predict_shapes(model, state, args.data, "train", state["shots_ids"])
+    return {"summary": summary, "keypoints": keypoints, "dense": dense, "train_keypoints": fitted}
 
 
 def run_nn(args, method: str, k: int, draw: int, out: Path) -> dict:
@@ -152,13 +165,28 @@ def run_3d(args, backbone: str, k: int, draw: int, out: Path) -> dict:
     summary = train_run(TASKS.get("correspondence")(cfg), out, resume=True, progress=False)
     _, preds = predict_split(out, args.data, args.category, "test")
     keypoints = {m: {int(s): i for s, i in kp.items()} for m, kp in preds.items()}
-    return {"summary": summary, "keypoints": keypoints, "dense": None}
+    return {"summary": summary, "keypoints": keypoints, "dense": None, "train_keypoints": _fit(out, args, k, draw)}
+
+
+def _fit(run: Path, args, k: int, draw: int) -> dict[str, dict[int, int]]:
+    """A point run's keypoints on its own k training shapes."""
+    from kpengine.data.shots import draw_shots
+    from kpengine.learn.config import TrainConfig
+    from kpengine.learn.registry import TASKS
+
+    model, state = load_run(run)
+    cfg = TrainConfig.from_json(state["config"])
+    ids = draw_shots(KeypointNetDataset(args.data, args.category, "train").model_ids, k, draw)
+    shapes = KeypointNetDataset(args.data, args.category, "train", n_points=cfg.n_points, model_ids=ids)
+    preds = TASKS.get(cfg.task).predictor(run, model, state, args.data).predict(shapes)
+    return {m: {int(s): int(i) for s, i in kp.items()} for m, kp in preds.items()}
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| method | k | draws | PCK@0.01 | PCK@0.05 | PCK@0.10 | mIoU dense | mIoU from keypoints | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | k | draws | PCK@0.01 | PCK@0.05 | PCK@0.10 | mIoU dense | mIoU from keypoints"
+        " | train-shape PCK@0.05 | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(r["method"], r["k"]) for r in rows}, key=lambda t: (t[1], t[0]))
     for method, k in keys:
@@ -173,8 +201,9 @@ def table(rows: list[dict]) -> str:
         pck = [ms([r["pck"][t] for r in sel]) for t in range(3)]
         dense = ms([r.get("miou_dense") for r in sel])
         grown = ms([r["miou_from_keypoints"] for r in sel])
+        fit = ms([r["train_pck"][1] if r.get("train_pck") else None for r in sel])
         secs = np.median([r["train_seconds"] for r in sel])
-        lines.append(f"| {method} | {k} | {len(sel)} | {' | '.join(pck)} | {dense} | {grown} | {secs:.0f} |")
+        lines.append(f"| {method} | {k} | {len(sel)} | {' | '.join(pck)} | {dense} | {grown} | {fit} | {secs:.0f} |")
     return "\n".join(lines)
 
 
@@ -206,6 +235,61 @@ def figure(args, path: str) -> None:
     print(f"figure: {path} ({test[0]} -> {test[1]})")
 
 
+def fit_figure(runs: list[str], path: str, views: tuple[int, ...] = (0, 3, 6, 9)) -> None:
+    """Per-view predictions of few-shot runs on the first of their own training shapes: the
+    input colour, the target regions, and each run's argmax label per pixel (background black,
+    off the object white). The runs must share their draw (the same training shapes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from kpengine.image.multiview.views import ViewCache
+    from kpengine.image.tasks.multiview_fewshot import FewShotConfig, fewshot_inputs, shape_regions
+
+    loaded = [load_run(r) for r in runs]
+    state = loaded[0][1]
+    cfg = FewShotConfig.from_json({"position": False, **state["config"]})
+    model_id, n = state["shots_ids"][0], state["n_classes"]
+    shape = KeypointNetDataset(cfg.data, cfg.category, "train", model_ids=[model_id]).by_id(model_id)
+    sv = ViewCache(cfg.views, cfg.category).get(model_id)
+    truth = shape_regions(shape, n, cfg.region_radius)
+    colours = np.vstack([plt.get_cmap("tab20")(np.arange(20))[:, :3], plt.get_cmap("Set1")(np.arange(9))[:, :3]])
+    colours = np.vstack([colours[:n], [[0.0, 0.0, 0.0]]])  # background last
+
+    def paint(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        img = np.ones((*labels.shape, 3))
+        img[mask] = colours[labels[mask]]
+        return img
+
+    preds = []
+    for model, st in loaded:
+        c = FewShotConfig.from_json({"position": False, **st["config"], "views": cfg.views})
+        with torch.no_grad():
+            preds.append(model.eval()(torch.from_numpy(fewshot_inputs(sv, c, list(views)))).argmax(1).numpy())
+    cols = 2 + len(runs)
+    fig, axes = plt.subplots(len(views), cols, figsize=(2.4 * cols, 2.4 * len(views)), squeeze=False)
+    heads = ["input colour", "target regions"] + [Path(r).name for r in runs]
+    for row, v in enumerate(views):
+        mask = sv.mask[v]
+        target = truth[np.maximum(sv.index[v], 0).astype(np.int64)]
+        images = [sv.color[v], paint(target, mask)] + [paint(p[row], mask) for p in preds]
+        for col, img in enumerate(images):
+            ax = axes[row, col]
+            ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(heads[col], fontsize=8)
+        axes[row, 0].set_ylabel(f"view {v}", fontsize=8)
+    fig.suptitle(f"{cfg.category} {model_id}: a training shape of the few-shot runs", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"figure: {path}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -220,10 +304,16 @@ def main() -> None:
     p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
     p.add_argument("--lr-2d", type=float, default=5e-3, help="2D runs: learning rate (cosine decay)")
     p.add_argument("--background-weight", type=float, default=0.2, help="2D runs: background label weight")
+
     p.add_argument("--figure", metavar="PNG", help="only draw the nearest-embedding transfer figure")
+    p.add_argument("--fit-figure", metavar="PNG", help="only draw --fit-runs' predictions on a training shape")
+    p.add_argument("--fit-runs", nargs="+", metavar="RUN_DIR", help="few-shot runs of one draw for --fit-figure")
     args = p.parse_args()
     if args.figure:
         figure(args, args.figure)
+        return
+    if args.fit_figure:
+        fit_figure(args.fit_runs, args.fit_figure)
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,9 +328,9 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 run_dir = out / f"{method}-k{k}-d{draw}"
-                run = {"mvdecor": run_2d, "scratch": run_2d, "mvdecor-nn": run_nn, "random-nn": run_nn}.get(
-                    method, run_3d
-                )
+                run = {"mvdecor-nn": run_nn, "random-nn": run_nn}.get(method, run_3d)
+                if method.split("-")[0] in ("mvdecor", "scratch") and method != "mvdecor-nn":
+                    run = run_2d
                 res = run(args, method, k, draw, run_dir)
                 wall = time.perf_counter() - t0
                 row = {
@@ -248,6 +338,10 @@ def main() -> None:
                     "k": k,
                     "draw": draw,
                     **score(test, res["keypoints"], res["dense"]),
+                    "train_pck": train_pck(args, k, draw, res["train_keypoints"])
+                    if res.get("train_keypoints")
+                    else None,
+                    "steps": args.steps_3d if run is run_3d else args.steps_2d,
                     "train_seconds": sum(
                         h["seconds"] for h in json.loads((run_dir / "history.json").read_text())["epochs"]
                     ),

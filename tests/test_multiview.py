@@ -237,3 +237,52 @@ def test_nearest_embedding_labels_and_prototype_keypoints_hand_checked() -> None
     assert nearest_labels(query, bank, labels, k=2).tolist() == [0, 2, 2]
     assert nearest_labels(query[:1], bank, labels, k=1).tolist() == [0]
     assert prototype_keypoints(query, {5: np.array([0.0, 1.0]), 7: np.array([-1.0, 0.0])}) == {5: 1, 7: 2}
+
+
+def test_widened_input_leaves_the_output_unchanged_and_learns_the_new_channels() -> None:
+    from kpengine.image.multiview.unet import UNet, widen_input
+
+    torch.manual_seed(0)
+    net = UNet(7, (4, 8), 6).eval()
+    x = torch.randn(2, 7, 16, 16)
+    before = net(x).detach()
+    widen_input(net, 3)
+    assert net.down[0][0].weight.shape == (4, 10, 3, 3)
+    # the new channels hold anything (here large values): zero weights ignore them
+    after = net(torch.cat([x, 50 * torch.randn(2, 3, 16, 16)], dim=1))
+    assert torch.allclose(after, before, atol=1e-6)
+    after.square().sum().backward()
+    assert net.down[0][0].weight.grad[:, 7:].abs().sum() > 0  # and fine-tuning can use them
+
+
+def test_position_channels_are_the_world_points_of_the_pixels() -> None:
+    from kpengine.image.multiview.unet import position_inputs
+
+    v = plane_views()
+    pos = position_inputs(v, [1, 0])
+    assert pos.shape == (2, 3, H, W)
+    c = (W - 1) / 2
+    # view 0 (listed second) pixel (row 4, col 7) sees ((7 - c) 2 / fx, (4 - c) 2 / fx, 2); view 1
+    # is moved +0.2 in x, so its pixel sees 0.2 further along x
+    assert pos[1, :, 4, 7] == pytest.approx([(7 - c) * 2 / FX, (4 - c) * 2 / FX, 2.0], abs=1e-6)
+    assert pos[0, :, 4, 7] == pytest.approx([(7 - c) * 2 / FX + 0.2, (4 - c) * 2 / FX, 2.0], abs=1e-6)
+
+
+def test_fewshot_inputs_and_a_run_saved_before_the_position_channels_loads(tmp_path) -> None:
+    from kpengine.image.multiview.training import new_unet
+    from kpengine.image.multiview.unet import SegmentationNet, view_inputs
+    from kpengine.image.tasks.multiview_fewshot import FewShotConfig, MultiviewFewShotTask, fewshot_inputs
+
+    cfg = FewShotConfig(task="multiview_fewshot", data="d", category="mug", views="v", widths=[4, 8], embedding_dim=6)
+    v = plane_views()
+    x = fewshot_inputs(v, cfg)
+    assert x.shape == (2, 10, H, W)
+    assert np.array_equal(x[:, :7], view_inputs(v, "rgbnd"))
+    assert x[0, 9, 3, 3] == pytest.approx(2.0)  # z of the plane
+    off = FewShotConfig(**{**cfg.to_json(), "position": False})
+    assert fewshot_inputs(v, off).shape == (2, 7, H, W)
+    # a checkpoint whose config has no "position" field: the 7-channel network it was
+    old = {k: val for k, val in cfg.to_json().items() if k != "position"}
+    state = {"config": old, "n_classes": 3, "model": SegmentationNet(new_unet(cfg), 4).state_dict()}
+    model = MultiviewFewShotTask.load_model(state)
+    assert model(torch.zeros(1, 7, 16, 16)).shape == (1, 4, 16, 16)

@@ -47,6 +47,27 @@ def view_inputs(views: ShapeViews, inputs: str, which: np.ndarray | list[int] | 
     return np.concatenate(parts, axis=1) * mask
 
 
+def position_inputs(views: ShapeViews, which: np.ndarray | list[int] | None = None) -> np.ndarray:
+    """(V', 3, H, W) float32 world point seen at each pixel (0 off the object), the channels the
+    few-shot stage appends to :func:`view_inputs` (``FewShotConfig.position``): a 2D network
+    cannot tell the left from the right corner of a bed from colour, normals and relative depth,
+    and these channels give it the where that the point networks get as their input."""
+    idx = np.arange(views.n_views) if which is None else np.asarray(which)
+    return np.stack([views.location(int(v)).transpose(2, 0, 1) for v in idx]).astype(np.float32)
+
+
+def widen_input(unet: UNet, extra: int) -> None:
+    """Give ``unet``'s first convolution ``extra`` more input channels, appended after the
+    existing ones with zero weights, in place: the network's output on the old channels is
+    unchanged whatever the new ones hold, so a pretrained network starts fine-tuning as it was."""
+    conv = unet.down[0][0]
+    wider = nn.Conv2d(conv.in_channels + extra, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=False)
+    with torch.no_grad():
+        wider.weight.zero_()
+        wider.weight[:, : conv.in_channels] = conv.weight
+    unet.down[0][0] = wider
+
+
 class _Block(nn.Sequential):
     def __init__(self, c_in: int, c_out: int):
         super().__init__(

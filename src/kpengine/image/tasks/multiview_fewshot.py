@@ -24,8 +24,9 @@ from kpengine.data.shots import draw_shots
 from kpengine.errors import DataError
 from kpengine.image.multiview.backproject import keypoints_from_probabilities, point_probabilities, vote
 from kpengine.image.multiview.training import EpochIndices, MultiviewConfig, load_shapes, new_unet, open_views
-from kpengine.image.multiview.unet import SegmentationNet, view_inputs
+from kpengine.image.multiview.unet import SegmentationNet, UNet, position_inputs, view_inputs, widen_input
 from kpengine.image.multiview.views import ViewCache
+from kpengine.io.multiview import ShapeViews
 from kpengine.learn.checkpoint import load_checkpoint
 from kpengine.learn.predict import SplitPredictions
 from kpengine.learn.registry import TASKS
@@ -46,12 +47,37 @@ class FewShotConfig(MultiviewConfig):
     #: 7 % (bed) to 13 % (bathtub) of the surface, and at weight 1 no region was ever predicted
     #: (docs/mvdecor.md)
     background_weight: float = 0.2
+    #: append each pixel's world point (3 channels) to the network input; the pretrained first
+    #: convolution is widened with zero weights for them (``widen_input``). Without them the
+    #: network did not fit its own 5 training beds (train PCK@0.05 0.22 after 200 steps; 0.72
+    #: with them): the ids are mostly left/right and front/back twins (docs/mvdecor.md)
+    position: bool = True
     batch_size: int = 8
     lr: float = 5e-3
     epochs: int = 25
 
     RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "views", "init")
-    IDENTITY: ClassVar[tuple[str, ...]] = (*MultiviewConfig.IDENTITY, "shots", "seed", "region_radius")
+    IDENTITY: ClassVar[tuple[str, ...]] = (
+        *MultiviewConfig.IDENTITY,
+        "shots",
+        "seed",
+        "region_radius",
+        "position",
+    )
+
+
+def fewshot_inputs(views: ShapeViews, cfg: FewShotConfig, which: list[int] | None = None) -> np.ndarray:
+    """(V', C, H, W) input of the few-shot network: the pretraining's inputs, then the world
+    point of each pixel when ``cfg.position``."""
+    x = view_inputs(views, cfg.inputs, which)
+    return np.concatenate([x, position_inputs(views, which)], axis=1) if cfg.position else x
+
+
+def fewshot_unet(cfg: FewShotConfig) -> UNet:
+    unet = new_unet(cfg)
+    if cfg.position:
+        widen_input(unet, 3)
+    return unet
 
 
 def shape_regions(shape: Shape, n_classes: int, radius: float) -> np.ndarray:
@@ -100,7 +126,7 @@ class MultiviewFewShotTask(Task):
         for j in idx:
             i, v = self.items[j]
             views = self.cache.get(self.shapes[i].model_id)
-            xs.append(view_inputs(views, self.config.inputs, [v])[0])
+            xs.append(fewshot_inputs(views, self.config, [v])[0])
             index = views.index[v].astype(np.int64)
             ys.append(np.where(index >= 0, self.labels[i][np.maximum(index, 0)], IGNORE))
         return {"x": torch.from_numpy(np.stack(xs)), "y": torch.from_numpy(np.stack(ys))}
@@ -110,12 +136,14 @@ class MultiviewFewShotTask(Task):
         unet = new_unet(cfg)
         if cfg.init:
             unet.load_state_dict(load_pretrained(cfg.init, cfg))
+        if cfg.position:
+            widen_input(unet, 3)
         return SegmentationNet(unet, self.n_classes + 1)
 
     @classmethod
     def load_model(cls, state: dict[str, Any]) -> nn.Module:
-        cfg = FewShotConfig.from_json(state["config"])
-        model = SegmentationNet(new_unet(cfg), state["n_classes"] + 1)
+        cfg = FewShotConfig.from_json({"position": False, **state["config"]})  # runs before position
+        model = SegmentationNet(fewshot_unet(cfg), state["n_classes"] + 1)
         model.load_state_dict(state["model"])
         return model.eval()
 
@@ -152,14 +180,15 @@ class MultiviewFewShotTask(Task):
 
 
 def predict_shapes(
-    model: nn.Module, state: dict[str, Any], data: str | Path, split: str
+    model: nn.Module, state: dict[str, Any], data: str | Path, split: str, model_ids: list[str] | None = None
 ) -> tuple[dict[str, dict[int, int]], dict[str, np.ndarray], list[dict[str, str | None]]]:
     """Keypoints {model_id: {semantic id: point index}}, per-point region labels {model_id: (N,)}
-    (background = n_classes) and the models left out, for a split's shapes, from a few-shot run's
-    model and checkpoint state; views missing from the run's cache are rendered first."""
-    cfg = FewShotConfig.from_json({**state["config"], "data": str(data)})
+    (background = n_classes) and the models left out, for a split's shapes (or those of
+    ``model_ids`` in it), from a few-shot run's model and checkpoint state; views missing from
+    the run's cache are rendered first."""
+    cfg = FewShotConfig.from_json({"position": False, **state["config"], "data": str(data)})
     n_classes = state["n_classes"]
-    dataset = load_shapes(cfg, split)
+    dataset = load_shapes(cfg, split, model_ids)
     cache, shapes = open_views(cfg, list(dataset))
     kept = {s.model_id for s in shapes}
     skipped = dataset.skipped() + [
@@ -176,10 +205,10 @@ def predict_shapes(
 
 
 @torch.no_grad()
-def label_shape(model: nn.Module, cache: ViewCache, cfg: MultiviewConfig, shape: Shape, n_classes: int) -> np.ndarray:
+def label_shape(model: nn.Module, cache: ViewCache, cfg: FewShotConfig, shape: Shape, n_classes: int) -> np.ndarray:
     """(N, n_classes + 1) point probabilities of one shape from its views (background last)."""
     views = cache.get(shape.model_id)
-    x = torch.from_numpy(view_inputs(views, cfg.inputs))
+    x = torch.from_numpy(fewshot_inputs(views, cfg))
     probs = model.eval()(x).softmax(dim=1).numpy()
     votes, counts = vote(views.index, probs, len(shape.points))
     return point_probabilities(shape.points, votes, counts, shape.model_id)
