@@ -130,6 +130,22 @@ def test_voting_on_a_known_case() -> None:
     assert keypoints_from_probabilities(points, p, 2) == {0: 0, 1: 3}
 
 
+def test_a_one_sided_region_puts_its_keypoint_at_the_end_not_the_centroid() -> None:
+    # points at x = 0, 0.01, ..., 0.10 on a line; the region of id 0 (p = 0.9) is x <= 0.04,
+    # the half-ball of a keypoint at the end x = 0 (a corner). Balls of radius 0.045:
+    # at x = 0 they hold the 5 region points: 5 (2 0.9 - 1) = 4.0; at x = 0.01 also x = 0.05
+    # (p = 0, -1): 3.0; at x = 0.02: 2.0. The weighted centroid is x = 0.02 (point 2).
+    points = np.zeros((11, 3))
+    points[:, 0] = np.arange(11) * 0.01
+    p = np.zeros((11, 3))
+    p[:5] = [0.9, 0.05, 0.05]
+    p[5:] = [0.0, 0.1, 0.9]
+    assert keypoints_from_probabilities(points, p, 2, radius=0.045)[0] == 0
+    assert keypoints_from_probabilities(points, p, 2)[0] == 2
+    # id 1 has no region (label 1 nowhere): its most probable point, either way
+    assert keypoints_from_probabilities(points, p, 2, radius=0.045)[1] == 5
+
+
 def test_empty_renders_and_impossible_shots_are_refused(tmp_path) -> None:
     v = plane_views()
     v.index[1] = -1

@@ -199,7 +199,7 @@ def predict_shapes(
     keypoints, labels = {}, {}
     for shape in shapes:
         probs = label_shape(model, cache, cfg, shape, n_classes)
-        keypoints[shape.model_id] = keypoints_from_probabilities(shape.points, probs, n_classes)
+        keypoints[shape.model_id] = keypoints_from_probabilities(shape.points, probs, n_classes, cfg.region_radius)
         labels[shape.model_id] = probs.argmax(axis=1)
     return keypoints, labels, skipped
 
