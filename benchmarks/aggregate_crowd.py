@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/aggregate_crowd.py --category bathtub --models 60 --annotators 12
     .venv/bin/python benchmarks/aggregate_crowd.py --category bed --models 146 --like-keypointnet [--per-model 3 5]
+        [--ids classes tsne] [--prior on off] [--anti-collapse variance entropy]
+
+Every combination of --ids, --prior (the class route's position prior for one-annotator
+keypoints, ClassConfig.position) and --anti-collapse (EmbeddingConfig.anti_collapse) runs on
+the same clicks in one process, then the two baselines.
 
 Prints one JSON line per method (scores from kpengine.aggregate.evaluate) with timings and
 the load average; writes figures to --figures DIR when given.
@@ -25,6 +30,39 @@ from kpengine.aggregate.raw import ClickSet, check_clicks
 from kpengine.data import KeypointNetDataset
 from kpengine.geometry.geodesic import GeodesicGraph
 from kpengine.geometry.sampling import snap_to_points
+
+
+def run_baselines(shapes: list, clicks: list, graphs: dict) -> list[dict]:
+    """Dutagaci-style geodesic clustering and DBSCAN on click positions, scored: one dict each."""
+    out = []
+    kept, _ = check_clicks(clicks, [s.model_id for s in shapes])
+    cs = ClickSet.from_clicks(kept)
+    by_id = {s.model_id: s for s in shapes}
+    t = time.perf_counter()
+    preds = {}
+    for m, mc in cs.models.items():
+        pidx = snap_to_points(by_id[m].points, mc.xyz)[0]
+        n_ann = len(np.unique(mc.annotator))
+        kp = geodesic_clustering(graphs[m], pidx, mc.annotator, radius=0.05, min_votes=max(2, int(0.3 * n_ann)))
+        preds[m] = Prediction(kp, np.full(len(kp), -1))
+    dt = time.perf_counter() - t
+    scores = evaluate_aggregation(shapes, preds, graphs)
+    out.append({"method": "geodesic clustering (Dutagaci)", **scores, "time_s": dt, "loadavg": os.getloadavg()})
+
+    t = time.perf_counter()
+    mids = list(cs.models)
+    xyz = np.concatenate([cs.models[m].xyz for m in mids])
+    owner = np.concatenate([np.full(len(cs.models[m].xyz), i) for i, m in enumerate(mids)])
+    labels, _ = dbscan_positions(xyz, owner, eps=0.03, min_samples=max(3, int(round(0.05 * len(mids)))))
+    preds = {}
+    for i, m in enumerate(mids):
+        sel = owner == i
+        kp, ids = dbscan_keypoints(by_id[m].points, xyz[sel], labels[sel])
+        preds[m] = Prediction(kp, ids)
+    dt = time.perf_counter() - t
+    scores = evaluate_aggregation(shapes, preds, graphs)
+    out.append({"method": "DBSCAN on click positions", **scores, "time_s": dt, "loadavg": os.getloadavg()})
+    return out
 
 
 def main() -> None:
@@ -52,6 +90,20 @@ def main() -> None:
         choices=["classes", "tsne"],
         help="id assignment(s) to run, each on the same clicks (AggregateConfig.ids)",
     )
+    ap.add_argument(
+        "--prior",
+        nargs="+",
+        default=["on"],
+        choices=["on", "off"],
+        help="class route: one-annotator keypoints placed by the position prior (ClassConfig.position)",
+    )
+    ap.add_argument(
+        "--anti-collapse",
+        nargs="+",
+        default=["variance"],
+        choices=["variance", "entropy"],
+        help="embedding anti-collapse term(s) (EmbeddingConfig.anti_collapse)",
+    )
     ap.add_argument("--skip-baselines", action="store_true")
     ap.add_argument("--cross-model", action="store_true", help="fidelity over every point (FidelityConfig.anywhere)")
     ap.add_argument("--no-position-split", action="store_true", help="ClusterConfig.split_positions = False")
@@ -70,60 +122,38 @@ def main() -> None:
     graphs = {s.model_id: GeodesicGraph(s.points, protocol="strict") for s in shapes}
 
     res = None
-    for ids in args.ids:
+    runs = [(ids, ac, pr) for ids in args.ids for ac in args.anti_collapse for pr in args.prior
+            if ids == "classes" or pr == "on"]  # fmt: skip
+    for ids, ac, pr in runs:
         cfg = AggregateConfig(progress=False, ids=ids)
         cfg = replace(
             cfg,
-            embedding=replace(cfg.embedding, steps=args.steps, backbone=args.backbone),
+            embedding=replace(cfg.embedding, steps=args.steps, backbone=args.backbone, anti_collapse=ac),
             fidelity=replace(cfg.fidelity, anywhere=args.cross_model),
             cluster=replace(cfg.cluster, split_positions=not args.no_position_split),
+            classes=replace(cfg.classes, position=replace(cfg.classes.position, enabled=pr == "on")),
         )
         t = time.perf_counter()
         r = aggregate(shapes, clicks, cfg)
         dt = time.perf_counter() - t
         res = res or r
         scores = evaluate_aggregation(shapes, r.predictions, graphs)
-        print(json.dumps({"method": f"kpengine (ids: {ids})", "backbone": args.backbone, **head, **scores, "time_s": dt,
+        label = f"kpengine (ids: {ids}" + (f", prior: {pr}" if ids == "classes" else "") + f", anti-collapse: {ac})"
+        print(json.dumps({"method": label, "backbone": args.backbone, **head, **scores, "time_s": dt,
                           "timings": r.report["timings"], "class_grouping": r.report["class_grouping"],
                           "loadavg": os.getloadavg()}), flush=True)  # fmt: skip
     if args.skip_baselines:
         return
 
-    kept, _ = check_clicks(clicks, [s.model_id for s in shapes])
-    cs = ClickSet.from_clicks(kept)
-    by_id = {s.model_id: s for s in shapes}
-    t = time.perf_counter()
-    preds = {}
-    for m, mc in cs.models.items():
-        pidx = snap_to_points(by_id[m].points, mc.xyz)[0]
-        n_ann = len(np.unique(mc.annotator))
-        kp = geodesic_clustering(graphs[m], pidx, mc.annotator, radius=0.05, min_votes=max(2, int(0.3 * n_ann)))
-        preds[m] = Prediction(kp, np.full(len(kp), -1))
-    dt = time.perf_counter() - t
-    scores = evaluate_aggregation(shapes, preds, graphs)
-    print(json.dumps({"method": "geodesic clustering (Dutagaci)", **head, **scores, "time_s": dt,
-                      "loadavg": os.getloadavg()}))  # fmt: skip
-
-    t = time.perf_counter()
-    mids = list(cs.models)
-    xyz = np.concatenate([cs.models[m].xyz for m in mids])
-    owner = np.concatenate([np.full(len(cs.models[m].xyz), i) for i, m in enumerate(mids)])
-    labels, _ = dbscan_positions(xyz, owner, eps=0.03, min_samples=max(3, int(round(0.05 * len(mids)))))
-    preds = {}
-    for i, m in enumerate(mids):
-        sel = owner == i
-        kp, ids = dbscan_keypoints(by_id[m].points, xyz[sel], labels[sel])
-        preds[m] = Prediction(kp, ids)
-    dt = time.perf_counter() - t
-    scores = evaluate_aggregation(shapes, preds, graphs)
-    print(json.dumps({"method": "DBSCAN on click positions", **head, **scores, "time_s": dt,
-                      "loadavg": os.getloadavg()}))  # fmt: skip
+    for row in run_baselines(shapes, clicks, graphs):
+        print(json.dumps({**row, **head}), flush=True)
     if args.figures:
         from kpengine.aggregate.plots import plot_clusters, plot_fidelity
 
         os.makedirs(args.figures, exist_ok=True)
         plot_clusters(f"{args.figures}/{args.category}_clusters.png", res.clustering.xy, res.clustering.labels,
                       title=f"{args.category}: t-SNE of keypoint embeddings, ids: {args.ids[0]}")  # fmt: skip
+        by_id = {s.model_id: s for s in shapes}
         for m in res.model_ids[:2]:
             p = res.predictions[m]
             plot_fidelity(f"{args.figures}/{args.category}_fidelity_{m[:8]}.png", by_id[m].points, res.fidelity[m],

@@ -323,3 +323,31 @@ def test_split_dense_separates_chained_islands_of_several_ids():
     assert adjusted_rand_score(truth, split_dense(xy, chained, models, 1.6, 4, 0.25)) == 1.0
     # one candidate per model in the cluster: no duplicates, left alone
     assert split_dense(xy[:10], chained[:10], np.arange(10), 1.6, 4, 0.25).tolist() == [0] * 10
+
+
+def test_embedding_entropy_is_renyi_quadratic_entropy_of_unit_embeddings():
+    """H_2 = -log mean_{i != j} exp(-t d_ij^2) on unit vectors, by hand (t = 2): one point
+    repeated -> 0; two orthogonal -> 2t = 4; two opposite -> 4t = 8; two equal plus one
+    opposite: ordered pairs 2 x exp(0) + 4 x exp(-8) over 6. Scale does not matter (unit
+    vectors), and a gradient step on -H pushes two close embeddings apart."""
+    import math
+
+    import torch
+
+    from kpengine.aggregate.embedding import EmbeddingConfig, embedding_entropy
+
+    e = torch.eye(3)
+    assert embedding_entropy(e[[0, 0, 0]]).item() == pytest.approx(0.0, abs=1e-6)
+    assert embedding_entropy(e[[0, 1]]).item() == pytest.approx(4.0, abs=1e-5)
+    assert embedding_entropy(torch.stack([e[0], -e[0]])).item() == pytest.approx(8.0, abs=1e-5)
+    three = torch.stack([e[0], 5 * e[0], -e[0]])
+    assert embedding_entropy(three).item() == pytest.approx(-math.log((2 + 4 * math.exp(-8)) / 6), abs=1e-5)
+    g = torch.tensor([[1.0, 0.1, 0.0], [1.0, -0.1, 0.0]], requires_grad=True)
+    (-embedding_entropy(g)).backward()
+    with torch.no_grad():
+        moved = g - 0.1 * g.grad
+    before = torch.nn.functional.normalize(g.detach(), dim=1)
+    after = torch.nn.functional.normalize(moved, dim=1)
+    assert (after[0] - after[1]).norm() > (before[0] - before[1]).norm()
+    with pytest.raises(ValueError, match="anti_collapse"):
+        EmbeddingConfig(anti_collapse="hope")

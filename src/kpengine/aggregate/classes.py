@@ -43,6 +43,7 @@ import numpy as np
 
 from kpengine.aggregate.cluster import relabel_by_size
 from kpengine.aggregate.fidelity import MISS_COST
+from kpengine.aggregate.prior import PositionPrior, PriorConfig, fuse
 from kpengine.aggregate.saliency import CUTOFF, gaussian
 from kpengine.geometry.geodesic import GeodesicGraph
 
@@ -62,6 +63,7 @@ class ClassConfig:
     reliability: bool = True  # weight annotators by their measured spread
     single_spread: float | None = None  # if set, a one-annotator keypoint needs its annotator's spread <= this
     min_spread: float = 0.01
+    position: PriorConfig = PriorConfig()  # one-annotator keypoints placed with the other models' help
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -190,6 +192,7 @@ def assign_by_classes(
     sigma: float,
     min_models: int,
     cfg: ClassConfig = ClassConfig(),
+    points: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
     """Keypoints with ids for every model: ``(cand_model, cand_point, labels, keep, stats)``.
 
@@ -197,9 +200,12 @@ def assign_by_classes(
     model; ``class_annotator`` (L,) the annotator of each class; ``fidelity`` (N,) smoothed
     F per model. One candidate per (model, class group) with clicks there; ``labels`` (n,)
     the id (numbered by size; -1 for a group on fewer than ``min_models`` models and for
-    rejected candidates), ``keep`` (n,) bool: the keypoints output (support >= 2 annotators,
-    or fidelity support >= ``single_support``; not on the same spot as a better-supported
-    id). ``stats``: groups, links, one-annotator keypoints kept/rejected, spread per annotator.
+    rejected candidates), ``keep`` (n,) bool: the keypoints output (support >= 2 annotators;
+    a one-annotator keypoint placed by the position prior, :mod:`kpengine.aggregate.prior`, when
+    ``points`` (per model, (N_m, 3)) are given and the prior has references, else kept when
+    its fidelity support >= ``single_support``; not on the same spot as a better-supported
+    id). ``stats``: groups, links, one-annotator keypoints kept/rejected/placed by the prior,
+    spread per annotator.
     """
     n_classes = len(class_annotator)
     reach = max(cfg.link_radius, CUTOFF * sigma)
@@ -257,6 +263,37 @@ def assign_by_classes(
     if cfg.single_spread is not None:
         careful = np.nan_to_num(r, nan=0.0)[np.array(who, np.int64)] <= cfg.single_spread
     keep = (support >= 2) | ((f_sup >= cfg.single_support) & careful)
+    # one annotator alone, second opinion: where the other models put this id (prior.py). The
+    # annotator's number says the model has the id; the position is the click fused with the
+    # prior, or the prior where the click is far from it (a wrong or mirrored click)
+    placed = moved = 0
+    if points is not None and cfg.position.enabled and len(support):
+        conf = np.flatnonzero(support >= 2)
+        pts = [np.asarray(p, np.float64) for p in points]
+        prior = PositionPrior(
+            pts,
+            cand_model[conf],
+            cand_group[conf],
+            np.stack([pts[m][p] for m, p in zip(cand_model[conf], cand_point[conf])])
+            if len(conf)
+            else np.zeros((0, 3)),
+            int(cand_group.max()) + 1,
+            cfg.position,
+        )
+        spread_of = np.where(np.isfinite(r), r, cfg.position.spread)
+        for c in np.flatnonzero(support == 1):
+            m = int(cand_model[c])
+            guess = prior.predict(m, int(cand_group[c]))
+            if guess is None:
+                continue
+            x = fuse(pts[m][cand_point[c]], guess, float(spread_of[who[c]]), cfg.position)
+            p = int(np.argmin(((pts[m] - x) ** 2).sum(axis=1)))
+            moved += int(p != cand_point[c])
+            cand_point[c] = p
+            keep[c] = True
+            placed += 1
+        if placed:
+            f_sup = np.array([1.0 - fidelity[m][p] / MISS_COST for m, p in zip(cand_model, cand_point)])
     # two ids on one spot of a model (a mirrored or mis-click numbered as another id): the better supported stays
     same = cfg.same_place * sigma
     for i in np.unique(cand_model):
@@ -283,6 +320,8 @@ def assign_by_classes(
         "class_links": int(links.sum()) // 2,
         "single_annotator_kept": int((keep & (support == 1)).sum()),
         "single_annotator_rejected": int(((support == 1) & ~keep).sum()),
+        "single_annotator_placed_by_prior": placed,
+        "single_annotator_moved_by_prior": moved,
         "annotator_spread": [round(float(v), 4) for v in r],
     }
     return cand_model, cand_point, labels, keep, stats

@@ -12,8 +12,14 @@ its last-but-one layer. Here:
 - **Loss.** Per (model, annotator) the soft cross-entropy over *a*'s slice of the logits
   (a per-annotator softmax: other annotators' numbers are unrelated, never competitors),
   each point weighted ``0.1 + 0.9 max_l t_l`` so the many background points do not drown
-  the clicks; plus the anti-collapse term ``lambda * mean_c relu(1 - std_c(g))`` (VICReg's
-  variance hinge over the points of the batch) so the embedding cannot shrink to a point.
+  the clicks; plus an anti-collapse term so the embedding cannot shrink to a point: by
+  default ``lambda * mean_c relu(1 - std_c(g))`` (VICReg's variance hinge over the points of
+  the batch); with ``anti_collapse="entropy"`` ``-lambda * H(g)``, the paper's H(g). The
+  paper's text for H was not available to us; we read it as the entropy of the distribution
+  of the unit embeddings ĝ of the batch's points, estimated by Rényi's quadratic entropy
+  ``H_2 = -log mean_{i != j} exp(-t |ĝ_i - ĝ_j|^2)`` (t = 2): 0 when every point has one
+  embedding, growing as they spread over the sphere (the "uniformity" loss of Wang & Isola,
+  2020, is its negative). docs/aggregation.md has the measurement that chose the default.
 - **Network.** ``kpengine.learn.backbones.build_backbone`` (PointNet by default, without
   the input/feature transforms: models are canonically oriented), ``out_channels=128``;
   a linear classifier on top. Adam, lr 1e-3.
@@ -42,6 +48,8 @@ from kpengine.learn.backbones import build_backbone
 from kpengine.learn.config import RunConfig
 from kpengine.learn.runs import Data, Run, Task
 
+ANTI_COLLAPSE = ("variance", "entropy")
+
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
@@ -53,8 +61,16 @@ class EmbeddingConfig:
     train_points: int = 256
     lr: float = 1e-3
     collapse_weight: float = 0.1
+    #: "variance": VICReg's hinge on each channel's std; "entropy": the paper's H(g) (§3.4.5),
+    #: read here as the entropy of the unit embeddings of the batch's points (module docstring)
+    anti_collapse: str = "variance"
+    entropy_scale: float = 2.0  # t of the Rényi-2 estimator exp(-t |g_i - g_j|^2)
     sigma: float = SIGMA
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.anti_collapse not in ANTI_COLLAPSE:
+            raise ValueError(f"anti_collapse must be one of {ANTI_COLLAPSE}, got {self.anti_collapse!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -154,13 +170,30 @@ class ClickEmbeddingTask(Task):
         w = step["weights"]
         loss_cls = ((w * ce).sum(dim=1) / w.sum(dim=1)).mean()
         flat = g.reshape(-1, g.shape[-1])
-        collapse = torch.relu(1.0 - flat.std(dim=0)).mean()
+        if self.cfg.anti_collapse == "entropy":
+            collapse = -embedding_entropy(flat, self.cfg.entropy_scale)
+        else:
+            collapse = torch.relu(1.0 - flat.std(dim=0)).mean()
         loss = loss_cls + self.cfg.collapse_weight * collapse + net.backbone.regularizer()
         self.losses.append(loss.item())
         return loss
 
     def size(self, step: dict[str, Any]) -> int:
         return 1  # the epoch's loss is the mean over steps
+
+
+def embedding_entropy(g: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Rényi's quadratic entropy of the unit embeddings of points g (P, D), a scalar.
+
+    ``-log mean_{i != j} exp(-t |ĝ_i - ĝ_j|^2)`` with ĝ = g / |g|: 0 when all points share
+    one embedding, at most 2t for embeddings spread apart (|ĝ_i - ĝ_j|^2 <= 4). Pairs, not
+    a histogram: it has a gradient everywhere and costs P^2 (1,024 points per batch here).
+    """
+    u = torch.nn.functional.normalize(g, dim=-1)
+    d2 = torch.cdist(u, u).square()
+    p = d2.shape[0]
+    off = ~torch.eye(p, dtype=torch.bool, device=g.device)
+    return -torch.logsumexp(-t * d2[off], dim=0) + torch.log(torch.tensor(float(p * (p - 1))))
 
 
 class _Steps(torch.utils.data.Dataset):

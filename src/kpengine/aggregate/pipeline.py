@@ -215,7 +215,14 @@ def aggregate(
             # ids from the annotators' own numberings (classes.py); candidates = per-id consensus points
             fids = [fid[m] for m in order]
             cand_model, cand_point, labels, keep, class_stats = assign_by_classes(
-                graphs, train, cs.classes[:, 0], fids, cfg.sigma, min_samples_for(cfg.cluster, len(order)), cfg.classes
+                graphs,
+                train,
+                cs.classes[:, 0],
+                fids,
+                cfg.sigma,
+                min_samples_for(cfg.cluster, len(order)),
+                cfg.classes,
+                points=points,
             )
             class_stats["annotator_spread"] = dict(zip(cs.annotators, class_stats["annotator_spread"]))
             cand_cross = np.zeros(len(cand_point), bool)
