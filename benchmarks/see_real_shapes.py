@@ -10,7 +10,10 @@ the task and category in their checkpoints), trained on the train split's render
 knowledge base is the train split (its shapes' own meshes, or surfaces reconstructed from their
 clouds). Every test image is of a shape outside it. Rows of OUT_DIR/pck.json, per category:
 
-* ``full``: predicted mask, estimated viewpoint, shape retrieved by silhouette, 20 refinement steps;
+* ``full``: predicted mask, estimated viewpoint, shape retrieved by silhouette, 20 refinement steps,
+  from ``--pose-hypotheses`` starting viewpoints (the azimuth distribution's modes and half turns,
+  the best silhouette fit kept: docs/understanding.md, "Pose hypotheses");
+* ``full_1``: the same from the network's estimate alone (one hypothesis: the paper);
 * ``no_refine``: the same without refinement (the paper's Table 5);
 * ``gt_view`` / ``gt_shape`` / ``gt_mask``: one stage replaced by its ground truth (Table 6): the
   rendered azimuth, elevation and roll; the test shape itself (its reconstructed surface and its
@@ -40,13 +43,13 @@ import torch
 
 from kpengine.image.baselines import mean_template
 from kpengine.image.heatmap import predict_keypoints
-from kpengine.image.pipeline import KnowledgeBase, Networks, load_image_run, run_task, understand
+from kpengine.image.pipeline import POSE_HYPOTHESES, KnowledgeBase, Networks, load_image_run, run_task, understand
 from kpengine.image.renders import load_render_views, mask_box
 from kpengine.metrics.pck2d import pck
 from kpengine.render.cameras import Viewpoint
 from kpengine.render.overlay import draw_keypoints, outline, save_png, tile
 
-VARIANTS = ("full", "no_refine", "gt_view", "gt_shape", "gt_mask", "template", "heatmap")
+VARIANTS = ("full", "full_1", "no_refine", "gt_view", "gt_shape", "gt_mask", "template", "heatmap")
 
 
 def annotation(item) -> dict:
@@ -103,6 +106,7 @@ def main() -> None:
     )
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--pose-hypotheses", type=int, default=POSE_HYPOTHESES, help="starts of the full pipeline")
     ap.add_argument("--examples", type=int, default=8)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -142,7 +146,9 @@ def main() -> None:
         hm_size = int(hm_state["config"]["size"])
         anns = {it.name: annotation(it) for it in items}
         preds: dict[str, dict] = {v: {} for v in args.variants}
-        stats: dict[str, dict[str, list]] = {v: {"seconds": [], "iou": [], "az_err": []} for v in args.variants}
+        stats: dict[str, dict[str, list]] = {
+            v: {"seconds": [], "iou": [], "az_err": [], "final_az_err": []} for v in args.variants
+        }
         pictures = []
         for n, it in enumerate(items):
             for v in args.variants:
@@ -165,11 +171,14 @@ def main() -> None:
                     viewpoint_override=true_viewpoint(it) if v == "gt_view" else None,
                     refine=v != "no_refine",
                     steps=args.steps,
+                    pose_hypotheses=1 if v == "full_1" else args.pose_hypotheses,
                 )
                 stats[v]["seconds"].append(time.perf_counter() - t)
                 stats[v]["iou"].append(u.iou_refined)
                 d = abs((u.viewpoint["azimuth"] - it.annotation["azimuth"] + 180) % 360 - 180)
                 stats[v]["az_err"].append(d)
+                fin = u.pose_json()["azimuth"]
+                stats[v]["final_az_err"].append(abs((fin - it.annotation["azimuth"] + 180) % 360 - 180))
                 preds[v][it.name] = {k: p["uv"] for k, p in u.keypoints.items() if p["uv"] is not None}
                 if v == "full" and len(pictures) < args.examples:
                     pictures.append((it, (u.mask, u.object_mask)))
@@ -184,6 +193,14 @@ def main() -> None:
                 "median_seconds": float(np.median(st["seconds"])),
                 **({"mean_fitted_iou": float(np.mean(st["iou"]))} if st["iou"] else {}),
                 **({"median_network_azimuth_error": float(np.median(st["az_err"]))} if st["az_err"] else {}),
+                **(
+                    {
+                        "median_final_azimuth_error": float(np.median(st["final_az_err"])),
+                        "final_flips_90": float(np.mean(np.array(st["final_az_err"]) > 90)),
+                    }
+                    if st["final_az_err"]
+                    else {}
+                ),
             }
             print(cat, v, json.dumps({k: round(x, 3) for k, x in rows[v].items()}), flush=True)
         results["categories"][cat] = {
@@ -217,6 +234,8 @@ def main() -> None:
         "per_category": args.per_category,
         "seed": args.seed,
         "runs": args.runs,
+        "pose_hypotheses": args.pose_hypotheses,
+        "steps": args.steps,
     }
     (out / "pck.json").write_text(json.dumps(results, indent=1))
 

@@ -34,10 +34,19 @@ the same pose refinement and projection. --shape both poses the retrieved and th
 shape and keeps the better fit to the mask. --viewpoint-from sketches reads the viewpoint off the
 predicted 2.5D sketches (the voxels run's head) instead of the RGB crop (the paper's Table 5).
 
+Pose hypotheses: near-symmetric objects (bathtubs, beds, cars) split the viewpoint network's azimuth
+distribution between a view and its half turn. --pose-hypotheses N starts the refinement from the
+distribution's modes and their half turns (N in all), refines each a few steps, keeps the one
+whose silhouette fits the mask best and finishes it; pose.json lists every start with its IoU.
+
 Example (generated sample data):
   kpengine understand --image photo.png --category chair --knowledge sample/ \\
       --runs runs/viewpoint runs/silhouette --out understood/
 """
+
+
+#: kept in step with kpengine.image.pipeline.POSE_HYPOTHESES (not imported: the CLI imports heavy modules lazily)
+POSE_HYPOTHESES = 4
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,6 +91,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=int, default=20, help="pose refinement steps (0 = none; default 20, the paper's)")
     p.add_argument("--top", type=int, default=3, help="retrieved shapes listed in pose.json (default 3)")
+    p.add_argument(
+        "--pose-hypotheses",
+        type=int,
+        default=POSE_HYPOTHESES,
+        metavar="N",
+        help="starting viewpoints refined: the azimuth distribution's modes and their half turns, each "
+        f"screened a few steps, the best silhouette fit finished (default {POSE_HYPOTHESES}; 1 = the network's "
+        "estimate only, the paper's single refinement)",
+    )
     p.add_argument("--out", required=True, metavar="OUT_DIR")
     p.set_defaults(func=cmd_understand)
 
@@ -130,7 +148,8 @@ def cmd_understand(args: argparse.Namespace) -> int:
     nets = Networks.from_runs(args.runs, category, args.knowledge)
     t = time.perf_counter()
     result = understand(image, knowledge, nets, mask=mask, steps=args.steps, top=args.top, shape_route=args.shape,
-                        viewpoint_source=args.viewpoint_from, retrieval=args.retrieval)  # fmt: skip
+                        viewpoint_source=args.viewpoint_from, retrieval=args.retrieval,
+                        pose_hypotheses=args.pose_hypotheses)  # fmt: skip
     result.seconds["total"] = time.perf_counter() - t
     written = write_understanding(result, args.out)
     pose = result.pose_json()

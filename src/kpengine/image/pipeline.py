@@ -244,6 +244,130 @@ def place_camera(
     return Camera(full, cam.R, cam.t), iou
 
 
+# ---------------------------------------------------------------------------------------------- pose hypotheses
+
+#: default number of starting viewpoints ``understand`` refines (docs/understanding.md, "Pose hypotheses")
+POSE_HYPOTHESES = 4
+#: refinement steps each hypothesis gets before the best is chosen and finished
+SCREEN_STEPS = 5
+
+
+@dataclass
+class PoseHypothesis:
+    """One starting viewpoint of one candidate shape, and what refinement made of it.
+
+    ``kind``: ``"estimate"`` (the network's decoded viewpoint), ``"mode"`` / ``"half turn"`` (a mode of
+    its azimuth distribution / that mode turned by 180°), ``"given"`` (an override); ``mass``: the
+    distribution's probability around the start (NaN when unknown). ``start_iou``: the placed
+    camera's silhouette IoU at 64 px; ``iou``: the hard IoU at the mask's resolution of ``camera``,
+    the pose the selection compared (after screening, or the start when not refined)."""
+
+    view: Viewpoint
+    mass: float
+    kind: str
+    shape: ShapeCandidate
+    camera_start: Camera
+    start_iou: float
+    camera: Camera | None = None
+    iou: float = float("nan")
+    chosen: bool = False
+
+    def to_json(self, center: np.ndarray | None = None) -> dict[str, Any]:
+        v = rt_to_viewpoint(self.camera.R, self.camera.t, self.shape.center) if self.camera is not None else None
+        return {
+            "kind": self.kind,
+            "model_id": self.shape.shape.model_id,
+            "start_azimuth": round(float(self.view.azimuth), 3),
+            "start_elevation": round(float(self.view.elevation), 3),
+            "mass": None if not np.isfinite(self.mass) else round(float(self.mass), 4),
+            "start_iou": round(float(self.start_iou), 4),
+            "iou": None if not np.isfinite(self.iou) else round(float(self.iou), 4),
+            "azimuth": None if v is None else round(float(v.azimuth), 3),
+            "chosen": self.chosen,
+        }
+
+
+def viewpoint_hypotheses(vp: dict[str, Any], n: int) -> list[tuple[Viewpoint, float, str]]:
+    """``n`` starting viewpoints ``(view, mass, kind)`` from a viewpoint estimate, most probable first.
+
+    ``n == 1``: the network's decoded estimate alone (the paper). More: the modes of the azimuth
+    distribution and their half turns (:func:`kpengine.image.viewpoint.azimuth_hypotheses`), at the
+    estimated elevation; an estimate without a distribution (a sketch head) gives the estimate and
+    its half turn. Fewer than ``n`` come back when the distribution has fewer separate modes."""
+    from kpengine.image.viewpoint import azimuth_hypotheses
+
+    el, theta = float(vp["elevation"]), float(vp.get("theta", 0.0))
+    if n == 1:
+        return [(Viewpoint(float(vp["azimuth"]), el, 1.0, theta), float("nan"), "estimate")]
+    prob = vp.get("azimuth_probabilities")
+    if prob is None:
+        az = float(vp["azimuth"])
+        return [(Viewpoint(az, el, 1.0, theta), float("nan"), "estimate"),
+                (Viewpoint((az + 180.0) % 360.0, el, 1.0, theta), float("nan"), "half turn")]  # fmt: skip
+    return [(Viewpoint(az, el, 1.0, theta), mass, kind) for az, mass, kind in azimuth_hypotheses(np.asarray(prob), n)]
+
+
+def _sigma_at(step: int, steps: int, sigma: tuple[float, float] = (3.0, 0.3)) -> float:
+    """The blur :class:`~kpengine.render.refine.PoseRefiner` anneals to at ``step`` of ``steps`` (geometric)."""
+    return float(sigma[0] * (sigma[1] / sigma[0]) ** (min(step, steps - 1) / max(steps - 1, 1)))
+
+
+def select_pose(
+    tried: list[PoseHypothesis], mask: np.ndarray, *, steps: int, screen_steps: int = SCREEN_STEPS, size: int = 64
+) -> PoseHypothesis:
+    """Choose among pose hypotheses by their fit to ``mask`` (H, W) bool and refine the winner; returns it,
+    ``chosen`` set and ``camera`` the final pose.
+
+    One hypothesis (the paper): refined ``steps`` steps from its start. Several: each is refined
+    ``screen_steps`` steps (the first part of the blur schedule, σ 3 px down to where a ``steps``-step
+    run would be), scored by the hard silhouette IoU at the mask's resolution, and the best is
+    refined the remaining ``steps - screen_steps`` steps down to σ 0.3 px: ``n * screen_steps +
+    steps - screen_steps`` steps in all. ``steps == 0``: no refinement, the best placed start (64 px
+    IoU). In every case the pose kept is whichever of the start, the screened and the finished pose
+    fits the mask better at full resolution (the blur can walk a good start away)."""
+    from kpengine.render.refine import PoseRefiner
+
+    if not tried:
+        raise DataError("no pose hypothesis to choose from")
+    if steps <= 0:
+        for h in tried:
+            h.camera = h.camera_start
+        best = max(tried, key=lambda h: h.start_iou)
+        best.iou, best.chosen = _iou(best.shape.renderer.render(best.camera).mask, mask), True
+        return best
+    refiners: dict[int, PoseRefiner] = {}
+
+    def refiner(h: PoseHypothesis) -> PoseRefiner:
+        if id(h.shape) not in refiners:
+            refiners[id(h.shape)] = PoseRefiner(h.shape.mesh, center=h.shape.center)
+        return refiners[id(h.shape)]
+
+    def full_iou(h: PoseHypothesis, cam: Camera) -> float:
+        return _iou(h.shape.renderer.render(cam).mask, mask)
+
+    if len(tried) == 1:
+        best = tried[0]
+        finished = refiner(best).refine(mask, best.camera_start, steps=steps, size=size, fit_focal=True).camera
+        poses = [best.camera_start, finished]
+    else:
+        k = min(screen_steps, steps)
+        mid = _sigma_at(k, steps)
+        for h in tried:
+            h.camera = (
+                refiner(h).refine(mask, h.camera_start, steps=k, size=size, fit_focal=True, sigma=(3.0, mid)).camera
+            )
+            h.iou = full_iou(h, h.camera)
+        best = max(tried, key=lambda h: h.iou)
+        poses = [best.camera_start, best.camera]
+        if steps > k:
+            r = refiner(best).refine(mask, best.camera, steps=steps - k, size=size, fit_focal=True, sigma=(mid, 0.3))
+            poses.append(r.camera)
+    scores = [full_iou(best, cam) for cam in poses]
+    i = int(np.argmax(scores))
+    best.camera, best.iou, best.chosen = poses[i], scores[i], True
+    return best
+
+
 # ---------------------------------------------------------------------------------------------- result
 
 
@@ -267,6 +391,7 @@ class Understanding:
     embedding_map: np.ndarray | None  # (H, W, D) float32 or None
     object_mask: np.ndarray  # (H, W) bool, the fitted shape's silhouette
     seconds: dict[str, float]
+    hypotheses: list[PoseHypothesis] = field(default_factory=list)  # every start tried; one is chosen
 
     def pose_json(self) -> dict[str, Any]:
         center = np.asarray(self.shape_center, np.float64)
@@ -285,6 +410,7 @@ class Understanding:
             "initial": {"azimuth": v0.azimuth, "elevation": v0.elevation, "theta": v0.theta, "iou": self.iou_initial},
             "refined_iou": self.iou_refined,
             "refine_steps": self.refine_steps,
+            "hypotheses": [h.to_json(center) for h in self.hypotheses],
             "mask_source": self.mask_source,
             "shape_source": self.shape_source,
             "retrieved": self.retrieved,
@@ -327,6 +453,7 @@ def estimate_viewpoint(net: torch.nn.Module, image: np.ndarray, mask: np.ndarray
         "confidence": float(d["confidence"][0]),
         "second_azimuth": float((alt_bin + 0.5) * 360.0 / pa.shape[1]),
         "second_probability": float(second[alt_bin] + second[(alt_bin - 1) % 24] + second[(alt_bin + 1) % 24]),
+        "azimuth_probabilities": [round(float(x), 6) for x in pa[0]],
     }
 
 
@@ -365,6 +492,8 @@ def understand(
     viewpoint_source: str = "rgb",
     sketches_override: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     retrieval: str = "silhouette",
+    pose_hypotheses: int = POSE_HYPOTHESES,
+    screen_steps: int = SCREEN_STEPS,
 ) -> Understanding:
     """Run the pipeline on one photo (H, W, 3) uint8. ``mask`` (H, W) bool skips the silhouette network.
 
@@ -375,9 +504,15 @@ def understand(
     :class:`ShapeCandidate`: the true shape) / ``sketches_override`` (the crop's true sketches, for
     the reconstruction) replace the networks' estimates: the ablations with ground truth.
     ``retrieval``: ``"silhouette"`` (every shape placed at the estimated view, ranked by mask IoU) or
-    ``"embedding"`` (the ``top`` nearest in the joint embedding of an image-embedding run, in its order)."""
+    ``"embedding"`` (the ``top`` nearest in the joint embedding of an image-embedding run, in its order).
+    ``pose_hypotheses``: how many starting viewpoints (:func:`viewpoint_hypotheses`; 1 = the network's
+    estimate only, the paper's one refinement); with more, each is refined ``screen_steps`` steps,
+    the best fit to the mask kept and refined to ``steps`` in all (:func:`select_pose`)."""
+    if isinstance(pose_hypotheses, bool) or not isinstance(pose_hypotheses, int) or pose_hypotheses < 1:
+        raise DataError(f"pose_hypotheses must be a whole number >= 1, got {pose_hypotheses!r}")
+    if isinstance(screen_steps, bool) or not isinstance(screen_steps, int) or screen_steps < 1:
+        raise DataError(f"screen_steps must be a whole number >= 1, got {screen_steps!r}")
     from kpengine.render.project import dense_point_map, embedding_map, project_points, semantic_map
-    from kpengine.render.refine import PoseRefiner
 
     secs: dict[str, float] = {}
     t = time.perf_counter()
@@ -421,6 +556,10 @@ def understand(
         vp = _head_viewpoint(recon.view_rgb, "the sketch run")
     secs["viewpoint"] = time.perf_counter() - t
     view = viewpoint_override or Viewpoint(vp["azimuth"], vp["elevation"], 1.0, vp["theta"])
+    hyps = [(view, float("nan"), "given" if viewpoint_override else "estimate")]
+    if viewpoint_override is None:
+        hyps = viewpoint_hypotheses(vp, pose_hypotheses)
+        view = hyps[0][0]  # retrieval places the shapes at the most probable start
 
     t = time.perf_counter()
     cands: list[ShapeCandidate] = []
@@ -457,35 +596,15 @@ def understand(
         cands.append(reconstructed_shape(recon, knowledge))
     secs["retrieval"] = time.perf_counter() - t
 
-    # pose: each candidate from the estimated view, and from the runner-up azimuth mode when the network is unsure
+    # pose: every candidate shape from every viewpoint hypothesis, screened, the best finished
     t = time.perf_counter()
-    best = None
-    for cand_shape in cands:
-        renderer, center = cand_shape.renderer, cand_shape.center
-        cam0, iou0 = place_camera(renderer, center, mask, view, fov)
-        starts = [(iou0, cam0)]
-        if viewpoint_override is None and vp["confidence"] < 0.5 and "second_azimuth" in vp:
-            alt = Viewpoint(vp["second_azimuth"], view.elevation, 1.0, view.theta)
-            cam_alt, iou_alt = place_camera(renderer, center, mask, alt, fov)
-            starts.append((iou_alt, cam_alt))
-        for iou_s, cam_s in starts:
-            cand = (iou_s, cam_s, cam_s, iou_s)
-            if refine and steps > 0:
-                # the coarse-to-fine blur can walk away from an already good start in a few steps:
-                # keep whichever of start and refinement fits the mask better at full resolution
-                r = PoseRefiner(cand_shape.mesh, center=center).refine(
-                    mask, cam_s, steps=steps, size=refine_size, fit_focal=True
-                )
-                full_start = _iou(renderer.render(cam_s).mask, mask)
-                full_refined = _iou(renderer.render(r.camera).mask, mask)
-                cand = (
-                    (full_refined, cam_s, r.camera, iou_s)
-                    if full_refined > full_start
-                    else (full_start, cam_s, cam_s, iou_s)
-                )
-            if best is None or cand[0] > best[0]:
-                best = (*cand, cand_shape)
-    _, cam_init, camera, iou_init, chosen = best
+    tried = [
+        PoseHypothesis(v, mass, kind, c, *place_camera(c.renderer, c.center, mask, v, fov))
+        for c in cands
+        for v, mass, kind in hyps
+    ]
+    best = select_pose(tried, mask, steps=steps if refine else 0, screen_steps=screen_steps, size=refine_size)
+    cam_init, camera, iou_init, chosen = best.camera_start, best.camera, best.start_iou, best.shape
     shape, renderer, center = chosen.shape, chosen.renderer, chosen.center
     secs["refine"] = time.perf_counter() - t
 
@@ -537,6 +656,7 @@ def understand(
         iou_initial=iou_init,
         iou_refined=iou_final,
         refine_steps=steps if refine else 0,
+        hypotheses=tried,
         keypoints=keypoints,
         semantic_map=sem,
         embedding_map=emap,

@@ -87,6 +87,58 @@ def decode_azimuth(prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(az >= 360.0, az - 360.0, az), torch.sqrt(c * c + s * s)
 
 
+def azimuth_mode(prob: np.ndarray, k: int) -> float:
+    """Azimuth (degrees, [0, 360)) of the mode at bin ``k`` of one distribution ``prob`` (24,): the circular
+    mean of bin ``k`` and its two neighbours (a sub-bin position, and no pull from a far mode)."""
+    idx = np.array([k - 1, k, k + 1]) % AZIMUTH_BINS
+    ang = np.deg2rad((idx + 0.5) * _AZ_STEP)
+    w = np.asarray(prob, np.float64)[idx]
+    return float(np.rad2deg(np.arctan2((w * np.sin(ang)).sum(), (w * np.cos(ang)).sum())) % 360.0)
+
+
+def mode_mass(prob: np.ndarray, azimuth: float) -> float:
+    """Probability of the three bins around ``azimuth`` (degrees): a mode's share of one distribution (24,)."""
+    k = int(np.floor(np.mod(azimuth, 360.0) / _AZ_STEP)) % AZIMUTH_BINS
+    return float(np.asarray(prob, np.float64)[np.array([k - 1, k, k + 1]) % AZIMUTH_BINS].sum())
+
+
+def azimuth_hypotheses(prob: np.ndarray, n: int, separation: float = 45.0) -> list[tuple[float, float, str]]:
+    """Up to ``n`` starting azimuths from one azimuth distribution ``prob`` (24,), as ``(azimuth, mass, kind)``.
+
+    Near-symmetric objects (bathtubs, beds, cars) put their mass on two opposite modes, and the
+    circular mean of such a distribution lies between them, near neither. So the hypotheses are
+    the distribution's modes, largest first, each followed by its half turn (``kind`` ``"mode"``,
+    ``"half turn"``): the arg-max bin (:func:`azimuth_mode`), then the arg-max outside
+    ``separation`` degrees of every azimuth already taken, and so on. A half turn within
+    ``separation`` of a taken azimuth is skipped. ``mass``: :func:`mode_mass` at the azimuth.
+    Raises ValueError for ``n < 1`` or a distribution that is not 24 finite non-negative numbers."""
+    p = np.asarray(prob, np.float64)
+    if n < 1:
+        raise ValueError(f"need at least one azimuth hypothesis, got {n}")
+    if p.shape != (AZIMUTH_BINS,) or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
+        raise ValueError(f"an azimuth distribution is {AZIMUTH_BINS} finite non-negative numbers, got shape {p.shape}")
+    p = p / p.sum()
+    centres = (np.arange(AZIMUTH_BINS) + 0.5) * _AZ_STEP
+    out: list[tuple[float, float, str]] = []
+
+    def free(az: float) -> bool:
+        return all(angle_difference(az, a) >= separation for a, _, _ in out)
+
+    left = p.copy()
+    while len(out) < n and left.max() > 0:
+        k = int(left.argmax())
+        az = azimuth_mode(p, k)
+        left[angle_difference(centres, az) < separation] = 0  # this mode's neighbourhood is taken
+        if not free(az):
+            continue
+        out.append((az, mode_mass(p, az), "mode"))
+        turn = (az + 180.0) % 360.0
+        if len(out) < n and free(turn):
+            out.append((turn, mode_mass(p, turn), "half turn"))
+            left[angle_difference(centres, turn) < separation] = 0
+    return out
+
+
 def decode_elevation(prob: torch.Tensor) -> torch.Tensor:
     """Probabilities (B, 12) -> expected elevation (B,) in degrees."""
     return (prob * elevation_centres().to(prob)).sum(-1)

@@ -1,0 +1,174 @@
+"""Pose hypotheses: the azimuth distribution's modes and half turns, and the silhouette choosing among them.
+
+The pipeline case is built by hand: a chair (not symmetric under a half turn: its back is on one
+side) rendered at a known azimuth of 210°, and a viewpoint estimate whose larger mode is the half
+turn, 30°, so that the network's decoded azimuth (the paper's single start) is the flip. Every
+expected number below comes from the rendering camera or from arithmetic on the hand-made
+distribution, not from the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import kpengine.image.pipeline as pipeline
+from kpengine.cli.main import main
+from kpengine.errors import DataError
+from kpengine.image.pipeline import KnowledgeBase, Networks, understand, viewpoint_hypotheses, write_understanding
+from kpengine.image.viewpoint import ViewpointNet, angle_difference, azimuth_hypotheses, azimuth_mode, mode_mass
+from kpengine.render.cameras import Intrinsics, Viewpoint, fit_distance, make_camera
+
+TRUE_AZIMUTH = 210.0
+
+
+def _two_modes() -> np.ndarray:
+    """0.275 on bins 1 and 2 (centres 22.5°, 37.5°: a mode at exactly 30°), 0.225 on bins 13 and 14 (202.5°,
+    217.5°: exactly 210°). The 30° mode is the larger: the decoded azimuth is 30°, the flip of 210°."""
+    p = np.zeros(24)
+    p[[1, 2]] = 0.275
+    p[[13, 14]] = 0.225
+    return p
+
+
+def test_modes_come_with_their_half_turns_largest_first():
+    p = _two_modes()
+    p3 = p * 0.9
+    p3[8] = 0.1  # a third, smaller mode at 127.5°
+    got = azimuth_hypotheses(p3, 4)
+    # the larger mode (30°), its half turn (210°, which is the other mode), then the third and its half turn
+    assert [round(a, 6) for a, _, _ in got] == [30.0, 210.0, 127.5, 307.5]
+    assert [k for _, _, k in got] == ["mode", "half turn", "mode", "half turn"]
+    # masses: the three bins around each start (bins 1..3 hold 0.9 * 0.55; bins 13..15 0.9 * 0.45; 7..9 0.1)
+    assert [round(m, 6) for _, m, _ in got] == [0.495, 0.405, 0.1, 0.0]
+    assert [a for a, _, _ in azimuth_hypotheses(p3, 1)] == [pytest.approx(30.0)]
+    assert len(azimuth_hypotheses(p, 6)) == 2  # two separate modes only: no invented starts
+
+
+def test_a_mode_sits_between_its_bins_by_their_weights_and_across_the_seam():
+    p = np.zeros(24)
+    p[3], p[4] = 0.3, 0.1  # centres 52.5° and 67.5°
+    # two weighted unit vectors 15° apart: the resultant is turned atan2(w2 sin 15°, w1 + w2 cos 15°) from the first
+    want = 52.5 + math.degrees(math.atan2(0.1 * math.sin(math.radians(15)), 0.3 + 0.1 * math.cos(math.radians(15))))
+    assert azimuth_mode(p, 3) == pytest.approx(want, abs=1e-9)
+    seam = np.zeros(24)
+    seam[[23, 0]] = 0.5  # 352.5° and 7.5°: the mode is 0°
+    assert angle_difference(azimuth_mode(seam, 23), 0.0) < 1e-9
+    assert mode_mass(seam, 359.0) == pytest.approx(1.0) and mode_mass(seam, 180.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    "prob, n, match",
+    [
+        (np.full(24, 1 / 24), 0, "at least one"),
+        (np.full(12, 1 / 12), 2, "24 finite"),
+        (np.r_[np.nan, np.full(23, 0.04)], 2, "24 finite"),
+        (np.r_[-0.1, np.full(23, 0.05)], 2, "24 finite"),
+        (np.zeros(24), 2, "24 finite"),
+    ],
+)
+def test_bad_distributions_and_counts_are_refused(prob, n, match):
+    with pytest.raises(ValueError, match=match):
+        azimuth_hypotheses(prob, n)
+
+
+def test_one_hypothesis_is_the_decoded_estimate_and_a_head_without_distribution_gets_its_half_turn():
+    vp = {"azimuth": 30.0, "elevation": 20.0, "theta": 0.0, "azimuth_probabilities": _two_modes().tolist()}
+    (v, mass, kind), = viewpoint_hypotheses(vp, 1)  # fmt: skip
+    assert (v.azimuth, v.elevation, kind) == (30.0, 20.0, "estimate") and math.isnan(mass)
+    head = viewpoint_hypotheses({"azimuth": 100.0, "elevation": 5.0}, 3)
+    assert [(h[0].azimuth, h[2]) for h in head] == [(100.0, "estimate"), (280.0, "half turn")]
+
+
+@pytest.fixture(scope="module")
+def knowledge(sample_root):
+    return KnowledgeBase.load(sample_root, "chair", "all")
+
+
+@pytest.fixture(scope="module")
+def flipped(knowledge):
+    """A chair rendered at azimuth 210°, elevation 20°; the viewpoint estimate that prefers 30°."""
+    shape = knowledge.shapes[0]
+    _, renderer, center = knowledge.mesh(shape)
+    k = Intrinsics.from_fov(160, 160, 30.0)
+    radius = float(np.linalg.norm(shape.points - center, axis=1).max())
+    cam = make_camera(Viewpoint(TRUE_AZIMUTH, 20.0, fit_distance(radius, k, 0.8), 0.0), k, center)
+    r = renderer.render(cam, background=(0.4, 0.5, 0.6))
+    image = (r.color * 255).astype(np.uint8) if r.color.dtype != np.uint8 else r.color
+    # the decoded (circular-mean) azimuth of _two_modes: the resultant is 0.55 cos 7.5° towards 30° plus
+    # 0.45 cos 7.5° towards 210°, i.e. 0.1 cos 7.5° towards 30°
+    vp = {"azimuth": 30.0, "elevation": 20.0, "theta": 0.0, "confidence": 0.1 * math.cos(math.radians(7.5)),
+          "azimuth_probabilities": _two_modes().tolist()}  # fmt: skip
+    assert not np.array_equal(r.mask, r.mask[:, ::-1])  # the silhouette is not its own mirror image
+    return image, r.mask, cam, shape, vp
+
+
+def _azimuth_error(u) -> float:
+    return float(angle_difference(u.pose_json()["azimuth"], TRUE_AZIMUTH))
+
+
+def test_the_silhouette_recovers_the_pose_the_network_flipped(knowledge, flipped, monkeypatch, tmp_path):
+    image, mask, cam, shape, vp = flipped
+    monkeypatch.setattr(pipeline, "estimate_viewpoint", lambda net, image, mask: dict(vp))
+    nets = Networks(ViewpointNet(64))  # its output is replaced by the hand-made estimate
+    kw = dict(mask=mask, shape_override=shape.model_id, steps=20)
+
+    one = understand(image, knowledge, nets, pose_hypotheses=1, **kw)
+    assert _azimuth_error(one) > 150  # the paper's single start stays on the flip
+    two = understand(image, knowledge, nets, pose_hypotheses=2, **kw)
+    assert _azimuth_error(two) < 10
+    assert two.iou_refined > 0.85 and two.iou_refined > one.iou_refined + 0.1
+
+    # the keypoints land where the rendering camera puts them
+    truth, _ = cam.project(shape.keypoints.astype(np.float64))
+    ids = list(shape.semantic_ids)
+    errs = [np.hypot(*(np.array(v["uv"]) - truth[ids.index(int(s))])) for s, v in two.keypoints.items() if v["visible"]]
+    assert len(errs) >= 3 and np.median(errs) < 0.04 * 160
+
+    # pose.json says which starts were tried and which won
+    write_understanding(two, tmp_path / "out")
+    hyps = json.loads((tmp_path / "out" / "pose.json").read_text())["hypotheses"]
+    assert [(round(h["start_azimuth"], 3), h["kind"], h["chosen"]) for h in hyps] == [
+        (30.0, "mode", False),
+        (210.0, "half turn", True),
+    ]
+    assert hyps[1]["iou"] > hyps[0]["iou"]
+
+    # without refinement the placed starts are compared as they are
+    flat = understand(image, knowledge, nets, pose_hypotheses=2, **{**kw, "steps": 0})
+    assert _azimuth_error(flat) < 1e-6  # the 210° start itself, unrefined
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4"])
+def test_a_bad_hypothesis_count_is_refused(knowledge, flipped, bad):
+    image, mask, _, shape, _ = flipped
+    with pytest.raises(DataError, match="pose_hypotheses must be a whole number"):
+        understand(image, knowledge, Networks(ViewpointNet(64)), mask=mask, pose_hypotheses=bad)
+    with pytest.raises(DataError, match="screen_steps must be a whole number"):
+        understand(image, knowledge, Networks(ViewpointNet(64)), mask=mask, screen_steps=0)
+
+
+def test_cli_refuses_zero_hypotheses_and_writes_nothing(sample_root, flipped, tmp_path, capsys):
+    from kpengine.cli.see import POSE_HYPOTHESES as CLI_DEFAULT
+    from kpengine.learn.checkpoint import save_checkpoint
+    from kpengine.render.overlay import save_png
+
+    assert CLI_DEFAULT == pipeline.POSE_HYPOTHESES  # the CLI's copy of the default follows the library's
+    image, mask, *_ = flipped
+    save_png(tmp_path / "photo.png", image)
+    save_png(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
+    cfg = {"task": "viewpoint", "category": "chair", "size": 64, "widths": [16, 32, 64, 128]}
+    save_checkpoint(tmp_path / "vp" / "last.pt", {"config": cfg, "model": ViewpointNet(64).state_dict()})
+    out = tmp_path / "u"
+    args = ["understand", "--image", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png"),
+            "--category", "chair", "--knowledge", str(sample_root), "--split", "all", "--runs", str(tmp_path / "vp"),
+            "--steps", "3", "--out", str(out)]  # fmt: skip
+    assert main([*args, "--pose-hypotheses", "0"]) == 1
+    assert "pose_hypotheses must be a whole number >= 1, got 0" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*args, "--pose-hypotheses", "3"]) == 0
+    pose = json.loads((out / "pose.json").read_text())
+    assert 1 <= len(pose["hypotheses"]) <= 3 and sum(h["chosen"] for h in pose["hypotheses"]) == 1
