@@ -14,6 +14,7 @@ clouds). Every test image is of a shape outside it. Rows of OUT_DIR/pck.json, pe
   from ``--pose-hypotheses`` starting viewpoints (the azimuth distribution's modes and half turns,
   the best silhouette fit kept: docs/understanding.md, "Pose hypotheses");
 * ``full_1``: the same from the network's estimate alone (one hypothesis: the paper);
+* ``full_iou``: ``full`` with the best silhouette fit always winning (no switch margin);
 * ``no_refine``: the same without refinement (the paper's Table 5);
 * ``gt_view`` / ``gt_shape`` / ``gt_mask``: one stage replaced by its ground truth (Table 6): the
   rendered azimuth, elevation and roll; the test shape itself (its reconstructed surface and its
@@ -43,13 +44,13 @@ import torch
 
 from kpengine.image.baselines import mean_template
 from kpengine.image.heatmap import predict_keypoints
-from kpengine.image.pipeline import POSE_HYPOTHESES, KnowledgeBase, Networks, load_image_run, run_task, understand
+from kpengine.image.pipeline import POSE_HYPOTHESES, SWITCH_MARGIN, KnowledgeBase, Networks, load_image_run, run_task, understand
 from kpengine.image.renders import load_render_views, mask_box
 from kpengine.metrics.pck2d import pck
 from kpengine.render.cameras import Viewpoint
 from kpengine.render.overlay import draw_keypoints, outline, save_png, tile
 
-VARIANTS = ("full", "full_1", "no_refine", "gt_view", "gt_shape", "gt_mask", "template", "heatmap")
+VARIANTS = ("full", "full_1", "full_iou", "no_refine", "gt_view", "gt_shape", "gt_mask", "template", "heatmap")
 
 
 def annotation(item) -> dict:
@@ -172,6 +173,7 @@ def main() -> None:
                     refine=v != "no_refine",
                     steps=args.steps,
                     pose_hypotheses=1 if v == "full_1" else args.pose_hypotheses,
+                    switch_margin=0.0 if v == "full_iou" else SWITCH_MARGIN,
                 )
                 stats[v]["seconds"].append(time.perf_counter() - t)
                 stats[v]["iou"].append(u.iou_refined)
@@ -235,6 +237,7 @@ def main() -> None:
         "seed": args.seed,
         "runs": args.runs,
         "pose_hypotheses": args.pose_hypotheses,
+        "switch_margin": SWITCH_MARGIN,
         "steps": args.steps,
     }
     (out / "pck.json").write_text(json.dumps(results, indent=1))

@@ -172,3 +172,24 @@ def test_cli_refuses_zero_hypotheses_and_writes_nothing(sample_root, flipped, tm
     assert main([*args, "--pose-hypotheses", "3"]) == 0
     pose = json.loads((out / "pose.json").read_text())
     assert 1 <= len(pose["hypotheses"]) <= 3 and sum(h["chosen"] for h in pose["hypotheses"]) == 1
+
+
+def test_a_small_silhouette_gain_does_not_overrule_the_most_probable_start():
+    from types import SimpleNamespace
+
+    from kpengine.image.pipeline import PoseHypothesis, _winner
+
+    a, b = SimpleNamespace(name="a"), SimpleNamespace(name="b")  # two candidate shapes
+
+    def hyp(shape):
+        return PoseHypothesis(Viewpoint(0, 0, 1, 0), float("nan"), "mode", shape, None, 0.0)
+
+    h = [hyp(a), hyp(a), hyp(a)]
+    assert _winner(h, [0.80, 0.84, 0.70], 0.05) is h[0]  # 0.04 better: noise, the first stays
+    assert _winner(h, [0.80, 0.84, 0.86], 0.05) is h[2]  # 0.06 better: the silhouette decides
+    assert _winner(h, [0.80, 0.84, 0.86], 0.0) is h[2]
+    assert _winner(h, [0.80, 0.80, 0.80], 0.0) is h[0]  # a tie keeps the most probable
+    # shapes compete on fit alone: b's only start beats a's first by less than the margin, and wins
+    two = [hyp(a), hyp(a), hyp(b)]
+    assert _winner(two, [0.80, 0.84, 0.83], 0.05) is two[2]
+    assert _winner(two, [0.80, 0.90, 0.83], 0.05) is two[1]

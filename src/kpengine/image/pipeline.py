@@ -250,6 +250,8 @@ def place_camera(
 POSE_HYPOTHESES = 4
 #: refinement steps each hypothesis gets before the best is chosen and finished
 SCREEN_STEPS = 5
+#: how much better (silhouette IoU) another start must fit the mask to overrule the most probable one
+SWITCH_MARGIN = 0.05
 
 
 @dataclass
@@ -312,18 +314,43 @@ def _sigma_at(step: int, steps: int, sigma: tuple[float, float] = (3.0, 0.3)) ->
     return float(sigma[0] * (sigma[1] / sigma[0]) ** (min(step, steps - 1) / max(steps - 1, 1)))
 
 
+def _winner(tried: list[PoseHypothesis], scores: list[float], margin: float) -> PoseHypothesis:
+    """Per candidate shape, its first hypothesis unless its best-scoring one beats it by more than ``margin``;
+    then the best-scoring of those (shapes compete on fit alone, as the shape routes always did)."""
+    per_shape: dict[int, tuple[PoseHypothesis, float]] = {}
+    for h, sc in zip(tried, scores):
+        key = id(h.shape)
+        if key not in per_shape:
+            per_shape[key] = (h, sc)  # the most probable start of this shape
+        else:
+            first = next(x for x in tried if id(x.shape) == key)
+            first_score = scores[tried.index(first)]
+            if sc > first_score + margin and sc > per_shape[key][1]:
+                per_shape[key] = (h, sc)
+    return max(per_shape.values(), key=lambda x: x[1])[0]
+
+
 def select_pose(
-    tried: list[PoseHypothesis], mask: np.ndarray, *, steps: int, screen_steps: int = SCREEN_STEPS, size: int = 64
+    tried: list[PoseHypothesis],
+    mask: np.ndarray,
+    *,
+    steps: int,
+    screen_steps: int = SCREEN_STEPS,
+    size: int = 64,
+    margin: float = SWITCH_MARGIN,
 ) -> PoseHypothesis:
     """Choose among pose hypotheses by their fit to ``mask`` (H, W) bool and refine the winner; returns it,
     ``chosen`` set and ``camera`` the final pose.
 
     One hypothesis (the paper): refined ``steps`` steps from its start. Several: each is refined
     ``screen_steps`` steps (the first part of the blur schedule, σ 3 px down to where a ``steps``-step
-    run would be), scored by the hard silhouette IoU at the mask's resolution, and the best is
+    run would be), scored by the hard silhouette IoU at the mask's resolution, and the winner is
     refined the remaining ``steps - screen_steps`` steps down to σ 0.3 px: ``n * screen_steps +
-    steps - screen_steps`` steps in all. ``steps == 0``: no refinement, the best placed start (64 px
-    IoU). In every case the pose kept is whichever of the start, the screened and the finished pose
+    steps - screen_steps`` steps in all. ``steps == 0``: no refinement, the placed starts' 64 px IoU
+    decide. The winner is the first (most probable) hypothesis unless another fits the mask better
+    by more than ``margin`` IoU: a near-symmetric object fits its half turn about as well as its
+    true view, and a small IoU difference is refinement noise, not evidence (docs/understanding.md).
+    In every case the pose kept is whichever of the start, the screened and the finished pose
     fits the mask better at full resolution (the blur can walk a good start away)."""
     from kpengine.render.refine import PoseRefiner
 
@@ -332,7 +359,7 @@ def select_pose(
     if steps <= 0:
         for h in tried:
             h.camera = h.camera_start
-        best = max(tried, key=lambda h: h.start_iou)
+        best = _winner(tried, [h.start_iou for h in tried], margin)
         best.iou, best.chosen = _iou(best.shape.renderer.render(best.camera).mask, mask), True
         return best
     refiners: dict[int, PoseRefiner] = {}
@@ -352,12 +379,10 @@ def select_pose(
     else:
         k = min(screen_steps, steps)
         mid = _sigma_at(k, steps)
-        for h in tried:
-            h.camera = (
-                refiner(h).refine(mask, h.camera_start, steps=k, size=size, fit_focal=True, sigma=(3.0, mid)).camera
-            )
-            h.iou = full_iou(h, h.camera)
-        best = max(tried, key=lambda h: h.iou)
+        for h in tried:  # the better of the start and its screened pose: the blur can walk a good start away
+            screened = refiner(h).refine(mask, h.camera_start, steps=k, size=size, fit_focal=True, sigma=(3.0, mid))
+            h.camera, h.iou = max(((c, full_iou(h, c)) for c in (h.camera_start, screened.camera)), key=lambda x: x[1])
+        best = _winner(tried, [h.iou for h in tried], margin)
         poses = [best.camera_start, best.camera]
         if steps > k:
             r = refiner(best).refine(mask, best.camera, steps=steps - k, size=size, fit_focal=True, sigma=(mid, 0.3))
@@ -494,6 +519,7 @@ def understand(
     retrieval: str = "silhouette",
     pose_hypotheses: int = POSE_HYPOTHESES,
     screen_steps: int = SCREEN_STEPS,
+    switch_margin: float = SWITCH_MARGIN,
 ) -> Understanding:
     """Run the pipeline on one photo (H, W, 3) uint8. ``mask`` (H, W) bool skips the silhouette network.
 
@@ -507,11 +533,14 @@ def understand(
     ``"embedding"`` (the ``top`` nearest in the joint embedding of an image-embedding run, in its order).
     ``pose_hypotheses``: how many starting viewpoints (:func:`viewpoint_hypotheses`; 1 = the network's
     estimate only, the paper's one refinement); with more, each is refined ``screen_steps`` steps,
-    the best fit to the mask kept and refined to ``steps`` in all (:func:`select_pose`)."""
+    the most probable kept unless another fits the mask better by more than ``switch_margin`` IoU, and
+    refined to ``steps`` in all (:func:`select_pose`)."""
     if isinstance(pose_hypotheses, bool) or not isinstance(pose_hypotheses, int) or pose_hypotheses < 1:
         raise DataError(f"pose_hypotheses must be a whole number >= 1, got {pose_hypotheses!r}")
     if isinstance(screen_steps, bool) or not isinstance(screen_steps, int) or screen_steps < 1:
         raise DataError(f"screen_steps must be a whole number >= 1, got {screen_steps!r}")
+    if not 0.0 <= float(switch_margin) <= 1.0:
+        raise DataError(f"switch_margin is an IoU difference in [0, 1], got {switch_margin!r}")
     from kpengine.render.project import dense_point_map, embedding_map, project_points, semantic_map
 
     secs: dict[str, float] = {}
@@ -603,7 +632,9 @@ def understand(
         for c in cands
         for v, mass, kind in hyps
     ]
-    best = select_pose(tried, mask, steps=steps if refine else 0, screen_steps=screen_steps, size=refine_size)
+    best = select_pose(
+        tried, mask, steps=steps if refine else 0, screen_steps=screen_steps, size=refine_size, margin=switch_margin
+    )
     cam_init, camera, iou_init, chosen = best.camera_start, best.camera, best.start_iou, best.shape
     shape, renderer, center = chosen.shape, chosen.renderer, chosen.center
     secs["refine"] = time.perf_counter() - t
