@@ -44,7 +44,15 @@ import torch
 
 from kpengine.image.baselines import mean_template
 from kpengine.image.heatmap import predict_keypoints
-from kpengine.image.pipeline import POSE_HYPOTHESES, SWITCH_MARGIN, KnowledgeBase, Networks, load_image_run, run_task, understand
+from kpengine.image.pipeline import (
+    POSE_HYPOTHESES,
+    SWITCH_MARGIN,
+    KnowledgeBase,
+    Networks,
+    load_image_run,
+    run_task,
+    understand,
+)
 from kpengine.image.renders import load_render_views, mask_box
 from kpengine.metrics.pck2d import pck
 from kpengine.render.cameras import Viewpoint
