@@ -252,6 +252,8 @@ POSE_HYPOTHESES = 4
 SCREEN_STEPS = 5
 #: how much better (silhouette IoU) another start must fit the mask to overrule the most probable one
 SWITCH_MARGIN = 0.05
+#: long side (pixels) of the mask the hypotheses are compared on
+SCORE_SIZE = 128
 
 
 @dataclass
@@ -344,7 +346,7 @@ def select_pose(
 
     One hypothesis (the paper): refined ``steps`` steps from its start. Several: each is refined
     ``screen_steps`` steps (the first part of the blur schedule, σ 3 px down to where a ``steps``-step
-    run would be), scored by the hard silhouette IoU at the mask's resolution, and the winner is
+    run would be), scored by the hard silhouette IoU on a :data:`SCORE_SIZE` px copy of the mask, and the winner is
     refined the remaining ``steps - screen_steps`` steps down to σ 0.3 px: ``n * screen_steps +
     steps - screen_steps`` steps in all. ``steps == 0``: no refinement, the placed starts' 64 px IoU
     decide. The winner is the first (most probable) hypothesis unless another fits the mask better
@@ -372,6 +374,14 @@ def select_pose(
     def full_iou(h: PoseHypothesis, cam: Camera) -> float:
         return _iou(h.shape.renderer.render(cam).mask, mask)
 
+    small = _small_mask(mask, SCORE_SIZE)  # hypotheses are compared at 128 px: a 480 px render each costs more
+
+    def small_iou(h: PoseHypothesis, cam: Camera) -> float:
+        from kpengine.render.refine import scale_intrinsics
+
+        k = scale_intrinsics(cam.intrinsics, small.shape[1], small.shape[0])
+        return _iou(h.shape.renderer.render(Camera(k, cam.R, cam.t)).mask, small)
+
     if len(tried) == 1:
         best = tried[0]
         finished = refiner(best).refine(mask, best.camera_start, steps=steps, size=size, fit_focal=True).camera
@@ -381,7 +391,7 @@ def select_pose(
         mid = _sigma_at(k, steps)
         for h in tried:  # the better of the start and its screened pose: the blur can walk a good start away
             screened = refiner(h).refine(mask, h.camera_start, steps=k, size=size, fit_focal=True, sigma=(3.0, mid))
-            h.camera, h.iou = max(((c, full_iou(h, c)) for c in (h.camera_start, screened.camera)), key=lambda x: x[1])
+            h.camera, h.iou = max(((c, small_iou(h, c)) for c in (h.camera_start, screened.camera)), key=lambda x: x[1])
         best = _winner(tried, [h.iou for h in tried], margin)
         poses = [best.camera_start, best.camera]
         if steps > k:
