@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpengine.image.datasets import CROP_MARGIN, ViewSet, predict_viewpoints, viewpoint_batch
+from kpengine.image.datasets import ViewSet, predict_viewpoints, viewpoint_batch
 from kpengine.image.tasks.viewpoint import ViewpointConfig, ViewpointTask
 from kpengine.image.viewpoint import angle_difference, viewpoint_metrics
-from kpengine.io.epfl_cars import TEST_SEQUENCES, TRAIN_SEQUENCES, load_epfl_cars
 from kpengine.learn.runs import train_run
 
 
@@ -49,8 +48,15 @@ def main() -> None:
     ap.add_argument("--shift-jitter", type=float, default=0.08)
     ap.add_argument("--widths", default="16,32,64,128", help="ResNet stage widths")
     ap.add_argument(
-        "--blank-outside-box", action="store_true", help="grey out every pixel outside the car's box (train and test)"
+        "--blank-outside-box", action="store_true", help="grey every pixel outside the car's box (the default now)"
     )
+    ap.add_argument("--keep-background", action="store_true", help="do not grey the pixels outside the car's box")
+    ap.add_argument("--mix", type=float, default=None, help="share of crops mixed with another car at the same view")
+    ap.add_argument("--mix-mode", choices=("cutmix", "blend"), default="cutmix")
+    ap.add_argument("--mix-fraction", type=float, default=0.5)
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--time-limit", type=float, default=None, help="stop after the epoch that passes this many seconds")
@@ -63,13 +69,12 @@ def main() -> None:
         lr=2e-3, lr_schedule="cosine", weight_decay=args.weight_decay, crop_size=args.crop_size,
         swap=args.swap, grey=args.grey, erase=args.erase, zoom_jitter=args.zoom_jitter,
         shift_jitter=args.shift_jitter, half_weight=args.half_weight,
-        widths=[int(w) for w in args.widths.split(",")],
+        widths=[int(w) for w in args.widths.split(",")], seed=args.seed,
+        blank_outside_box=False if args.keep_background else None, mix=args.mix, mix_mode=args.mix_mode,
+        mix_fraction=args.mix_fraction, label_smoothing=args.label_smoothing, dropout=args.dropout,
     )  # fmt: skip
     task = SnapshotTask(config, Path(args.run)) if args.swa else ViewpointTask(config)
-    train, test = task.sets()
-    if args.blank_outside_box:
-        blank_outside_box(train, args.data, TRAIN_SEQUENCES)
-        blank_outside_box(test, args.data, TEST_SEQUENCES)
+    train, test = task.sets()  # blanked outside the car boxes unless --keep-background (ViewpointTask)
     print(f"loaded crops in {time.time() - t0:.1f} s", flush=True)
     if not args.eval_only:
         train_run(task, args.run, resume=args.resume, time_limit_s=args.time_limit)
@@ -114,24 +119,6 @@ def main() -> None:
     shown = ("predictions", "per_sequence", "load_1m_during_training")
     print(json.dumps({k: v for k, v in res.items() if k not in shown}, indent=1))
     failures_png(test, p, gt, fig_dir / "epfl_failures.png")
-
-
-def blank_outside_box(views: ViewSet, root: str, sequences: tuple[int, ...]) -> None:
-    """Grey (128) every crop pixel outside its car box, in place. The stored crop is the square of
-    ``CROP_MARGIN`` x the box's longer side, centred on the box, so the box is the centred
-    ``w / side`` x ``h / side`` rectangle. The background of a sequence never changes while its car
-    turns, so it can only tell *which* car it is: blanking it tests whether that identity shortcut
-    is what lets the network memorise the ten training cars."""
-    frames = load_epfl_cars(root, sequences)
-    s = views.crops.shape[-1]
-    for i, f in enumerate(frames):
-        _, _, w, h = f.bbox
-        side = CROP_MARGIN * max(w, h)
-        bw, bh = round(s * w / side), round(s * h / side)
-        x0, y0 = (s - bw) // 2, (s - bh) // 2
-        keep = views.crops[i, :, y0 : y0 + bh, x0 : x0 + bw].clone()
-        views.crops[i] = 128
-        views.crops[i, :, y0 : y0 + bh, x0 : x0 + bw] = keep
 
 
 def by_true_azimuth(pred: np.ndarray, gt: np.ndarray) -> dict[str, dict[str, float]]:

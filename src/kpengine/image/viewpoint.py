@@ -261,10 +261,16 @@ def viewpoint_loss(
     azimuth: torch.Tensor,
     elevation: torch.Tensor | None = None,
     half_weight: float = 0.0,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Soft-label cross-entropy; ``elevation`` entries that are NaN (unknown, e.g. EPFL cars) add nothing;
-    with a half head, ``half_weight`` times its |cos|-weighted binary cross-entropy."""
-    loss = -(azimuth_soft_label(azimuth) * F.log_softmax(logits["azimuth"], -1)).sum(-1).mean()
+    with a half head, ``half_weight`` times its |cos|-weighted binary cross-entropy. ``smoothing`` moves
+    that share of each azimuth label's mass evenly onto all 24 bins (label smoothing, Szegedy et al.
+    2016): a bound on how sure the network can learn to be of the views of a few training instances."""
+    target = azimuth_soft_label(azimuth)
+    if smoothing:
+        target = (1.0 - smoothing) * target + smoothing / AZIMUTH_BINS
+    loss = -(target * F.log_softmax(logits["azimuth"], -1)).sum(-1).mean()
     if half_weight and "half" in logits:
         target, weight = half_label(azimuth)
         bce = F.binary_cross_entropy_with_logits(logits["half"], target, weight=weight)

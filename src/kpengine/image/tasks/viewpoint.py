@@ -5,7 +5,10 @@
 (sequences 1-10 train, 11-20 validate). Settings without a flag go in ``--config``: ``size``
 (network input, px), ``widths`` (ResNet stage widths), ``val_data``, ``zoom_jitter``,
 ``shift_jitter``, ``flip``, ``swap``, ``grey``, ``erase``, ``crop_size``, ``half_weight`` (a front/back
-head, 0 = none).
+head, 0 = none), ``dropout``, ``label_smoothing``, and the EPFL cars' instance-cue settings
+``blank_outside_box``, ``mix`` (probability of same-view mixing with another car), ``mix_mode``
+(``cutmix`` or ``blend``), ``mix_fraction``, ``mix_tolerance`` (:mod:`kpengine.image.instance_cues`);
+left unset (None), those two follow ``EPFL_RECIPE`` on EPFL cars and are off elsewhere.
 """
 
 from __future__ import annotations
@@ -17,8 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from kpengine.image.datasets import Indices, ViewSet, predict_viewpoints, viewpoint_batch, viewpoint_inputs
-from kpengine.image.renders import view_sets
+from kpengine.errors import DataError
+from kpengine.image.crops import colour_jitter, normalise, resample
+from kpengine.image.datasets import (
+    CROP_MARGIN,
+    VIEW_MARGIN,
+    Indices,
+    ViewSet,
+    predict_viewpoints,
+    viewpoint_batch,
+    viewpoint_inputs,
+)
+from kpengine.image.instance_cues import blank_outside_box, blend, cutmix, instance_ids, same_view_partners
+from kpengine.image.renders import is_epfl, view_sets
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.viewpoint import ViewpointNet, viewpoint_loss, viewpoint_metrics
 from kpengine.learn.registry import TASKS
@@ -37,32 +51,100 @@ class ViewpointConfig(ImageConfig):
     epochs: int = 60
     #: weight of the front/back half head's loss; 0 = no half head (the paper's network)
     half_weight: float = 0.0
+    dropout: float = 0.3
+    label_smoothing: float = 0.0
+    #: grey outside the object's box (EPFL cars: the protocol's box), train and validation alike
+    blank_outside_box: bool | None = None
+    #: probability that a training crop is mixed with another instance's crop of the same view
+    mix: float | None = None
+    mix_mode: str = "cutmix"
+    #: cutmix: largest pasted share of the area (drawn from [0.1, mix_fraction]); blend: largest
+    #: weight of the partner (drawn from [0, mix_fraction])
+    mix_fraction: float = 0.5
+    mix_tolerance: float = 7.5
+
+
+#: what EPFL cars train with when ``blank_outside_box`` / ``mix`` are left unset (docs/benchmarks.md)
+EPFL_RECIPE = {"blank_outside_box": True, "mix": 0.0}
 
 
 @TASKS.register("viewpoint")
 class ViewpointTask(ImageTask):
     config_class = ViewpointConfig
 
+    def setting(self, name: str) -> Any:
+        """A config value, with ``EPFL_RECIPE`` (EPFL cars) or off (other data) standing in for None."""
+        value = getattr(self.config, name)
+        if value is None:
+            return EPFL_RECIPE[name] if is_epfl(self.config.data) else type(EPFL_RECIPE[name])()
+        return value
+
     def load_sets(self) -> tuple[ViewSet, ViewSet | None]:
-        return view_sets(self.config.data, self.config.val_data or None, self.config.crop_size, self.config.category)
+        c = self.config
+        train, val = view_sets(c.data, c.val_data or None, c.crop_size, c.category)
+        if self.setting("blank_outside_box"):
+            if not is_epfl(c.data):
+                raise DataError("blank_outside_box needs the EPFL cars folder (its boxes are the protocol's input)")
+            from kpengine.io.epfl_cars import TEST_SEQUENCES, TRAIN_SEQUENCES, load_epfl_cars
+
+            for views, seqs in ((train, TRAIN_SEQUENCES), (val, TEST_SEQUENCES)):
+                blank_outside_box(views.crops, [f.bbox for f in load_epfl_cars(c.data, seqs)], CROP_MARGIN)
+        return train, val
 
     def data(self) -> Data:
         train, _ = self.sets()
         c = self.config
-        return Data(
-            Indices(len(train)),
-            None,
-            lambda idx: viewpoint_batch(
+        mix = float(self.setting("mix"))
+        if mix > 0 and c.mix_mode not in ("cutmix", "blend"):
+            raise DataError(f"mix_mode must be 'cutmix' or 'blend', not {c.mix_mode!r}")
+        instances = instance_ids(train.names) if mix > 0 else None
+
+        def batch(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            x, az, el = viewpoint_batch(
                 train, idx, c.size, c.zoom_jitter, c.shift_jitter, c.flip, c.swap, c.grey, c.erase
-            ),
-        )
+            )
+            if mix > 0:
+                x = self.mix_same_view(train, instances, idx, x, az, mix)
+            return x, az, el
+
+        return Data(Indices(len(train)), None, batch)
+
+    def mix_same_view(
+        self, train: ViewSet, instances: np.ndarray, idx: list[int], x: torch.Tensor, az: torch.Tensor, p: float
+    ) -> torch.Tensor:
+        """Network inputs x (B, 3, S, S) of items ``idx`` at azimuths az (B,) (after mirroring) ->
+        x with a share ``p`` of them mixed with a crop of another instance at the same view."""
+        c = self.config
+        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (), generator=gen)))
+        chosen = np.flatnonzero(torch.rand(len(idx), generator=gen).numpy() < p)
+        j, mirror = same_view_partners(
+            az.numpy()[chosen], instances[np.asarray(idx)[chosen]], train.azimuth.numpy(), instances,
+            c.mix_tolerance, rng,
+        )  # fmt: skip
+        chosen, j, mirror = chosen[j >= 0], j[j >= 0], mirror[j >= 0]
+        if len(chosen) == 0:
+            return x
+        n = len(chosen)
+        zoom = VIEW_MARGIN / CROP_MARGIN * (1 + c.zoom_jitter * (2 * torch.rand(n, generator=gen) - 1))
+        shift = c.shift_jitter * (2 * torch.rand(n, 2, generator=gen) - 1)
+        y = normalise(colour_jitter(resample(train.crops[j], c.size, zoom, shift, torch.from_numpy(mirror)), gen))
+        amount = torch.rand(n, generator=gen)
+        rows = torch.from_numpy(chosen)
+        x = x.clone()
+        if c.mix_mode == "cutmix":
+            x[rows] = cutmix(x[rows], y, 0.1 + amount * (c.mix_fraction - 0.1), gen)
+        else:
+            x[rows] = blend(x[rows], y, 1.0 - amount * c.mix_fraction)
+        return x
 
     def model(self) -> nn.Module:
-        return ViewpointNet(self.config.size, tuple(self.config.widths), half_head=self.config.half_weight > 0)
+        c = self.config
+        return ViewpointNet(c.size, tuple(c.widths), dropout=c.dropout, half_head=c.half_weight > 0)
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, az, el = batch
-        return viewpoint_loss(net(x), az, el, self.config.half_weight)
+        return viewpoint_loss(net(x), az, el, self.config.half_weight, self.config.label_smoothing)
 
     def validate(self, model: nn.Module) -> dict[str, float] | None:
         _, val = self.sets()
