@@ -136,6 +136,12 @@ def test_the_silhouette_recovers_the_pose_the_network_flipped(knowledge, flipped
         (210.0, "half turn", True),
     ]
     assert hyps[1]["iou"] > hyps[0]["iou"]
+    # the chosen start's share of the mass: 0.45 of 0.55 + 0.45 (bins 13..15 against 1..3)
+    pose = json.loads((tmp_path / "out" / "pose.json").read_text())
+    assert pose["pose_confidence"] == pytest.approx(0.45)
+    for v in two.keypoints.values():  # annotated keypoints: transfer confidence 1, so IoU x 0.45
+        assert v["confidence"] == pytest.approx(two.iou_refined * 0.45, abs=1e-4)
+    assert one.pose_json()["pose_confidence"] == 1.0  # one start: the paper's confidence alone
 
     # without refinement the placed starts are compared as they are
     flat = understand(image, knowledge, nets, pose_hypotheses=2, **{**kw, "steps": 0})
