@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict] = {
     "blend50": {"mix": 0.5, "mix_mode": "blend"},
     "smooth10": {"label_smoothing": 0.1},
     "small": {"widths": [8, 16, 32, 64]},
+    "tiny": {"widths": [8, 16, 16, 32]},
     "reg": {"dropout": 0.5, "weight_decay": 5e-3},
     "cutmix50_long40": {"mix": 0.5, "epochs": 40},
     "cutmix100_long40": {"mix": 1.0, "epochs": 40},
@@ -282,36 +283,42 @@ def write_summary(results: list[dict], gt: np.ndarray, path: Path, args, names: 
 
 
 def report() -> None:
-    """``--report OUT --variant V [--mode mirror] [--png P]``: per-car and per-view tables of one variant
-    (the seeds' ensemble where there are several seeds, else its one run) and its failure picture."""
+    """``--report OUT [OUT ...] --variant V [--mode mirror] [--png P]``: one variant's runs, gathered from
+    the ``probs_V_SEED.npz`` of the given sweep folders, scored alone and as their ensemble (mean
+    probabilities), with per-car and per-view tables of the ensemble and its failure picture."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from see_epfl_cars import by_true_azimuth, failures_png
 
-    from kpengine.image.viewpoint import viewpoint_metrics
+    from kpengine.image.viewpoint import angle_difference, decode_azimuth, viewpoint_metrics
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--report", required=True)
+    ap.add_argument("--report", nargs="+", required=True)
     ap.add_argument("--variant", required=True)
     ap.add_argument("--mode", default="mirror")
     ap.add_argument("--cache", default=".epfl/crops96.npz")
     ap.add_argument("--png", default=None)
     args, _ = ap.parse_known_args()
-    summary = json.loads((Path(args.report) / "summary.json").read_text())
-    row = summary["variants"][args.variant][args.mode]
-    if "ensemble_predictions" in row:
-        pred = row["ensemble_predictions"]
-    else:
-        runs = [json.loads(line) for line in (Path(args.report) / "sweep.jsonl").read_text().splitlines()]
-        pred = next(r for r in runs if r["variant"] == args.variant)["predictions"][args.mode]
-    _, test = load_cache(args.cache, summary["split"])
+    files = sorted(f for d in args.report for f in Path(d).glob(f"probs_{args.variant}_*.npz"))
+    if not files:
+        raise SystemExit(f"no probs_{args.variant}_*.npz in {args.report}")
+    _, test = load_cache(args.cache, "test")
     gt = test.azimuth.numpy()
-    az, conf = np.asarray(pred["azimuth"]), np.asarray(pred["confidence"])
+    probs = [np.load(f)[args.mode] for f in files]
+    out: dict = {"runs": {f.name: score(torch.as_tensor(p), gt) for f, p in zip(files, probs)}}
+    az, conf = (t.numpy() for t in decode_azimuth(torch.as_tensor(np.mean(probs, 0))))
     seqs = np.array([int(n.split("_")[2]) for n in test.names])
-    out = {"all": viewpoint_metrics(az, gt)}
-    out["per_sequence"] = {int(q): viewpoint_metrics(az[seqs == q], gt[seqs == q])["acc_30"] for q in np.unique(seqs)}
-    out["by_true_azimuth"] = by_true_azimuth(az, gt)
+    out["ensemble"] = viewpoint_metrics(az, gt)
+    out["ensemble_per_sequence_acc_30"] = {
+        int(q): round(viewpoint_metrics(az[seqs == q], gt[seqs == q])["acc_30"], 3) for q in np.unique(seqs)
+    }
+    out["ensemble_by_true_azimuth"] = by_true_azimuth(az, gt)
+    err = angle_difference(az, gt)
+    out["ensemble_median_confidence_right_wrong"] = [
+        float(np.median(conf[err < 30])),
+        float(np.median(conf[err >= 30])),
+    ]
     print(json.dumps(out, indent=1))
     if args.png:
         failures_png(test, {"azimuth": az, "confidence": conf}, gt, Path(args.png))
