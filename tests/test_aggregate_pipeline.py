@@ -122,6 +122,16 @@ def test_cli_simulate_and_aggregate_write_official_format_with_bad_clicks_report
     assert {"clusters", "noise_candidates", "keypoints_per_model", "problems"} <= set(report)
     assert (tmp_path / "out.clusters.png").stat().st_size > 0
     assert len(list(tmp_path.glob("out.fidelity_*.png"))) == 1
+    assert report["config"]["classes"]["position"]["enabled"] is True
+    assert report["config"]["embedding"]["anti_collapse"] == "variance"
+    # the two switches reach the pipeline (the report keeps the configuration it ran with)
+    out2 = tmp_path / "out2.json"
+    argv2 = ["aggregate", *base, "--raw", str(raw), "--out", str(out2), "--steps", "5", "--figures", "0"]
+    assert main([*argv2, "--no-progress", "--no-position-prior", "--anti-collapse", "entropy"]) == 0
+    report2 = json.loads((tmp_path / "out2.report.json").read_text())
+    assert report2["config"]["classes"]["position"]["enabled"] is False
+    assert report2["config"]["embedding"]["anti_collapse"] == "entropy"
+    assert report2["class_grouping"]["single_annotator_placed_by_prior"] == 0
 
 
 def test_classes_route_on_a_keypointnet_shaped_crowd_weights_careful_annotators(chairs):

@@ -90,6 +90,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --ids tsne: also propose keypoints where none of a model's annotators clicked, from other "
         "models' clicks through the embedding (eq. 4 over every point; slower; docs/aggregation.md says when it helps)",
     )
+    p.add_argument(
+        "--no-position-prior",
+        action="store_true",
+        help="with --ids classes: keep a keypoint that one annotator alone clicked where it was clicked (if the "
+        "fidelity backs it) instead of placing it with the other models' help (docs/aggregation.md, position prior)",
+    )
+    p.add_argument(
+        "--anti-collapse",
+        default="variance",
+        choices=("variance", "entropy"),
+        help="the embedding's anti-collapse term: VICReg's variance hinge (default) or H(g), the entropy of the "
+        "unit embeddings (our reading of the paper's term; docs/aggregation.md has the measurement)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figures", type=int, default=3, metavar="K", help="fidelity maps for K models (default 3)")
     p.add_argument("--no-progress", action="store_true")
@@ -146,9 +159,12 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     cfg = AggregateConfig(rounds=args.rounds, progress=not args.no_progress, ids=args.ids)
     cfg = replace(
         cfg,
-        embedding=replace(cfg.embedding, steps=args.steps, backbone=args.backbone, seed=args.seed),
+        embedding=replace(
+            cfg.embedding, steps=args.steps, backbone=args.backbone, seed=args.seed, anti_collapse=args.anti_collapse
+        ),
         cluster=replace(cfg.cluster, seed=args.seed),
         fidelity=replace(cfg.fidelity, anywhere=args.cross_model),
+        classes=replace(cfg.classes, position=replace(cfg.classes.position, enabled=not args.no_position_prior)),
     )
     if args.db:
         return _aggregate_store(args, cfg)
