@@ -98,6 +98,13 @@ def main() -> None:
         help="class route: one-annotator keypoints placed by the position prior (ClassConfig.position)",
     )
     ap.add_argument(
+        "--prior-far",
+        nargs="+",
+        default=["reject"],
+        choices=["reject", "prior"],
+        help="prior on: a lone click farther than PriorConfig.agree from the prior is dropped or placed at the prior",
+    )
+    ap.add_argument(
         "--anti-collapse",
         nargs="+",
         default=["variance"],
@@ -122,23 +129,27 @@ def main() -> None:
     graphs = {s.model_id: GeodesicGraph(s.points, protocol="strict") for s in shapes}
 
     res = None
-    runs = [(ids, ac, pr) for ids in args.ids for ac in args.anti_collapse for pr in args.prior
-            if ids == "classes" or pr == "on"]  # fmt: skip
-    for ids, ac, pr in runs:
+    runs = [(ids, ac, pr, far) for ids in args.ids for ac in args.anti_collapse for pr in args.prior
+            for far in (args.prior_far if pr == "on" else ["-"]) if ids == "classes" or pr == "on"]  # fmt: skip
+    for ids, ac, pr, far in runs:
         cfg = AggregateConfig(progress=False, ids=ids)
         cfg = replace(
             cfg,
             embedding=replace(cfg.embedding, steps=args.steps, backbone=args.backbone, anti_collapse=ac),
             fidelity=replace(cfg.fidelity, anywhere=args.cross_model),
             cluster=replace(cfg.cluster, split_positions=not args.no_position_split),
-            classes=replace(cfg.classes, position=replace(cfg.classes.position, enabled=pr == "on")),
+            classes=replace(
+                cfg.classes,
+                position=replace(cfg.classes.position, enabled=pr == "on", far=far if pr == "on" else "reject"),
+            ),
         )
         t = time.perf_counter()
         r = aggregate(shapes, clicks, cfg)
         dt = time.perf_counter() - t
         res = res or r
         scores = evaluate_aggregation(shapes, r.predictions, graphs)
-        label = f"kpengine (ids: {ids}" + (f", prior: {pr}" if ids == "classes" else "") + f", anti-collapse: {ac})"
+        prior = f", prior: {pr}" + (f" (far click: {far})" if pr == "on" else "") if ids == "classes" else ""
+        label = f"kpengine (ids: {ids}{prior}, anti-collapse: {ac})"
         print(json.dumps({"method": label, "backbone": args.backbone, **head, **scores, "time_s": dt,
                           "timings": r.report["timings"], "class_grouping": r.report["class_grouping"],
                           "loadavg": os.getloadavg()}), flush=True)  # fmt: skip

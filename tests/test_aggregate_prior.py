@@ -90,12 +90,13 @@ def _grid_model(scale: float) -> np.ndarray:
     return np.column_stack([g[:, 0] * scale, g[:, 1], np.zeros(len(g))])
 
 
-@pytest.mark.parametrize("use_prior", [True, False])
-def test_a_lone_wrong_click_is_moved_to_where_the_other_models_put_its_id(use_prior):
+@pytest.mark.parametrize("mode", ["prior", "reject", "no points"])
+def test_a_lone_wrong_click_is_moved_or_dropped_by_what_the_other_models_say(mode):
     """Eight grids, four ids at fixed box coordinates; two annotators click all four on every
     model, except on model 0, where only annotator 0 clicks id 3, and clicks it at the far
-    corner. The prior (the other seven models, through ids 0-2) puts id 3 back at its place;
-    without points the old rule keeps the wrong click where it is."""
+    corner, 0.57 from its place. The prior (the other seven models, through ids 0-2) says
+    where id 3 is: with ``far="prior"`` the keypoint goes there, with ``far="reject"`` (the
+    default) it is dropped; without points the old rule keeps the wrong click where it is."""
     spots = np.array([[0.1, 0.1], [0.9, 0.1], [0.1, 0.9], [0.5, 0.6]])
     clouds, clicks = [], []
     for m in range(8):
@@ -114,18 +115,34 @@ def test_a_lone_wrong_click_is_moved_to_where_the_other_models_put_its_id(use_pr
         clicks.append(TrainingClicks(np.array(pidx), np.array(lab), np.array(ann)))
     graphs = [GeodesicGraph(p, protocol="strict") for p in clouds]
     fid = [np.zeros(len(p)) for p in clouds]  # fidelity support 1 everywhere: the old rule keeps every lone click
-    cfg = ClassConfig(position=PriorConfig(min_references=3))
+    far = "prior" if mode == "prior" else "reject"
+    cfg = ClassConfig(position=PriorConfig(min_references=3, far=far))
     cm, cp, labels, keep, stats = assign_by_classes(
-        graphs, clicks, np.array([0, 0, 0, 0, 1, 1, 1, 1]), fid, 0.03, 4, cfg, points=clouds if use_prior else None
+        graphs,
+        clicks,
+        np.array([0, 0, 0, 0, 1, 1, 1, 1]),
+        fid,
+        0.03,
+        4,
+        cfg,
+        points=None if mode == "no points" else clouds,
     )
-    true3 = np.array([0.5, 0.6, 0.0])
     got = clouds[0][cp[(cm == 0) & keep]]
-    d3 = np.linalg.norm(got - true3, axis=1).min()
+    d3 = np.linalg.norm(got - [0.5, 0.6, 0.0], axis=1).min()
     dcorner = np.linalg.norm(got - [1.0, 1.0, 0.0], axis=1).min()
-    if use_prior:
-        assert d3 < 0.015 and dcorner > 0.5, got
+    assert all(keep[cm == m].sum() == 4 for m in range(1, 8))  # the other models keep all four
+    if mode == "prior":
+        assert keep[cm == 0].sum() == 4 and d3 < 0.015 and dcorner > 0.5, got
         assert stats["single_annotator_placed_by_prior"] == 1 and stats["single_annotator_moved_by_prior"] == 1
+    elif mode == "reject":
+        assert keep[cm == 0].sum() == 3 and dcorner > 0.5 and d3 >= 0.5 - 1e-9  # id 2's keypoint is 0.5 away
+        assert stats["single_annotator_placed_by_prior"] == 0 and stats["single_annotator_dropped_by_prior"] == 1
     else:
-        assert dcorner < 1e-9 and d3 >= 0.5 - 1e-9  # the nearest output to id 3's place: id 2, 0.5 away
+        assert keep[cm == 0].sum() == 4 and dcorner < 1e-9 and d3 >= 0.5 - 1e-9
         assert stats["single_annotator_placed_by_prior"] == 0
-    assert keep[cm == 0].sum() == 4 and len(np.unique(labels[(cm == 0) & keep])) == 4
+    assert len(np.unique(labels[(cm == 0) & keep])) == keep[cm == 0].sum()
+
+
+def test_prior_config_names_a_bad_far_rule():
+    with pytest.raises(ValueError, match="far"):
+        PriorConfig(far="maybe")

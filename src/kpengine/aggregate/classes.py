@@ -264,9 +264,10 @@ def assign_by_classes(
         careful = np.nan_to_num(r, nan=0.0)[np.array(who, np.int64)] <= cfg.single_spread
     keep = (support >= 2) | ((f_sup >= cfg.single_support) & careful)
     # one annotator alone, second opinion: where the other models put this id (prior.py). The
-    # annotator's number says the model has the id; the position is the click fused with the
-    # prior, or the prior where the click is far from it (a wrong or mirrored click)
-    placed = moved = 0
+    # position is the click fused with the prior; a click far from the prior (a wrong or
+    # mirrored click) is dropped, or with far="prior" replaced by the prior (the annotator's
+    # number says the model has the id)
+    placed = moved = dropped = 0
     if points is not None and cfg.position.enabled and len(support):
         conf = np.flatnonzero(support >= 2)
         pts = [np.asarray(p, np.float64) for p in points]
@@ -285,6 +286,10 @@ def assign_by_classes(
             m = int(cand_model[c])
             guess = prior.predict(m, int(cand_group[c]))
             if guess is None:
+                continue
+            if cfg.position.far == "reject" and np.linalg.norm(pts[m][cand_point[c]] - guess) > cfg.position.agree:
+                keep[c] = False
+                dropped += 1
                 continue
             x = fuse(pts[m][cand_point[c]], guess, float(spread_of[who[c]]), cfg.position)
             p = int(np.argmin(((pts[m] - x) ** 2).sum(axis=1)))
@@ -322,6 +327,7 @@ def assign_by_classes(
         "single_annotator_rejected": int(((support == 1) & ~keep).sum()),
         "single_annotator_placed_by_prior": placed,
         "single_annotator_moved_by_prior": moved,
+        "single_annotator_dropped_by_prior": dropped,
         "annotator_spread": [round(float(v), 4) for v in r],
     }
     return cand_model, cand_point, labels, keep, stats

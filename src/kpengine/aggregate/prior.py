@@ -44,6 +44,11 @@ class PriorConfig:
     max_stretch: float = 0.5  # a fitted per-axis scale outside 1 ± this falls back to a shift
     spread: float = 0.03  # the prior's own noise (its weight when fused with a click)
     agree: float = 0.15  # a click farther than this from the prior is replaced by the prior
+    far: str = "reject"  # "reject": the keypoint is dropped; "prior": it is placed at the prior
+
+    def __post_init__(self) -> None:
+        if self.far not in ("reject", "prior"):
+            raise ValueError(f"PriorConfig.far must be 'reject' or 'prior', got {self.far!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
