@@ -131,7 +131,7 @@ def main() -> None:
     train = category_voxels(args.shapes, set(train_pairs), res)
     cat_index = torch.tensor([cats.index(c) for c in test.category])
     results: dict[str, dict] = {}
-    levels = {}  # (run name, category) -> the occupancy level that scores best on the validation views
+    val_levels = {}  # (run name, category) -> the occupancy level that scores best on the validation views
     if args.val:
         val = load_sketch_set(args.val, size, cats)
         val_truth = category_voxels(args.shapes, set(zip(val.category, val.model_id)), res)
@@ -147,7 +147,7 @@ def main() -> None:
                     gt_v = np.stack([val_truth[(cat, val.model_id[n])] for n in j])
                     grid_l = np.linspace(0.2, 0.8, 13)
                     scores = [voxel_iou(pv[j] > t, gt_v).mean() for t in grid_l]
-                    levels[(name, cat)] = float(grid_l[int(np.argmax(scores))])
+                    val_levels[(name, cat)] = float(grid_l[int(np.argmax(scores))])
     t0 = time.perf_counter()
     with torch.no_grad():
         pred_sk = sk_net(normalise(test.images))
@@ -175,7 +175,7 @@ def main() -> None:
         names = ["recon", "recon_true_view", "recon_true_sketch", *[f"recon:{k}" for k in more]]
         names += ["retrieval_true_view", "retrieval_est_view", "oracle_nearest", "mean_shape"]
         names += ["recon_mirror", "recon_flip_tta", "recon_nearest"]
-        names += [f"{n}@val" for n in names if n.startswith("recon") and (n, cat) in levels]
+        names += [f"{n}@val" for n in names if n.startswith("recon") and (n, cat) in val_levels]
         rows: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
         flat = grids.reshape(len(grids), -1).astype(np.float32)
         idx = [j for j in range(len(test)) if test.category[j] == cat]
@@ -213,8 +213,8 @@ def main() -> None:
                 ("recon_nearest", grids[near], cloud(args.shapes, cat, keys[near][1])),
             ]
             for name, p in (("recon", p_pred[i]), *((f"recon:{k}", q[i]) for k, q in p_more.items())):
-                if (name, cat) in levels:
-                    lv = levels[(name, cat)]
+                if (name, cat) in val_levels:
+                    lv = val_levels[(name, cat)]
                     cand.append((f"{name}@val", p > lv, mesh_points(p, lv)))
             if args.no_retrieval:
                 cand = [c for c in cand if not c[0].startswith("retrieval")]
@@ -238,7 +238,7 @@ def main() -> None:
             "views": len(idx),
             "shapes": len({test.model_id[j] for j in idx}),
             "mean_shape_level": lvl,
-            "val_levels": {n: v for (n, c), v in levels.items() if c == cat},
+            "val_levels": {n: v for (n, c), v in val_levels.items() if c == cat},
             "viewpoint": view_err,
             **{
                 name: {
