@@ -36,8 +36,11 @@ predicted 2.5D sketches (the voxels run's head) instead of the RGB crop (the pap
 
 Pose hypotheses: near-symmetric objects (bathtubs, beds, cars) split the viewpoint network's azimuth
 distribution between a view and its half turn. --pose-hypotheses N starts the refinement from the
-distribution's modes and their half turns (N in all), refines each a few steps, keeps the one
-whose silhouette fits the mask best and finishes it; pose.json lists every start with its IoU.
+distribution's modes and their half turns (N in all), refines each a few steps, keeps the most
+probable unless another's silhouette fits the mask better by more than 0.05 IoU (on bathtubs and
+beds the silhouette cannot tell a view from its half turn; on a chair it can), and finishes it.
+pose.json lists every start with its IoU and gives pose_confidence, the chosen start's share of
+the network's probability, which also scales each keypoint's confidence. docs/understanding.md.
 
 Example (generated sample data):
   kpengine understand --image photo.png --category chair --knowledge sample/ \\
@@ -97,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=POSE_HYPOTHESES,
         metavar="N",
         help="starting viewpoints refined: the azimuth distribution's modes and their half turns, each "
-        f"screened a few steps, the best silhouette fit finished (default {POSE_HYPOTHESES}; 1 = the network's "
+        f"screened a few steps, one finished (default {POSE_HYPOTHESES}; 1 = the network's "
         "estimate only, the paper's single refinement)",
     )
     p.add_argument("--out", required=True, metavar="OUT_DIR")
