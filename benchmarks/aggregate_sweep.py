@@ -87,7 +87,7 @@ def main() -> None:
     ax.set_ylim(0, 1.02)
     ax.set_xticks(ks)
     ax.set_title(f"{args.category} ({len(shapes)} models), KeypointNet-shaped crowd, ids: {args.ids}")
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="center right", fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out + ".png", dpi=110)
 
