@@ -28,6 +28,7 @@ from kpengine.server.schemas import AnnotationIn
 VERTICES = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], dtype=np.float64)
 FACES = np.array([[0, 1, 2], [1, 3, 2]], dtype=np.int64)
 CLOUD = np.array([[0.25, 0.25, 0], [0.75, 0.75, 0], [0.875, 0.125, 0]], dtype=np.float32)
+COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
 
 
 def _geometry(mesh: bool = True, cloud: bool = True) -> ModelGeometry:
@@ -93,7 +94,7 @@ def test_a_cloud_only_model_snaps_to_its_nearest_point_and_a_mesh_only_model_has
 def _files(tmp_path: Path, name: str) -> tuple[str, str]:
     mesh, pcd = tmp_path / f"{name}.obj", tmp_path / f"{name}.pcd"
     save_mesh(mesh, Mesh(VERTICES, FACES))
-    save_pcd(pcd, PointCloud(CLOUD))
+    save_pcd(pcd, PointCloud(CLOUD, COLOURS))
     return str(mesh), str(pcd)
 
 
@@ -102,6 +103,7 @@ def test_cache_loads_once_and_evicts_the_least_recently_used(tmp_path: Path) -> 
     a, b, c = (_files(tmp_path, n) for n in "abc")
     ga = cache.get(*a)
     np.testing.assert_array_equal(ga.points, CLOUD)
+    np.testing.assert_array_equal(ga.colors, COLOURS)  # the cloud route serves them
     np.testing.assert_array_equal(np.asarray(ga.mesh.faces), FACES)
     assert ga.tree.query([0.8, 0.7, 0])[1] == 1
     gb = cache.get(*b)
@@ -113,8 +115,29 @@ def test_cache_loads_once_and_evicts_the_least_recently_used(tmp_path: Path) -> 
     assert only_mesh.points is None and only_mesh.tree is None and only_mesh.mesh is not None
     only_cloud = cache.get(None, a[1])
     assert only_cloud.mesh is None and only_cloud.points is not None
-    with pytest.raises(FileNotFoundError, match="the model has no geometry on this server"):
+    with pytest.raises(FileNotFoundError) as err:
         cache.get(None, None)
+    assert str(err.value) == "the model has no geometry on this server"
+    assert not cache._loading  # no per-model loading lock is left behind, failed loads included
+
+
+def test_cache_holds_64_models_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[str] = []
+
+    def load(mesh_path: str | None, pcd_path: str | None) -> ModelGeometry:
+        loads.append(mesh_path)
+        return _geometry()
+
+    monkeypatch.setattr(GeometryCache, "_load", staticmethod(load))
+    cache = GeometryCache()
+    for k in range(64):
+        cache.get(f"{k}.obj", None)
+    cache.get("0.obj", None)  # 64 fit: no reload; 0 is now the most recent
+    assert loads == [f"{k}.obj" for k in range(64)]
+    cache.get("64.obj", None)  # the 65th evicts the least recent, 1
+    cache.get("0.obj", None)
+    cache.get("1.obj", None)
+    assert loads[64:] == ["64.obj", "1.obj"]
 
 
 def test_cache_ready_and_warm(tmp_path: Path) -> None:
@@ -128,6 +151,9 @@ def test_cache_ready_and_warm(tmp_path: Path) -> None:
     missing = (str(tmp_path / "none.obj"), None)
     cache.warm(*missing)  # the request that needs it will say what is wrong
     assert not cache.ready(*missing)
+    cloud_only = (None, a[1])  # nothing of trimesh's to build: prepared all the same
+    cache.warm(*cloud_only)
+    assert cache.ready(*cloud_only)
 
 
 def test_concurrent_requests_for_one_model_load_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +175,17 @@ def test_concurrent_requests_for_one_model_load_it_once(monkeypatch: pytest.Monk
     assert loads == [("m.obj", None)] and len(got) == 4 and all(g is got[0] for g in got)
 
 
-def test_encoded_mesh_is_cached_per_format_and_keeps_the_triangles(tmp_path: Path) -> None:
+def test_encoded_mesh_is_cached_per_format_and_keeps_the_triangles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[tuple] = []
+    real_load = GeometryCache._load
+
+    def counted(mesh_path: str | None, pcd_path: str | None) -> ModelGeometry:
+        loads.append((mesh_path, pcd_path))
+        return real_load(mesh_path, pcd_path)
+
+    monkeypatch.setattr(GeometryCache, "_load", staticmethod(counted))
     cache = GeometryCache(capacity=1)
     a = _files(tmp_path, "a")
     glb = cache.encoded(a[0], "glb", a[1])
@@ -160,7 +196,8 @@ def test_encoded_mesh_is_cached_per_format_and_keeps_the_triangles(tmp_path: Pat
     np.testing.assert_array_equal(np.asarray(back.faces), FACES)
     np.testing.assert_allclose(np.asarray(back.vertices), VERTICES)
     assert cache.encoded(a[0], "glb", a[1]) is not glb  # capacity 1: the PLY bytes evicted the GLB
-    assert cache.get(a[0], a[1]).points is not None  # the page's mesh request shares the saves' geometry
+    cache.get(a[0], a[1])
+    assert loads == [a]  # one load: the page's mesh request and the saves share the model's geometry
 
 
 def _kps(n: int) -> list[dict]:
