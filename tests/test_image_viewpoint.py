@@ -186,3 +186,60 @@ def test_half_loss_is_weighted_by_cos_and_mirror_average_keeps_the_half():
     assert torch.allclose(avg["half"], a["half"], atol=1e-4)
     net = ViewpointNet(32, (8, 16), half_head=True)
     assert net(torch.zeros(2, 3, 32, 32))["half"].shape == (2,)
+
+
+def test_viewpoint_metrics_with_elevations_and_rolls_by_hand():
+    """Four views whose rotation distances are single angles: the same view (0), elevation 0 vs 40
+    at azimuth 0 (a turn of 40 about x), roll 0 vs 25 (25 about the optical axis), azimuth 200 vs 0
+    (160, a flip). Medians: azimuth error 0, geodesic (25 + 40) / 2 = 32.5, elevation error 0;
+    Acc@30 = 2/4; flips (> 150) = 1/4. Left out on one side, elevations or rolls count as 0."""
+    pred_az, gt_az = np.array([10.0, 0.0, 0.0, 200.0]), np.array([10.0, 0.0, 0.0, 0.0])
+    pred_el, gt_el = np.array([20.0, 0.0, 0.0, 0.0]), np.array([20.0, 40.0, 0.0, 0.0])
+    pred_th, gt_th = np.zeros(4), np.array([0.0, 0.0, 25.0, 0.0])
+    m = viewpoint_metrics(pred_az, gt_az, pred_el, gt_el, pred_th, gt_th)
+    assert set(m) == {
+        "n",
+        "median_azimuth_error",
+        "median_geodesic_error",
+        "acc_30",
+        "flips_150",
+        "median_elevation_error",
+    }
+    assert m["n"] == 4.0 and m["median_azimuth_error"] == pytest.approx(0.0, abs=1e-9)
+    assert m["median_geodesic_error"] == pytest.approx(32.5, abs=1e-5)
+    assert m["acc_30"] == 0.5 and m["flips_150"] == 0.25
+    assert m["median_elevation_error"] == pytest.approx(0.0, abs=1e-9)
+    no_roll = viewpoint_metrics(pred_az, gt_az, pred_el, gt_el, pred_th, None)  # geodesics 0, 40, 0, 160
+    assert no_roll["median_geodesic_error"] == pytest.approx(20.0, abs=1e-5) and no_roll["acc_30"] == 0.5
+    no_el = viewpoint_metrics(pred_az, gt_az, pred_el, None, None, gt_th)  # geodesics 0, 0, 0, 160
+    assert "median_elevation_error" not in no_el and no_el["acc_30"] == 0.75
+    assert no_el["median_geodesic_error"] == pytest.approx(0.0, abs=1e-5)
+    swapped = viewpoint_metrics(pred_az, gt_az, None, gt_el, gt_th, None)
+    assert swapped["acc_30"] == 0.75 and "median_elevation_error" not in swapped
+    assert viewpoint_metrics(pred_az[:3], gt_az[:3], pred_el[:3], gt_el[:3])["median_elevation_error"] == 0.0
+    big = viewpoint_metrics(np.array([0.0]), np.array([0.0]), np.array([-30.0]), np.array([20.0]))
+    assert big["median_elevation_error"] == pytest.approx(50.0) and big["median_geodesic_error"] == pytest.approx(50.0)
+    empty = viewpoint_metrics(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
+    assert empty["n"] == 0.0 and all(math.isnan(v) for k, v in empty.items() if k != "n")
+    assert set(empty) == set(m)
+
+
+def test_elevation_labels_by_hand_and_clamped_outside_the_range():
+    """Centres end to end: -90 + k 180/11. 0 degrees is x = 5.5: half on bins 5 and 6; centre 1
+    (-90 + 180/11) is one-hot; beyond +-90 the label is that of +-90 (the last / first bin)."""
+    step = 180.0 / 11
+    lab = elevation_soft_label(torch.tensor([0.0, -90.0 + step, -90.0 + 2.25 * step, 100.0, -120.0, 90.0]))
+    assert lab.shape == (6, 12) and lab.dtype == torch.float32
+    expected = torch.zeros(6, 12)
+    expected[0, 5] = expected[0, 6] = 0.5
+    expected[1, 1] = 1.0
+    expected[2, 2], expected[2, 3] = 0.75, 0.25
+    expected[3, 11] = expected[5, 11] = 1.0
+    expected[4, 0] = 1.0
+    assert torch.allclose(lab, expected, atol=1e-6)
+    from kpengine.image.viewpoint import elevation_centres
+
+    centres = elevation_centres()
+    assert centres.dtype == torch.float32 and torch.allclose(centres, -90.0 + torch.arange(12.0) * step, atol=1e-5)
+    assert decode_elevation(expected[1:2]).item() == pytest.approx(-90.0 + step, abs=1e-4)
+    assert decode_elevation(torch.full((1, 12), 1 / 12)).item() == pytest.approx(0.0, abs=1e-4)

@@ -3,6 +3,7 @@ distances and the shape-space file format."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -183,6 +184,95 @@ def test_shape_space_bad_files(tmp_path) -> None:
     )
     with pytest.raises(DataError, match="version 9"):
         load_shape_space(tmp_path / "ver.npz")
+
+
+def _refusal(space: ShapeSpace, path) -> str:  # noqa: ANN001
+    with pytest.raises(DataError) as err:
+        save_shape_space(path, space)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ")
+    return text[len(f"{path}: ") :]
+
+
+def test_shape_space_refusals_say_exactly_what_is_wrong(tmp_path) -> None:
+    """Each rule of the format (module docstring) broken once, with the message it must give."""
+    path = tmp_path / "s.npz"
+
+    def bad(change) -> str:  # noqa: ANN001
+        space = _space()
+        change(space)
+        return _refusal(space, path)
+
+    assert bad(lambda s: s.splits.pop()) == "3 splits for 4 model_ids"
+    assert bad(lambda s: setattr(s, "model_ids", ["m1", "m0", "m1", "m0"])) == "model_ids repeat: m0, m1"
+    assert bad(lambda s: s.splits.__setitem__(0, "training")) == "splits holds ['training']; expected train, val, test"
+    assert bad(lambda s: setattr(s, "category", "")) == "meta: category missing"
+    assert bad(lambda s: setattr(s, "category", None)) == "meta: category missing"
+    assert bad(lambda s: setattr(s, "hog", s.hog[:, 0])) == (
+        "hog has shape (4, 5); expected 3 axes with 4 rows (one per model)"
+    )
+    assert bad(lambda s: setattr(s, "coords", np.ones((4, 3), np.int64))) == "coords of type int64; expected floats"
+    assert bad(lambda s: s.hog.__setitem__((1, 1, 1), np.inf)) == "hog holds NaN or infinite values"
+    assert bad(lambda s: setattr(s, "distances", s.distances[:, :3])) == "distances has shape (4, 3); expected (4, 4)"
+    rule = "distances must be symmetric, non-negative, with a zero diagonal"
+    assert bad(lambda s: s.distances.__setitem__((2, 2), 1e-3)) == rule
+    assert bad(lambda s: s.distances.__setitem__((2, 2), -1e-3)) == rule
+    assert bad(lambda s: setattr(s, "distances", -s.distances)) == rule
+    assert not path.exists()
+    near = _space()  # symmetric within round-off (1e-10 on a distance of ~1) is symmetric
+    near.distances[0, 1] += 1e-10
+    save_shape_space(path, near)
+    wide = _space()
+    wide.distances[0, 1] += 1e-5  # beyond rtol 1e-6 of any distance here (all below 10)
+    assert _refusal(wide, path) == rule
+
+
+def test_shape_space_stores_its_documented_types_and_reads_them_back(tmp_path) -> None:
+    space = _space()
+    space.hog, space.coords = space.hog.astype(np.float64), space.coords.astype(np.float64)
+    space.distances = space.distances.astype(np.float32).astype(np.float64)
+    save_shape_space(tmp_path / "s.npz", space)
+    back = load_shape_space(tmp_path / "s.npz")
+    assert (back.hog.dtype, back.distances.dtype, back.coords.dtype) == (np.float32, np.float64, np.float32)
+    assert back.category == "bathtub" and set(back.meta) == {"distance", "stress"}
+    with np.load(tmp_path / "s.npz") as z:
+        assert sorted(z.files) == ["coords", "distances", "hog", "meta", "model_ids", "splits"]
+        meta = json.loads(str(z["meta"]))
+    assert meta == {
+        "distance": "sum",
+        "stress": 0.01,
+        "format": "kpengine-shape-space",
+        "version": 1,
+        "category": "bathtub",
+    }
+
+
+def test_shape_space_unreadable_headers_are_named(tmp_path) -> None:
+    def write(name: str, **arrays) -> object:  # noqa: ANN003
+        path = tmp_path / name
+        base = {"meta": np.array('{"format": "kpengine-shape-space", "version": 1, "category": "bed"}')}
+        base |= {"model_ids": np.array(["a"]), "splits": np.array(["train"])}
+        np.savez(path, **{k: v for k, v in (base | arrays).items() if v is not None})
+        return path
+
+    def refusal(path) -> str:  # noqa: ANN001
+        with pytest.raises(DataError) as err:
+            load_shape_space(path)
+        return str(err.value)[len(f"{path}: ") :]
+
+    assert load_shape_space(write("ok.npz")).model_ids == ["a"]
+    assert refusal(write("ids.npz", model_ids=None)) == "not a shape space: no 'model_ids' array"
+    assert refusal(write("spl.npz", splits=None)) == "not a shape space: no 'splits' array"
+    assert refusal(write("json.npz", meta=np.array("{nope"))).startswith("meta is not JSON (")
+    assert refusal(write("list.npz", meta=np.array("[1]"))) == "not a kpengine-shape-space file (format None)"
+    assert refusal(write("fmt.npz", meta=np.array('{"format": "x"}'))) == "not a kpengine-shape-space file (format 'x')"
+    no_version = np.array('{"format": "kpengine-shape-space", "category": "bed"}')
+    assert refusal(write("ver.npz", meta=no_version)) == ("shape space version None; this kpengine reads version 1")
+    no_category = np.array('{"format": "kpengine-shape-space", "version": 1}')
+    assert refusal(write("cat.npz", meta=no_category)) == "meta: category missing"
+    with pytest.raises(DataError) as err:
+        load_shape_space(write("need.npz"), need=("coords", "hog"))
+    assert str(err.value).endswith(": shape space lacks coords, hog")
 
 
 # ---------------------------------------------------------------------------------------------- light field
