@@ -110,16 +110,28 @@ def test_transfer_to_a_stretched_shape_follows_the_box_map() -> None:
 
 
 def test_semantic_residual_moves_points_near_a_displaced_keypoint_only() -> None:
+    """Corner 6 of box b is at (0.2, 0.3, -0.1); its keypoint is moved 0.1 up the z edge, to the
+    edge's midpoint (0.2, 0.3, 0.0), a point of b (the points are 0.05 apart along z). The residual
+    (0, 0, 0.1) carries a's corner 6 by 0.1 / max(sum of weights, 1):
+    - sigma 0.05: the other corners are >= 0.2 = 4 sigma away (weight e^-8 = 0.0003 and less), so
+      the point moves the full 0.1, onto the midpoint;
+    - sigma 0.1 (the default): the corner 0.2 away weighs e^-2 = 0.135, the next e^-8: the move is
+      0.1 / 1.136 = 0.088, to z = -0.012, which snaps to the midpoint too;
+    - sigma 0.2: the seven other corners (0.2 to 0.75 away) weigh 0.607 + 0.135 + 0.082 + 0.011 +
+      0.007 + 0.002 + 0.001 = 0.845, the move is 0.1 / 1.845 = 0.054, to z = -0.046: snapped to -0.05.
+    The opposite corner's own keypoint agrees on both shapes: it does not move."""
     a, _ = _box(np.ones(3), "a")
     b, _ = _box(np.ones(3), "b")
     corner = 6
+    np.testing.assert_allclose(a.keypoints[corner], [0.2, 0.3, -0.1], atol=1e-7)
     moved = b.keypoints.copy()
-    target_point = b.points[np.argmin(np.linalg.norm(b.points - (moved[corner] + [0, 0, -0.05]), axis=1))]
-    moved[corner] = target_point  # a surface point 0.05 along the box edge from the corner
+    moved[corner] = [0.2, 0.3, 0.0]
+    assert np.abs(b.points - moved[corner]).sum(1).min() < 1e-7  # a point of b
     b.keypoints = moved
     near, far = a.keypoints[corner].astype(np.float64), -a.keypoints[corner].astype(np.float64)
     out = map_between_shapes(np.stack([near, far]), a, b, semantic=True, sigma=0.05)
-    np.testing.assert_allclose(out[0], target_point, atol=1e-6)  # weight 1 at its own keypoint, the rest > 5 sigma away
-    np.testing.assert_allclose(out[1], far, atol=1e-6)  # the opposite corner: unmoved (its own id agrees)
+    np.testing.assert_allclose(out, [[0.2, 0.3, 0.0], far], atol=1e-6)
+    np.testing.assert_allclose(map_between_shapes(near[None], a, b)[0], [0.2, 0.3, 0.0], atol=1e-6)
+    np.testing.assert_allclose(map_between_shapes(near[None], a, b, sigma=0.2)[0], [0.2, 0.3, -0.05], atol=1e-6)
     plain = map_between_shapes(np.stack([near]), a, b, semantic=False)
     np.testing.assert_allclose(plain[0], near, atol=1e-6)

@@ -243,3 +243,31 @@ def test_elevation_labels_by_hand_and_clamped_outside_the_range():
     assert centres.dtype == torch.float32 and torch.allclose(centres, -90.0 + torch.arange(12.0) * step, atol=1e-5)
     assert decode_elevation(expected[1:2]).item() == pytest.approx(-90.0 + step, abs=1e-4)
     assert decode_elevation(torch.full((1, 12), 1 / 12)).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_mirror_average_by_hand():
+    """The crop says bin 3 for sure; its mirror image says bin 3 too, which is bin 20 (= 23 - 3) in
+    the crop's frame: the average is half on 3, half on 20. Elevations are averaged unflipped (bins
+    2 and 5: half each); half-head probabilities 0.8 and 0.4 average to 0.6, logit log 1.5."""
+    from kpengine.image.viewpoint import mirror_average
+
+    def sure(n: int, k: int) -> torch.Tensor:
+        out = torch.full((1, n), -float("inf"))
+        out[0, k] = 0.0
+        return out
+
+    a = {"azimuth": sure(24, 3), "elevation": sure(12, 2), "half": torch.tensor([math.log(4.0)])}
+    b = {"azimuth": sure(24, 3), "elevation": sure(12, 5), "half": torch.tensor([math.log(2.0 / 3.0)])}
+    avg = mirror_average(a, b)
+    want_az, want_el = torch.zeros(1, 24), torch.zeros(1, 12)
+    want_az[0, 3] = want_az[0, 20] = 0.5
+    want_el[0, 2] = want_el[0, 5] = 0.5
+    assert torch.allclose(torch.softmax(avg["azimuth"], -1), want_az, atol=1e-9)
+    assert torch.allclose(torch.softmax(avg["elevation"], -1), want_el, atol=1e-9)
+    assert torch.isfinite(avg["azimuth"]).all() and avg["azimuth"].min() == pytest.approx(math.log(1e-12), rel=1e-5)
+    assert avg["half"].item() == pytest.approx(math.log(1.5), abs=1e-6)
+    no_half = mirror_average({k: a[k] for k in ("azimuth", "elevation")}, b)
+    assert set(no_half) == {"azimuth", "elevation"}
+    certain = mirror_average({**a, "half": torch.tensor([50.0])}, {**b, "half": torch.tensor([50.0])})
+    # clamped to 1 - 1e-6 (in float32): finite, about 13.8
+    assert certain["half"].item() == pytest.approx(math.log((1 - 1e-6) / 1e-6), abs=0.05)
