@@ -72,6 +72,60 @@ def test_zero_targets_and_coincident_points_stay_finite() -> None:
     assert stress == pytest.approx((t - 0) ** 2 / t / (t + 2), rel=1e-9)
 
 
+def test_stress_at_a_small_scale_and_with_a_chosen_floor_by_hand() -> None:
+    """Sammon's stress is scale-free: the hand case of test_sammon_stress_hand_computed shrunk 100x
+    keeps its stress and its gradient grows 100x (every distance below 1, so no rule may treat
+    distances under 1 differently). A floor of 0.75: the zero target of a duplicate pair (targets
+    0, 2, 2; mean 4/3) is raised to 0.75 x 4/3 = 1; at (0,0), (1,0), (0,2) only the pair (2,3) is
+    off: E = (2 - sqrt 5)^2 / 2 / (1 + 2 + 2)."""
+    y = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    r2 = math.sqrt(2.0)
+    target = np.array([[0, 2, 1], [2, 0, r2], [1, r2, 0]], np.float64)
+    c = 3.0 + r2
+    stress, grad = sammon_stress(0.01 * y, 0.01 * target)
+    assert stress == pytest.approx(0.5 / c, rel=1e-9)
+    np.testing.assert_allclose(grad, 100 * np.array([[1 / c, 0.0], [-1 / c, 0.0], [0.0, 0.0]]), rtol=1e-9, atol=1e-9)
+    yt = torch.tensor(0.01 * y, requires_grad=True)
+    sammon_stress_torch(yt, floored(0.01 * target)).backward()
+    np.testing.assert_allclose(yt.grad.numpy(), grad, rtol=1e-9, atol=1e-9)
+    dup = np.array([[0, 0, 2], [0, 0, 2], [2, 2, 0]], np.float64)
+    assert floored(dup, 0.75)[0, 1].item() == pytest.approx(1.0, rel=1e-12)
+    stress, _ = sammon_stress(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]), dup, floor=0.75)
+    assert stress == pytest.approx((2 - math.sqrt(5)) ** 2 / 2 / 5, rel=1e-9)
+    assert floored(np.zeros((1, 1)))[0, 0].item() == 1.0  # no pair: the floor is 1
+
+
+def test_classical_mds_gives_zero_columns_for_negative_eigenvalues() -> None:
+    """Four points at distance 1 from a centre and 2 from each other (a star): B has eigenvalues
+    of both signs, and the directions of negative ones become zero columns, not NaN."""
+    d = np.full((4, 4), 2.0)
+    np.fill_diagonal(d, 0.0)
+    d[0, 1:] = d[1:, 0] = 1.0  # point 0 is the centre: 1 + 1 = 2, a degenerate triangle inequality
+    j = np.eye(4) - 0.25
+    vals = np.linalg.eigvalsh(-0.5 * j @ (d**2) @ j)
+    assert vals.min() < -1e-9  # not Euclidean
+    y = classical_mds(d, 4)
+    assert np.isfinite(y).all()
+    negative = np.sum(vals < -1e-9)
+    assert (np.abs(y).max(axis=0) < 1e-9).sum() >= negative
+
+
+def test_start_coords_add_a_thousandth_of_the_spread() -> None:
+    """Classical MDS plus Gaussian noise of standard deviation 1e-3 x the largest |coordinate|,
+    drawn from the given seed: the same seed gives the same start."""
+    from kpengine.image.retrieval.sammon import start_coords
+
+    rng = np.random.default_rng(0)
+    d = _pairwise(rng.normal(size=(40, 3)) * 50.0)
+    mds = classical_mds(d, 3)
+    spread = np.abs(mds).max()
+    noise = start_coords(d, 3) - mds
+    assert noise.shape == (40, 3) and abs(noise.mean()) < 3e-4 * spread
+    assert 0.7e-3 * spread < noise.std() < 1.3e-3 * spread
+    np.testing.assert_array_equal(start_coords(d, 3), start_coords(d, 3, seed=0))
+    assert not np.array_equal(start_coords(d, 3, seed=0), start_coords(d, 3, seed=1))
+
+
 def test_classical_mds_recovers_euclidean_configuration() -> None:
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(12, 3))
