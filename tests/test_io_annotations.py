@@ -86,7 +86,13 @@ def test_unknown_fields_survive_a_round_trip_where_they_were():
         "annotator": "ann-3",
     }
     obj = {"class_id": "1", "model_id": "m", "keypoints": [kp]}
-    back = model_to_json(parse_model(json.loads(json.dumps(obj))))["keypoints"][0]
+    parsed = parse_model(json.loads(json.dumps(obj)))
+    assert parsed.class_id == "1" and parsed.model_id == "m"
+    # the locators are parsed, not kept twice: only the unknown fields stay in the sections
+    assert parsed.keypoints[0].point_index == 7 and parsed.keypoints[0].face_index == 2
+    assert parsed.keypoints[0].extra["pcd_info"] == {"normal": [0.0, 1.0, 0.0]}
+    assert parsed.keypoints[0].extra["mesh_info"] == {"material": "seat"}
+    back = model_to_json(parsed)["keypoints"][0]
     assert back == kp
     assert list(back) == list(kp)  # and in the file's order of sections
     plain = {"xyz": [0.0, 0.0, 0.0], "semantic_id": 0}
