@@ -266,8 +266,9 @@ class PoseHypothesis:
     ``kind``: ``"estimate"`` (the network's decoded viewpoint), ``"mode"`` / ``"half turn"`` (a mode of
     its azimuth distribution / that mode turned by 180°), ``"given"`` (an override); ``mass``: the
     distribution's probability around the start (NaN when unknown). ``start_iou``: the placed
-    camera's silhouette IoU at 64 px; ``iou``: the hard IoU at the mask's resolution of ``camera``,
-    the pose the selection compared (after screening, or the start when not refined)."""
+    camera's silhouette IoU at 64 px; ``iou``: the hard IoU of ``camera`` that the selection compared
+    (on a :data:`SCORE_SIZE` px copy of the mask, the better of start and screened pose), or, for the
+    chosen hypothesis, of its final pose at the mask's resolution."""
 
     view: Viewpoint
     mass: float
@@ -279,7 +280,7 @@ class PoseHypothesis:
     iou: float = float("nan")
     chosen: bool = False
 
-    def to_json(self, center: np.ndarray | None = None) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         v = rt_to_viewpoint(self.camera.R, self.camera.t, self.shape.center) if self.camera is not None else None
         return {
             "kind": self.kind,
@@ -363,8 +364,8 @@ def select_pose(
 
     One hypothesis (the paper): refined ``steps`` steps from its start. Several: each is refined
     ``screen_steps`` steps (the first part of the blur schedule, σ 3 px down to where a ``steps``-step
-    run would be), scored by the hard silhouette IoU on a :data:`SCORE_SIZE` px copy of the mask, and the winner is
-    refined the remaining ``steps - screen_steps`` steps down to σ 0.3 px: ``n * screen_steps +
+    run would be), scored by the hard silhouette IoU on a :data:`SCORE_SIZE` px copy of the mask, and
+    the winner is refined the remaining ``steps - screen_steps`` steps down to σ 0.3 px: ``n * screen_steps +
     steps - screen_steps`` steps in all. ``steps == 0``: no refinement, the placed starts' 64 px IoU
     decide. The winner is the first (most probable) hypothesis unless another fits the mask better
     by more than ``margin`` IoU: a near-symmetric object fits its half turn about as well as its
@@ -463,7 +464,7 @@ class Understanding:
             "refined_iou": self.iou_refined,
             "pose_confidence": round(pose_confidence(self.hypotheses), 4),
             "refine_steps": self.refine_steps,
-            "hypotheses": [h.to_json(center) for h in self.hypotheses],
+            "hypotheses": [h.to_json() for h in self.hypotheses],
             "mask_source": self.mask_source,
             "shape_source": self.shape_source,
             "retrieved": self.retrieved,
