@@ -155,3 +155,37 @@ def test_unset_instance_settings_follow_the_epfl_recipe_only_on_epfl_cars(tmp_pa
     assert renders.setting("blank_outside_box") is False and renders.setting("mix") == 0.0
     given = ViewpointTask(ViewpointConfig(task="viewpoint", data=str(tmp_path / "epfl"), category="car", mix=0.25))
     assert given.setting("mix") == 0.25
+
+
+def test_inference_greys_outside_the_box_only_for_a_run_trained_so(tmp_path):
+    """A run trained with blanking stores it resolved and its network ignores the background beside the
+    box at inference (the property blanking exists for); a run trained without sees the background."""
+    from kpengine.image.pipeline import estimate_viewpoint
+    from kpengine.learn.runs import Task
+
+    (tmp_path / "epfl").mkdir()
+    (tmp_path / "epfl" / "tripod-seq.txt").write_text("20 376 250\n")
+    cfg = ViewpointConfig(task="viewpoint", data=str(tmp_path / "epfl"), category="car", widths=[4, 8])
+    epfl = ViewpointTask(cfg)
+    assert cfg.blank_outside_box is True  # resolved at construction, so the checkpoint's config says it
+    torch.manual_seed(0)
+    blanked = epfl.model().eval()
+    plain = ViewpointTask(ViewpointConfig(task="viewpoint", data=str(tmp_path), category="car", widths=[4, 8])).model()
+    plain.load_state_dict(blanked.state_dict())
+    plain.eval()
+    assert blanked.blank_outside_box is True and plain.blank_outside_box is False
+    # a checkpoint's config reloads to a blanking network even where the data folder is gone
+    state = {"config": {**cfg.to_json(), "data": str(tmp_path / "gone")}, "model": blanked.state_dict()}
+    assert Task.load_model.__func__(ViewpointTask, state).blank_outside_box is True
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    mask = np.zeros((120, 160), bool)
+    mask[40:80, 50:110] = True  # a 60 x 40 box: the 1.4x crop square shows background above and below it
+    other = image.copy()
+    other[:36] = 255 - other[:36]  # change only background beside the box (clear of the resampled edge), in the crop
+    other[84:] = 255 - other[84:]
+    a, b = estimate_viewpoint(blanked, image, mask), estimate_viewpoint(blanked, other, mask)
+    assert a["azimuth_probabilities"] == b["azimuth_probabilities"]
+    c, d = estimate_viewpoint(plain, image, mask), estimate_viewpoint(plain, other, mask)
+    assert c["azimuth_probabilities"] != d["azimuth_probabilities"]

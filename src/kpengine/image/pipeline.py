@@ -479,14 +479,20 @@ class Understanding:
 
 
 def estimate_viewpoint(net: torch.nn.Module, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    """The viewpoint network on the object crop (box of ``mask``), averaged with its mirror image."""
+    """The viewpoint network on the object crop (box of ``mask``), averaged with its mirror image; grey
+    outside the box where the run was trained so (``net.blank_outside_box``, EPFL cars' recipe)."""
 
     from kpengine.image.crops import crop_square, to_tensor
     from kpengine.image.datasets import CROP_MARGIN, viewpoint_inputs
     from kpengine.image.renders import mask_box
     from kpengine.image.viewpoint import decode, mirror_average, with_half
 
-    crop = to_tensor(crop_square(image, mask_box(mask), CROP_MARGIN, 96)[None])
+    box = mask_box(mask)
+    crop = to_tensor(crop_square(image, box, CROP_MARGIN, 96)[None])
+    if getattr(net, "blank_outside_box", False):
+        from kpengine.image.instance_cues import blank_outside_box
+
+        blank_outside_box(crop, [box], CROP_MARGIN)
     with torch.no_grad():
         a = net(viewpoint_inputs(crop, net.size))
         b = net(viewpoint_inputs(crop, net.size, flip=torch.ones(1, dtype=torch.bool)))

@@ -72,6 +72,12 @@ EPFL_RECIPE = {"blank_outside_box": True, "mix": 0.0}
 class ViewpointTask(ImageTask):
     config_class = ViewpointConfig
 
+    def __init__(self, config: ViewpointConfig):
+        super().__init__(config)
+        if config.blank_outside_box is None and config.data:
+            # stored resolved, so inference knows it even where the training data path does not exist
+            config.blank_outside_box = bool(self.setting("blank_outside_box"))
+
     def setting(self, name: str) -> Any:
         """A config value, with ``EPFL_RECIPE`` (EPFL cars) or off (other data) standing in for None."""
         value = getattr(self.config, name)
@@ -140,7 +146,10 @@ class ViewpointTask(ImageTask):
 
     def model(self) -> nn.Module:
         c = self.config
-        return ViewpointNet(c.size, tuple(c.widths), dropout=c.dropout, half_head=c.half_weight > 0)
+        net = ViewpointNet(c.size, tuple(c.widths), dropout=c.dropout, half_head=c.half_weight > 0)
+        # inference (kpengine viewpoint, understand) must grey outside the object's box as training did
+        net.blank_outside_box = bool(self.setting("blank_outside_box"))
+        return net
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, az, el = batch
