@@ -488,6 +488,21 @@ def _runs_dir(request: Request) -> Path:
     return Path(root).resolve()
 
 
+def read_run_file(request: Request, name: str) -> dict:
+    """A predictions file of the runs folder by its listed name, parsed: 404 for a name not listed,
+    422 for bad JSON or JSON that is not an object keyed by model id."""
+    path = _run_files(_runs_dir(request)).get(name)
+    if path is None:
+        raise HTTPException(404, f"no predictions file {name!r} under the runs folder")
+    try:
+        raw = parse_json(path.read_bytes())
+    except BadJSON as exc:
+        raise HTTPException(422, f"{name}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise HTTPException(422, f"{name}: not a predictions file (an object keyed by model id)")
+    return raw
+
+
 def _run_files(root: Path) -> dict[str, Path]:
     """JSON files under ``root`` that may be predictions (newest first), by their path under ``root``."""
     found = [
@@ -527,15 +542,8 @@ def score_run_file(
 ) -> PredictionScores:
     """Score a predictions file of the runs folder (by its listed name) like an uploaded one.
     The task is read from the file's shape and the category, unless given, from its model ids."""
-    root = _runs_dir(request)
-    path = _run_files(root).get(name)
-    if path is None:
-        raise HTTPException(404, f"no predictions file {name!r} under the runs folder")
-    try:
-        raw = parse_json(path.read_bytes())
-    except BadJSON as exc:
-        raise HTTPException(422, f"{name}: {exc}") from exc
-    if not isinstance(raw, dict) or not raw:
+    raw = read_run_file(request, name)
+    if not raw:
         raise HTTPException(422, f"{name}: not a predictions file (an object keyed by model id)")
     task = "saliency" if isinstance(next(iter(raw.values())), list) else "correspondence"
     try:

@@ -18,8 +18,7 @@ from pydantic import BaseModel, Field
 from kpengine.errors import DataError
 from kpengine.io.predictions import parse_saliency_predictions
 from kpengine.server.api import _geometry_paths, _unusable
-from kpengine.server.explore import _run_files, _runs_dir
-from kpengine.server.guard import BadJSON, parse_json
+from kpengine.server.explore import read_run_file
 
 router = APIRouter(prefix="/api/suggestions", tags=["public"])
 
@@ -40,16 +39,7 @@ class SuggestionsOut(BaseModel):
 
 
 def _read_entry(request: Request, name: str, model_id: str) -> object | None:
-    path = _run_files(_runs_dir(request)).get(name)
-    if path is None:
-        raise HTTPException(404, f"no predictions file {name!r} under the runs folder")
-    try:
-        raw = parse_json(path.read_bytes())
-    except BadJSON as exc:
-        raise HTTPException(422, f"{name}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise HTTPException(422, f"{name}: not a predictions file (an object keyed by model id)")
-    return raw.get(model_id)
+    return read_run_file(request, name).get(model_id)
 
 
 @router.get("/{category}/{model_id}")
