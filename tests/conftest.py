@@ -46,3 +46,30 @@ def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sample") / "sample"
     generate_sample_dataset(root, shapes_per_category=12, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def sample_chair_knowledge(sample_root: Path):
+    """The sample chairs as a knowledge base (every split), for the photo-understanding tests."""
+    from kpengine.image.pipeline import KnowledgeBase
+
+    return KnowledgeBase.load(sample_root, "chair", "all")
+
+
+@pytest.fixture(scope="session")
+def sample_chair_render(sample_chair_knowledge):
+    """The first sample chair rendered at azimuth 210°, elevation 20° (160 px, 30° field of view, the
+    chair filling 0.8 of the frame): (image (H, W, 3) uint8, mask (H, W) bool, camera, viewpoint, shape)."""
+    import numpy as np
+
+    from kpengine.render.cameras import Intrinsics, Viewpoint, fit_distance, make_camera
+
+    shape = sample_chair_knowledge.shapes[0]
+    _, renderer, center = sample_chair_knowledge.mesh(shape)
+    k = Intrinsics.from_fov(160, 160, 30.0)
+    radius = float(np.linalg.norm(shape.points - center, axis=1).max())
+    view = Viewpoint(210.0, 20.0, fit_distance(radius, k, 0.8), 0.0)
+    cam = make_camera(view, k, center)
+    r = renderer.render(cam, background=(0.4, 0.5, 0.6))
+    image = (r.color * 255).astype(np.uint8) if r.color.dtype != np.uint8 else r.color
+    return image, r.mask, cam, view, shape

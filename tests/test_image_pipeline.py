@@ -14,25 +14,17 @@ from kpengine.image.pipeline import KnowledgeBase, Networks, understand, write_u
 from kpengine.image.silhouette import SilhouetteNet, largest_component, mask_iou
 from kpengine.image.viewpoint import ViewpointNet
 from kpengine.learn.checkpoint import save_checkpoint
-from kpengine.render.cameras import Intrinsics, Viewpoint, fit_distance, make_camera
 
 
 @pytest.fixture(scope="module")
-def knowledge(sample_root):
-    return KnowledgeBase.load(sample_root, "chair", "all")
+def knowledge(sample_chair_knowledge):
+    return sample_chair_knowledge
 
 
 @pytest.fixture(scope="module")
-def photo(knowledge):
-    """A render of a knowledge shape at a known camera: image, mask, true camera, the shape."""
-    shape = knowledge.shapes[0]
-    _, renderer, center = knowledge.mesh(shape)
-    k = Intrinsics.from_fov(160, 160, 30.0)
-    radius = float(np.linalg.norm(shape.points - center, axis=1).max())
-    view = Viewpoint(210.0, 20.0, fit_distance(radius, k, 0.8), 0.0)
-    cam = make_camera(view, k, center)
-    r = renderer.render(cam, background=(0.4, 0.5, 0.6))
-    return (r.color * 255).astype(np.uint8) if r.color.dtype != np.uint8 else r.color, r.mask, cam, view, shape
+def photo(sample_chair_render):
+    """A render of a knowledge shape at a known camera: image, mask, true camera, viewpoint, the shape."""
+    return sample_chair_render
 
 
 def _save_run(path, task, category, model, size=64):

@@ -18,9 +18,9 @@ import pytest
 import kpengine.image.pipeline as pipeline
 from kpengine.cli.main import main
 from kpengine.errors import DataError
-from kpengine.image.pipeline import KnowledgeBase, Networks, understand, viewpoint_hypotheses, write_understanding
+from kpengine.image.pipeline import Networks, understand, viewpoint_hypotheses, write_understanding
 from kpengine.image.viewpoint import ViewpointNet, angle_difference, azimuth_hypotheses, azimuth_mode, mode_mass
-from kpengine.render.cameras import Intrinsics, Viewpoint, fit_distance, make_camera
+from kpengine.render.cameras import Viewpoint
 
 TRUE_AZIMUTH = 210.0
 
@@ -84,26 +84,21 @@ def test_one_hypothesis_is_the_decoded_estimate_and_a_head_without_distribution_
 
 
 @pytest.fixture(scope="module")
-def knowledge(sample_root):
-    return KnowledgeBase.load(sample_root, "chair", "all")
+def knowledge(sample_chair_knowledge):
+    return sample_chair_knowledge
 
 
 @pytest.fixture(scope="module")
-def flipped(knowledge):
+def flipped(sample_chair_render):
     """A chair rendered at azimuth 210°, elevation 20°; the viewpoint estimate that prefers 30°."""
-    shape = knowledge.shapes[0]
-    _, renderer, center = knowledge.mesh(shape)
-    k = Intrinsics.from_fov(160, 160, 30.0)
-    radius = float(np.linalg.norm(shape.points - center, axis=1).max())
-    cam = make_camera(Viewpoint(TRUE_AZIMUTH, 20.0, fit_distance(radius, k, 0.8), 0.0), k, center)
-    r = renderer.render(cam, background=(0.4, 0.5, 0.6))
-    image = (r.color * 255).astype(np.uint8) if r.color.dtype != np.uint8 else r.color
+    image, mask, cam, view, shape = sample_chair_render
+    assert view.azimuth == TRUE_AZIMUTH
     # the decoded (circular-mean) azimuth of _two_modes: the resultant is 0.55 cos 7.5° towards 30° plus
     # 0.45 cos 7.5° towards 210°, i.e. 0.1 cos 7.5° towards 30°
     vp = {"azimuth": 30.0, "elevation": 20.0, "theta": 0.0, "confidence": 0.1 * math.cos(math.radians(7.5)),
           "azimuth_probabilities": _two_modes().tolist()}  # fmt: skip
-    assert not np.array_equal(r.mask, r.mask[:, ::-1])  # the silhouette is not its own mirror image
-    return image, r.mask, cam, shape, vp
+    assert not np.array_equal(mask, mask[:, ::-1])  # the silhouette is not its own mirror image
+    return image, mask, cam, shape, vp
 
 
 def _azimuth_error(u) -> float:
