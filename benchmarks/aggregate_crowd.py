@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+from shared_data import shared_data  # a sibling script
 
 from kpengine.aggregate.baselines import dbscan_keypoints, dbscan_positions, geodesic_clustering
 from kpengine.aggregate.crowd import CrowdModel, simulate_crowd
@@ -67,7 +68,7 @@ def run_baselines(shapes: list, clicks: list, graphs: dict) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="../shared/data/keypointnet")
+    ap.add_argument("--data", default=shared_data("keypointnet"))
     ap.add_argument("--category", default="bathtub")
     ap.add_argument("--models", type=int, default=60)
     ap.add_argument("--annotators", type=int, default=12)

@@ -35,6 +35,7 @@ import numpy as np
 import scipy.io as sio
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
+from shared_data import shared_data  # a sibling script
 
 from kpengine.aggregate.baselines import geodesic_clustering
 from kpengine.aggregate.saliency import SIGMA, gaussian
@@ -94,7 +95,7 @@ def score(graph: MeshGraph, gt: np.ndarray, weight: np.ndarray, pred: np.ndarray
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="../shared/data/dutagaci")
+    ap.add_argument("--data", default=shared_data("dutagaci"))
     ap.add_argument("--set", default="B", choices=["A", "B"])
     ap.add_argument("--row", type=int, default=4, help="GT_MODEL row: consensus radius index (0-9)")
     ap.add_argument("--col", type=int, default=2, help="GT_MODEL column: vote-threshold index (0-14)")

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from shared_data import shared_data  # a sibling script
+
 from kpengine.aggregate.crowd import TABLE3_POOL, CrowdModel, simulate_crowd
 from kpengine.aggregate.evaluate import evaluate_aggregation
 from kpengine.aggregate.pipeline import AggregateConfig, aggregate
@@ -28,7 +30,7 @@ from kpengine.geometry.geodesic import GeodesicGraph
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="../shared/data/keypointnet")
+    ap.add_argument("--data", default=shared_data("keypointnet"))
     ap.add_argument("--category", default="bed")
     ap.add_argument("--models", type=int, default=0, help="first M models (0: all)")
     ap.add_argument("--per-model", type=int, nargs="+", default=[2, 3, 4, 6, 8, 12])

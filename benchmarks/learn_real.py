@@ -17,12 +17,14 @@ import os
 import sys
 from pathlib import Path
 
+from shared_data import SHARED_DATA  # a sibling script
+
 from kpengine.io.atomic import write_json
 from kpengine.learn.benchmark import evaluate_run
 from kpengine.learn.config import TrainConfig
 from kpengine.learn.train import train
 
-DATA = os.environ.get("KPENGINE_SHARED_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+DATA = str(SHARED_DATA)
 
 
 def main(argv: list[str]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from shared_data import shared_data  # a sibling script
 
 from kpengine.data import KeypointNetDataset
 from kpengine.geometry.transforms import bbox_centre
@@ -71,7 +72,7 @@ def colour_figure(data: Path, out: Path, size: int = 256) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--data", default=shared_data())
     ap.add_argument("--out", default="demo_out/render")
     ap.add_argument(
         "--photo-meshes", nargs="*", default=["341a2d3df9800314fa260f4362cac599"], help="more chairs to fit"

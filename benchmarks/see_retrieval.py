@@ -36,6 +36,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from shared_data import shared_data  # a sibling script
 
 from kpengine.image.retrieval.embedding import RankSummary, distances_to, embed, photo_input, ranks_of
 from kpengine.image.retrieval.lightfield import LightFieldSpec
@@ -111,7 +112,7 @@ def main() -> None:
     ap.add_argument("--test", required=True, help="render set of test-split views")
     ap.add_argument("--runs", nargs="+", required=True, metavar="CATEGORY=RUN", help="image-embedding runs")
     ap.add_argument("--spaces", nargs="+", required=True, metavar="CATEGORY=RUN", help="shape-embedding runs")
-    ap.add_argument("--knowledge", default="../shared/data/keypointnet", help="clouds for the silhouette ranking")
+    ap.add_argument("--knowledge", default=shared_data("keypointnet"), help="clouds for the silhouette ranking")
     ap.add_argument("--silhouette-images", type=int, default=15, help="queries per category ranked by IoU (0: none)")
     ap.add_argument("--seen", help="render set of new views of train-split shapes (the paper's protocol)")
     ap.add_argument("--out", required=True)
