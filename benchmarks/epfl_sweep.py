@@ -44,6 +44,8 @@ VARIANTS: dict[str, dict] = {
     "smooth10": {"label_smoothing": 0.1},
     "small": {"widths": [8, 16, 32, 64]},
     "tiny": {"widths": [8, 16, 16, 32]},
+    "small_half": {"widths": [8, 16, 32, 64], "half_weight": 1.0},
+    "small96": {"widths": [8, 16, 32, 64], "size": 96},
     "reg": {"dropout": 0.5, "weight_decay": 5e-3},
     "cutmix50_long40": {"mix": 0.5, "epochs": 40},
     "cutmix100_long40": {"mix": 1.0, "epochs": 40},
@@ -111,6 +113,7 @@ def azimuth_probs(model, crops: torch.Tensor, size: int, device: str, window=(1.
     """(N, 24) azimuth probabilities of crops seen through one window, mirrored back where ``mirror``."""
     from kpengine.image.crops import normalise, resample
     from kpengine.image.datasets import CROP_MARGIN, VIEW_MARGIN
+    from kpengine.image.viewpoint import with_half
 
     out = []
     for i in range(0, len(crops), 512):
@@ -119,7 +122,11 @@ def azimuth_probs(model, crops: torch.Tensor, size: int, device: str, window=(1.
         shift = torch.tensor([window[1], window[2]]).expand(n, 2)
         flip = torch.full((n,), mirror, dtype=torch.bool)
         x = normalise(resample(c, size, VIEW_MARGIN / CROP_MARGIN * window[0], shift, flip))
-        p = F.softmax(model(x.to(device))["azimuth"].float(), -1).cpu()
+        logits = model(x.to(device))
+        p = F.softmax(logits["azimuth"].float(), -1)
+        if "half" in logits:  # the front/back head weights each bin by its half (cos(-a) = cos(a): mirror-safe)
+            p = with_half(p, logits["half"])
+        p = p.cpu()
         out.append(p.flip(-1) if mirror else p)  # a mirror image's bin k is the view's bin 23 - k
     return torch.cat(out)
 
@@ -283,7 +290,7 @@ def write_summary(results: list[dict], gt: np.ndarray, path: Path, args, names: 
 
 
 def report() -> None:
-    """``--report OUT [OUT ...] --variant V [--mode mirror] [--png P]``: one variant's runs, gathered from
+    """``--report OUT [OUT ...] --variant V[,V...] [--mode mirror] [--png P]``: the variants' runs, gathered from
     the ``probs_V_SEED.npz`` of the given sweep folders, scored alone and as their ensemble (mean
     probabilities), with per-car and per-view tables of the ensemble and its failure picture."""
     import sys
@@ -300,7 +307,8 @@ def report() -> None:
     ap.add_argument("--cache", default=".epfl/crops96.npz")
     ap.add_argument("--png", default=None)
     args, _ = ap.parse_known_args()
-    files = sorted(f for d in args.report for f in Path(d).glob(f"probs_{args.variant}_*.npz"))
+    variants = args.variant.split(",")  # several: one ensemble over all their seeds
+    files = sorted(f for d in args.report for v in variants for f in Path(d).glob(f"probs_{v}_[0-9]*.npz"))
     if not files:
         raise SystemExit(f"no probs_{args.variant}_*.npz in {args.report}")
     _, test = load_cache(args.cache, "test")

@@ -1,122 +1,232 @@
-"""The SPair-71k aeroplane pair through the 3D route, PCK@alpha_bbox beside two 2D baselines.
+"""The SPair-71k aeroplane pair through the 3D route, both directions, PCK@alpha_bbox beside 2D baselines.
 
-    python benchmarks/see_spair.py --pairs ../shared/data/images/spair/spair_aeroplane_pair.json \
-        --knowledge ../shared/data/keypointnet --silhouette RUN --out OUT [--viewpoint RUN]
+    python benchmarks/see_spair.py --pairs ../shared/data/images/spair/spair_aeroplane_pair.json \\
+        --knowledge ../shared/data/keypointnet --silhouette RUN --viewpoint RUN --out OUT [--mask-input box]
 
-Each photo: the mask from the airplane ``--silhouette`` run, then the `understand` pipeline. With
-``--viewpoint`` (an airplane viewpoint run) the network's estimate starts the fit; without it the
-viewpoint is searched: every 30 deg of azimuth at 10 deg elevation is fitted (retrieval, 20
-refinement steps) and the best silhouette IoU kept. The source keypoints then go through
-:func:`kpengine.image.transfer.transfer_points`. Scored with SPair's threshold ``alpha * max(w, h)``
-of the target box at alpha 0.05 / 0.1 / 0.15, beside ``identity`` (the source pixel) and
-``box`` (the affine map between the two annotated boxes, which SPair gives to every method).
-Writes ``OUT/spair.json`` and ``OUT/spair.png`` (both fits, the transferred points, the truth).
+Each photo is fitted once per *route*, then every pair is transferred source -> target and target ->
+source (the pair file's points read the other way), so one pair gives two scored transfers:
+
+* ``3d net``: the `understand` pipeline as the command runs it (the airplane ``--viewpoint`` network's
+  azimuth modes and their half turns as starts, retrieval over the knowledge base's annotated
+  airplanes by mask IoU, 20 refinement steps), on the mask of the airplane ``--silhouette`` network;
+* ``3d search``: the same with the viewpoint searched instead: every 30 deg of azimuth at elevations
+  -10, 10 and 30 deg, each fitted (retrieval, refinement), the best silhouette IoU kept;
+* ``identity``: the source pixel; ``mask box``: the per-axis affine map between the two *predicted*
+  masks' boxes (the same masks as the 3D routes); ``SPair box``: the same map between SPair's two
+  annotated boxes, which SPair gives every method.
+
+Masks: ``--mask-input whole`` runs the silhouette network on the whole photo (as ``understand`` does
+without a mask); ``box`` on the square crop around SPair's annotated box
+(:func:`kpengine.image.datasets.predict_mask_in_box`), the framing of the training renders.
+Transferred points go through :func:`kpengine.image.transfer.transfer_points` (lift on the source
+fit, box map + semantic residuals between the two retrieved airplanes, project with the target
+camera). Scored with SPair's threshold ``alpha * max(w, h)`` of the *target's* annotated box at
+alpha 0.05 / 0.1 / 0.15. Writes ``OUT/spair.json`` and ``OUT/spair.png`` (per direction: both fits,
+the transferred points of each route against the truth).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kpengine.image.datasets import predict_mask
+from kpengine.image.datasets import predict_mask, predict_mask_in_box
 from kpengine.image.pipeline import KnowledgeBase, Networks, load_image_run, overlay_picture, understand
 from kpengine.image.transfer import FittedPhoto, transfer_points
-from kpengine.image.viewpoint import ViewpointNet
 from kpengine.io.image import load_image
 from kpengine.io.spair import load_spair_pairs
 from kpengine.metrics.pck2d import transfer_pck
 from kpengine.render.cameras import Viewpoint
 
 ALPHAS = (0.05, 0.1, 0.15)
+SEARCH_AZIMUTHS = tuple(range(0, 360, 30))
+SEARCH_ELEVATIONS = (-10.0, 10.0, 30.0)
 
 
-def fit_photo(image: np.ndarray, kb: KnowledgeBase, nets: Networks, searched: bool):  # noqa: ANN201
-    mask = predict_mask(nets.silhouette, image, nets.silhouette_size)
-    if not searched:
-        return understand(image, kb, nets, mask=mask), mask
+def box_map(points: np.ndarray, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """Points (K, 2) through the per-axis affine map taking box ``src`` onto box ``tgt`` (xmin, ymin, xmax, ymax)."""
+    return tgt[:2] + (points - src[:2]) * (tgt[2:] - tgt[:2]) / np.maximum(src[2:] - src[:2], 1e-9)
+
+
+def box_of(mask: np.ndarray) -> np.ndarray:
+    ii, jj = np.nonzero(mask)
+    return np.array([jj.min(), ii.min(), jj.max(), ii.max()], np.float64)
+
+
+def fit_photo(image: np.ndarray, mask: np.ndarray, kb: KnowledgeBase, nets: Networks, route: str):  # noqa: ANN201
+    """One photo's :class:`Understanding` by ``route`` (``net`` or ``search``) on the given mask."""
+    if route == "net":
+        return understand(image, kb, nets, mask=mask)
     best = None
-    for az in range(0, 360, 30):
-        u = understand(image, kb, nets, mask=mask, viewpoint_override=Viewpoint(float(az), 10.0, 1.0, 0.0))
-        if best is None or u.iou_refined > best.iou_refined:
-            best = u
-    return best, mask
+    for el in SEARCH_ELEVATIONS:
+        for az in SEARCH_AZIMUTHS:
+            view = Viewpoint(az, el, 1.0, 0.0)
+            u = understand(image, kb, nets, mask=mask, pose_hypotheses=1, viewpoint_override=view)
+            if best is None or u.iou_refined > best.iou_refined:
+                best = u
+    return best
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", required=True)
-    ap.add_argument("--knowledge", required=True)
-    ap.add_argument("--silhouette", required=True)
-    ap.add_argument("--viewpoint", default=None)
-    ap.add_argument("--split", default="all")
+    ap.add_argument("--pairs", required=True, help="a SPair pair file (io/spair.py)")
+    ap.add_argument("--knowledge", required=True, help="KeypointNet root: the annotated airplanes to retrieve")
+    ap.add_argument("--silhouette", required=True, help="an airplane silhouette run")
+    ap.add_argument("--viewpoint", required=True, help="an airplane viewpoint run")
+    ap.add_argument("--split", default="all", help="knowledge-base split (default all)")
+    ap.add_argument("--mask-input", choices=("whole", "box"), default="box")
+    ap.add_argument("--routes", default="net,search", help="comma-separated: net, search")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    routes = [r for r in args.routes.split(",") if r]
     kb = KnowledgeBase.load(args.knowledge, "airplane", args.split)
     sil, st = load_image_run(args.silhouette, "silhouette", "airplane")
-    vp = load_image_run(args.viewpoint, "viewpoint", "airplane")[0] if args.viewpoint else ViewpointNet(64)
+    vp, _ = load_image_run(args.viewpoint, "viewpoint", "airplane")
     nets = Networks(vp, sil, int(st["config"]["size"]))
-    res = {"knowledge_shapes": [s.model_id for s in kb.shapes], "pairs": []}
+    res: dict = {
+        "knowledge_shapes": {s.model_id: ("mesh" if s.mesh_path else "cloud") for s in kb.shapes},
+        "mask_input": args.mask_input,
+        "transfers": [],
+    }
+    photos: dict[str, dict] = {}
+    rows = []
     for pair in load_spair_pairs(args.pairs):
-        ims = [load_image(pair.source_path), load_image(pair.target_path)]
-        fits = [fit_photo(im, kb, nets, args.viewpoint is None) for im in ims]
-        fitted = []
-        for u, _ in fits:
-            _, renderer, _ = kb.mesh(u.shape)
-            fitted.append(FittedPhoto.from_render(u.shape, renderer.render(u.camera)))
-        scale = float(np.max(pair.target_box[2:] - pair.target_box[:2]))
-        s_box, t_box = pair.source_box, pair.target_box
-        preds = {
-            "3d": transfer_points(pair.source_points, fitted[0], fitted[1])[0],
-            "identity": pair.source_points,
-            "box": t_box[:2] + (pair.source_points - s_box[:2]) * (t_box[2:] - t_box[:2]) / (s_box[2:] - s_box[:2]),
+        ends = [
+            (pair.source_path, pair.source_points, pair.source_box),
+            (pair.target_path, pair.target_points, pair.target_box),
+        ]
+        for path, _, box in ends:
+            if path.name in photos:
+                continue
+            image = load_image(path)
+            t0 = time.perf_counter()
+            if args.mask_input == "box":
+                mask = predict_mask_in_box(sil, image, nets.silhouette_size, box)
+            else:
+                mask = predict_mask(sil, image, nets.silhouette_size)
+            entry = {"image": image, "mask": mask, "fits": {}, "seconds": {}}
+            for r in routes:
+                t1 = time.perf_counter()
+                u = fit_photo(image, mask, kb, nets, r)
+                _, renderer, _ = kb.mesh(u.shape)
+                entry["fits"][r] = (u, FittedPhoto.from_render(u.shape, renderer.render(u.camera)))
+                entry["seconds"][r] = round(time.perf_counter() - t1, 1)
+            entry["seconds"]["mask"] = round(time.perf_counter() - t0 - sum(entry["seconds"].values()), 2)
+            photos[path.name] = entry
+            print(
+                f"{path.name}: "
+                + "; ".join(
+                    f"{r} az {u.pose_json()['azimuth']:.0f} el {u.pose_json()['elevation']:.0f} "
+                    f"shape {u.shape.model_id[:8]} IoU {u.iou_refined:.2f}"
+                    for r, (u, _) in entry["fits"].items()
+                ),
+                flush=True,
+            )
+        for (sp, spts, sbox), (tp, tpts, tbox) in (ends, ends[::-1]):
+            s, t = photos[sp.name], photos[tp.name]
+            scale = float(np.max(tbox[2:] - tbox[:2]))
+            preds = {f"3d {r}": transfer_points(spts, s["fits"][r][1], t["fits"][r][1])[0] for r in routes}
+            preds |= {
+                "identity": spts.astype(np.float64),
+                "mask box": box_map(spts, box_of(s["mask"]), box_of(t["mask"])),
+                "SPair box": box_map(spts, sbox, tbox),
+            }
+            row = {
+                "source": sp.name,
+                "target": tp.name,
+                "threshold_px@0.1": round(0.1 * scale, 2),
+                "pck_bbox": {
+                    m: {f"{a:g}": float(transfer_pck(p, tpts, scale, a).mean()) for a in ALPHAS}
+                    for m, p in preds.items()
+                },
+                "errors_px": {m: np.hypot(*(p - tpts).T).round(1).tolist() for m, p in preds.items()},
+            }
+            res["transfers"].append(row)
+            rows.append((sp.name, tp.name, spts, tpts, preds))
+    methods = list(res["transfers"][0]["pck_bbox"])
+    res["mean_over_transfers"] = {
+        m: {f"{a:g}": float(np.mean([r["pck_bbox"][m][f"{a:g}"] for r in res["transfers"]])) for a in ALPHAS}
+        for m in methods
+    }
+    res["fits"] = {
+        name: {
+            r: {
+                "model_id": u.shape.model_id,
+                "iou": round(u.iou_refined, 3),
+                "azimuth": round(u.pose_json()["azimuth"], 1),
+                "elevation": round(u.pose_json()["elevation"], 1),
+                "network_azimuth": round(float(u.viewpoint["azimuth"]), 1),
+                "network_confidence": round(float(u.viewpoint["confidence"]), 3),
+            }
+            for r, (u, _) in e["fits"].items()
         }
-        row = {
-            "source": pair.source_path.name,
-            "target": pair.target_path.name,
-            "fits": [
-                {"model_id": u.shape.model_id, "iou": u.iou_refined, "pose": u.pose_json()["azimuth"]} for u, _ in fits
-            ],
-            "pck_bbox": {
-                m: {f"{a:g}": float(transfer_pck(p, pair.target_points, scale, a).mean()) for a in ALPHAS}
-                for m, p in preds.items()
-            },
-            "errors_px_3d": np.hypot(*(preds["3d"] - pair.target_points).T).round(1).tolist(),
-        }
-        res["pairs"].append(row)
-        picture(ims, fits, pair, preds["3d"], out / "spair.png")
+        | {"seconds": e["seconds"]}
+        for name, e in photos.items()
+    }
     (out / "spair.json").write_text(json.dumps(res, indent=1))
-    print(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k != "transfers"}, indent=1))
+    for r in res["transfers"]:
+        print(r["source"], "->", r["target"], json.dumps(r["pck_bbox"]))
+    picture(rows, photos, routes, out / "spair.png")
 
 
-def picture(ims: list, fits: list, pair, pred: np.ndarray, path: Path) -> None:  # noqa: ANN001
+def _draw(image: np.ndarray, pts: np.ndarray, colour, ref: np.ndarray | None = None, r: int = 4):  # noqa: ANN001, ANN202
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(image)
+    d = ImageDraw.Draw(im)
+    for k, (x, y) in enumerate(pts):
+        if not np.isfinite([x, y]).all():
+            continue
+        if ref is not None:
+            d.line([(x, y), tuple(ref[k])], fill=(255, 255, 0), width=2)
+        d.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline=(0, 0, 0))
+        d.text((x + r + 1, y - 2 * r), str(k), fill=colour)
+    return np.asarray(im)
+
+
+def picture(rows: list, photos: dict, routes: list[str], path: Path) -> None:
+    """One row per direction: the source with its keypoints (red), each route's two fits (the photo's mask in
+    white, the fitted airplane in blue, its keypoints), and per route the target with the transferred points
+    (cyan) joined to the truth (green) by yellow lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
-    axes[0].imshow(overlay_picture(fits[0][0]))
-    axes[0].set_title(f"source fit: IoU {fits[0][0].iou_refined:.2f}", fontsize=9)
-    axes[1].imshow(overlay_picture(fits[1][0]))
-    axes[1].set_title(f"target fit: IoU {fits[1][0].iou_refined:.2f}", fontsize=9)
-    axes[2].imshow(ims[1])
-    t = pair.target_points
-    axes[2].scatter(t[:, 0], t[:, 1], c="lime", s=25, label="truth")
-    axes[2].scatter(pred[:, 0], pred[:, 1], c="red", s=25, label="3D route")
-    for k in range(len(t)):
-        axes[2].plot([t[k, 0], pred[k, 0]], [t[k, 1], pred[k, 1]], "y-", lw=1)
-        axes[2].text(t[k, 0] + 4, t[k, 1] - 4, str(k), color="lime", fontsize=8)
-    axes[2].legend(fontsize=8)
-    axes[2].set_title("target: transferred source keypoints (red) vs truth (green)", fontsize=9)
-    for a in axes:
-        a.axis("off")
+    ncol = 1 + 2 * len(routes) + len(routes)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(3.3 * ncol, 3.6 * len(rows)), squeeze=False)
+    for i, (sname, tname, spts, tpts, preds) in enumerate(rows):
+        s, t = photos[sname], photos[tname]
+        ax = axes[i]
+        ax[0].imshow(_draw(s["image"], spts, (255, 40, 40)))
+        ax[0].set_title(f"source {sname}: its keypoints", fontsize=8)
+        c = 1
+        for r in routes:
+            for name, e in ((sname, s), (tname, t)):
+                u = e["fits"][r][0]
+                ax[c].imshow(overlay_picture(u))
+                pj = u.pose_json()
+                ax[c].set_title(
+                    f"{r}: {name[:11]} az {pj['azimuth']:.0f} el {pj['elevation']:.0f} IoU {u.iou_refined:.2f}",
+                    fontsize=8,
+                )
+                c += 1
+        for r in routes:
+            im = _draw(t["image"], tpts, (40, 255, 40))
+            ax[c].imshow(_draw(im, preds[f"3d {r}"], (0, 230, 255), ref=tpts))
+            ax[c].set_title(f"3d {r} -> {tname[:11]}: cyan transferred, green truth", fontsize=8)
+            c += 1
+        for a in ax:
+            a.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -145,9 +145,10 @@ def test_real_background_photos_are_found_with_their_objects(shared_data: Path) 
     sources = {p.source for p in found.photos}
     assert "epfl_cars" in sources and not found.problems
     assert all(p.boxes or p.mask_path for p in found.photos)
-    # evaluation photos are held out: EPFL test sequences, PF-WILLOW, the chair demo photo
+    # evaluation photos are held out: EPFL test sequences, PF-WILLOW, the chair demo photo, the SPair pair
     assert not any("tripod_seq_1" in p.path.name and int(p.path.name.split("_")[2]) >= 11 for p in found.photos)
-    assert "pf_willow" not in sources and "mask" not in sources
+    assert "pf_willow" not in sources and "mask" not in sources and "spair" not in sources
+    assert "spair" in {p.source for p in find_background_photos(shared_data / "images", held_out=()).photos}
 
 
 def test_cli_render_views(sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -83,6 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--maps", default="mask,depth,normals", help="per-view maps to write besides the image (default all three)"
     )
     p.add_argument("--limit", type=int, metavar="N", help="at most N shapes per category (quick sets)")
+    p.add_argument(
+        "--unannotated-meshes",
+        action="store_true",
+        help="train split only: also render the category's meshes that have no annotation and no split "
+        "(views without keypoints, for silhouette and viewpoint networks)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="render set folder (created; resumed if it exists)")
     p.add_argument("--summary", metavar="S.json", help="also write the JSON summary to a file")
@@ -145,6 +151,7 @@ def cmd_render_views(args: argparse.Namespace) -> int:
         maps=maps,
         limit=args.limit,
         evaluation=args.evaluation,
+        unannotated=args.unannotated_meshes,
         log=log,
         progress=(bar.update if bar is not None else lambda n: None),
     )

@@ -308,6 +308,46 @@ def render_shape_views(
             release()
 
 
+def unannotated_mesh_shapes(root: str | Path, category: str) -> list[Shape]:
+    """Keypoint-free shapes for the category's meshes under ``root`` that have no annotation and are in no split.
+
+    Silhouette and viewpoint networks need views, not keypoints, and ShapeNet meshes of one category share
+    one frame, so an unannotated mesh is a training shape for them (airplane: 8 of the 9 OBJ files here have
+    no KeypointNet annotation, docs/benchmarks.md "SPair"). A mesh listed in any split file is left out: a
+    test-split shape is never rendered for training, whatever its annotation. Keypoints are empty (K = 0)."""
+    from kpengine.categories import resolve_category
+    from kpengine.io import layout
+    from kpengine.io.annotations import ModelAnnotation, Symmetries, load_annotations
+    from kpengine.io.mesh import load_mesh
+    from kpengine.io.splits import load_split
+
+    root = Path(root)
+    cat = resolve_category(category)
+    ann = layout.annotation_path(root, cat.name)
+    annotated: set[str] = set()
+    if ann is not None:  # an element that fails to parse is still an annotated model: not "unannotated"
+        models, problems = load_annotations(ann)
+        annotated = {a.model_id for a in models} | {str(p.model_id) for p in problems}
+    in_splits = set()
+    for split in ("train", "val", "test"):
+        if layout.split_path(root, split).is_file():
+            in_splits |= {m for s, m in load_split(layout.split_path(root, split)) if s == cat.synset}
+    shapes = []
+    for mid in layout.mesh_dir_ids(root, cat.synset):
+        path = layout.mesh_path(root, cat.synset, mid)
+        if path is None or mid in annotated or mid in in_splits:
+            continue
+        v = np.asarray(load_mesh(path).vertices, np.float32)
+        shapes.append(
+            Shape(
+                model_id=mid, category=cat, points=v, colors=None, keypoints=np.zeros((0, 3), np.float32),
+                semantic_ids=np.zeros(0, np.int64), point_indices=np.zeros(0, np.int64), symmetries=Symmetries(),
+                annotation=ModelAnnotation(cat.synset, mid, []), source="mesh", mesh_path=path,
+            )
+        )  # fmt: skip
+    return shapes
+
+
 def build_render_set(
     root: str | Path,
     categories: list[str],
@@ -321,13 +361,16 @@ def build_render_set(
     maps: tuple[str, ...] = ("mask", "depth", "normals"),
     limit: int | None = None,
     evaluation: bool = False,
+    unannotated: bool = False,
     log: Callable[[str], None] = lambda s: None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> dict:
     """Render ``views_per_shape`` views of every shape of ``categories`` in ``split`` into the render set ``out``
     (layout in :mod:`kpengine.io.renderset`). Resumable: shapes whose shard exists with the same settings are
     skipped; ``index.json`` is rewritten after each category (``"complete": false`` until the last).
-    ``limit`` caps shapes per category. ``evaluation`` allows the test split (held-out shapes rendered only to
+    ``limit`` caps shapes per category. ``unannotated`` (train split only) adds the category's meshes that
+    have no annotation and no split (:func:`unannotated_mesh_shapes`), views without keypoints.
+    ``evaluation`` allows the test split (held-out shapes rendered only to
     measure on, never to train: the index records ``"evaluation": true``). Returns the index."""
     import time
 
@@ -358,6 +401,7 @@ def build_render_set(
         "backgrounds": None if backgrounds is None else str(Path(backgrounds).resolve()),
         "background_photos": 0 if bank is None else len(bank),
         "limit": limit,
+        **({"unannotated": True} if unannotated else {}),
         **({"evaluation": True} if evaluation else {}),
         "renderer": RENDERER,
         **cfg.to_json(),
@@ -371,6 +415,8 @@ def build_render_set(
         t0 = time.perf_counter()
         ds = KeypointNetDataset(root, category, split)
         shapes = list(ds)[:limit] if limit is not None else list(ds)
+        if unannotated and split == "train":
+            shapes += unannotated_mesh_shapes(root, category)
         if ds.problems:
             problems.append(ds.problem_summary())
         log(f"{category}/{split}: {len(shapes)} shapes to render, loaded in {time.perf_counter() - t0:.1f} s")
