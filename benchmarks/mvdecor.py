@@ -3,18 +3,24 @@ test split's official correspondence PCK and the dense region mIoU, every method
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/mvdecor.py \\
         --data ../shared/data/keypointnet --category bed --views runs/views/bed \\
-        --pretrain runs/mv/bed-pre --shots 5 10 --draws 1 --out runs/mvbench/bed \\
-        --methods mvdecor scratch pointnet   # 2D: 60 k steps at 5e-3, background weight 0.2
+        --pretrain runs/mv/bed-pre --shots 5 10 --draws 5 --out runs/mvbench/bed \\
+        --methods mvdecor scratch pointnet   # 2D: the task's steps (60 per shape, >= 600), 5e-3
 
 Methods: ``mvdecor`` (multiview-fewshot from the pretraining run), ``scratch`` (the same 2D
 network and schedule from random weights), ``mvdecor-noxyz`` / ``scratch-noxyz`` (the same
 without the world-point input channels: the paper's inputs only), ``mvdecor-nn`` / ``random-nn`` (no fine-tuning:
 labels and keypoints by nearest pretrained / random-weight embeddings, see ``run_nn``),
 ``pointnet`` (PointNet-256, the correspondence task
-with the learning recipe of docs/learning.md), ``dgcnn`` (same, DGCNN). Draw ``d`` is
+with the learning recipe of docs/learning.md), ``dgcnn`` (same, DGCNN); any other name is looked
+up in ``RUNNERS`` of benchmarks/mvdecor_baselines.py (the 3D self-supervised baseline's rows:
+same draws, same ``score``, same row format). Draw ``d`` is
 ``--seed d`` for every method (kpengine.data.shots), so all methods see the same shapes.
 Each finished (method, k, draw) is appended to OUT/results.jsonl and skipped when the script
-is run again (resumable); the table (mean ± std over draws) goes to OUT/table.md and stdout.
+is run again (resumable); the table (mean ± std over draws) goes to OUT/table.md and stdout;
+``--merge A/results.jsonl B/results.jsonl`` writes one table of several files (categories and
+engineers' runs side by side). The 2D runs keep their point probabilities (``probs.npz``, mean
+and geometric view fusion) so that ``--decoders RUN...`` compares keypoint decoders on the same
+networks.
 
 Region mIoU: for the 2D networks, the per-point labels voted from the views ("dense"); for every
 method also the regions grown around its predicted keypoints with the same radius ("from
@@ -34,6 +40,7 @@ import numpy as np
 
 from kpengine.data.dataset import KeypointNetDataset
 from kpengine.image.tasks import image_task
+from kpengine.image.tasks.multiview_fewshot import epochs_for
 from kpengine.learn.inference import load_run
 from kpengine.learn.predict import predict_split
 from kpengine.learn.runs import train_run
@@ -41,15 +48,10 @@ from kpengine.metrics.evaluate import evaluate_correspondence
 from kpengine.metrics.regions import REGION_RADIUS, region_labels, region_miou
 
 THRESHOLDS = (0.01, 0.05, 0.10)
-#: optimiser steps of a 2D few-shot run (batch 8) per labelled shape: 300 at k = 5 (38 passes
-#: over the 60 views); a fixed 300 left k = 10 underfit (its own shapes' PCK@0.05 0.52 against
-#: 0.82 at k = 5, and below k = 5 on the test split: docs/mvdecor.md)
-STEPS_2D_PER_SHOT = 60
 STEPS_3D = 200
-
-
-def epochs_for(steps: int, items: int, batch: int = 8) -> int:
-    return max(1, math.ceil(steps / math.ceil(items / batch)))
+#: the 2D runs' point probabilities are kept (``probs.npz``) under both view fusions, so that the
+#: keypoint decoders can be compared on the same trained networks (``--decoders``)
+FUSIONS = ("mean", "log")
 
 
 def train_pck(args, k: int, draw: int, keypoints: dict[str, dict[int, int]]) -> list[float]:
@@ -81,8 +83,10 @@ def score(test: KeypointNetDataset, keypoints: dict[str, dict[int, int]], dense:
 
 
 def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
-    from kpengine.image.tasks.multiview_fewshot import predict_shapes
-
+    """A multiview-fewshot run (``mvdecor*`` from ``--pretrain``, ``scratch*`` from random
+    weights) with the task's own step rule (``default_steps``: 60 per shape, at least 600) unless
+    ``--steps-2d``; its test and own-shape keypoints, dense labels, and the point probabilities
+    of both fusions saved to ``out/probs.npz`` (float16, ``split/fusion/model_id``)."""
     task = image_task("multiview_fewshot")
     cfg = task.config_class(
         task="multiview_fewshot",
@@ -93,16 +97,68 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
         seed=draw,
         init=args.pretrain if method.startswith("mvdecor") else "",
         background_weight=args.background_weight,
-        epochs=epochs_for(args.steps_2d_per_shot * k, k * 12),
+        epochs=epochs_for(args.steps_2d, k * 12) if args.steps_2d else 0,
         lr=args.lr_2d,
         lr_schedule="cosine",
         position=not method.endswith("-noxyz"),
     )
     summary = train_run(task(cfg), out, resume=True, progress=False)
     model, state = load_run(out)
-    keypoints, dense, _ = predict_shapes(model, state, args.data, "test")
-    fitted, _, _ = predict_shapes(model, state, args.data, "train", state["shots_ids"])
-    return {"summary": summary, "keypoints": keypoints, "dense": dense, "train_keypoints": fitted}
+    test = point_probabilities_of(model, state, args.data, "test")
+    train = point_probabilities_of(model, state, args.data, "train", state["shots_ids"])
+    save_probs(out / "probs.npz", {"test": test, "train": train})
+    keypoints, dense = decode(args.data, args.category, "test", test["mean"], state["n_classes"], args.kernel)
+    fitted, _ = decode(args.data, args.category, "train", train["mean"], state["n_classes"], args.kernel)
+    steps = cfg.epochs * math.ceil(k * 12 / cfg.batch_size)
+    return {"summary": summary, "keypoints": keypoints, "dense": dense, "train_keypoints": fitted, "steps": steps}
+
+
+def point_probabilities_of(model, state: dict, data: str, split: str, ids: list[str] | None = None) -> dict:
+    """{fusion: {model_id: (N, C + 1) point probabilities}} of a few-shot run on a split's shapes."""
+    from kpengine.image.multiview.training import open_views
+    from kpengine.image.tasks.multiview_fewshot import FewShotConfig, label_shape, load_shapes
+
+    cfg = FewShotConfig.from_json({"position": False, **state["config"], "data": str(data)})
+    cache, shapes = open_views(cfg, list(load_shapes(cfg, split, ids)))
+    return {
+        f: {s.model_id: label_shape(model, cache, cfg, s, state["n_classes"], fusion=f) for s in shapes}
+        for f in FUSIONS
+    }
+
+
+def save_probs(path: Path, probs: dict) -> None:
+    flat = {
+        f"{split}/{f}/{m}": p.astype(np.float16)
+        for split, by_fusion in probs.items()
+        for f, by_id in by_fusion.items()
+        for m, p in by_id.items()
+    }
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **flat)
+    tmp.replace(path)
+
+
+def load_probs(path: Path) -> dict:
+    """{split: {fusion: {model_id: (N, C + 1) float32}}} from ``save_probs``."""
+    out: dict = {}
+    with np.load(path) as z:
+        for key in z.files:
+            split, f, m = key.split("/")
+            out.setdefault(split, {}).setdefault(f, {})[m] = z[key].astype(np.float32)
+    return out
+
+
+def decode(data: str, category: str, split: str, probs: dict, n_classes: int, kernel: str) -> tuple[dict, dict]:
+    """Keypoints and argmax labels of a split's shapes from their point probabilities."""
+    from kpengine.image.multiview.backproject import keypoints_from_probabilities
+
+    ds = KeypointNetDataset(data, category, split, model_ids=sorted(probs))
+    keypoints, labels = {}, {}
+    for shape in ds:
+        p = probs[shape.model_id]
+        keypoints[shape.model_id] = keypoints_from_probabilities(shape.points, p, n_classes, REGION_RADIUS, kernel)
+        labels[shape.model_id] = p.argmax(axis=1)
+    return keypoints, labels
 
 
 def run_nn(args, method: str, k: int, draw: int, out: Path) -> dict:
@@ -186,13 +242,13 @@ def _fit(run: Path, args, k: int, draw: int) -> dict[str, dict[int, int]]:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| method | k | draws | PCK@0.01 | PCK@0.05 | PCK@0.10 | mIoU dense | mIoU from keypoints"
+        "| category | method | k | draws | PCK@0.01 | PCK@0.05 | PCK@0.10 | mIoU dense | mIoU from keypoints"
         " | train-shape PCK@0.05 | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    keys = sorted({(r["method"], r["k"]) for r in rows}, key=lambda t: (t[1], t[0]))
-    for method, k in keys:
-        sel = [r for r in rows if r["method"] == method and r["k"] == k]
+    keys = sorted({(r.get("category", ""), r["method"], r["k"]) for r in rows}, key=lambda t: (t[0], t[2], t[1]))
+    for category, method, k in keys:
+        sel = [r for r in rows if (r.get("category", ""), r["method"], r["k"]) == (category, method, k)]
 
         def ms(values: list[float]) -> str:
             v = np.array([x for x in values if x is not None and not np.isnan(x)])
@@ -205,7 +261,9 @@ def table(rows: list[dict]) -> str:
         grown = ms([r["miou_from_keypoints"] for r in sel])
         fit = ms([r["train_pck"][1] if r.get("train_pck") else None for r in sel])
         secs = np.median([r["train_seconds"] for r in sel])
-        lines.append(f"| {method} | {k} | {len(sel)} | {' | '.join(pck)} | {dense} | {grown} | {fit} | {secs:.0f} |")
+        lines.append(
+            f"| {category} | {method} | {k} | {len(sel)} | {' | '.join(pck)} | {dense} | {grown} | {fit} | {secs:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -292,6 +350,59 @@ def fit_figure(runs: list[str], path: str, views: tuple[int, ...] = (0, 3, 6, 9)
     print(f"figure: {path}")
 
 
+def runner(method: str):
+    """The function that runs a method: the 2D few-shot runs, the nearest-embedding variants, the
+    point networks from scratch here; any other name from ``RUNNERS`` of
+    benchmarks/mvdecor_baselines.py (the other engineers' rows: same signature, same row format)."""
+    if method in ("mvdecor-nn", "random-nn"):
+        return run_nn
+    if method.split("-")[0] in ("mvdecor", "scratch"):
+        return run_2d
+    if method in ("pointnet", "dgcnn", "pointnet2", "pointconv"):
+        return run_3d
+    try:
+        import mvdecor_baselines  # benchmarks/ is on sys.path when this file runs as a script
+    except ImportError as exc:
+        raise SystemExit(f"unknown method {method!r} (and no benchmarks/mvdecor_baselines.py: {exc})") from exc
+    if method not in mvdecor_baselines.RUNNERS:
+        raise SystemExit(
+            f"unknown method {method!r}; mvdecor_baselines.RUNNERS has {sorted(mvdecor_baselines.RUNNERS)}"
+        )
+    return mvdecor_baselines.RUNNERS[method]
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def decoder_study(run_dirs: list[Path], data: str, category: str) -> list[dict]:
+    """PCK of every (fusion, kernel) decoder on the saved point probabilities of 2D runs, on their
+    own k training shapes (what a few-shot method may choose on) and on the test split."""
+    from kpengine.image.multiview.backproject import KERNELS
+
+    test = KeypointNetDataset(data, category, "test")
+    out = []
+    for run in run_dirs:
+        probs = load_probs(run / "probs.npz")
+        _, state = load_run(run)
+        n = state["n_classes"]
+        ids = KeypointNetDataset(data, category, "train", model_ids=state["shots_ids"])
+        for fusion in FUSIONS:
+            for kernel in KERNELS:
+                kp_test, _ = decode(data, category, "test", probs["test"][fusion], n, kernel)
+                kp_train, _ = decode(data, category, "train", probs["train"][fusion], n, kernel)
+                row = {
+                    "run": run.name,
+                    "fusion": fusion,
+                    "kernel": kernel,
+                    "train_pck": evaluate_correspondence(ids, kp_train, thresholds=THRESHOLDS).metrics["pck"],
+                    "test_pck": evaluate_correspondence(test, kp_test, thresholds=THRESHOLDS).metrics["pck"],
+                }
+                print(json.dumps(row), flush=True)
+                out.append(row)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -299,22 +410,28 @@ def main() -> None:
     p.add_argument("--views", required=True)
     p.add_argument("--pretrain", required=True, metavar="RUN_DIR")
     p.add_argument("--shots", type=int, nargs="+", default=[5, 10])
-    p.add_argument("--draws", type=int, default=2)
+    p.add_argument("--draws", type=int, default=2, help="draws 0..N-1 (or --draw-list)")
+    p.add_argument("--draw-list", type=int, nargs="+", metavar="D", help="run these draws only")
     p.add_argument("--methods", nargs="+", default=["mvdecor", "scratch", "pointnet"])
     p.add_argument("--out", required=True)
     p.add_argument(
-        "--steps-2d-per-shot",
+        "--steps-2d",
         type=int,
-        default=STEPS_2D_PER_SHOT,
-        help="optimiser steps of a 2D few-shot run per labelled shape (k = 5: 300)",
+        default=0,
+        help="optimiser steps of a 2D few-shot run (default: the task's, 60 per labelled shape, at least 600)",
     )
     p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
     p.add_argument("--lr-2d", type=float, default=5e-3, help="2D runs: learning rate (cosine decay)")
     p.add_argument("--background-weight", type=float, default=0.2, help="2D runs: background label weight")
+    p.add_argument("--kernel", default="ball", help="2D runs: the keypoint decoder's kernel (backproject.KERNELS)")
 
     p.add_argument("--figure", metavar="PNG", help="only draw the nearest-embedding transfer figure")
     p.add_argument("--fit-figure", metavar="PNG", help="only draw --fit-runs' predictions on a training shape")
     p.add_argument("--fit-runs", nargs="+", metavar="RUN_DIR", help="few-shot runs of one draw for --fit-figure")
+    p.add_argument(
+        "--decoders", nargs="+", metavar="RUN_DIR", help="only compare the keypoint decoders on these 2D runs"
+    )
+    p.add_argument("--merge", nargs="+", metavar="RESULTS", help="only write the table of these results.jsonl files")
     args = p.parse_args()
     if args.figure:
         figure(args, args.figure)
@@ -324,37 +441,48 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.decoders:
+        rows = decoder_study([Path(r) for r in args.decoders], args.data, args.category)
+        (out / "decoders.json").write_text(json.dumps(rows, indent=1) + "\n")
+        return
+    if args.merge:
+        rows = [r for f in args.merge for r in read_rows(Path(f))]
+        text = table(rows)
+        (out / "table.md").write_text(text + "\n")
+        print(text)
+        return
     results = out / "results.jsonl"
-    rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
+    rows = read_rows(results)
     done = {(r["method"], r["k"], r["draw"]) for r in rows}
     test = KeypointNetDataset(args.data, args.category, "test")
-    for draw in range(args.draws):
+    for draw in args.draw_list or range(args.draws):
         for k in args.shots:
             for method in args.methods:
                 if (method, k, draw) in done:
                     continue
                 t0 = time.perf_counter()
                 run_dir = out / f"{method}-k{k}-d{draw}"
-                run = {"mvdecor-nn": run_nn, "random-nn": run_nn}.get(method, run_3d)
-                if method.split("-")[0] in ("mvdecor", "scratch") and method != "mvdecor-nn":
-                    run = run_2d
+                run = runner(method)
                 res = run(args, method, k, draw, run_dir)
                 wall = time.perf_counter() - t0
                 row = {
                     "method": method,
+                    "category": args.category,
                     "k": k,
                     "draw": draw,
                     **score(test, res["keypoints"], res["dense"]),
                     "train_pck": train_pck(args, k, draw, res["train_keypoints"])
                     if res.get("train_keypoints")
                     else None,
-                    "steps": args.steps_3d if run is run_3d else args.steps_2d_per_shot * k,
+                    "steps": res.get("steps", args.steps_3d),
                     "train_seconds": sum(
                         h["seconds"] for h in json.loads((run_dir / "history.json").read_text())["epochs"]
                     ),
                     "wall_seconds": wall,
                     "epochs": res["summary"]["epochs"],
                     "loadavg_1m": os.getloadavg()[0],
+                    **({"kernel": args.kernel} if run is run_2d else {}),
+                    **({"pretrain": args.pretrain} if method.startswith("mvdecor") else {}),
                 }
                 rows.append(row)
                 with results.open("a") as fh:

@@ -302,3 +302,57 @@ def test_fewshot_inputs_and_a_run_saved_before_the_position_channels_loads(tmp_p
     state = {"config": old, "n_classes": 3, "model": SegmentationNet(new_unet(cfg), 4).state_dict()}
     model = MultiviewFewShotTask.load_model(state)
     assert model(torch.zeros(1, 7, 16, 16)).shape == (1, 4, 16, 16)
+
+
+def test_log_pool_is_the_normalised_geometric_mean_of_the_views() -> None:
+    from kpengine.image.multiview.backproject import log_pool
+
+    # two 1 x 1 views of point 0: (0.8, 0.2) and (0.5, 0.5). Geometric mean (sqrt .4, sqrt .1),
+    # whose ratio is 2: normalised (2/3, 1/3); the arithmetic mean would be (0.65, 0.35).
+    index = np.zeros((2, 1, 1), np.int64)
+    probs = np.array([0.8, 0.2, 0.5, 0.5]).reshape(2, 2, 1, 1)
+    votes, counts = vote(index, np.log(probs), 1)
+    assert log_pool(point_probabilities(np.zeros((1, 3)), votes, counts)) == pytest.approx(np.array([[2 / 3, 1 / 3]]))
+    # a view sure a point is not in a region (0.01) against two that are (0.9): arithmetic
+    # mean 0.603 keeps it in; the geometric one ((0.9 0.9 0.01)^(1/3) = 0.201 against
+    # (0.1 0.1 0.99)^(1/3) = 0.215) puts it out
+    probs = np.array([0.9, 0.1, 0.9, 0.1, 0.01, 0.99]).reshape(3, 2, 1, 1)
+    votes, counts = vote(np.zeros((3, 1, 1), np.int64), np.log(probs), 1)
+    p = log_pool(point_probabilities(np.zeros((1, 3)), votes, counts))[0]
+    assert p[0] == pytest.approx(0.0081 ** (1 / 3) / (0.0081 ** (1 / 3) + 0.0099 ** (1 / 3)))
+    assert p[0] < 0.5 < (0.9 + 0.9 + 0.01) / 3
+
+
+def test_fewshot_steps_grow_with_k_above_a_floor() -> None:
+    from kpengine.image.tasks.multiview_fewshot import FewShotConfig
+
+    def epochs(**kw) -> int:
+        return FewShotConfig(task="multiview_fewshot", data="d", category="bed", views="v", **kw).epochs
+
+    # k = 5: 60 views, 8 steps of batch 8 per epoch; the floor of 600 steps -> 75 epochs
+    assert epochs(shots=5) == 75
+    # k = 10: 120 views, 15 steps per epoch; 60 x 10 = 600 steps -> 40 epochs
+    assert epochs(shots=10) == 40
+    # k = 30: 360 views, 45 steps; 1,800 steps -> 40 epochs; all shapes: 25; a given number stays
+    assert epochs(shots=30) == 40
+    assert epochs(shots=0) == 25
+    assert epochs(shots=5, epochs=3) == 3
+
+
+def test_the_cone_kernel_centres_a_graded_region_whose_edge_is_a_point_too_wide() -> None:
+    # x = -0.02 .. 0.10 by 0.01; id 0's probability peaks at x = 0.03 (0.99) and falls off
+    # symmetrically (0.9, 0.7, 0.55), but the predicted region reaches one point too far left
+    # (x = -0.01 at 0.6). Balls of 0.035 hold 7 points: centred at 0.02 the gains 2p - 1 sum
+    # to .2 + .1 + .4 + .8 + .98 + .8 + .4 = 3.68, at 0.03 to .1 + .4 + .8 + .98 + .8 + .4 + .1
+    # = 3.58: the ball moves to 0.02. The cone (1 - d / 0.035) at 0.03: .98 + 1.6 (5/7)
+    # + .8 (3/7) + .2 (1/7) = 2.494; at 0.02: .8 + 1.38 (5/7) + .9 (3/7) + .6 (1/7) = 2.257.
+    x = np.round(np.arange(-0.02, 0.105, 0.01), 3)
+    points = np.zeros((len(x), 3))
+    points[:, 0] = x
+    p0 = dict(zip(x.tolist(), [0.0, 0.6, 0.55, 0.7, 0.9, 0.99, 0.9, 0.7, 0.55, 0, 0, 0, 0]))
+    p = np.array([[p0[v], 1 - p0[v]] for v in x.tolist()])
+    at = {v: i for i, v in enumerate(x.tolist())}
+    assert keypoints_from_probabilities(points, p, 1, radius=0.035)[0] == at[0.02]
+    assert keypoints_from_probabilities(points, p, 1, radius=0.035, kernel="cone")[0] == at[0.03]
+    with pytest.raises(ValueError, match="unknown kernel"):
+        keypoints_from_probabilities(points, p, 1, radius=0.035, kernel="gauss")

@@ -43,17 +43,25 @@ def point_probabilities(points: np.ndarray, votes: np.ndarray, counts: np.ndarra
     return out
 
 
+#: how a candidate centre weighs the points of its ball: "ball" all alike, "cone" by 1 - d / r
+KERNELS = ("ball", "cone")
+
+
 def keypoints_from_probabilities(
-    points: np.ndarray, probs: np.ndarray, n_classes: int, radius: float | None = None
+    points: np.ndarray, probs: np.ndarray, n_classes: int, radius: float | None = None, kernel: str = "ball"
 ) -> dict[int, int]:
     """{semantic id: point index} for ids 0..n_classes-1 from point probabilities (N, L >= n_classes).
 
     ``radius`` None: the region's weighted centroid (the region point nearest it). A radius (the
     regions' own): the region point c whose ball of that radius best covers the region, the
-    largest sum of (2 p_j - 1) over the points j within ``radius`` of c (each point in the ball
-    counts +p for being in the region, -(1 - p) for not). A keypoint at a corner or an edge has
-    a one-sided region whose centroid lies inside, away from it; the ball that fits the region
-    sits on the keypoint itself."""
+    largest sum of w(d_cj) (2 p_j - 1) over the points j within ``radius`` of c (each point in
+    the ball counts +p for being in the region, -(1 - p) for not), w = 1 (``kernel="ball"``) or
+    1 - d / radius (``"cone"``: the points near the centre count most, so that a region edge a
+    point too far out moves the pick less). A keypoint at a corner or an edge has a one-sided
+    region whose centroid lies inside, away from it; the ball that fits the region sits on the
+    keypoint itself."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     labels = probs.argmax(axis=1)
     tree = cKDTree(points) if radius is not None else None
     out: dict[int, int] = {}
@@ -65,9 +73,25 @@ def keypoints_from_probabilities(
         if tree is not None:
             gain = 2.0 * probs[:, s] - 1.0
             balls = tree.query_ball_point(points[region], r=radius)
-            out[s] = int(region[int(np.argmax([gain[b].sum() for b in balls]))])
+            if kernel == "ball":
+                scores = [gain[b].sum() for b in balls]
+            else:
+                scores = [
+                    (gain[b] * (1.0 - np.linalg.norm(points[b] - points[c], axis=1) / radius)).sum()
+                    for c, b in zip(region, balls)
+                ]
+            out[s] = int(region[int(np.argmax(scores))])
             continue
         w = probs[region, s]
         centre = (points[region] * w[:, None]).sum(0) / w.sum()
         out[s] = int(region[np.argmin(np.linalg.norm(points[region] - centre, axis=1))])
     return out
+
+
+def log_pool(votes: np.ndarray) -> np.ndarray:
+    """(N, L) normalised geometric mean of the views' probabilities from mean log-probability
+    votes (``vote`` of log p, then ``point_probabilities``): a view sure that a point is *not* in
+    a region vetoes it, where the arithmetic mean lets the other views outvote it."""
+    z = votes - votes.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -10,6 +10,7 @@ centre (the usual correspondence predictions file). See docs/mvdecor.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +23,7 @@ from torch import nn
 from kpengine.data.shape import Shape
 from kpengine.data.shots import draw_shots
 from kpengine.errors import DataError
-from kpengine.image.multiview.backproject import keypoints_from_probabilities, point_probabilities, vote
+from kpengine.image.multiview.backproject import keypoints_from_probabilities, log_pool, point_probabilities, vote
 from kpengine.image.multiview.training import EpochIndices, MultiviewConfig, load_shapes, new_unet, open_views
 from kpengine.image.multiview.unet import SegmentationNet, UNet, position_inputs, view_inputs, widen_input
 from kpengine.image.multiview.views import ViewCache
@@ -34,6 +35,23 @@ from kpengine.learn.runs import Data, Task
 from kpengine.metrics.regions import REGION_RADIUS, region_labels
 
 IGNORE = -100
+#: optimiser steps of a few-shot run per labelled shape (batch 8; k = 10: 600, ~40 passes over the
+#: 120 views). A fixed 300 left k = 10 underfit (its own shapes' PCK@0.05 0.52 against 0.82 at
+#: k = 5, and below k = 5 on the test split: docs/mvdecor.md)
+STEPS_PER_SHOT = 60
+#: ...and never fewer than this: bathtub k = 5 at 300 steps did not fit its own 5 shapes (own
+#: PCK@0.10 0.53; 0.95 at 600, test 0.442 -> 0.731); 24 ids, rim corners a few pixels apart
+STEPS_FLOOR = 600
+
+
+def default_steps(shots: int) -> int:
+    """Optimiser steps of a few-shot run with ``shots`` labelled shapes: 60 per shape, at least 600."""
+    return max(STEPS_FLOOR, STEPS_PER_SHOT * shots)
+
+
+def epochs_for(steps: int, items: int, batch: int = 8) -> int:
+    """Epochs of ``ceil(items / batch)`` steps that make at least ``steps`` steps."""
+    return max(1, math.ceil(steps / math.ceil(items / batch)))
 
 
 @dataclass(kw_only=True)
@@ -54,9 +72,12 @@ class FewShotConfig(MultiviewConfig):
     position: bool = True
     batch_size: int = 8
     lr: float = 5e-3
-    epochs: int = 25
+    #: 0: ``default_steps(shots)`` steps of batch 8 over the k x n_views views (k = 5: 600 steps,
+    #: 75 epochs; k = 10: 600, 40; k = 30: 1,800, 40); 25 when ``shots`` is 0 (all shapes)
+    epochs: int = 0
 
     RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "views", "init")
+
     IDENTITY: ClassVar[tuple[str, ...]] = (
         *MultiviewConfig.IDENTITY,
         "shots",
@@ -64,6 +85,13 @@ class FewShotConfig(MultiviewConfig):
         "region_radius",
         "position",
     )
+
+    def __post_init__(self) -> None:
+        if self.epochs == 0:
+            self.epochs = (
+                epochs_for(default_steps(self.shots), self.shots * self.n_views, self.batch_size) if self.shots else 25
+            )
+        super().__post_init__()
 
 
 def fewshot_inputs(views: ShapeViews, cfg: FewShotConfig, which: list[int] | None = None) -> np.ndarray:
@@ -205,10 +233,19 @@ def predict_shapes(
 
 
 @torch.no_grad()
-def label_shape(model: nn.Module, cache: ViewCache, cfg: FewShotConfig, shape: Shape, n_classes: int) -> np.ndarray:
-    """(N, n_classes + 1) point probabilities of one shape from its views (background last)."""
+def label_shape(
+    model: nn.Module, cache: ViewCache, cfg: FewShotConfig, shape: Shape, n_classes: int, fusion: str = "mean"
+) -> np.ndarray:
+    """(N, n_classes + 1) point probabilities of one shape from its views (background last):
+    the mean of the views' softmax (``fusion="mean"``) or their normalised geometric mean
+    (``"log"``, ``backproject.log_pool``)."""
     views = cache.get(shape.model_id)
     x = torch.from_numpy(fewshot_inputs(views, cfg))
-    probs = model.eval()(x).softmax(dim=1).numpy()
-    votes, counts = vote(views.index, probs, len(shape.points))
+    logits = model.eval()(x)
+    if fusion == "log":
+        votes, counts = vote(views.index, logits.log_softmax(dim=1).numpy(), len(shape.points))
+        return log_pool(point_probabilities(shape.points, votes, counts, shape.model_id))
+    if fusion != "mean":
+        raise ValueError(f"unknown fusion {fusion!r}; choose mean or log")
+    votes, counts = vote(views.index, logits.softmax(dim=1).numpy(), len(shape.points))
     return point_probabilities(shape.points, votes, counts, shape.model_id)
