@@ -432,6 +432,12 @@ def main() -> None:
         "--decoders", nargs="+", metavar="RUN_DIR", help="only compare the keypoint decoders on these 2D runs"
     )
     p.add_argument("--merge", nargs="+", metavar="RESULTS", help="only write the table of these results.jsonl files")
+    try:  # the other methods' own options (benchmarks/mvdecor_baselines.py: add_arguments)
+        import mvdecor_baselines
+    except ImportError:
+        mvdecor_baselines = None
+    if mvdecor_baselines is not None and hasattr(mvdecor_baselines, "add_arguments"):
+        mvdecor_baselines.add_arguments(p)
     args = p.parse_args()
     if args.figure:
         figure(args, args.figure)
