@@ -130,7 +130,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--shots", type=int, default=unset, metavar="K", help="train on K shapes drawn from the train split with --seed"
     )
     p.add_argument(
-        "--init", default=unset, metavar="RUN_DIR", help="multiview-fewshot: start from this pretraining run"
+        "--init",
+        default=unset,
+        metavar="RUN_DIR",
+        help="multiview-fewshot, point tasks: start from this pretraining run (point tasks: its backbone, e.g. "
+        "a point-contrast run of the same category and --backbone/--backbone-args)",
     )
     p.add_argument(
         "--views", default=unset, metavar="DIR", help="multiview tasks: the view cache (rendered on first use)"

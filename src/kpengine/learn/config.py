@@ -88,6 +88,9 @@ class TrainConfig(RunConfig):
     #: (kpengine.data.shots, the same draw as the multiview tasks), without validation
     #: (best = lowest training loss: no labels beyond the K); 0 = all, validated on val_split
     shots: int = 0
+    #: a pretraining run (e.g. ``--task point_contrast``) of the same category and backbone whose
+    #: backbone weights this run starts from (the head is new); "" = random initialisation
+    init: str = ""
     #: saliency: 0 = hard labels (official); > 0 = target exp(-d^2 / 2 sigma^2), d the geodesic
     #: distance to the nearest keypoint, so that near-misses are not punished like far ones
     saliency_sigma: float = 0.0
@@ -98,7 +101,7 @@ class TrainConfig(RunConfig):
     margin: float = 1.0
     surface_noise: float = 0.0
 
-    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data")
+    RUNTIME: ClassVar[tuple[str, ...]] = ("epochs", "threads", "workers", "device", "data", "init")
     IDENTITY: ClassVar[tuple[str, ...]] = ("task", "backbone", "category", "shots")
 
     def __post_init__(self) -> None:

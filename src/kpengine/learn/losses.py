@@ -74,3 +74,23 @@ def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float 
     p = F.normalize(positives, dim=1)
     logits = a @ p.T / temperature
     return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
+
+
+def point_info_nce(
+    features_a: torch.Tensor, features_b: torch.Tensor, pairs: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
+    """PointInfoNCE (Xie et al. 2020, eq. 2) of B shapes at once: features_a (B, Na, D) and
+    features_b (B, Nb, D) of two augmented copies, pairs (B, P, 2) long: row ``(i, j)`` says point
+    ``i`` of copy a is point ``j`` of copy b. Per shape this is :func:`info_nce` on the P matched
+    rows: the positive of a point is its match, the negatives are the other P - 1 matched points
+    of copy b of the *same* shape (PointContrast's negatives come from the same scene pair, not
+    from other scenes). Mean over shapes and matches."""
+    b, p, _ = pairs.shape
+    if p == 0:
+        return features_a.sum() * 0.0
+    d = features_a.shape[-1]
+    a = torch.gather(features_a, 1, pairs[..., :1].expand(-1, -1, d))  # (B, P, D)
+    k = torch.gather(features_b, 1, pairs[..., 1:].expand(-1, -1, d))
+    logits = F.normalize(a, dim=-1) @ F.normalize(k, dim=-1).transpose(1, 2) / temperature  # (B, P, P)
+    target = torch.arange(p, device=pairs.device).expand(b, -1)
+    return F.cross_entropy(logits.reshape(b * p, p), target.reshape(-1))

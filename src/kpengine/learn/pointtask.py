@@ -18,7 +18,7 @@ from kpengine.data.shots import draw_shots
 from kpengine.errors import DataError
 from kpengine.learn.augment import Augment
 from kpengine.learn.batches import KeypointBatches, collate_keypoint_batches
-from kpengine.learn.checkpoint import data_version
+from kpengine.learn.checkpoint import data_version, load_checkpoint
 from kpengine.learn.config import TrainConfig
 from kpengine.learn.heads import KeypointModel
 from kpengine.learn.predictor import Predictor
@@ -31,6 +31,27 @@ def check_batch(batch: dict[str, Any]) -> None:
     if bad.any():
         names = [m for m, b in zip(batch["model_id"], bad.tolist()) if b]
         raise DataError(f"non-finite point coordinates in models {names}; fix or remove them from the data")
+
+
+def pretrained_backbone(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The backbone weights of the run ``cfg.init`` (its best.pt), for a run of ``cfg`` to start
+    from; DataError naming the run when it is not a point-network run, or was trained on another
+    category or with another backbone (a backbone of another shape cannot be loaded, and one of
+    another category has learnt other shapes)."""
+    path = Path(cfg.init) / "best.pt"
+    state = load_checkpoint(path)
+    saved = state["config"]
+    if "backbone" not in saved:
+        raise DataError(f"run of task {saved.get('task')!r} has no point backbone to start from", path=path)
+    if saved.get("category") != cfg.category:
+        raise DataError(f"pretraining run of category {saved.get('category')!r}, not {cfg.category!r}", path=path)
+    mine = (cfg.backbone, cfg.backbone_kwargs)
+    theirs = (saved["backbone"], saved.get("backbone_kwargs", {}))
+    if theirs != mine:
+        raise DataError(
+            f"pretraining run has backbone {theirs[0]} {theirs[1]}, this run {mine[0]} {mine[1]}", path=path
+        )
+    return {k.removeprefix("backbone."): v for k, v in state["model"].items() if k.startswith("backbone.")}
 
 
 class PointTask(Task):
@@ -98,6 +119,8 @@ class PointTask(Task):
             raise DataError(
                 f"backbone {cfg.backbone} needs at least {model.min_points} points per shape, got {cfg.n_points}"
             )
+        if cfg.init:
+            model.backbone.load_state_dict(pretrained_backbone(cfg))
         return model
 
     @classmethod
@@ -129,6 +152,8 @@ class PointTask(Task):
 
     def describe(self) -> dict[str, Any]:
         out = {"backbone": self.config.backbone, "category": self.config.category}
+        if self.config.init:
+            out["init"] = self.config.init
         if self.skipped is not None:
             out["skipped"] = self.skipped
         return out
