@@ -204,7 +204,9 @@ def run_nn(args, method: str, k: int, draw: int, out: Path) -> dict:
     return {"summary": {"epochs": 0}, "keypoints": keypoints, "dense": dense}
 
 
-def run_3d(args, backbone: str, k: int, draw: int, out: Path) -> dict:
+def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "") -> dict:
+    """A point network on the k shapes; ``init``: a pretraining run its backbone starts from
+    (benchmarks/mvdecor_baselines.py's ``pointcontrast``), "" = from scratch."""
     from kpengine.learn.config import TrainConfig
     from kpengine.learn.registry import TASKS
 
@@ -219,6 +221,7 @@ def run_3d(args, backbone: str, k: int, draw: int, out: Path) -> dict:
         epochs=epochs_for(args.steps_3d, k),
         lr_schedule="cosine",
         scale_augment=0.2,
+        init=init,
     )
     summary = train_run(TASKS.get("correspondence")(cfg), out, resume=True, progress=False)
     _, preds = predict_split(out, args.data, args.category, "test")
