@@ -100,17 +100,25 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
         epochs=epochs_for(args.steps_2d, k * 12) if args.steps_2d else 0,
         lr=args.lr_2d,
         lr_schedule="cosine",
-        position=not method.endswith("-noxyz"),
+        position="-noxyz" not in method,
+        distance_weight=distance_weight(args, method),
     )
     summary = train_run(task(cfg), out, resume=True, progress=False)
     model, state = load_run(out)
     test = point_probabilities_of(model, state, args.data, "test")
     train = point_probabilities_of(model, state, args.data, "train", state["shots_ids"])
     save_probs(out / "probs.npz", {"test": test, "train": train})
-    keypoints, dense = decode(args.data, args.category, "test", test["mean"], state["n_classes"], args.kernel)
-    fitted, _ = decode(args.data, args.category, "train", train["mean"], state["n_classes"], args.kernel)
+    kernel = "distance" if distance_weight(args, method) else args.kernel
+    keypoints, dense = decode(args.data, args.category, "test", test["mean"], state["n_classes"], kernel)
+    fitted, _ = decode(args.data, args.category, "train", train["mean"], state["n_classes"], kernel)
     steps = cfg.epochs * math.ceil(k * 12 / cfg.batch_size)
     return {"summary": summary, "keypoints": keypoints, "dense": dense, "train_keypoints": fitted, "steps": steps}
+
+
+def distance_weight(args, method: str) -> float:
+    """The distance head's loss weight of a 2D method: ``--distance-weight``, or 1 for a name
+    ending in ``+dist`` (``mvdecor+dist``: the same run with the distance head and decoder)."""
+    return args.distance_weight or (1.0 if method.endswith("+dist") else 0.0)
 
 
 def point_probabilities_of(model, state: dict, data: str, split: str, ids: list[str] | None = None) -> dict:
@@ -156,7 +164,12 @@ def decode(data: str, category: str, split: str, probs: dict, n_classes: int, ke
     keypoints, labels = {}, {}
     for shape in ds:
         p = probs[shape.model_id]
-        keypoints[shape.model_id] = keypoints_from_probabilities(shape.points, p, n_classes, REGION_RADIUS, kernel)
+        distance = p[:, n_classes + 1] if p.shape[1] > n_classes + 1 and kernel == "distance" else None
+        p = p[:, : n_classes + 1]
+        kernel_ = "ball" if kernel == "distance" else kernel
+        keypoints[shape.model_id] = keypoints_from_probabilities(
+            shape.points, p, n_classes, REGION_RADIUS, kernel_, distance=distance
+        )
         labels[shape.model_id] = p.argmax(axis=1)
     return keypoints, labels
 
@@ -359,7 +372,7 @@ def runner(method: str):
     benchmarks/mvdecor_baselines.py (the other engineers' rows: same signature, same row format)."""
     if method in ("mvdecor-nn", "random-nn"):
         return run_nn
-    if method.split("-")[0] in ("mvdecor", "scratch"):
+    if method.split("+")[0].split("-")[0] in ("mvdecor", "scratch"):
         return run_2d
     if method in ("pointnet", "dgcnn", "pointnet2", "pointconv"):
         return run_3d
@@ -390,8 +403,9 @@ def decoder_study(run_dirs: list[Path], data: str, category: str) -> list[dict]:
         _, state = load_run(run)
         n = state["n_classes"]
         ids = KeypointNetDataset(data, category, "train", model_ids=state["shots_ids"])
+        with_distance = next(iter(probs["test"]["mean"].values())).shape[1] > n + 1
         for fusion in FUSIONS:
-            for kernel in KERNELS:
+            for kernel in KERNELS + (("distance",) if with_distance else ()):
                 kp_test, _ = decode(data, category, "test", probs["test"][fusion], n, kernel)
                 kp_train, _ = decode(data, category, "train", probs["train"][fusion], n, kernel)
                 row = {
@@ -426,7 +440,12 @@ def main() -> None:
     p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
     p.add_argument("--lr-2d", type=float, default=5e-3, help="2D runs: learning rate (cosine decay)")
     p.add_argument("--background-weight", type=float, default=0.2, help="2D runs: background label weight")
-    p.add_argument("--kernel", default="ball", help="2D runs: the keypoint decoder's kernel (backproject.KERNELS)")
+    p.add_argument(
+        "--kernel", default="ball", help="2D runs: the keypoint decoder (ball | cone | distance: the distance head's)"
+    )
+    p.add_argument(
+        "--distance-weight", type=float, default=0.0, help="2D runs: weight of the distance head's loss (0: none)"
+    )
 
     p.add_argument("--figure", metavar="PNG", help="only draw the nearest-embedding transfer figure")
     p.add_argument("--fit-figure", metavar="PNG", help="only draw --fit-runs' predictions on a training shape")
@@ -490,7 +509,14 @@ def main() -> None:
                     "wall_seconds": wall,
                     "epochs": res["summary"]["epochs"],
                     "loadavg_1m": os.getloadavg()[0],
-                    **({"kernel": args.kernel} if run is run_2d else {}),
+                    **(
+                        {
+                            "kernel": "distance" if distance_weight(args, method) else args.kernel,
+                            "distance_weight": distance_weight(args, method),
+                        }
+                        if run is run_2d
+                        else {}
+                    ),
                     **({"pretrain": args.pretrain} if method.startswith("mvdecor") else {}),
                 }
                 rows.append(row)

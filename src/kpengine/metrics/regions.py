@@ -26,16 +26,32 @@ def region_labels(
     """(N,) int64 label per point: the semantic id of the geodesically nearest keypoint
     (``point_indices`` (K,) into ``points`` (N, 3), ids (K,)) when within ``radius``, else
     ``background``. Ties go to the keypoint listed first."""
+    return region_distances(points, point_indices, semantic_ids, background, radius, graph)[0]
+
+
+def region_distances(
+    points: np.ndarray,
+    point_indices: np.ndarray,
+    semantic_ids: np.ndarray,
+    background: int,
+    radius: float = REGION_RADIUS,
+    graph: GeodesicGraph | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``region_labels`` and (N,) the geodesic distance of each point to the keypoint of its
+    region (inf for background points)."""
     n = len(points)
     labels = np.full(n, background, np.int64)
+    out = np.full(n, np.inf)
     if len(point_indices) == 0:
-        return labels
+        return labels, out
     graph = graph or GeodesicGraph(points, protocol="strict")
     dist = graph.from_sources(np.asarray(point_indices), limit=radius)  # (K, N), inf beyond
     nearest = dist.argmin(axis=0)
-    near = dist[nearest, np.arange(n)] <= radius
+    d = dist[nearest, np.arange(n)]
+    near = d <= radius
     labels[near] = np.asarray(semantic_ids, np.int64)[nearest[near]]
-    return labels
+    out[near] = d[near]
+    return labels, out
 
 
 def region_iou(pred: np.ndarray, truth: np.ndarray, background: int) -> float:

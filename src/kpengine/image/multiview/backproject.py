@@ -48,7 +48,12 @@ KERNELS = ("ball", "cone")
 
 
 def keypoints_from_probabilities(
-    points: np.ndarray, probs: np.ndarray, n_classes: int, radius: float | None = None, kernel: str = "ball"
+    points: np.ndarray,
+    probs: np.ndarray,
+    n_classes: int,
+    radius: float | None = None,
+    kernel: str = "ball",
+    distance: np.ndarray | None = None,
 ) -> dict[int, int]:
     """{semantic id: point index} for ids 0..n_classes-1 from point probabilities (N, L >= n_classes).
 
@@ -59,7 +64,11 @@ def keypoints_from_probabilities(
     1 - d / radius (``"cone"``: the points near the centre count most, so that a region edge a
     point too far out moves the pick less). A keypoint at a corner or an edge has a one-sided
     region whose centroid lies inside, away from it; the ball that fits the region sits on the
-    keypoint itself."""
+    keypoint itself.
+
+    ``distance`` (N,): a predicted distance of each point to the keypoint of its region (the
+    few-shot head's distance channel): each id's keypoint is then its region point of least
+    predicted distance, read from the whole region's interior rather than from its edge."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     labels = probs.argmax(axis=1)
@@ -69,6 +78,9 @@ def keypoints_from_probabilities(
         region = np.flatnonzero(labels == s)
         if len(region) == 0:
             out[s] = int(probs[:, s].argmax())
+            continue
+        if distance is not None:
+            out[s] = int(region[np.argmin(distance[region])])
             continue
         if tree is not None:
             gain = 2.0 * probs[:, s] - 1.0

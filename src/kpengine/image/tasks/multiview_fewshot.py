@@ -32,7 +32,7 @@ from kpengine.learn.checkpoint import load_checkpoint
 from kpengine.learn.predict import SplitPredictions
 from kpengine.learn.registry import TASKS
 from kpengine.learn.runs import Data, Task
-from kpengine.metrics.regions import REGION_RADIUS, region_labels
+from kpengine.metrics.regions import REGION_RADIUS, region_distances, region_labels
 
 IGNORE = -100
 #: optimiser steps of a few-shot run per labelled shape (batch 8; k = 10: 600, ~40 passes over the
@@ -70,6 +70,10 @@ class FewShotConfig(MultiviewConfig):
     #: network did not fit its own 5 training beds (train PCK@0.05 0.22 after 200 steps; 0.72
     #: with them): the ids are mostly left/right and front/back twins (docs/mvdecor.md)
     position: bool = True
+    #: > 0: one more output channel regressing, on each region pixel, the geodesic distance of
+    #: its point to its region's keypoint (over ``region_radius``, L1 on a sigmoid, this weight);
+    #: each id's keypoint is then its region point of least predicted distance (docs/mvdecor.md)
+    distance_weight: float = 0.0
     batch_size: int = 8
     lr: float = 5e-3
     #: 0: ``default_steps(shots)`` steps of batch 8 over the k x n_views views (k = 5: 600 steps,
@@ -84,6 +88,7 @@ class FewShotConfig(MultiviewConfig):
         "seed",
         "region_radius",
         "position",
+        "distance_weight",
     )
 
     def __post_init__(self) -> None:
@@ -111,6 +116,11 @@ def fewshot_unet(cfg: FewShotConfig) -> UNet:
 def shape_regions(shape: Shape, n_classes: int, radius: float) -> np.ndarray:
     """(N,) region label per point; background is ``n_classes``."""
     return region_labels(shape.points, shape.point_indices, shape.semantic_ids, n_classes, radius)
+
+
+def n_outputs(cfg: FewShotConfig, n_classes: int) -> int:
+    """Output channels: the region labels (ids and background), then the distance channel when on."""
+    return n_classes + 1 + (1 if cfg.distance_weight > 0 else 0)
 
 
 def load_pretrained(path: str | Path, cfg: MultiviewConfig) -> dict[str, torch.Tensor]:
@@ -145,19 +155,29 @@ class MultiviewFewShotTask(Task):
         ids = train.model_ids if cfg.shots == 0 else draw_shots(train.model_ids, cfg.shots, cfg.seed)
         shapes = [train.by_id(m) for m in ids]
         self.cache, self.shapes = open_views(cfg, shapes)
-        self.labels = [shape_regions(s, self.n_classes, cfg.region_radius) for s in self.shapes]
+        regions = [
+            region_distances(s.points, s.point_indices, s.semantic_ids, self.n_classes, cfg.region_radius)
+            for s in self.shapes
+        ]
+        self.labels = [r[0] for r in regions]
+        self.distances = [np.minimum(r[1] / cfg.region_radius, 1.0).astype(np.float32) for r in regions]
         self.items = [(i, v) for i in range(len(self.shapes)) for v in range(cfg.n_views)]
         return Data(EpochIndices(len(self.items)), None, self._batch)
 
     def _batch(self, idx: list[int]) -> dict[str, Any]:
-        xs, ys = [], []
+        xs, ys, ds = [], [], []
         for j in idx:
             i, v = self.items[j]
             views = self.cache.get(self.shapes[i].model_id)
             xs.append(fewshot_inputs(views, self.config, [v])[0])
             index = views.index[v].astype(np.int64)
             ys.append(np.where(index >= 0, self.labels[i][np.maximum(index, 0)], IGNORE))
-        return {"x": torch.from_numpy(np.stack(xs)), "y": torch.from_numpy(np.stack(ys))}
+            ds.append(self.distances[i][np.maximum(index, 0)])
+        return {
+            "x": torch.from_numpy(np.stack(xs)),
+            "y": torch.from_numpy(np.stack(ys)),
+            "d": torch.from_numpy(np.stack(ds)),
+        }
 
     def model(self) -> nn.Module:
         cfg = self.config
@@ -166,19 +186,27 @@ class MultiviewFewShotTask(Task):
             unet.load_state_dict(load_pretrained(cfg.init, cfg))
         if cfg.position:
             widen_input(unet, 3)
-        return SegmentationNet(unet, self.n_classes + 1)
+        return SegmentationNet(unet, n_outputs(cfg, self.n_classes))
 
     @classmethod
     def load_model(cls, state: dict[str, Any]) -> nn.Module:
         cfg = FewShotConfig.from_json({"position": False, **state["config"]})  # runs before position
-        model = SegmentationNet(fewshot_unet(cfg), state["n_classes"] + 1)
+        model = SegmentationNet(fewshot_unet(cfg), n_outputs(cfg, state["n_classes"]))
         model.load_state_dict(state["model"])
         return model.eval()
 
     def loss(self, net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        weight = torch.ones(self.n_classes + 1)
+        n = self.n_classes
+        weight = torch.ones(n + 1)
         weight[-1] = self.config.background_weight
-        return F.cross_entropy(net(batch["x"]), batch["y"], weight=weight, ignore_index=IGNORE)
+        out = net(batch["x"])
+        loss = F.cross_entropy(out[:, : n + 1], batch["y"], weight=weight, ignore_index=IGNORE)
+        if self.config.distance_weight > 0:
+            region = (batch["y"] >= 0) & (batch["y"] < n)
+            if region.any():
+                err = (torch.sigmoid(out[:, n + 1]) - batch["d"]).abs()
+                loss = loss + self.config.distance_weight * err[region].mean()
+        return loss
 
     def trainable(self, batch: dict[str, Any]) -> bool:
         return len(batch["x"]) >= 2
@@ -227,7 +255,11 @@ def predict_shapes(
     keypoints, labels = {}, {}
     for shape in shapes:
         probs = label_shape(model, cache, cfg, shape, n_classes)
-        keypoints[shape.model_id] = keypoints_from_probabilities(shape.points, probs, n_classes, cfg.region_radius)
+        distance = probs[:, n_classes + 1] if probs.shape[1] > n_classes + 1 else None
+        probs = probs[:, : n_classes + 1]
+        keypoints[shape.model_id] = keypoints_from_probabilities(
+            shape.points, probs, n_classes, cfg.region_radius, distance=distance
+        )
         labels[shape.model_id] = probs.argmax(axis=1)
     return keypoints, labels, skipped
 
@@ -238,14 +270,21 @@ def label_shape(
 ) -> np.ndarray:
     """(N, n_classes + 1) point probabilities of one shape from its views (background last):
     the mean of the views' softmax (``fusion="mean"``) or their normalised geometric mean
-    (``"log"``, ``backproject.log_pool``)."""
+    (``"log"``, ``backproject.log_pool``); with a distance head one more column, each point's
+    mean predicted distance to its region's keypoint (in region radii)."""
     views = cache.get(shape.model_id)
     x = torch.from_numpy(fewshot_inputs(views, cfg))
-    logits = model.eval()(x)
+    out = model.eval()(x)
+    logits, extra = out[:, : n_classes + 1], out[:, n_classes + 1 :]
     if fusion == "log":
         votes, counts = vote(views.index, logits.log_softmax(dim=1).numpy(), len(shape.points))
-        return log_pool(point_probabilities(shape.points, votes, counts, shape.model_id))
-    if fusion != "mean":
+        probs = log_pool(point_probabilities(shape.points, votes, counts, shape.model_id))
+    elif fusion == "mean":
+        votes, counts = vote(views.index, logits.softmax(dim=1).numpy(), len(shape.points))
+        probs = point_probabilities(shape.points, votes, counts, shape.model_id)
+    else:
         raise ValueError(f"unknown fusion {fusion!r}; choose mean or log")
-    votes, counts = vote(views.index, logits.softmax(dim=1).numpy(), len(shape.points))
-    return point_probabilities(shape.points, votes, counts, shape.model_id)
+    if extra.shape[1] == 0:
+        return probs
+    votes, counts = vote(views.index, torch.sigmoid(extra).numpy(), len(shape.points))
+    return np.concatenate([probs, point_probabilities(shape.points, votes, counts, shape.model_id)], axis=1)
