@@ -233,12 +233,14 @@ def test_tiny_pretrain_fewshot_predict_and_a_run_of_another_category(sample_root
         assert sorted(int(s) for s in ids) == list(range(n_classes))
         assert all(0 <= i < 2048 for i in ids.values())
 
-    # the distance head: one more output channel, a loss that uses it, predictions that read it
-    cfg = _tiny("multiview_fewshot", sample_root, "mug", tmp_path / "views-mug", shots=2, distance_weight=1.0)
-    train_run(MultiviewFewShotTask(cfg), tmp_path / "fs-dist", progress=False)
-    model, state = load_run(tmp_path / "fs-dist")
-    assert model.head.out_channels == state["n_classes"] + 2
-    task, preds = predict_split(tmp_path / "fs-dist", sample_root, "mug", "test")
+    # the distance head (on by default): one more output channel; without it, the labels only
+    model, _ = load_run(tmp_path / "fs")
+    assert model.head.out_channels == n_classes + 2
+    cfg = _tiny("multiview_fewshot", sample_root, "mug", tmp_path / "views-mug", shots=2, distance_weight=0.0)
+    train_run(MultiviewFewShotTask(cfg), tmp_path / "fs-nodist", progress=False)
+    model, state = load_run(tmp_path / "fs-nodist")
+    assert model.head.out_channels == n_classes + 1
+    task, preds = predict_split(tmp_path / "fs-nodist", sample_root, "mug", "test")
     assert all(sorted(int(s) for s in ids) == list(range(n_classes)) for ids in preds.values())
 
 
@@ -322,8 +324,8 @@ def test_fewshot_inputs_and_a_run_saved_before_the_position_channels_loads(tmp_p
     assert x[0, 9, 3, 3] == pytest.approx(2.0)  # z of the plane
     off = FewShotConfig(**{**cfg.to_json(), "position": False})
     assert fewshot_inputs(v, off).shape == (2, 7, H, W)
-    # a checkpoint whose config has no "position" field: the 7-channel network it was
-    old = {k: val for k, val in cfg.to_json().items() if k != "position"}
+    # a checkpoint whose config has no "position" nor "distance_weight" field: the 7-channel, 4-label network it was
+    old = {k: val for k, val in cfg.to_json().items() if k not in ("position", "distance_weight")}
     state = {"config": old, "n_classes": 3, "model": SegmentationNet(new_unet(cfg), 4).state_dict()}
     model = MultiviewFewShotTask.load_model(state)
     assert model(torch.zeros(1, 7, 16, 16)).shape == (1, 4, 16, 16)

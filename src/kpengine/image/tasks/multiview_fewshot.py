@@ -73,7 +73,7 @@ class FewShotConfig(MultiviewConfig):
     #: > 0: one more output channel regressing, on each region pixel, the geodesic distance of
     #: its point to its region's keypoint (over ``region_radius``, L1 on a sigmoid, this weight);
     #: each id's keypoint is then its region point of least predicted distance (docs/mvdecor.md)
-    distance_weight: float = 0.0
+    distance_weight: float = 1.0
     batch_size: int = 8
     lr: float = 5e-3
     #: 0: ``default_steps(shots)`` steps of batch 8 over the k x n_views views (k = 5: 600 steps,
@@ -97,6 +97,12 @@ class FewShotConfig(MultiviewConfig):
                 epochs_for(default_steps(self.shots), self.shots * self.n_views, self.batch_size) if self.shots else 25
             )
         super().__post_init__()
+
+
+def saved_config(state: dict[str, Any], **overrides: Any) -> FewShotConfig:
+    """The config of a saved few-shot run; runs from before the position channels and the
+    distance head had neither."""
+    return FewShotConfig.from_json({"position": False, "distance_weight": 0.0, **state["config"], **overrides})
 
 
 def fewshot_inputs(views: ShapeViews, cfg: FewShotConfig, which: list[int] | None = None) -> np.ndarray:
@@ -190,7 +196,7 @@ class MultiviewFewShotTask(Task):
 
     @classmethod
     def load_model(cls, state: dict[str, Any]) -> nn.Module:
-        cfg = FewShotConfig.from_json({"position": False, **state["config"]})  # runs before position
+        cfg = saved_config(state)
         model = SegmentationNet(fewshot_unet(cfg), n_outputs(cfg, state["n_classes"]))
         model.load_state_dict(state["model"])
         return model.eval()
@@ -242,7 +248,7 @@ def predict_shapes(
     (background = n_classes) and the models left out, for a split's shapes (or those of
     ``model_ids`` in it), from a few-shot run's model and checkpoint state; views missing from
     the run's cache are rendered first."""
-    cfg = FewShotConfig.from_json({"position": False, **state["config"], "data": str(data)})
+    cfg = saved_config(state, data=str(data))
     n_classes = state["n_classes"]
     dataset = load_shapes(cfg, split, model_ids)
     cache, shapes = open_views(cfg, list(dataset))
