@@ -21,8 +21,8 @@ without a mask); ``box`` on the square crop around SPair's annotated box
 Transferred points go through :func:`kpengine.image.transfer.transfer_points` (lift on the source
 fit, box map + semantic residuals between the two retrieved airplanes, project with the target
 camera). Scored with SPair's threshold ``alpha * max(w, h)`` of the *target's* annotated box at
-alpha 0.05 / 0.1 / 0.15. Writes ``OUT/spair.json`` and ``OUT/spair.png`` (per direction: both fits,
-the transferred points of each route against the truth).
+alpha 0.05 / 0.1 / 0.15. Writes ``OUT/spair.json``, ``OUT/spair.png`` (per direction, the transferred
+points of each route against the truth) and ``OUT/fits.png`` (each photo's fit per route).
 """
 
 from __future__ import annotations
@@ -193,42 +193,59 @@ def _draw(image: np.ndarray, pts: np.ndarray, colour, ref: np.ndarray | None = N
     return np.asarray(im)
 
 
+def _tile(image: np.ndarray, side: int = 420) -> np.ndarray:
+    """The photo scaled to fit a ``side`` x ``side`` black square (portrait and landscape photos side by side)."""
+    from PIL import Image
+
+    im = Image.fromarray(image)
+    im.thumbnail((side, side))
+    out = np.zeros((side, side, 3), np.uint8)
+    a = np.asarray(im)
+    out[: a.shape[0], : a.shape[1]] = a
+    return out
+
+
 def picture(rows: list, photos: dict, routes: list[str], path: Path) -> None:
-    """One row per direction: the source with its keypoints (red), each route's two fits (the photo's mask in
-    white, the fitted airplane in blue, its keypoints), and per route the target with the transferred points
-    (cyan) joined to the truth (green) by yellow lines."""
+    """Two figures. ``path``: one row per direction, the source with its keypoints (red), then per route the
+    target with the transferred points (cyan) joined to the truth (green) by yellow lines. ``fits.png``
+    beside it: one row per route, each photo's fit (the mask in white, the fitted airplane in blue,
+    its keypoints) with azimuth, elevation and silhouette IoU."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ncol = 1 + 2 * len(routes) + len(routes)
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(3.3 * ncol, 3.6 * len(rows)), squeeze=False)
+    ncol = 1 + len(routes)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(4.6 * ncol, 4.9 * len(rows)), squeeze=False)
     for i, (sname, tname, spts, tpts, preds) in enumerate(rows):
         s, t = photos[sname], photos[tname]
-        ax = axes[i]
-        ax[0].imshow(_draw(s["image"], spts, (255, 40, 40)))
-        ax[0].set_title(f"source {sname}: its keypoints", fontsize=8)
-        c = 1
-        for r in routes:
-            for name, e in ((sname, s), (tname, t)):
-                u = e["fits"][r][0]
-                ax[c].imshow(overlay_picture(u))
-                pj = u.pose_json()
-                ax[c].set_title(
-                    f"{r}: {name[:11]} az {pj['azimuth']:.0f} el {pj['elevation']:.0f} IoU {u.iou_refined:.2f}",
-                    fontsize=8,
-                )
-                c += 1
-        for r in routes:
+        axes[i, 0].imshow(_tile(_draw(s["image"], spts, (255, 40, 40))))
+        axes[i, 0].set_title(f"source {sname}: its keypoints", fontsize=10)
+        for c, r in enumerate(routes, start=1):
             im = _draw(t["image"], tpts, (40, 255, 40))
-            ax[c].imshow(_draw(im, preds[f"3d {r}"], (0, 230, 255), ref=tpts))
-            ax[c].set_title(f"3d {r} -> {tname[:11]}: cyan transferred, green truth", fontsize=8)
-            c += 1
-        for a in ax:
-            a.axis("off")
+            axes[i, c].imshow(_tile(_draw(im, preds[f"3d {r}"], (0, 230, 255), ref=tpts)))
+            axes[i, c].set_title(f"3d {r} -> {tname}\ncyan transferred, green truth", fontsize=10)
+    for a in axes.ravel():
+        a.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+    names = list(photos)
+    fig, axes = plt.subplots(len(routes), len(names), figsize=(4.6 * len(names), 4.9 * len(routes)), squeeze=False)
+    for i, r in enumerate(routes):
+        for j, name in enumerate(names):
+            u = photos[name]["fits"][r][0]
+            pj = u.pose_json()
+            axes[i, j].imshow(_tile(overlay_picture(u)))
+            axes[i, j].set_title(
+                f"{r}: {name}\naz {pj['azimuth']:.0f} el {pj['elevation']:.0f} IoU {u.iou_refined:.2f} "
+                f"shape {u.shape.model_id[:8]}",
+                fontsize=10,
+            )
+            axes[i, j].axis("off")
+    fig.tight_layout()
+    fig.savefig(path.with_name("fits.png"), dpi=90)
     plt.close(fig)
 
 
