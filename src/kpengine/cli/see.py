@@ -42,14 +42,25 @@ beds the silhouette cannot tell a view from its half turn; on a chair it can), a
 pose.json lists every start with its IoU and gives pose_confidence, the chosen start's share of
 the network's probability, which also scales each keypoint's confidence. docs/understanding.md.
 
+2D-3D fusion: with a keypoint-heatmap run among --runs (kpengine train --task keypoint-heatmap),
+each projected keypoint moves to the heatmap's arg-max under a Gaussian prior around the
+projection (--fusion-sigma x the object box's long side: the 3D route says which corner, the
+heatmap exactly where), and the ids the retrieved shape lacks come from the heatmap alone.
+keypoints.json then gives each id's "source" (fused / heatmap) and "projected_uv". --fusion
+projection keeps the projections (the paper). A departure from the paper: docs/understanding.md.
+
 Example (generated sample data):
   kpengine understand --image photo.png --category chair --knowledge sample/ \\
       --runs runs/viewpoint runs/silhouette --out understood/
+  kpengine understand --image photo.png --category bathtub --knowledge keypointnet/ \\
+      --runs runs/vp_bathtub runs/sil_bathtub runs/hm_bathtub --out understood/   # fused keypoints
 """
 
 
-#: kept in step with kpengine.image.pipeline.POSE_HYPOTHESES (not imported: the CLI imports heavy modules lazily)
+#: kept in step with kpengine.image.pipeline.POSE_HYPOTHESES and kpengine.image.fusion.FUSION_SIGMA (not imported:
+#: the CLI imports heavy modules lazily)
 POSE_HYPOTHESES = 4
+FUSION_SIGMA = 0.1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", default="train", help="which annotated shapes to retrieve from (default train)")
     p.add_argument("--runs", required=True, nargs="+", metavar="RUN_DIR",
-                   help="a viewpoint run; also silhouette, embedding, image-embedding, sketch, voxels")  # fmt: skip
+                   help="a viewpoint run; also silhouette, keypoint-heatmap, embedding, image-embedding, sketch, "
+                        "voxels")  # fmt: skip
     p.add_argument(
         "--shape",
         default="retrieve",
@@ -102,6 +114,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="starting viewpoints refined: the azimuth distribution's modes and their half turns, each "
         f"screened a few steps, one finished (default {POSE_HYPOTHESES}; 1 = the network's "
         "estimate only, the paper's single refinement)",
+    )
+    p.add_argument(
+        "--fusion",
+        default="prior",
+        choices=("prior", "projection"),
+        help="with a keypoint-heatmap run: fuse each projection with the heatmap (default prior) or keep the "
+        "projections (the paper)",
+    )
+    p.add_argument(
+        "--fusion-sigma",
+        type=float,
+        default=FUSION_SIGMA,
+        metavar="F",
+        help=f"the fusion prior's standard deviation, a fraction of the object box's long side "
+        f"(default {FUSION_SIGMA})",
     )
     p.add_argument("--out", required=True, metavar="OUT_DIR")
     p.set_defaults(func=cmd_understand)
@@ -152,7 +179,8 @@ def cmd_understand(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     result = understand(image, knowledge, nets, mask=mask, steps=args.steps, top=args.top, shape_route=args.shape,
                         viewpoint_source=args.viewpoint_from, retrieval=args.retrieval,
-                        pose_hypotheses=args.pose_hypotheses)  # fmt: skip
+                        pose_hypotheses=args.pose_hypotheses, fusion=args.fusion,
+                        fusion_sigma=args.fusion_sigma)  # fmt: skip
     result.seconds["total"] = time.perf_counter() - t
     written = write_understanding(result, args.out)
     pose = result.pose_json()

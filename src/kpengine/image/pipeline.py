@@ -12,7 +12,11 @@ photo (+ optional mask)
   -> pose refinement (soft silhouette against the mask, :mod:`kpengine.render.refine`; the
      paper's ~20 steps)
   -> projection with depth-buffer visibility -> 2D keypoints with names and confidences, a
-     per-pixel semantic-id map, an embedding map, an overlay picture.
+     per-pixel semantic-id map, an embedding map, an overlay picture;
+  -> with a keypoint-heatmap run: the heatmap network's agreement with each pose hypothesis's
+     projected keypoints helps choose among them, and each id's projection is fused with the
+     heatmap's distribution (:mod:`kpengine.image.fusion`; departures from the paper,
+     docs/understanding.md, "2D-3D fusion").
 
 A keypoint's ``confidence`` is its transfer confidence (cosine similarity to the semantic id's
 prototype, 1 for annotated keypoints) times the final silhouette IoU of the fitted shape times the
@@ -37,6 +41,7 @@ from kpengine.data.dataset import KeypointNetDataset
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
 from kpengine.geometry.transforms import bbox_centre
+from kpengine.image.fusion import FUSION_MODES, FUSION_SIGMA
 from kpengine.image.tasks import image_task
 from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, fit_distance, make_camera, rt_to_viewpoint
 
@@ -89,6 +94,8 @@ class Networks:
     sketch: torch.nn.Module | None = None  # reconstruction: the sketch and voxels runs' networks
     voxels: torch.nn.Module | None = None
     retriever: Any = None  # kpengine.image.retrieval.retrieve.Retriever of an image-embedding run
+    heatmap: torch.nn.Module | None = None  # a keypoint_heatmap run's network: the 2D evidence the fusion uses
+    heatmap_size: int = 64
 
     @classmethod
     def from_runs(cls, runs: list[str | Path], category: str, knowledge: str | Path) -> Networks:
@@ -109,7 +116,8 @@ class Networks:
             raise DataError(f"a {recon[0]} run without a {other} run: reconstruction needs both")
         if "viewpoint" not in by_task and not recon:
             raise DataError(f"no viewpoint run among --runs ({', '.join(map(str, runs)) or 'none'}): train one first")
-        unknown = set(by_task) - {"viewpoint", "silhouette", "embedding", "image_embedding", *RECONSTRUCTION_TASKS}
+        used = {"viewpoint", "silhouette", "embedding", "image_embedding", "keypoint_heatmap", *RECONSTRUCTION_TASKS}
+        unknown = set(by_task) - used
         if unknown:
             raise DataError(f"runs of tasks {sorted(unknown)} are not used by understand")
         vp = load_image_run(by_task["viewpoint"], "viewpoint", category)[0] if "viewpoint" in by_task else None
@@ -126,6 +134,9 @@ class Networks:
         if "silhouette" in by_task:
             net.silhouette, st = load_image_run(by_task["silhouette"], "silhouette", category)
             net.silhouette_size = int(st["config"]["size"])
+        if "keypoint_heatmap" in by_task:
+            net.heatmap, st = load_image_run(by_task["keypoint_heatmap"], "keypoint_heatmap", category)
+            net.heatmap_size = int(st["config"]["size"])
         if "embedding" in by_task:
             from kpengine.learn.inference import load_run
             from kpengine.learn.transfer import Prototypes
@@ -279,6 +290,7 @@ class PoseHypothesis:
     camera: Camera | None = None
     iou: float = float("nan")
     chosen: bool = False
+    keypoint_ll: float = float("nan")  # agreement with the heatmap network (fusion.keypoint_log_likelihood)
 
     def to_json(self) -> dict[str, Any]:
         v = rt_to_viewpoint(self.camera.R, self.camera.t, self.shape.center) if self.camera is not None else None
@@ -291,6 +303,7 @@ class PoseHypothesis:
             "start_iou": round(float(self.start_iou), 4),
             "iou": None if not np.isfinite(self.iou) else round(float(self.iou), 4),
             "azimuth": None if v is None else round(float(v.azimuth), 3),
+            "keypoint_log_likelihood": None if not np.isfinite(self.keypoint_ll) else round(float(self.keypoint_ll), 3),
             "chosen": self.chosen,
         }
 
@@ -334,18 +347,22 @@ def _sigma_at(step: int, steps: int, sigma: tuple[float, float] = (3.0, 0.3)) ->
     return float(sigma[0] * (sigma[1] / sigma[0]) ** (min(step, steps - 1) / max(steps - 1, 1)))
 
 
-def _winner(tried: list[PoseHypothesis], scores: list[float], margin: float) -> PoseHypothesis:
-    """Per candidate shape, its first hypothesis unless its best-scoring one beats it by more than ``margin``;
-    then the best-scoring of those (shapes compete on fit alone, as the shape routes always did)."""
+def _winner(
+    tried: list[PoseHypothesis], scores: list[float], margin: float, agreement: list[float] | None = None
+) -> PoseHypothesis:
+    """Per candidate shape, its first hypothesis unless another beats it by more than ``margin``, or (given
+    ``agreement``, the heatmap's log-likelihood of each) beats it on both score and agreement; the
+    best-scoring of those that may overrule it; then the best-scoring shape (shapes compete on fit alone,
+    as the shape routes always did)."""
     per_shape: dict[int, tuple[PoseHypothesis, float]] = {}
-    for h, sc in zip(tried, scores):
+    for n, (h, sc) in enumerate(zip(tried, scores)):
         key = id(h.shape)
         if key not in per_shape:
             per_shape[key] = (h, sc)  # the most probable start of this shape
         else:
-            first = next(x for x in tried if id(x.shape) == key)
-            first_score = scores[tried.index(first)]
-            if sc > first_score + margin and sc > per_shape[key][1]:
+            f = next(i for i, x in enumerate(tried) if id(x.shape) == key)
+            both = agreement is not None and sc > scores[f] and agreement[n] > agreement[f]
+            if (sc > scores[f] + margin or both) and (per_shape[key][0] is tried[f] or sc > per_shape[key][1]):
                 per_shape[key] = (h, sc)
     return max(per_shape.values(), key=lambda x: x[1])[0]
 
@@ -358,6 +375,7 @@ def select_pose(
     screen_steps: int = SCREEN_STEPS,
     size: int = 64,
     margin: float = SWITCH_MARGIN,
+    evidence: Any = None,
 ) -> PoseHypothesis:
     """Choose among pose hypotheses by their fit to ``mask`` (H, W) bool and refine the winner; returns it,
     ``chosen`` set and ``camera`` the final pose.
@@ -371,15 +389,40 @@ def select_pose(
     by more than ``margin`` IoU: a near-symmetric object fits its half turn about as well as its
     true view, and a small IoU difference is refinement noise, not evidence (docs/understanding.md).
     In every case the pose kept is whichever of the start, the screened and the finished pose
-    fits the mask better at full resolution (the blur can walk a good start away)."""
-    from kpengine.render.refine import PoseRefiner
+    fits the mask better at full resolution (the blur can walk a good start away).
+
+    ``evidence`` (a :class:`kpengine.image.fusion.KeypointEvidence` of the heatmap network): each
+    hypothesis also gets ``keypoint_ll``, the heatmap's log-likelihood of its shape's keypoints
+    projected (with visibility) at the compared pose, and another start also overrules the first
+    when it beats it on *both* silhouette IoU (by any amount) and that likelihood: two weak,
+    partly independent cues agreeing (docs/understanding.md, "Choosing the half turn")."""
+    from kpengine.render.refine import PoseRefiner, scale_intrinsics
 
     if not tried:
         raise DataError("no pose hypothesis to choose from")
+    small = _small_mask(mask, SCORE_SIZE)  # hypotheses are compared at 128 px: a 480 px render each costs more
+
+    def agreement(h: PoseHypothesis, cam: Camera) -> float:
+        """The heatmap's log-likelihood of ``h``'s keypoints seen through ``cam`` (depth test at 128 px)."""
+        from kpengine.image.fusion import keypoint_log_likelihood
+        from kpengine.render.project import project_points
+
+        hs, ws = small.shape
+        k = scale_intrinsics(cam.intrinsics, ws, hs)
+        r = h.shape.renderer.render(Camera(k, cam.R, cam.t))
+        shape = h.shape.shape
+        p = project_points(shape.keypoints.astype(np.float64), Camera(k, cam.R, cam.t), r.depth)
+        uv = (p.uv + 0.5) * np.array([mask.shape[1] / ws, mask.shape[0] / hs]) - 0.5
+        return keypoint_log_likelihood(evidence, uv, p.visible, shape.semantic_ids)
+
+    use_agreement = evidence is not None and len(tried) > 1
     if steps <= 0:
         for h in tried:
             h.camera = h.camera_start
-        best = _winner(tried, [h.start_iou for h in tried], margin)
+            if use_agreement:
+                h.keypoint_ll = agreement(h, h.camera)
+        lls = [h.keypoint_ll for h in tried] if use_agreement else None
+        best = _winner(tried, [h.start_iou for h in tried], margin, lls)
         best.iou, best.chosen = _iou(best.shape.renderer.render(best.camera).mask, mask), True
         return best
     refiners: dict[int, PoseRefiner] = {}
@@ -392,11 +435,7 @@ def select_pose(
     def full_iou(h: PoseHypothesis, cam: Camera) -> float:
         return _iou(h.shape.renderer.render(cam).mask, mask)
 
-    small = _small_mask(mask, SCORE_SIZE)  # hypotheses are compared at 128 px: a 480 px render each costs more
-
     def small_iou(h: PoseHypothesis, cam: Camera) -> float:
-        from kpengine.render.refine import scale_intrinsics
-
         k = scale_intrinsics(cam.intrinsics, small.shape[1], small.shape[0])
         return _iou(h.shape.renderer.render(Camera(k, cam.R, cam.t)).mask, small)
 
@@ -410,7 +449,9 @@ def select_pose(
         for h in tried:  # the better of the start and its screened pose: the blur can walk a good start away
             screened = refiner(h).refine(mask, h.camera_start, steps=k, size=size, fit_focal=True, sigma=(3.0, mid))
             h.camera, h.iou = max(((c, small_iou(h, c)) for c in (h.camera_start, screened.camera)), key=lambda x: x[1])
-        best = _winner(tried, [h.iou for h in tried], margin)
+            if use_agreement:
+                h.keypoint_ll = agreement(h, h.camera)
+        best = _winner(tried, [h.iou for h in tried], margin, [h.keypoint_ll for h in tried] if use_agreement else None)
         poses = [best.camera_start, best.camera]
         if steps > k:
             r = refiner(best).refine(mask, best.camera, steps=steps - k, size=size, fit_focal=True, sigma=(mid, 0.3))
@@ -555,6 +596,8 @@ def understand(
     pose_hypotheses: int = POSE_HYPOTHESES,
     screen_steps: int = SCREEN_STEPS,
     switch_margin: float = SWITCH_MARGIN,
+    fusion: str = "prior",
+    fusion_sigma: float = FUSION_SIGMA,
 ) -> Understanding:
     """Run the pipeline on one photo (H, W, 3) uint8. ``mask`` (H, W) bool skips the silhouette network.
 
@@ -569,7 +612,16 @@ def understand(
     ``pose_hypotheses``: how many starting viewpoints (:func:`viewpoint_hypotheses`; 1 = the network's
     estimate only, the paper's one refinement); with more, each is refined ``screen_steps`` steps,
     the most probable kept unless another fits the mask better by more than ``switch_margin`` IoU, and
-    refined to ``steps`` in all (:func:`select_pose`)."""
+    refined to ``steps`` in all (:func:`select_pose`). ``fusion``: with a heatmap network among ``nets``,
+    ``"prior"`` places each id at the heatmap's arg-max under a Gaussian of ``fusion_sigma`` x the
+    mask box's long side around its projection, and ids the shape lacks at the heatmap's arg-max
+    (:func:`kpengine.image.fusion.fuse_keypoints`), and the heatmap's agreement with each pose
+    hypothesis joins the silhouette in choosing among them (:func:`select_pose`); ``"projection"``
+    uses no heatmap: the projections as they are (the paper)."""
+    if fusion not in FUSION_MODES:
+        raise DataError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSION_MODES)}")
+    if not 0.0 < float(fusion_sigma) <= 1.0:
+        raise DataError(f"fusion_sigma is a fraction of the object box's long side in (0, 1], got {fusion_sigma!r}")
     if isinstance(pose_hypotheses, bool) or not isinstance(pose_hypotheses, int) or pose_hypotheses < 1:
         raise DataError(f"pose_hypotheses must be a whole number >= 1, got {pose_hypotheses!r}")
     if isinstance(screen_steps, bool) or not isinstance(screen_steps, int) or screen_steps < 1:
@@ -660,6 +712,15 @@ def understand(
         cands.append(reconstructed_shape(recon, knowledge))
     secs["retrieval"] = time.perf_counter() - t
 
+    # the heatmap network's evidence: it helps choose the pose and places the final keypoints
+    evidence = None
+    if nets.heatmap is not None and fusion == "prior":
+        from kpengine.image.fusion import heatmap_evidence
+
+        t = time.perf_counter()
+        evidence = heatmap_evidence(nets.heatmap, image, nets.heatmap_size)
+        secs["heatmap"] = time.perf_counter() - t
+
     # pose: every candidate shape from every viewpoint hypothesis, screened, the best finished
     t = time.perf_counter()
     tried = [
@@ -668,7 +729,13 @@ def understand(
         for v, mass, kind in hyps
     ]
     best = select_pose(
-        tried, mask, steps=steps if refine else 0, screen_steps=screen_steps, size=refine_size, margin=switch_margin
+        tried,
+        mask,
+        steps=steps if refine else 0,
+        screen_steps=screen_steps,
+        size=refine_size,
+        margin=switch_margin,
+        evidence=evidence,
     )
     cam_init, camera, iou_init, chosen = best.camera_start, best.camera, best.start_iou, best.shape
     shape, renderer, center = chosen.shape, chosen.renderer, chosen.center
@@ -706,12 +773,16 @@ def understand(
     for k, sid in enumerate(kp_ids.tolist()):
         uv = proj.uv[k]
         keypoints[str(sid)] = {
-            "uv": [round(float(uv[0]), 2), round(float(uv[1]), 2)] if np.isfinite(uv).all() else None,
+            "uv": _rounded(uv),
             "visible": bool(proj.visible[k]),
             "confidence": round(float(kp_conf[k]) * iou_final * pose_conf, 4),
             "name": knowledge.name(sid),
         }
     secs["projection"] = time.perf_counter() - t
+    if evidence is not None:
+        t = time.perf_counter()
+        keypoints = _fused(keypoints, proj.uv, kp_ids, mask, evidence, fusion_sigma, knowledge)
+        secs["fusion"] = time.perf_counter() - t
     out = Understanding(
         image=image,
         mask=mask,
@@ -733,6 +804,39 @@ def understand(
     )
     out.shape_center = np.asarray(center, np.float64)
     out.shape_source = "reconstruction" if chosen.reconstructed else "retrieval"
+    return out
+
+
+def _rounded(uv: np.ndarray) -> list[float] | None:
+    return [round(float(uv[0]), 2), round(float(uv[1]), 2)] if np.isfinite(uv).all() else None
+
+
+def _fused(
+    keypoints: dict[str, dict[str, Any]],
+    uv: np.ndarray,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    ev: Any,
+    sigma: float,
+    knowledge: KnowledgeBase,
+) -> dict[str, dict[str, Any]]:
+    """The projected ``keypoints`` with each id moved by the heatmap evidence ``ev``
+    (:func:`kpengine.image.fusion.fuse_keypoints`,
+    the prior's sigma ``sigma`` x the mask box's long side), and the ids the shape lacks added from the
+    heatmap alone (visible where the heatmap says so; confidence its visibility probability). Each
+    entry gains ``source`` and, where there was one, ``projected_uv``."""
+    from kpengine.image.fusion import fuse_keypoints
+    from kpengine.image.renders import mask_box
+
+    _, _, bw, bh = mask_box(mask)
+    out: dict[str, dict[str, Any]] = {}
+    for sid, f in sorted(fuse_keypoints(ev, uv, ids, sigma * max(bw, bh)).items()):
+        if f.source == "heatmap":
+            pv = float(ev.visible[sid])
+            entry = {"uv": _rounded(f.uv), "visible": pv > 0.5, "confidence": round(pv, 4), "name": knowledge.name(sid)}
+        else:
+            entry = {**keypoints[str(sid)], "uv": _rounded(f.uv), "projected_uv": _rounded(f.projected)}
+        out[str(sid)] = entry | {"source": f.source}
     return out
 
 
