@@ -13,6 +13,8 @@ clouds). Every test image is of a shape outside it. Rows of OUT_DIR/pck.json, pe
 * ``full``: predicted mask, estimated viewpoint, shape retrieved by silhouette, 20 refinement steps,
   from ``--pose-hypotheses`` starting viewpoints (the azimuth distribution's modes and half turns,
   the best silhouette fit kept: docs/understanding.md, "Pose hypotheses");
+* ``full_3d``: the same without the heatmap network: the pose chosen by the silhouette alone and the
+  keypoints the projections (the pipeline before the fusion; the paper's keypoints);
 * ``full_1``: the same from the network's estimate alone (one hypothesis: the paper);
 * ``full_iou``: ``full`` with the best silhouette fit always winning (no switch margin);
 * ``no_refine``: the same without refinement (the paper's Table 5);
@@ -23,11 +25,11 @@ clouds). Every test image is of a shape outside it. Rows of OUT_DIR/pck.json, pe
   them, :mod:`kpengine.image.baselines`) posed by the estimated viewpoint and refinement (CSM-like);
 * ``heatmap``: the keypoint-heatmap network's arg-max per semantic id (the 2D competitor).
 
-Every pipeline row places its keypoints as ``understand`` does by default: the projection fused
-with the heatmap network (the heatmap's arg-max under a Gaussian prior of ``--fusion-sigma`` x the
-mask box around each projection; ids the shape lacks from the heatmap alone:
-:mod:`kpengine.image.fusion`). The same call's projections alone, the paper's keypoints, are the
-row ``<variant>/3d``.
+Every pipeline row but ``full_3d`` runs as ``understand`` does by default with a heatmap run: the
+heatmap's likelihood joins the silhouette in choosing the pose hypothesis, and each projection is
+fused with the heatmap (its arg-max under a Gaussian prior of ``--fusion-sigma`` x the mask box
+around the projection; ids the shape lacks from the heatmap alone: :mod:`kpengine.image.fusion`).
+The same call's projections, before the fusion, are the row ``<variant>/3d``.
 
 PCK over the keypoints visible in the render; a semantic id the method does not place counts as
 wrong. ``either_end`` (a diagnostic beside each row, not the issue's measure): PCK@0.1 with each
@@ -67,7 +69,18 @@ from kpengine.metrics.pck2d import pck
 from kpengine.render.cameras import Viewpoint
 from kpengine.render.overlay import draw_keypoints, outline, save_png, tile
 
-VARIANTS = ("full", "full_1", "full_iou", "no_refine", "gt_view", "gt_shape", "gt_mask", "template", "heatmap")
+VARIANTS = (
+    "full",
+    "full_3d",
+    "full_1",
+    "full_iou",
+    "no_refine",
+    "gt_view",
+    "gt_shape",
+    "gt_mask",
+    "template",
+    "heatmap",
+)
 
 
 def annotation(item) -> dict:
@@ -194,7 +207,7 @@ def main() -> None:
         nets = Networks.from_runs([by[("viewpoint", cat)], by[("silhouette", cat)], hm_run], cat, args.knowledge)
         hm_net, hm_size = nets.heatmap, nets.heatmap_size
         anns = {it.name: annotation(it) for it in items}
-        rows_of = [v for v in args.variants] + [f"{v}/3d" for v in args.variants if v != "heatmap"]
+        rows_of = [v for v in args.variants] + [f"{v}/3d" for v in args.variants if v not in ("heatmap", "full_3d")]
         preds: dict[str, dict] = {v: {} for v in rows_of}
         stats: dict[str, dict[str, list]] = {
             v: {"seconds": [], "iou": [], "az_err": [], "final_az_err": []} for v in rows_of
@@ -224,6 +237,7 @@ def main() -> None:
                     pose_hypotheses=1 if v == "full_1" else args.pose_hypotheses,
                     switch_margin=0.0 if v == "full_iou" else SWITCH_MARGIN,
                     fusion_sigma=args.fusion_sigma,
+                    fusion="projection" if v == "full_3d" else "prior",
                 )
                 stats[v]["seconds"].append(time.perf_counter() - t)
                 stats[v]["iou"].append(u.iou_refined)
