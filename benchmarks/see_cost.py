@@ -1,7 +1,7 @@
 """Cost of `understand` on one photo: median wall and CPU seconds per stage over repeats, with the load.
 
     python benchmarks/see_cost.py --image PHOTO --mask MASK --category chair --knowledge ROOT \
-        --runs RUN... [--split all] [--repeats 5] [--pose-hypotheses 1 4]
+        --runs RUN... [--split all] [--repeats 5] [--pose-hypotheses 1 4] [--fusion prior projection]
 
 Networks and knowledge base are loaded once (as a server would); each repeat runs the whole
 pipeline. CPU seconds (``time.process_time``) are what the photo costs; wall seconds on a shared
@@ -39,6 +39,14 @@ def main() -> None:
         default=[POSE_HYPOTHESES],
         help="one or more counts of starting viewpoints, measured side by side (interleaved repeats)",
     )
+    ap.add_argument(
+        "--fusion",
+        nargs="+",
+        default=["prior"],
+        choices=["prior", "projection"],
+        help="with a keypoint-heatmap run among --runs: fused keypoints (default) and/or the projections alone, "
+        "measured side by side (interleaved repeats)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     image = load_image(args.image)
@@ -46,34 +54,41 @@ def main() -> None:
     kb = KnowledgeBase.load(args.knowledge, args.category, args.split)
     nets = Networks.from_runs(args.runs, args.category, args.knowledge)
     understand(image, kb, nets, mask=mask, steps=args.steps)  # warm: meshes loaded, allocator warm
-    counts = args.pose_hypotheses
-    wall: dict[int, list] = {n: [] for n in counts}
-    cpu: dict[int, list] = {n: [] for n in counts}
-    stages: dict[int, list] = {n: [] for n in counts}
-    tried: dict[int, int] = {}
+    # one setting per (starts, fusion); a key reads "4" (the fusion default) or "4/projection"
+    counts = [(n, f) for n in args.pose_hypotheses for f in args.fusion]
+
+    def key(n: int, f: str) -> str:
+        return str(n) if f == "prior" else f"{n}/{f}"
+
+    wall: dict[str, list] = {key(*c): [] for c in counts}
+    cpu: dict[str, list] = {key(*c): [] for c in counts}
+    stages: dict[str, list] = {key(*c): [] for c in counts}
+    tried: dict[str, int] = {}
     loads = []
-    for _ in range(args.repeats):  # interleaved, so that every count sees the same load
+    for _ in range(args.repeats):  # interleaved, so that every setting sees the same load
         loads.append(os.getloadavg()[0])
-        for n in counts:
+        for n, f in counts:
+            k = key(n, f)
             t, c = time.perf_counter(), time.process_time()
-            u = understand(image, kb, nets, mask=mask, steps=args.steps, pose_hypotheses=n)
-            wall[n].append(time.perf_counter() - t)
-            cpu[n].append(time.process_time() - c)
-            stages[n].append(u.seconds)
-            tried[n] = len(u.hypotheses)
+            u = understand(image, kb, nets, mask=mask, steps=args.steps, pose_hypotheses=n, fusion=f)
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+            stages[k].append(u.seconds)
+            tried[k] = len(u.hypotheses)
     out = {
         "image": args.image,
         "size": list(image.shape[:2]),
         "knowledge_shapes": len(kb.shapes),
         "steps": args.steps,
+        "heatmap_run": nets.heatmap is not None,
         "by_pose_hypotheses": {
-            str(n): {
-                "hypotheses_tried": tried[n],
-                "median_wall_s": float(np.median(wall[n])),
-                "median_cpu_s": float(np.median(cpu[n])),
-                "median_stage_wall_s": {k: float(np.median([s[k] for s in stages[n]])) for k in stages[n][0]},
+            k: {
+                "hypotheses_tried": tried[k],
+                "median_wall_s": float(np.median(wall[k])),
+                "median_cpu_s": float(np.median(cpu[k])),
+                "median_stage_wall_s": {st: float(np.median([s[st] for s in stages[k]])) for st in stages[k][0]},
             }
-            for n in counts
+            for k in wall
         },
         "loadavg_1m": [round(v, 1) for v in loads],
         "cores": os.cpu_count(),

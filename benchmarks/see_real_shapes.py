@@ -246,6 +246,8 @@ def main() -> None:
                 fin = u.pose_json()["azimuth"]
                 stats[v]["final_az_err"].append(abs((fin - it.annotation["azimuth"] + 180) % 360 - 180))
                 preds[v][it.name] = {k: p["uv"] for k, p in u.keypoints.items() if p["uv"] is not None}
+                if v == "full_3d":
+                    continue
                 preds[f"{v}/3d"][it.name] = {  # the same call's projections: the paper's keypoints
                     k: p.get("projected_uv", p["uv"])
                     for k, p in u.keypoints.items()
