@@ -24,7 +24,13 @@ shapes' renders, per category, side by side for
   view averaged with the mirror of its grid for the flipped view (exact for any shape:
   ``reconstruct.shape_space``), thresholded at 0.5;
 * ``recon_nearest``: the training grid nearest the reconstruction (soft IoU of its probabilities):
-  retrieval in the space of reconstructed shapes.
+  retrieval in the space of reconstructed shapes;
+* for a voxels run with a retrieval prior (``"retrieval": true``), ``NAME/blend``: the blend of
+  training grids its head retrieves, alone (before the decoder's residual), and ``NAME/top1``: the
+  one training grid its head scores highest (a learnt retrieval, as in Tatarchenko et al. 2019).
+
+``--no-retrieval`` skips the silhouette-retrieval rows (they are left out of the results, not
+reported as NaN).
 
     python benchmarks/reconstruction.py --runs RUN_SKETCH RUN_VOXELS --train renders/train128 \\
         --test renders/test128 --shapes ../shared/data/keypointnet --out R.json --png R.png \\
@@ -160,6 +166,13 @@ def main() -> None:
         p_true = torch.sigmoid(vox_net(test.sketches(torch.arange(len(test))), cat_index)).numpy()
         p_more = {k: torch.sigmoid(n(x_pred, cat_index)).numpy() for k, n in more.items()}
         p_flip = mirror_grids(torch.sigmoid(vox_net(mirror_sketches(x_pred), cat_index))).numpy()
+        # retrieval-prior runs: the retrieved blend alone and the top-scored bank grid
+        p_bank: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, net in (("recon", vox_net), *((f"recon:{k}", n) for k, n in more.items())):
+            if getattr(net, "retrieval", False):
+                parts = net(x_pred, cat_index, parts=True)
+                top = net.bank[parts["scores"].argmax(1)].numpy()
+                p_bank[name] = (parts["blend"].numpy(), top)
     rgb_view = decode(pred_sk) if "azimuth" in pred_sk else None
     sk_view = decode(vox_view) if vox_view is not None else None
     figs, titles = [], []
@@ -173,7 +186,10 @@ def main() -> None:
         mean_pts = mesh_points(mean.astype(np.float32), lvl)
         clouds: dict[str, np.ndarray] = {}
         names = ["recon", "recon_true_view", "recon_true_sketch", *[f"recon:{k}" for k in more]]
-        names += ["retrieval_true_view", "retrieval_est_view", "oracle_nearest", "mean_shape"]
+        names += [f"{n}/{part}" for n in p_bank for part in ("blend", "top1")]
+        if not args.no_retrieval:
+            names += ["retrieval_true_view", "retrieval_est_view"]
+        names += ["oracle_nearest", "mean_shape"]
         names += ["recon_mirror", "recon_flip_tta", "recon_nearest"]
         names += [f"{n}@val" for n in names if n.startswith("recon") and (n, cat) in val_levels]
         rows: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
@@ -212,6 +228,11 @@ def main() -> None:
                 ("recon_flip_tta", 0.5 * (p_pred[i] + p_flip[i]) > 0.5, mesh_points(0.5 * (p_pred[i] + p_flip[i]))),
                 ("recon_nearest", grids[near], cloud(args.shapes, cat, keys[near][1])),
             ]
+            for name, (blend, top) in p_bank.items():
+                cand += [
+                    (f"{name}/blend", blend[i] > 0.5, mesh_points(blend[i])),
+                    (f"{name}/top1", top[i], mesh_points(top[i].astype(np.float32))),
+                ]
             for name, p in (("recon", p_pred[i]), *((f"recon:{k}", q[i]) for k, q in p_more.items())):
                 if (name, cat) in val_levels:
                     lv = val_levels[(name, cat)]

@@ -371,3 +371,86 @@ def test_voxel_projections_by_hand() -> None:
     dark = {tuple(p) for p in np.argwhere(img < 128)}
     # front: column x = 1, row 4 - 1 - y = 1; side (offset 6): column z = 3, row 1; top (offset 12): column x, row z
     assert dark == {(1, 1), (1, 6 + 3), (3, 12 + 1)}
+
+
+def test_retrieval_targets_by_hand() -> None:
+    """Soft targets among training grids: softmax of IoU / tau over the *other* grids of the same
+    category. Three grids of category 0 with IoUs worked out by hand, and one alone in category 1."""
+    from kpengine.image.reconstruct.nets import retrieval_targets
+
+    g = torch.zeros(4, 8, 8, 8)
+    g[0, 0:2, 0:2, 0:2] = 1  # A: 8 voxels
+    g[1, 0:4, 0:2, 0:2] = 1  # B: 16 voxels, holds A and C: IoU(A, B) = IoU(B, C) = 8 / 16
+    g[2, 2:4, 0:2, 0:2] = 1  # C: 8 voxels, apart from A: IoU(A, C) = 0
+    g[3, 5:7, 5:7, 5:7] = 1  # D: category 1, alone
+    t = retrieval_targets(g, torch.tensor([0, 0, 0, 1]), tau=0.1).numpy()
+    e = np.exp(5.0)  # exp(0.5 / 0.1) against exp(0)
+    want = np.array(
+        [[0, e / (e + 1), 1 / (e + 1), 0], [0.5, 0, 0.5, 0], [1 / (1 + e), e / (1 + e), 0, 0], [0, 0, 0, 0]]
+    )
+    np.testing.assert_allclose(t, want, atol=1e-6)
+
+
+def test_retrieval_prior_starts_at_the_mean_and_stays_in_its_category() -> None:
+    """The retrieval network's blend: at a zero head the category's mean bank grid (the mean-shape
+    prior again), with any head a mix of the item's own category's grids only; a checkpoint's bank
+    (another size than the fresh network's) comes back with its weights."""
+    torch.manual_seed(0)
+    net = VoxelNet(32, 32, (8, 16), latent=32, channels=16, n_categories=2, retrieval=True).eval()
+    bank = torch.zeros(5, 32, 32, 32)
+    bank[0, 4:20, 4:8, 4:20] = 1
+    bank[1, 4:12, 4:16, 4:12] = 1
+    bank[2, 20:28, 0:4, 20:28] = 1  # category 1 from here on
+    bank[3, 20:30, 0:6, 20:24] = 1
+    bank[4, 22:26, 0:10, 22:26] = 1
+    cat = torch.tensor([0, 0, 1, 1, 1])
+    net.set_bank(bank, cat)
+    x = torch.randn(2, 5, 32, 32)
+    with torch.no_grad():
+        out = net(x, torch.tensor([0, 1]), parts=True)
+        np.testing.assert_allclose(out["blend"][0].numpy(), bank[:2].mean(0).numpy(), atol=1e-6)
+        np.testing.assert_allclose(out["blend"][1].numpy(), bank[2:].mean(0).numpy(), atol=1e-6)
+        # the decoder's last layer starts at zero too: the output is the blend's occupancy
+        want = bank[:2].mean(0).clamp(0.01, 0.99).numpy()
+        np.testing.assert_allclose(torch.sigmoid(out["logits"][0]).numpy(), want, atol=1e-5)
+        net.retrieve.weight.normal_()
+        net.retrieve.bias.normal_()
+        out = net(x, torch.tensor([1, 1]), parts=True)
+        w = torch.softmax(out["scores"], -1)
+        assert float(w[:, :2].sum()) < 1e-6 and torch.allclose(w.sum(1), torch.ones(2))
+        outside = bank[2:].sum(0) == 0
+        assert float(out["blend"][:, outside].abs().max()) == 0.0
+        fresh = VoxelNet(32, 32, (8, 16), latent=32, channels=16, n_categories=2, retrieval=True).eval()
+        fresh.load_state_dict(net.state_dict())
+        c = torch.tensor([1, 0])
+        assert fresh.bank.shape == (5, 32, 32, 32) and torch.equal(fresh(x, c), net(x, c))
+
+
+def test_retrieval_fine_tune_starts_from_a_mean_prior_run_and_trains(
+    runs: dict[str, Path], render_set: Path, sample_root: Path, tmp_path: Path
+) -> None:
+    """A retrieval run initialised from a mean-prior voxels run predicts what that run predicts
+    (a zero head blends the bank to the training mean, the old prior); trained on, its loss falls
+    and the reloaded network carries its bank."""
+    from kpengine.learn.registry import TASKS
+
+    torch.set_num_threads(1)
+    TASKS.add_package("kpengine.image.tasks")
+    cls = TASKS.get("voxels")
+    base = dict(task="voxels", data=str(render_set), category="chair", shapes=str(sample_root), size=32,
+                widths=[8, 16], epochs=1, batch_size=4)  # fmt: skip
+    task = cls(cls.config_class(**base, init_run=str(runs["voxels"]), retrieval=True))
+    task.sets()
+    net = task.model().eval()
+    start = load_network(runs["voxels"], "voxels")
+    x = load_sketch_set(render_set, 32).sketches(torch.arange(3))
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x).numpy(), start(x).numpy(), atol=1e-4)
+    assert net.bank.shape[0] == len(task.sets()[0].grids)
+    with pytest.raises(ValueError, match="neither basis nor mirror"):
+        cls.config_class(**base, retrieval=True, mirror=True)
+    _train("voxels", tmp_path / "run", 5, render_set, sample_root, retrieval=True, retrieval_tau=0.1)
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
+    assert hist[-1]["train_loss"] < 0.8 * hist[0]["train_loss"] and "blend_iou" in hist[-1]
+    again = load_network(tmp_path / "run", "voxels")
+    assert again.retrieval and again.bank.shape[0] == net.bank.shape[0]

@@ -11,9 +11,11 @@ head's loss), ``perturb`` (sketch-fault strength of the training inputs, 0 = cle
 is added to the loss, ShapeHD), ``sketch_run`` (inputs predicted by that sketch run, training and
 validation: MarrNet's fine-tuning of the 3D estimator), ``basis`` (k > 0: predict k coefficients of
 each category's PCA basis of training grids instead of decoding voxels, ``reconstruct.shape_space``),
-``mirror`` (train on left-right mirrored views half of the time, the grid mirrored with them). The
-network predicts the residual from each category's mean training grid (see
-``image.reconstruct.nets.VoxelNet``).
+``mirror`` (train on left-right mirrored views half of the time, the grid mirrored with them),
+``retrieval`` (the residual starts from a learnt blend of the training grids instead of the mean
+grid; ``retrieval_tau``, ``retrieval_weight``: its soft targets and their loss weight). The
+network predicts the residual from each category's mean training grid, or from the retrieved
+blend (see ``image.reconstruct.nets.VoxelNet``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch import nn
 
 from kpengine.image.datasets import Indices
 from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set, perturb_sketches
-from kpengine.image.reconstruct.nets import VoxelNet, basis_loss, voxel_loss
+from kpengine.image.reconstruct.nets import VoxelNet, basis_loss, retrieval_loss, retrieval_targets, voxel_loss
 from kpengine.image.reconstruct.shape_space import mirror_azimuth, mirror_grids, mirror_sketches, pca_basis
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.tasks.sketch import categories_of
@@ -57,11 +59,17 @@ class VoxelConfig(ImageConfig):
     basis: int = 0
     #: mirror half of each training batch left-right (views and grids together; shape_space)
     mirror: bool = False
+    #: start the residual from a learnt blend of the training grids (VoxelNet ``retrieval``)
+    retrieval: bool = False
+    #: temperature of the soft retrieval targets (IoU with the other training grids / tau)
+    retrieval_tau: float = 0.05
+    #: weight of the retrieval head's cross-entropy against those targets
+    retrieval_weight: float = 0.1
     epochs: int = 20
     batch_size: int = 32
 
     RUNTIME: ClassVar[tuple[str, ...]] = (*ImageConfig.RUNTIME, "shapes")
-    IDENTITY: ClassVar[tuple[str, ...]] = (*ImageConfig.IDENTITY, "resolution", "basis")
+    IDENTITY: ClassVar[tuple[str, ...]] = (*ImageConfig.IDENTITY, "resolution", "basis", "retrieval")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +79,10 @@ class VoxelConfig(ImageConfig):
             raise ValueError(f"resolution must be 32, 64 or 128, got {self.resolution}")
         if self.basis < 0:
             raise ValueError(f"basis must be 0 (voxel decoder) or a number of PCA components, got {self.basis}")
+        if self.retrieval and (self.basis or self.mirror):
+            raise ValueError("retrieval takes neither basis nor mirror (a mirrored shape is not in the bank)")
+        if self.retrieval_tau <= 0:
+            raise ValueError(f"retrieval_tau must be > 0, got {self.retrieval_tau}")
 
 
 class VoxelData:
@@ -90,6 +102,10 @@ class VoxelData:
     def __len__(self) -> int:
         return len(self.sketches)
 
+    def shape_category(self) -> torch.Tensor:
+        """(G,) the category index of each grid of ``grids`` (each shape once)."""
+        return torch.tensor([self.categories.index(c) for c, _ in self.keys])
+
     def mean_grids(self) -> torch.Tensor:
         """(K, R, R, R): the mean ground-truth grid of each category's shapes (each shape once)."""
         cats = torch.tensor([self.categories.index(c) for c, _ in self.keys])
@@ -108,10 +124,12 @@ class VoxelData:
         return torch.stack(means), torch.stack(bases)
 
     def batch(self, idx) -> tuple[torch.Tensor, ...]:
-        """(sketches (B, 5, S, S), grids (B, R, R, R), category (B,), azimuth (B,), elevation (B,))."""
+        """(sketches (B, 5, S, S), grids (B, R, R, R), category (B,), azimuth (B,), elevation (B,),
+        shape (B,): the index of each view's grid in ``grids``)."""
         i = torch.as_tensor(idx)
         sk = self.sketches
-        return sk.sketches(i), self.grids[self.shape_of[i]], self.category_index[i], sk.azimuth[i], sk.elevation[i]
+        s = self.shape_of[i]
+        return sk.sketches(i), self.grids[s], self.category_index[i], sk.azimuth[i], sk.elevation[i], s
 
 
 @torch.no_grad()
@@ -149,6 +167,7 @@ class VoxelTask(ImageTask):
     def __init__(self, config: VoxelConfig):
         super().__init__(config)
         self._critic: nn.Module | None = None
+        self._targets: torch.Tensor | None = None  # soft retrieval targets (G, G) among training grids
         self._gen = torch.Generator().manual_seed(config.seed)
 
     def load_sets(self) -> tuple[VoxelData, VoxelData | None]:
@@ -183,9 +202,8 @@ class VoxelTask(ImageTask):
 
     def model(self) -> nn.Module:
         c = self.config
-        net = VoxelNet(
-            c.resolution, c.size, tuple(c.widths), n_categories=len(categories_of(c.category)), basis=c.basis
-        )
+        n_cat = len(categories_of(c.category))
+        net = VoxelNet(c.resolution, c.size, tuple(c.widths), n_categories=n_cat, basis=c.basis, retrieval=c.retrieval)
         if self._sets is not None:  # training: the prior is the training shapes' mean (a checkpoint restores it)
             net.set_prior(self._sets[0].mean_grids())
             if c.basis:
@@ -197,11 +215,28 @@ class VoxelTask(ImageTask):
                 if start.config["category"] != c.category or start.config["size"] != c.size:
                     raise ValueError(f"init_run {c.init_run} was trained on {start.config['category']} at "
                                      f"{start.config['size']} px, not {c.category} at {c.size} px")  # fmt: skip
-                net.load_state_dict(start.state_dict())
+                state = start.state_dict()
+                if c.retrieval and not getattr(start, "retrieval", False):
+                    # a mean-prior run: its weights, and a fresh head (at zero: the blend is the mean)
+                    missing, unexpected = net.load_state_dict(state, strict=False)
+                    if unexpected or any(not k.startswith(("retrieve.", "bank")) for k in missing):
+                        raise ValueError(f"init_run {c.init_run} does not fit this network: {missing + unexpected}")
+                else:
+                    net.load_state_dict(state)
+            if c.retrieval and not (c.init_run and net.bank.shape[0]):
+                train = self._sets[0]
+                net.set_bank(train.grids, train.shape_category())
         return net
 
+    def targets(self) -> torch.Tensor:
+        """The soft retrieval targets among the training grids (G, G), computed once."""
+        if self._targets is None:
+            train = self.sets()[0]
+            self._targets = retrieval_targets(train.grids, train.shape_category(), self.config.retrieval_tau)
+        return self._targets
+
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
-        x, target, cat, az, el = batch
+        x, target, cat, az, el, shape = batch
         if net.training and self.config.mirror:
             flip = (torch.rand(x.shape[0], generator=self._gen) < 0.5).to(x.device)  # the task's CPU generator
             x = torch.where(flip[:, None, None, None], mirror_sketches(x), x)
@@ -214,6 +249,12 @@ class VoxelTask(ImageTask):
             occ, view = net.occupancy(x, cat)
             logits = None
             loss = basis_loss(occ, target, self.config.pos_weight)
+        elif self.config.retrieval:
+            out = net(x, cat, parts=True)  # through the (DDP) forward: gradients are synchronised
+            logits, view = out["logits"], out["view"]
+            loss = voxel_loss(logits, target, self.config.pos_weight)
+            t = self.targets().to(logits.device)[shape.to(logits.device)]
+            loss = loss + self.config.retrieval_weight * retrieval_loss(out["scores"], t)
         else:
             logits, view = net(x, cat, with_view=True)
             loss = voxel_loss(logits, target, self.config.pos_weight)
@@ -230,11 +271,16 @@ class VoxelTask(ImageTask):
         _, val = self.sets()
         if val is None:
             return None
-        total, ious, az_err = 0.0, [], []
+        total, ious, az_err, blend_ious = 0.0, [], [], []
         for s in range(0, len(val), 64):
-            x, target, cat, az, _ = val.batch(torch.arange(s, min(s + 64, len(val))))
+            x, target, cat, az, *_ = val.batch(torch.arange(s, min(s + 64, len(val))))
             dev = module_device(model)
-            if self.config.basis:
+            if self.config.retrieval:
+                out = to_cpu(model(x.to(dev), cat.to(dev), parts=True))
+                logits, view = out["logits"], out["view"]
+                total += float(voxel_loss(logits, target, self.config.pos_weight)) * len(x)
+                blend_ious.append(voxel_iou((out["blend"] > 0.5).numpy(), target.numpy() > 0.5))
+            elif self.config.basis:
                 occ, view = to_cpu(model.occupancy(x.to(dev), cat.to(dev)))
                 logits = occ - 0.5  # > 0 where occupied, as the logits
                 total += float(basis_loss(occ, target, self.config.pos_weight)) * len(x)
@@ -245,6 +291,8 @@ class VoxelTask(ImageTask):
             if view is not None:
                 az_err.append(angle_difference(decode(view)["azimuth"].numpy(), az.numpy()))
         out = {"val_loss": total / len(val), "voxel_iou": float(np.concatenate(ious).mean())}
+        if blend_ious:
+            out["blend_iou"] = float(np.concatenate(blend_ious).mean())
         if az_err:
             out["azimuth_median_deg"] = float(np.median(np.concatenate(az_err)))
         return out
