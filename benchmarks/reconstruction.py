@@ -23,6 +23,7 @@ shapes' renders, per category, side by side for
 * ``recon_flip_tta``: test-time augmentation by the mirror identity: the network's grid for the
   view averaged with the mirror of its grid for the flipped view (exact for any shape:
   ``reconstruct.shape_space``), thresholded at 0.5;
+* ``paired_vs_recon``: every other row's IoU minus ``recon``'s, view by view (mean and s.e.m.);
 * ``recon_nearest``: the training grid nearest the reconstruction (soft IoU of its probabilities):
   retrieval in the space of reconstructed shapes;
 * for a voxels run with a retrieval prior (``"retrieval": true``), ``NAME/blend``: the blend of
@@ -269,6 +270,17 @@ def main() -> None:
                     "chamfer_nan": int(np.isnan([b for _, b in v]).sum()),
                 }
                 for name, v in rows.items()
+            },
+            # each further row against ``recon`` view by view (the same views: the paired difference's
+            # s.e.m. is what tells two networks apart, well below either row's own s.e.m.)
+            "paired_vs_recon": {
+                name: {
+                    "iou_diff": round(float(np.mean(d)), 4),
+                    "iou_diff_sem": round(float(np.std(d) / np.sqrt(len(d))), 4),
+                }
+                for name, v in rows.items()
+                if name != "recon" and len(v) == len(rows["recon"])
+                for d in [np.array([a for a, _ in v]) - np.array([a for a, _ in rows["recon"]])]
             },
         }
         print(cat, json.dumps(results[cat]), flush=True)

@@ -449,8 +449,20 @@ def test_retrieval_fine_tune_starts_from_a_mean_prior_run_and_trains(
     assert net.bank.shape[0] == len(task.sets()[0].grids)
     with pytest.raises(ValueError, match="neither basis nor mirror"):
         cls.config_class(**base, retrieval=True, mirror=True)
-    _train("voxels", tmp_path / "run", 5, render_set, sample_root, retrieval=True, retrieval_tau=0.1)
+    _train("voxels", tmp_path / "run", 5, render_set, sample_root, retrieval=True, retrieval_tau=0.1, iou_weight=0.5)
     hist = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
     assert hist[-1]["train_loss"] < 0.8 * hist[0]["train_loss"] and "blend_iou" in hist[-1]
     again = load_network(tmp_path / "run", "voxels")
     assert again.retrieval and again.bank.shape[0] == net.bank.shape[0]
+
+
+def test_soft_iou_loss_by_hand() -> None:
+    """1 − Σpt / Σ(p + t − pt) per item, averaged: two 2-voxel grids worked out by hand."""
+    from kpengine.image.reconstruct.nets import soft_iou_loss
+
+    p = torch.tensor([[0.5, 0.25], [1.0, 0.0]])  # occupancy probabilities of two items' two voxels
+    t = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    logits = torch.log(p) - torch.log1p(-p)  # ±inf at 0 and 1: sigmoid gives them back exactly
+    # item 1: inter 0.5, union 0.5 + 1 − 0.5 + 0.25 = 1.25; item 2: inter 1, union 2
+    want = ((1 - 0.5 / 1.25) + (1 - 1 / 2)) / 2
+    assert soft_iou_loss(logits.view(2, 2, 1, 1), t.view(2, 2, 1, 1)).item() == pytest.approx(want)

@@ -317,6 +317,17 @@ def voxel_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 2
     return F.binary_cross_entropy_with_logits(logits, target, pos_weight=w)
 
 
+def soft_iou_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 − soft IoU of occupancy probabilities (B, R, R, R) against 0/1 targets, per item, averaged:
+    ``1 − Σ p t / Σ (p + t − p t)``. The benchmark's measure made differentiable: BCE weighs every
+    voxel alike, while IoU ignores the empty space and counts each shape once whatever its volume."""
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    inter = (p * t).sum(1)
+    union = (p + t - p * t).sum(1).clamp(min=1e-6)
+    return (1.0 - inter / union).mean()
+
+
 def retrieval_targets(grids: torch.Tensor, category: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
     """Soft retrieval targets among training grids (N, R, R, R) of categories (N,) -> (N, N): row i
     is the softmax of ``IoU(grid i, grid j) / tau`` over the *other* grids j of i's category (its own

@@ -13,7 +13,8 @@ validation: MarrNet's fine-tuning of the 3D estimator), ``basis`` (k > 0: predic
 each category's PCA basis of training grids instead of decoding voxels, ``reconstruct.shape_space``),
 ``mirror`` (train on left-right mirrored views half of the time, the grid mirrored with them),
 ``retrieval`` (the residual starts from a learnt blend of the training grids instead of the mean
-grid; ``retrieval_tau``, ``retrieval_weight``: its soft targets and their loss weight). The
+grid; ``retrieval_tau``, ``retrieval_weight``: its soft targets and their loss weight),
+``iou_weight`` (a soft-IoU loss beside the BCE). The
 network predicts the residual from each category's mean training grid, or from the retrieved
 blend (see ``image.reconstruct.nets.VoxelNet``).
 """
@@ -29,7 +30,14 @@ from torch import nn
 
 from kpengine.image.datasets import Indices
 from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set, perturb_sketches
-from kpengine.image.reconstruct.nets import VoxelNet, basis_loss, retrieval_loss, retrieval_targets, voxel_loss
+from kpengine.image.reconstruct.nets import (
+    VoxelNet,
+    basis_loss,
+    retrieval_loss,
+    retrieval_targets,
+    soft_iou_loss,
+    voxel_loss,
+)
 from kpengine.image.reconstruct.shape_space import mirror_azimuth, mirror_grids, mirror_sketches, pca_basis
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.tasks.sketch import categories_of
@@ -65,6 +73,8 @@ class VoxelConfig(ImageConfig):
     retrieval_tau: float = 0.05
     #: weight of the retrieval head's cross-entropy against those targets
     retrieval_weight: float = 0.1
+    #: weight of a soft-IoU loss (1 − soft IoU) added to the BCE (decoder networks)
+    iou_weight: float = 0.0
     epochs: int = 20
     batch_size: int = 32
 
@@ -258,6 +268,8 @@ class VoxelTask(ImageTask):
         else:
             logits, view = net(x, cat, with_view=True)
             loss = voxel_loss(logits, target, self.config.pos_weight)
+        if logits is not None and self.config.iou_weight > 0:
+            loss = loss + self.config.iou_weight * soft_iou_loss(logits, target)
         if view is not None and self.config.view_weight > 0:
             loss = loss + self.config.view_weight * viewpoint_loss(view, az, el)
         critic = self.critic() if net.training else None
@@ -287,6 +299,8 @@ class VoxelTask(ImageTask):
             else:
                 logits, view = to_cpu(model(x.to(dev), cat.to(dev), with_view=True))
                 total += float(voxel_loss(logits, target, self.config.pos_weight)) * len(x)
+            if self.config.iou_weight > 0 and not self.config.basis:  # the checkpoint is chosen by the trained loss
+                total += self.config.iou_weight * float(soft_iou_loss(logits, target)) * len(x)
             ious.append(voxel_iou((logits > 0).numpy(), target.numpy() > 0.5))
             if view is not None:
                 az_err.append(angle_difference(decode(view)["azimuth"].numpy(), az.numpy()))
