@@ -454,6 +454,11 @@ def test_retrieval_fine_tune_starts_from_a_mean_prior_run_and_trains(
     assert hist[-1]["train_loss"] < 0.8 * hist[0]["train_loss"] and "blend_iou" in hist[-1]
     again = load_network(tmp_path / "run", "voxels")
     assert again.retrieval and again.bank.shape[0] == net.bank.shape[0]
+    # continuing a retrieval run without the head is refused by name, not by a state-dict mismatch
+    plain = cls(cls.config_class(**base, init_run=str(tmp_path / "run")))
+    plain.sets()
+    with pytest.raises(ValueError, match="has a retrieval prior"):
+        plain.model()
 
 
 def test_soft_iou_loss_by_hand() -> None:

@@ -226,6 +226,9 @@ class VoxelTask(ImageTask):
                     raise ValueError(f"init_run {c.init_run} was trained on {start.config['category']} at "
                                      f"{start.config['size']} px, not {c.category} at {c.size} px")  # fmt: skip
                 state = start.state_dict()
+                if getattr(start, "retrieval", False) and not c.retrieval:
+                    raise ValueError(f"init_run {c.init_run} has a retrieval prior: continue it with "
+                                     '"retrieval": true')  # fmt: skip
                 if c.retrieval and not getattr(start, "retrieval", False):
                     # a mean-prior run: its weights, and a fresh head (at zero: the blend is the mean)
                     missing, unexpected = net.load_state_dict(state, strict=False)
