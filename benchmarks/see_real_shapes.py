@@ -13,6 +13,8 @@ clouds). Every test image is of a shape outside it. Rows of OUT_DIR/pck.json, pe
 * ``full``: predicted mask, estimated viewpoint, shape retrieved by silhouette, 20 refinement steps,
   from ``--pose-hypotheses`` starting viewpoints (the azimuth distribution's modes and half turns,
   the best silhouette fit kept: docs/understanding.md, "Pose hypotheses");
+* ``full_place``: the same with the pose chosen by the silhouette alone (the heatmap only places the
+  keypoints: ``understand(..., heatmap_choice=False)``);
 * ``full_3d``: the same without the heatmap network: the pose chosen by the silhouette alone and the
   keypoints the projections (the pipeline before the fusion; the paper's keypoints);
 * ``full_1``: the same from the network's estimate alone (one hypothesis: the paper);
@@ -71,6 +73,7 @@ from kpengine.render.overlay import draw_keypoints, outline, save_png, tile
 
 VARIANTS = (
     "full",
+    "full_place",
     "full_3d",
     "full_1",
     "full_iou",
@@ -238,6 +241,7 @@ def main() -> None:
                     switch_margin=0.0 if v == "full_iou" else SWITCH_MARGIN,
                     fusion_sigma=args.fusion_sigma,
                     fusion="projection" if v == "full_3d" else "prior",
+                    heatmap_choice=v != "full_place",
                 )
                 stats[v]["seconds"].append(time.perf_counter() - t)
                 stats[v]["iou"].append(u.iou_refined)

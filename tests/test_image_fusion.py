@@ -225,6 +225,9 @@ def test_the_heatmap_and_the_silhouette_together_overrule_the_network(sample_cha
     assert [x["chosen"] for x in hyps] == [False, True]
     assert hyps[1]["keypoint_log_likelihood"] > hyps[0]["keypoint_log_likelihood"]
     assert hyps[1]["iou"] > hyps[0]["iou"]
+    # the heatmap placing the keypoints only: the silhouette's margin alone decides, and it is out of reach
+    placed = understand(image, sample_chair_knowledge, with_hm, heatmap_choice=False, **kw)
+    assert az_err(placed) > 150 and placed.keypoints[str(ids[0])]["source"] == "fused"
 
 
 def test_the_choice_rule_by_hand():

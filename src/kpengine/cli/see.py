@@ -130,6 +130,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"the fusion prior's standard deviation, a fraction of the object box's long side "
         f"(default {FUSION_SIGMA})",
     )
+    p.add_argument(
+        "--heatmap-choice",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with a keypoint-heatmap run: let the heatmap's agreement join the silhouette in choosing the pose "
+        "hypothesis (default on; --no-heatmap-choice: the silhouette alone, the heatmap only places keypoints)",
+    )
     p.add_argument("--out", required=True, metavar="OUT_DIR")
     p.set_defaults(func=cmd_understand)
 
@@ -180,7 +187,7 @@ def cmd_understand(args: argparse.Namespace) -> int:
     result = understand(image, knowledge, nets, mask=mask, steps=args.steps, top=args.top, shape_route=args.shape,
                         viewpoint_source=args.viewpoint_from, retrieval=args.retrieval,
                         pose_hypotheses=args.pose_hypotheses, fusion=args.fusion,
-                        fusion_sigma=args.fusion_sigma)  # fmt: skip
+                        fusion_sigma=args.fusion_sigma, heatmap_choice=args.heatmap_choice)  # fmt: skip
     result.seconds["total"] = time.perf_counter() - t
     written = write_understanding(result, args.out)
     pose = result.pose_json()

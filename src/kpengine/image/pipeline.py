@@ -598,6 +598,7 @@ def understand(
     switch_margin: float = SWITCH_MARGIN,
     fusion: str = "prior",
     fusion_sigma: float = FUSION_SIGMA,
+    heatmap_choice: bool = True,
 ) -> Understanding:
     """Run the pipeline on one photo (H, W, 3) uint8. ``mask`` (H, W) bool skips the silhouette network.
 
@@ -616,8 +617,9 @@ def understand(
     ``"prior"`` places each id at the heatmap's arg-max under a Gaussian of ``fusion_sigma`` x the
     mask box's long side around its projection, and ids the shape lacks at the heatmap's arg-max
     (:func:`kpengine.image.fusion.fuse_keypoints`), and the heatmap's agreement with each pose
-    hypothesis joins the silhouette in choosing among them (:func:`select_pose`); ``"projection"``
-    uses no heatmap: the projections as they are (the paper)."""
+    hypothesis joins the silhouette in choosing among them (:func:`select_pose`; ``heatmap_choice=False``
+    leaves the choice to the silhouette); ``"projection"`` uses no heatmap: the projections as they
+    are (the paper)."""
     if fusion not in FUSION_MODES:
         raise DataError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSION_MODES)}")
     if not 0.0 < float(fusion_sigma) <= 1.0:
@@ -735,7 +737,7 @@ def understand(
         screen_steps=screen_steps,
         size=refine_size,
         margin=switch_margin,
-        evidence=evidence,
+        evidence=evidence if heatmap_choice else None,
     )
     cam_init, camera, iou_init, chosen = best.camera_start, best.camera, best.start_iou, best.shape
     shape, renderer, center = chosen.shape, chosen.renderer, chosen.center
