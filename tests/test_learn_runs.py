@@ -191,6 +191,12 @@ def test_registry_lists_names_and_help_without_importing(tmp_path: Path, monkeyp
 def test_point_tasks_and_backbones_are_registered() -> None:
     from kpengine.learn.registry import BACKBONES, TASKS
 
-    assert TASKS.names("kpengine.learn.tasks") == ["correspondence", "embedding", "saliency", "unsupervised_keypoints"]
+    assert TASKS.names("kpengine.learn.tasks") == [
+        "correspondence",
+        "embedding",
+        "point_contrast",
+        "saliency",
+        "unsupervised_keypoints",
+    ]
     assert BACKBONES.names() == ["dgcnn", "pointconv", "pointnet", "pointnet2"]
     assert np.all([TASKS.summary(n) for n in TASKS.names()])
