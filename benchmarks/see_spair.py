@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from see_pf_willow import _draw, box_map, box_of  # the same 2D maps and drawing as the PF-WILLOW benchmark
 
 from kpengine.image.datasets import predict_mask, predict_mask_in_box
 from kpengine.image.pipeline import KnowledgeBase, Networks, load_image_run, overlay_picture, understand
@@ -46,16 +47,6 @@ from kpengine.render.cameras import Viewpoint
 ALPHAS = (0.05, 0.1, 0.15)
 SEARCH_AZIMUTHS = tuple(range(0, 360, 30))
 SEARCH_ELEVATIONS = (-10.0, 10.0, 30.0)
-
-
-def box_map(points: np.ndarray, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
-    """Points (K, 2) through the per-axis affine map taking box ``src`` onto box ``tgt`` (xmin, ymin, xmax, ymax)."""
-    return tgt[:2] + (points - src[:2]) * (tgt[2:] - tgt[:2]) / np.maximum(src[2:] - src[:2], 1e-9)
-
-
-def box_of(mask: np.ndarray) -> np.ndarray:
-    ii, jj = np.nonzero(mask)
-    return np.array([jj.min(), ii.min(), jj.max(), ii.max()], np.float64)
 
 
 def fit_photo(image: np.ndarray, mask: np.ndarray, kb: KnowledgeBase, nets: Networks, route: str):  # noqa: ANN201
@@ -176,21 +167,6 @@ def main() -> None:
     for r in res["transfers"]:
         print(r["source"], "->", r["target"], json.dumps(r["pck_bbox"]))
     picture(rows, photos, routes, out / "spair.png")
-
-
-def _draw(image: np.ndarray, pts: np.ndarray, colour, ref: np.ndarray | None = None, r: int = 4):  # noqa: ANN001, ANN202
-    from PIL import Image, ImageDraw
-
-    im = Image.fromarray(image)
-    d = ImageDraw.Draw(im)
-    for k, (x, y) in enumerate(pts):
-        if not np.isfinite([x, y]).all():
-            continue
-        if ref is not None:
-            d.line([(x, y), tuple(ref[k])], fill=(255, 255, 0), width=2)
-        d.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline=(0, 0, 0))
-        d.text((x + r + 1, y - 2 * r), str(k), fill=colour)
-    return np.asarray(im)
 
 
 def _tile(image: np.ndarray, side: int = 420) -> np.ndarray:
