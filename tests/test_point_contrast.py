@@ -184,3 +184,20 @@ def test_bad_init_and_pretraining_predictions_are_refused(
     assert "fine-tune it first" in capsys.readouterr().err
     # the shapes the pretraining read: every train shape, no labels needed
     assert len(KeypointNetDataset(sample_root, "chair", "train")) > 3
+
+
+def test_cli_fine_tunes_from_a_pretraining_run(sample_root: Path, pretrained: Path, tmp_path: Path, capsys) -> None:
+    from kpengine.learn.checkpoint import load_checkpoint
+
+    out = tmp_path / "ft"
+    args = ["train", "--task", "correspondence", "--data", str(sample_root), "--category", "chair", "--shots", "2"]
+    args += ["--epochs", "1", "--backbone-args", json.dumps(TINY), "--init", str(pretrained), "--out", str(out)]
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["init"] == str(pretrained)
+    assert json.loads((out / "config.json").read_text())["init"] == str(pretrained)
+    # one epoch of fine-tuning moved the weights away from the pretrained ones, but not the shapes
+    pre, ft = load_checkpoint(pretrained / "best.pt")["model"], load_checkpoint(out / "last.pt")["model"]
+    shared = [k for k in ft if k.startswith("backbone.") and ft[k].is_floating_point()]
+    assert shared and all(ft[k].shape == pre[k].shape for k in shared)
+    assert any(not torch.equal(ft[k], pre[k]) for k in shared)
