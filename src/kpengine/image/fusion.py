@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from kpengine.errors import DataError
-from kpengine.image.heatmap import heatmap_to_image
+from kpengine.image.heatmap import heatmap_to_image, image_to_heatmap
 
 #: the prior's standard deviation as a fraction of the object box's long side (docs/understanding.md)
 FUSION_SIGMA = 0.1
@@ -157,8 +157,6 @@ def keypoint_log_likelihood(evidence: KeypointEvidence, uv: np.ndarray, visible:
     uv = np.asarray(uv, np.float64).reshape(-1, 2)
     b = evidence.blurred()
     s = b.shape[-1]
-    from kpengine.image.heatmap import image_to_heatmap
-
     cells = np.rint(image_to_heatmap(np.nan_to_num(uv, nan=-1e6), s, evidence.width, evidence.height))
     cells = np.clip(cells, 0, s - 1).astype(np.int64)
     total = 0.0
