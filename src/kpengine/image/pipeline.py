@@ -402,16 +402,19 @@ def select_pose(
         raise DataError("no pose hypothesis to choose from")
     small = _small_mask(mask, SCORE_SIZE)  # hypotheses are compared at 128 px: a 480 px render each costs more
 
-    def agreement(h: PoseHypothesis, cam: Camera) -> float:
-        """The heatmap's log-likelihood of ``h``'s keypoints seen through ``cam`` (depth test at 128 px)."""
+    def small_view(h: PoseHypothesis, cam: Camera) -> tuple[Camera, Any]:
+        """``cam`` scaled to the 128 px comparison size and ``h``'s render through it (mask and depth)."""
+        c = Camera(scale_intrinsics(cam.intrinsics, small.shape[1], small.shape[0]), cam.R, cam.t)
+        return c, h.shape.renderer.render(c)
+
+    def agreement(h: PoseHypothesis, view: tuple[Camera, Any]) -> float:
+        """The heatmap's log-likelihood of ``h``'s keypoints seen in ``view`` (a :func:`small_view`:
+        the depth test at 128 px reuses the render the IoU was scored on)."""
         from kpengine.image.fusion import keypoint_log_likelihood
         from kpengine.render.project import project_points
 
-        hs, ws = small.shape
-        k = scale_intrinsics(cam.intrinsics, ws, hs)
-        r = h.shape.renderer.render(Camera(k, cam.R, cam.t))
-        shape = h.shape.shape
-        p = project_points(shape.keypoints.astype(np.float64), Camera(k, cam.R, cam.t), r.depth)
+        (c, r), (hs, ws), shape = view, small.shape, h.shape.shape
+        p = project_points(shape.keypoints.astype(np.float64), c, r.depth)
         uv = (p.uv + 0.5) * np.array([mask.shape[1] / ws, mask.shape[0] / hs]) - 0.5
         return keypoint_log_likelihood(evidence, uv, p.visible, shape.semantic_ids)
 
@@ -420,7 +423,7 @@ def select_pose(
         for h in tried:
             h.camera = h.camera_start
             if use_agreement:
-                h.keypoint_ll = agreement(h, h.camera)
+                h.keypoint_ll = agreement(h, small_view(h, h.camera))
         lls = [h.keypoint_ll for h in tried] if use_agreement else None
         best = _winner(tried, [h.start_iou for h in tried], margin, lls)
         best.iou, best.chosen = _iou(best.shape.renderer.render(best.camera).mask, mask), True
@@ -435,10 +438,6 @@ def select_pose(
     def full_iou(h: PoseHypothesis, cam: Camera) -> float:
         return _iou(h.shape.renderer.render(cam).mask, mask)
 
-    def small_iou(h: PoseHypothesis, cam: Camera) -> float:
-        k = scale_intrinsics(cam.intrinsics, small.shape[1], small.shape[0])
-        return _iou(h.shape.renderer.render(Camera(k, cam.R, cam.t)).mask, small)
-
     if len(tried) == 1:
         best = tried[0]
         finished = refiner(best).refine(mask, best.camera_start, steps=steps, size=size, fit_focal=True).camera
@@ -448,9 +447,10 @@ def select_pose(
         mid = _sigma_at(k, steps)
         for h in tried:  # the better of the start and its screened pose: the blur can walk a good start away
             screened = refiner(h).refine(mask, h.camera_start, steps=k, size=size, fit_focal=True, sigma=(3.0, mid))
-            h.camera, h.iou = max(((c, small_iou(h, c)) for c in (h.camera_start, screened.camera)), key=lambda x: x[1])
+            views = [(c, small_view(h, c)) for c in (h.camera_start, screened.camera)]
+            h.camera, view, h.iou = max(((c, v, _iou(v[1].mask, small)) for c, v in views), key=lambda x: x[2])
             if use_agreement:
-                h.keypoint_ll = agreement(h, h.camera)
+                h.keypoint_ll = agreement(h, view)
         best = _winner(tried, [h.iou for h in tried], margin, [h.keypoint_ll for h in tried] if use_agreement else None)
         poses = [best.camera_start, best.camera]
         if steps > k:
