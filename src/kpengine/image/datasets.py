@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kpengine.image.crops import appearance_shuffle, colour_jitter, normalise, resample
+from kpengine.image.crops import appearance_shuffle, colour_jitter, normalise, resample, square_box
 from kpengine.image.viewpoint import ViewpointNet, decode, mirror_average
 from kpengine.learn.runs import module_device, to_cpu
 
@@ -103,8 +103,8 @@ def box_square(box: np.ndarray, margin: float = 0.1) -> tuple[int, int, int]:
     plus ``margin`` of it on each side: the framing of the training renders (object centred, filling
     1 / (1 + 2 x 0.06..0.14) of the crop). The square may reach past the photo."""
     b = np.asarray(box, np.float64)
-    side = int(np.ceil(max(b[2] - b[0], b[3] - b[1]) * (1.0 + 2.0 * margin)))
-    cx, cy = 0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3])
+    cx, cy, side = square_box((b[0], b[1], b[2] - b[0], b[3] - b[1]), 1.0 + 2.0 * margin)
+    side = int(np.ceil(side))  # whole pixels: the predicted mask is pasted back pixel for pixel
     return int(np.floor(cx - side / 2)), int(np.floor(cy - side / 2)), max(side, 1)
 
 
