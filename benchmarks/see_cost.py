@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from kpengine.image.fusion import FUSION_MODES
 from kpengine.image.pipeline import POSE_HYPOTHESES, KnowledgeBase, Networks, understand
 from kpengine.io.image import load_image, load_mask
 
@@ -43,7 +44,7 @@ def main() -> None:
         "--fusion",
         nargs="+",
         default=["prior"],
-        choices=["prior", "projection"],
+        choices=FUSION_MODES,
         help="with a keypoint-heatmap run among --runs: fused keypoints (default) and/or the projections alone, "
         "measured side by side (interleaved repeats)",
     )
