@@ -12,6 +12,17 @@ zoom/shift windows, each also mirrored), probabilities averaged. The seeds of a 
 scored as an ensemble (mean probabilities). Results go to ``OUT/sweep.jsonl`` one line per run as
 it ends (a run cut short keeps what finished) and ``OUT/summary.json``.
 
+Choosing a recipe without the test cars (``--split cv,test``): ``cv`` is five folds of the training
+cars, fold k training on eight of cars 1-10 and scoring the two it held out (2k+1, 2k+2), so every
+training crop is scored once by a network that never saw its car. ``summary.json``'s ``chosen_by_cv``
+applies the rule fixed before the sweep ran (:func:`choose`): the highest pooled cross-validated
+Acc@30 with mirror averaging; the test split's runs of that recipe are then the reported number.
+Jobs run in priority order (every fold of every variant for the first ``--val-seeds`` seed first,
+then the test runs seed by seed), so a sweep cut off by ``--budget`` loses the least.
+
+    python benchmarks/epfl_sweep.py --cache crops96.npz --variants candidates --split cv,test \
+        --val-seeds 0 --seeds 0,1,2 --device cuda --workers 4 --budget 370 --out sweep
+
 ``--cache`` keeps the blanked crops (uint8, ``np.savez_compressed``) so the EPFL folder need not
 travel to another machine; it is built from ``--data`` when missing.
 """
@@ -34,6 +45,8 @@ BASE = dict(
     size=64, crop_size=96, epochs=16, batch_size=64, lr=2e-3, lr_schedule="cosine", weight_decay=5e-4,
     swap=0.5, grey=0.2, erase=0.3, blank_outside_box=False, mix=0.0,  # the crops are blanked in the cache
 )  # fmt: skip
+#: stronger augmentation: crop jitter, heavier erasing, label smoothing (one bundle, against memorisation)
+STRONG = {"zoom_jitter": 0.25, "shift_jitter": 0.12, "erase": 0.6, "label_smoothing": 0.1}
 VARIANTS: dict[str, dict] = {
     "base": {},
     "long40": {"epochs": 40},
@@ -59,7 +72,29 @@ VARIANTS: dict[str, dict] = {
     "keepcolour_cutmix100": {"swap": 0.0, "grey": 0.0, "mix": 1.0},
     "keepcolour_smooth10": {"swap": 0.0, "grey": 0.0, "label_smoothing": 0.1},
     "cutmix100_jitter": {"mix": 1.0, "zoom_jitter": 0.25, "shift_jitter": 0.12},
+    # seventh session (the GPU sweep, chosen by cross-validation on the training cars): all at 96 px
+    "mid96": {"size": 96, "widths": [16, 32, 64, 128]},
+    "wide96": {"size": 96, "widths": [32, 64, 128, 256]},
+    "small96_long40": {"size": 96, "widths": [8, 16, 32, 64], "epochs": 40},
+    "mid96_long40": {"size": 96, "widths": [16, 32, 64, 128], "epochs": 40},
+    "small96_jitter": {"size": 96, "widths": [8, 16, 32, 64], "zoom_jitter": 0.25, "shift_jitter": 0.12},
+    "small96_smooth10": {"size": 96, "widths": [8, 16, 32, 64], "label_smoothing": 0.1},
+    "small96_erase60": {"size": 96, "widths": [8, 16, 32, 64], "erase": 0.6},
+    "small96_grey50": {"size": 96, "widths": [8, 16, 32, 64], "grey": 0.5},
+    "small96_reg": {"size": 96, "widths": [8, 16, 32, 64], "dropout": 0.5, "weight_decay": 5e-3},
+    "small96_cutmix100": {"size": 96, "widths": [8, 16, 32, 64], "mix": 1.0},
+    "small96_half": {"size": 96, "widths": [8, 16, 32, 64], "half_weight": 1.0},
+    "small96_strong40": {"size": 96, "widths": [8, 16, 32, 64], "epochs": 40, **STRONG},
+    "mid96_strong40": {"size": 96, "widths": [16, 32, 64, 128], "epochs": 40, **STRONG},
+    "wide96_strong40": {"size": 96, "widths": [32, 64, 128, 256], "epochs": 40, **STRONG},
 }
+#: the seventh session's candidates, in the order the GPU runs them (cheapest information first)
+CANDIDATES = (
+    "small96,mid96,wide96,small96_jitter,small96_smooth10,small96_erase60,small96_grey50,small96_reg,"
+    "small96_cutmix100,small96_half,small96_long40,mid96_long40,small96_strong40,mid96_strong40,wide96_strong40"
+)
+#: cross-validation folds on the training cars 1-10: fold k holds out cars 2k+1 and 2k+2
+FOLDS = {f"fold{k}": (2 * k + 1, 2 * k + 2) for k in range(5)}
 #: test-time windows (zoom factor, x shift, y shift in crop widths); each is also mirrored
 WINDOWS = ((1.0, 0.0, 0.0), (0.92, 0.0, 0.0), (1.08, 0.0, 0.0), (1.0, 0.04, 0.0), (1.0, -0.04, 0.0))
 
@@ -99,13 +134,23 @@ def load_cache(path: str, split: str, limit: int = 0):
     every = np.arange(len(z["train_azimuth"])) % max(1, limit) == 0 if limit else np.ones(len(z["train_azimuth"]), bool)
     if split == "test":
         return views("train", every), views("test", np.arange(len(z["test_azimuth"])) % max(1, limit) == 0)
-    seq = instance_ids([str(n) for n in z["train_names"]])
-    return views("train", (seq <= 8) & every), views("train", (seq >= 9) & every)
+    held = FOLDS.get(split, (9, 10))  # "val": train on cars 1-8, score on 9-10; "foldK": hold out two cars
+    if split != "val" and split not in FOLDS:
+        raise SystemExit(f"unknown split {split!r}: test, val or one of {list(FOLDS)}")
+    out = np.isin(instance_ids([str(n) for n in z["train_names"]]), held)
+    return views("train", ~out & every), views("train", out & every)
 
 
-def _init(cache: str, split: str, threads: int, limit: int) -> None:
+def _init(cache: str, threads: int, limit: int) -> None:
     torch.set_num_threads(threads)
-    _SETS["sets"] = load_cache(cache, split, limit)
+    _SETS["cache"], _SETS["limit"] = cache, limit
+
+
+def _sets(split: str):
+    """The (train, scored) sets of one split, loaded once per worker process."""
+    if split not in _SETS:
+        _SETS[split] = load_cache(_SETS["cache"], split, _SETS["limit"])
+    return _SETS[split]
 
 
 @torch.no_grad()
@@ -146,7 +191,7 @@ def train_one(job: dict) -> dict:
 
     if time.time() > job["deadline"]:  # the sweep's budget is spent: start no more
         return None
-    train, test = _SETS["sets"]
+    train, test = _sets(job["split"])
 
     class SweepTask(ViewpointTask):
         def load_sets(self):
@@ -177,6 +222,7 @@ def train_one(job: dict) -> dict:
     train_single = azimuth_probs(model, train.crops, config.size, dev)
     return {
         "variant": job["variant"], "seed": job["seed"], "split": job["split"], "settings": settings,
+        "truth": gt.round(2).tolist(),
         "train_seconds": round(seconds, 1), "final_train_loss": run.history[-1]["train_loss"],
         "train": score(train_single, train.azimuth.numpy()),
         **{mode: score(p, gt) for mode, p in probs.items()},
@@ -188,9 +234,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/images/epfl_cars")
     ap.add_argument("--cache", default=".epfl/crops96.npz")
-    ap.add_argument("--variants", default="base", help=f"comma-separated, of: {', '.join(VARIANTS)}")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--split", choices=("test", "val"), default="test")
+    ap.add_argument(
+        "--variants", default="base", help=f"comma-separated ('candidates': {CANDIDATES}), of: {', '.join(VARIANTS)}"
+    )
+    ap.add_argument("--seeds", default="0,1,2", help="seeds of the test split's runs")
+    ap.add_argument(
+        "--split", default="test",
+        help="comma-separated: test (train 1-10, score 11-20), val (train 1-8, score 9-10), "
+        "cv (= fold0,...,fold4: five folds, each holding out two training cars), foldK",
+    )  # fmt: skip
+    ap.add_argument("--val-seeds", default=None, help="seeds of the val / fold runs (default: --seeds)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
@@ -204,34 +257,30 @@ def main() -> None:
         build_cache(args.data, Path(args.cache))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    variants = args.variants.split(",")
+    variants = (CANDIDATES if args.variants == "candidates" else args.variants).split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    val_seeds = [int(s) for s in (args.val_seeds or args.seeds).split(",")]
+    splits = [f for sp in args.split.split(",") for f in (FOLDS if sp == "cv" else [sp])]
+    deadline = time.time() + args.budget if args.budget else float("inf")
+    common = {"device": args.device, "cache": args.cache, "epochs": args.epochs, "multi": args.multi}
+    # priority order (a run cut off by the budget loses the least): every validation split of every
+    # variant for the first seed, fold-major, before the test runs; then more seeds the same way
     jobs = [
-        {
-            "variant": v,
-            "seed": s,
-            "split": args.split,
-            "device": args.device,
-            "cache": args.cache,
-            "epochs": args.epochs,
-            "multi": args.multi,
-            "deadline": time.time() + args.budget if args.budget else float("inf"),
-        }
-        for s in seeds
+        {"variant": v, "seed": s, "split": sp, "deadline": deadline, **common}
+        for group, group_seeds in ((lambda sp: sp != "test", val_seeds), (lambda sp: sp == "test", seeds))
+        for s in group_seeds
+        for sp in splits
+        if group(sp)
         for v in variants
-    ]
-    _, test = load_cache(args.cache, args.split, args.limit)
-    gt = test.azimuth.numpy()
+    ]  # fmt: skip
     results: list[dict] = []
     t0 = time.time()
     log = (out / "sweep.jsonl").open("a")
     ctx = get_context("spawn")
-    ex = ProcessPoolExecutor(
-        args.workers, ctx, initializer=_init, initargs=(args.cache, args.split, args.threads, args.limit)
-    )
+    ex = ProcessPoolExecutor(args.workers, ctx, initializer=_init, initargs=(args.cache, args.threads, args.limit))
     futures = [ex.submit(train_one, job) for job in jobs]
     for fut in as_completed(futures):
         r = fut.result()
@@ -240,16 +289,21 @@ def main() -> None:
         results.append(r)
         log.write(json.dumps({k: v for k, v in r.items() if k != "probs"} | {"predictions": decoded(r)}) + "\n")
         log.flush()
-        np.savez_compressed(out / f"probs_{r['variant']}_{r['seed']}.npz", **r["probs"])  # for later ensembles
+        tag = r["variant"] if r["split"] == "test" else f"{r['variant']}_{r['split']}"
+        # for later ensembles; float16 halves the files that travel back from a device
+        np.savez_compressed(
+            out / f"probs_{tag}_{r['seed']}.npz", **{k: p.astype(np.float16) for k, p in r["probs"].items()}
+        )
         print(
-            f"{time.time() - t0:6.0f} s  {r['variant']:>18} seed {r['seed']}  train {r['train_seconds']:.0f} s  "
+            f"{time.time() - t0:6.0f} s  {r['variant']:>18} {r['split']:>5} seed {r['seed']}  "
+            f"train {r['train_seconds']:.0f} s  "
             f"acc30 single {r['single']['acc_30']:.3f} mirror {r['mirror']['acc_30']:.3f} "
             f"multi {r.get('multi', {}).get('acc_30', float('nan')):.3f}  "
             f"median {r['mirror']['median_azimuth_error']:.1f}  "
             f"train acc {r['train']['acc_30']:.3f}",
             flush=True,
         )
-        write_summary(results, gt, out / "summary.json", args, test.names)
+        write_summary(results, out / "summary.json", args)
     ex.shutdown(wait=True, cancel_futures=True)
     print(f"{len(results)} of {len(jobs)} runs in {time.time() - t0:.0f} s", flush=True)
 
@@ -265,28 +319,75 @@ def decoded(r: dict) -> dict:
     return out
 
 
-def write_summary(results: list[dict], gt: np.ndarray, path: Path, args, names: list[str]) -> None:
-    summary: dict = {"split": args.split, "device": args.device, "host_cpus": os.cpu_count(), "names": names}
-    summary["variants"] = {}
+def write_summary(results: list[dict], path: Path, args) -> None:
+    """Per variant and split ("test", "val", or "cv": the folds pooled, each crop of cars 1-10 scored once by
+    the network that did not see its car), each seed and the seeds' ensemble (mean probabilities)."""
+    summary: dict = {"split": args.split, "device": args.device, "host_cpus": os.cpu_count(), "variants": {}}
     if torch.cuda.is_available():
         summary["gpu"] = torch.cuda.get_device_name(0)
     for v in dict.fromkeys(r["variant"] for r in results):
-        rs = [r for r in results if r["variant"] == v]
-        row: dict = {"seeds": [r["seed"] for r in rs], "train_seconds": [r["train_seconds"] for r in rs]}
-        for mode in [m for m in ("single", "mirror", "multi") if m in rs[0]]:
-            accs = [r[mode]["acc_30"] for r in rs]
-            row[mode] = {
-                "acc_30_each": accs, "acc_30_mean": round(float(np.mean(accs)), 4),
-                "median_each": [r[mode]["median_azimuth_error"] for r in rs],
-                "flips_each": [r[mode]["flips_150"] for r in rs],
-            }  # fmt: skip
-            if len(rs) > 1:
-                mean = {"probs": {mode: np.mean([r["probs"][mode] for r in rs], 0)}}
-                row[mode]["ensemble"] = score(torch.as_tensor(mean["probs"][mode]), gt)
-                row[mode]["ensemble_predictions"] = decoded(mean)[mode]
-        row["train_acc_30_each"] = [r["train"]["acc_30"] for r in rs]
-        summary["variants"][v] = row
+        summary["variants"][v] = {}
+        for group in ("test", "val", "cv"):
+            rs = [r for r in results if r["variant"] == v and (r["split"] in FOLDS) == (group == "cv")]
+            rs = [r for r in rs if group == "cv" or r["split"] == group]
+            if rs:
+                summary["variants"][v][group] = group_summary(rs)
+    summary["chosen_by_cv"] = choose(results)
     path.write_text(json.dumps(summary, indent=1))
+
+
+def choose(results: list[dict]) -> dict | None:
+    """The recipe rule fixed before the sweep ran: the highest cross-validated Acc@30 of a variant's
+    networks with mirror averaging (folds pooled per seed, mean over seeds); the test cars play no
+    part. Only the folds that every variant finished for the first seed count (a sweep cut short by
+    its budget compares like with like). Returns {"variant", "cv_acc_30", "folds", "ranking"}."""
+    cv = [r for r in results if r["split"] in FOLDS]
+    if not cv:
+        return None
+    s0 = min(r["seed"] for r in cv)
+    variants = list(dict.fromkeys(r["variant"] for r in cv))
+    folds = sorted(
+        set.intersection(*({r["split"] for r in cv if r["variant"] == v and r["seed"] == s0} for v in variants))
+    )
+    if not folds:
+        return None
+    ranking = []
+    for v in variants:
+        accs = []
+        for s in sorted({r["seed"] for r in cv if r["variant"] == v}):
+            parts = {r["split"]: r for r in cv if r["variant"] == v and r["seed"] == s and r["split"] in folds}
+            if len(parts) == len(folds):
+                prob = np.concatenate([parts[f]["probs"]["mirror"] for f in folds])
+                gt = np.concatenate([np.asarray(parts[f]["truth"]) for f in folds])
+                accs.append(score(torch.as_tensor(prob), gt)["acc_30"])
+        ranking.append((round(float(np.mean(accs)), 4), v, len(accs)))
+    ranking.sort(reverse=True)
+    return {"variant": ranking[0][1], "cv_acc_30": ranking[0][0], "folds": folds, "ranking": ranking}
+
+
+def group_summary(rs: list[dict]) -> dict:
+    """Runs of one variant on one split group -> per-seed and ensemble scores; folds are pooled per seed
+    (only the folds every seed finished count, so the seeds are scored on the same crops)."""
+    seeds = sorted({r["seed"] for r in rs})
+    folds = sorted(set.intersection(*({r["split"] for r in rs if r["seed"] == s} for s in seeds)))
+    row: dict = {"seeds": seeds, "splits": folds, "train_seconds": [r["train_seconds"] for r in rs]}
+    for mode in [m for m in ("single", "mirror", "multi") if m in rs[0]]:
+        per_seed, gt = [], None
+        for s in seeds:
+            parts = sorted((r for r in rs if r["seed"] == s and r["split"] in folds), key=lambda r: r["split"])
+            per_seed.append(np.concatenate([r["probs"][mode] for r in parts]))
+            gt = np.concatenate([np.asarray(r["truth"]) for r in parts])
+        each = [score(torch.as_tensor(p), gt) for p in per_seed]
+        row[mode] = {
+            "acc_30_each": [m["acc_30"] for m in each],
+            "acc_30_mean": round(float(np.mean([m["acc_30"] for m in each])), 4),
+            "median_each": [m["median_azimuth_error"] for m in each], "flips_each": [m["flips_150"] for m in each],
+            "n": len(gt),
+        }  # fmt: skip
+        if len(seeds) > 1:
+            row[mode]["ensemble"] = score(torch.as_tensor(np.mean(per_seed, 0)), gt)
+    row["train_acc_30_each"] = [r["train"]["acc_30"] for r in rs]
+    return row
 
 
 def report() -> None:
@@ -313,7 +414,7 @@ def report() -> None:
         raise SystemExit(f"no probs_{args.variant}_*.npz in {args.report}")
     _, test = load_cache(args.cache, "test")
     gt = test.azimuth.numpy()
-    probs = [np.load(f)[args.mode] for f in files]
+    probs = [np.load(f)[args.mode].astype(np.float32) for f in files]
     out: dict = {"runs": {f.name: score(torch.as_tensor(p), gt) for f, p in zip(files, probs)}}
     az, conf = (t.numpy() for t in decode_azimuth(torch.as_tensor(np.mean(probs, 0))))
     seqs = np.array([int(n.split("_")[2]) for n in test.names])
