@@ -189,9 +189,18 @@ def viewpoint_batch(
 
 
 def silhouette_batch(
-    data: MaskSet, idx: list[int], size: int, zoom_jitter: float, shift_jitter: float
+    data: MaskSet,
+    idx: list[int],
+    size: int,
+    zoom_jitter: float,
+    shift_jitter: float,
+    swap: float = 0.0,
+    grey: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augmented inputs (B, 3, size, size) and target masks (B, size, size) in [0, 1], moved alike."""
+    """Augmented inputs (B, 3, size, size) and target masks (B, size, size) in [0, 1], moved alike.
+
+    ``swap``, ``grey``: probabilities of a colour-channel permutation and of a grey image
+    (:func:`~kpengine.image.crops.appearance_shuffle`; no erasing: the mask would keep the blanked part)."""
     i = torch.as_tensor(idx)
     b = len(i)
     zoom = 1 + zoom_jitter * (2 * torch.rand(b) - 1)
@@ -199,5 +208,7 @@ def silhouette_batch(
     flips = torch.rand(b) < 0.5
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
     x = colour_jitter(resample(data.images[i], size, zoom, shift, flips), gen)
+    if swap or grey:
+        x = appearance_shuffle(x, gen, swap, grey, 0.0)
     m = resample(data.masks[i][:, None], size, zoom, shift, flips)[:, 0]
     return normalise(x), m

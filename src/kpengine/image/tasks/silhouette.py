@@ -3,7 +3,8 @@
 ``--data``: a render set (``kpengine render-views``; the views of ``--category``) or the older
 ``kpengine render-benchmark`` layout (images and masks).
 Settings without a flag go in ``--config``: ``size`` (network input, px), ``widths``,
-``val_data`` (a rendered set to measure IoU on), ``zoom_jitter``, ``shift_jitter``.
+``val_data`` (a rendered set to measure IoU on), ``zoom_jitter``, ``shift_jitter``, ``swap``, ``grey``
+(probabilities of a colour-channel permutation / a grey image per training image).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class SilhouetteConfig(ImageConfig):
     shift_jitter: float = 0.08
     batch_size: int = 32
     epochs: int = 30
+    #: probabilities of a colour-channel permutation and of a grey image per training image (0 = off):
+    #: liveries and lighting that the renders' colours do not cover
+    swap: float = 0.0
+    grey: float = 0.0
 
 
 @TASKS.register("silhouette")
@@ -43,7 +48,9 @@ class SilhouetteTask(ImageTask):
         train, _ = self.sets()
         c = self.config
         return Data(
-            Indices(len(train)), None, lambda idx: silhouette_batch(train, idx, c.size, c.zoom_jitter, c.shift_jitter)
+            Indices(len(train)),
+            None,
+            lambda idx: silhouette_batch(train, idx, c.size, c.zoom_jitter, c.shift_jitter, c.swap, c.grey),
         )
 
     def model(self) -> nn.Module:
