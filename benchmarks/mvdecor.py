@@ -102,11 +102,14 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
         lr_schedule="cosine",
         position="-noxyz" not in method,
         distance_weight=distance_weight(args, method),
+        device=args.device,
     )
-    summary = train_run(task(cfg), out, resume=True, progress=False)
+    summary = train_run(task(cfg), out, resume=True, progress=False, time_limit_s=args.time_limit or None)
     model, state = load_run(out)
-    test = point_probabilities_of(model, state, args.data, "test")
-    train = point_probabilities_of(model, state, args.data, "train", state["shots_ids"])
+    model.to(args.device)
+    fusions = tuple(dict.fromkeys(["mean", *args.fusions]))
+    test = point_probabilities_of(model, state, args.data, "test", fusions=fusions)
+    train = point_probabilities_of(model, state, args.data, "train", state["shots_ids"], fusions=fusions)
     save_probs(out / "probs.npz", {"test": test, "train": train})
     keypoints, dense = decode(args.data, args.category, "test", test["mean"], state["n_classes"], args.kernel)
     fitted, _ = decode(args.data, args.category, "train", train["mean"], state["n_classes"], args.kernel)
@@ -123,8 +126,11 @@ def distance_weight(args, method: str) -> float:
     return args.distance_weight or (1.0 if method.endswith("+dist") else 0.0)
 
 
-def point_probabilities_of(model, state: dict, data: str, split: str, ids: list[str] | None = None) -> dict:
-    """{fusion: {model_id: (N, C + 1) point probabilities}} of a few-shot run on a split's shapes."""
+def point_probabilities_of(
+    model, state: dict, data: str, split: str, ids: list[str] | None = None, fusions: tuple[str, ...] = FUSIONS
+) -> dict:
+    """{fusion: {model_id: (N, C + 1) point probabilities}} of a few-shot run on a split's shapes
+    (``fusions``: "mean" first; the table's keypoints come from "mean")."""
     from kpengine.image.multiview.training import open_views
     from kpengine.image.tasks.multiview_fewshot import label_shape, load_shapes, saved_config
 
@@ -132,7 +138,7 @@ def point_probabilities_of(model, state: dict, data: str, split: str, ids: list[
     cache, shapes = open_views(cfg, list(load_shapes(cfg, split, ids)))
     return {
         f: {s.model_id: label_shape(model, cache, cfg, s, state["n_classes"], fusion=f) for s in shapes}
-        for f in FUSIONS
+        for f in fusions
     }
 
 
@@ -237,8 +243,11 @@ def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "") ->
         lr_schedule="cosine",
         scale_augment=0.2,
         init=init,
+        device=args.device,
     )
-    summary = train_run(TASKS.get("correspondence")(cfg), out, resume=True, progress=False)
+    summary = train_run(
+        TASKS.get("correspondence")(cfg), out, resume=True, progress=False, time_limit_s=args.time_limit or None
+    )
     _, preds = predict_split(out, args.data, args.category, "test")
     keypoints = {m: {int(s): i for s, i in kp.items()} for m, kp in preds.items()}
     return {"summary": summary, "keypoints": keypoints, "dense": None, "train_keypoints": _fit(out, args, k, draw)}
@@ -451,6 +460,17 @@ def main() -> None:
         "--distance-weight", type=float, default=0.0, help="2D runs: weight of the distance head's loss (0: none)"
     )
 
+    p.add_argument("--device", default="cpu", help="cpu | cuda: where the runs train (inference of 2D runs too)")
+    p.add_argument(
+        "--time-limit", type=float, default=0, metavar="S", help="stop each training after the epoch past S seconds"
+    )
+    p.add_argument(
+        "--fusions",
+        nargs="+",
+        default=list(FUSIONS),
+        choices=FUSIONS,
+        help="2D runs: the view fusions whose point probabilities are kept in probs.npz (the table uses mean)",
+    )
     p.add_argument("--figure", metavar="PNG", help="only draw the nearest-embedding transfer figure")
     p.add_argument("--fit-figure", metavar="PNG", help="only draw --fit-runs' predictions on a training shape")
     p.add_argument("--fit-runs", nargs="+", metavar="RUN_DIR", help="few-shot runs of one draw for --fit-figure")
@@ -513,6 +533,7 @@ def main() -> None:
                     "wall_seconds": wall,
                     "epochs": res["summary"]["epochs"],
                     "loadavg_1m": os.getloadavg()[0],
+                    "device": args.device,
                     **(
                         {
                             "kernel": args.kernel,

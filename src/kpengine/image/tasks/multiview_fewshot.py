@@ -31,7 +31,7 @@ from kpengine.io.multiview import ShapeViews
 from kpengine.learn.checkpoint import load_checkpoint
 from kpengine.learn.predict import SplitPredictions
 from kpengine.learn.registry import TASKS
-from kpengine.learn.runs import Data, Task
+from kpengine.learn.runs import Data, Task, module_device
 from kpengine.metrics.regions import REGION_RADIUS, region_distances, region_labels
 
 IGNORE = -100
@@ -203,9 +203,9 @@ class MultiviewFewShotTask(Task):
 
     def loss(self, net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         n = self.n_classes
-        weight = torch.ones(n + 1)
-        weight[-1] = self.config.background_weight
         out = net(batch["x"])
+        weight = torch.ones(n + 1, device=out.device)
+        weight[-1] = self.config.background_weight
         loss = F.cross_entropy(out[:, : n + 1], batch["y"], weight=weight, ignore_index=IGNORE)
         if self.config.distance_weight > 0:
             region = (batch["y"] >= 0) & (batch["y"] < n)
@@ -277,10 +277,11 @@ def label_shape(
     """(N, n_classes + 1) point probabilities of one shape from its views (background last):
     the mean of the views' softmax (``fusion="mean"``) or their normalised geometric mean
     (``"log"``, ``backproject.log_pool``); with a distance head one more column, each point's
-    mean predicted distance to its region's keypoint (in region radii)."""
+    mean predicted distance to its region's keypoint (in region radii). The views go through
+    the network on its device; the votes are counted on the CPU."""
     views = cache.get(shape.model_id)
-    x = torch.from_numpy(fewshot_inputs(views, cfg))
-    out = model.eval()(x)
+    x = torch.from_numpy(fewshot_inputs(views, cfg)).to(module_device(model))
+    out = model.eval()(x).float().cpu()
     logits, extra = out[:, : n_classes + 1], out[:, n_classes + 1 :]
     if fusion == "log":
         votes, counts = vote(views.index, logits.log_softmax(dim=1).numpy(), len(shape.points))

@@ -210,7 +210,7 @@ class PointContrastTask(PointTask):
         d = feats.shape[-1]
         fa = torch.gather(feats[: len(a)], 1, pairs[..., :1].expand(-1, -1, d))
         fb = torch.gather(feats[len(a) :], 1, pairs[..., 1:].expand(-1, -1, d))
-        hit = (fa @ fb.transpose(1, 2)).argmax(-1) == torch.arange(pairs.shape[1])
+        hit = (fa @ fb.transpose(1, 2)).argmax(-1) == torch.arange(pairs.shape[1], device=pairs.device)
         return {"match_accuracy": float(hit.float().mean(1).sum())}
 
     def check(self, batch: dict[str, Any]) -> None:
