@@ -42,7 +42,6 @@ from kpengine.data.dataset import KeypointNetDataset
 from kpengine.image.tasks import image_task
 from kpengine.image.tasks.multiview_fewshot import epochs_for
 from kpengine.learn.inference import load_run
-from kpengine.learn.predict import predict_split
 from kpengine.learn.runs import train_run
 from kpengine.metrics.evaluate import evaluate_correspondence
 from kpengine.metrics.regions import REGION_RADIUS, region_labels, region_miou
@@ -248,21 +247,27 @@ def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "") ->
     summary = train_run(
         TASKS.get("correspondence")(cfg), out, resume=True, progress=False, time_limit_s=args.time_limit or None
     )
-    _, preds = predict_split(out, args.data, args.category, "test")
-    keypoints = {m: {int(s): i for s, i in kp.items()} for m, kp in preds.items()}
-    return {"summary": summary, "keypoints": keypoints, "dense": None, "train_keypoints": _fit(out, args, k, draw)}
-
-
-def _fit(run: Path, args, k: int, draw: int) -> dict[str, dict[int, int]]:
-    """A point run's keypoints on its own k training shapes."""
     from kpengine.data.shots import draw_shots
+
+    ids = draw_shots(KeypointNetDataset(args.data, args.category, "train").model_ids, k, draw)
+    return {
+        "summary": summary,
+        "keypoints": _keypoints_3d(out, args, "test"),
+        "dense": None,
+        "train_keypoints": _keypoints_3d(out, args, "train", ids),
+    }
+
+
+def _keypoints_3d(run: Path, args, split: str, ids: list[str] | None = None) -> dict[str, dict[int, int]]:
+    """A point run's keypoints on a split's shapes (``ids``: those only, e.g. its own k training
+    shapes), the network on ``--device`` (as ``kpengine predict`` does on the CPU)."""
     from kpengine.learn.config import TrainConfig
     from kpengine.learn.registry import TASKS
 
     model, state = load_run(run)
+    model.to(args.device)
     cfg = TrainConfig.from_json(state["config"])
-    ids = draw_shots(KeypointNetDataset(args.data, args.category, "train").model_ids, k, draw)
-    shapes = KeypointNetDataset(args.data, args.category, "train", n_points=cfg.n_points, model_ids=ids)
+    shapes = KeypointNetDataset(args.data, args.category, split, n_points=cfg.n_points, model_ids=ids)
     preds = TASKS.get(cfg.task).predictor(run, model, state, args.data).predict(shapes)
     return {m: {int(s): int(i) for s, i in kp.items()} for m, kp in preds.items()}
 

@@ -27,7 +27,10 @@ def load_run(run: str | Path, *, task: str | None = None, category: str | None =
 
 @torch.no_grad()
 def infer(model: KeypointModel, clouds: Sequence[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
-    """Per-point outputs (N, K) for each cloud (N, 3); clouds of different sizes run one by one."""
+    """Per-point outputs (N, K) for each cloud (N, 3); clouds of different sizes run one by one,
+    on the model's device (outputs back on the CPU)."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     outs: list[np.ndarray] = []
     for start in range(0, len(clouds), batch_size):
         chunk = clouds[start : start + batch_size]
@@ -37,10 +40,10 @@ def infer(model: KeypointModel, clouds: Sequence[np.ndarray], batch_size: int = 
             if not np.isfinite(c).all():
                 raise DataError("a cloud has non-finite coordinates")
         if len({len(c) for c in chunk}) == 1:
-            x = torch.from_numpy(np.stack(chunk).astype(np.float32))
-            outs += list(model(x).numpy())
+            x = torch.from_numpy(np.stack(chunk).astype(np.float32)).to(device)
+            outs += list(model(x).cpu().numpy())
         else:
-            outs += [model(torch.from_numpy(c[None].astype(np.float32)))[0].numpy() for c in chunk]
+            outs += [model(torch.from_numpy(c[None].astype(np.float32)).to(device))[0].cpu().numpy() for c in chunk]
     return outs
 
 
