@@ -30,12 +30,23 @@ shapes' renders, per category, side by side for
   training grids its head retrieves, alone (before the decoder's residual), and ``NAME/top1``: the
   one training grid its head scores highest (a learnt retrieval, as in Tatarchenko et al. 2019).
 
+* ``bp:NAME`` for each back-projecting voxels run (``--backproject NAME=RUN``, ``"backproject": true``;
+  ``reconstruct.backproject``): the predicted depth placed in the canonical grid at an **estimated**
+  viewpoint (the ``--viewpoint-runs`` networks on the RGB render and its true mask, else the voxels
+  run's sketch head; roll 0) and completed; ``bp:NAME/true_view`` the same at the true viewpoint,
+  ``bp:NAME/true_sketch`` true sketches at the estimated viewpoint, ``bp:NAME/ceiling`` true sketches
+  at the true viewpoint (this route's ceiling), ``bp:NAME/no_flip`` the estimated viewpoint turned by
+  180° where it is more than 90° off (what the half-turn flips cost). All of them use the render's
+  true intrinsics and the box centre's position in the camera (distance, principal point): only the
+  rotation is estimated. ``viewpoint`` also reports the estimate's errors (``vp_runs``).
+
 ``--no-retrieval`` skips the silhouette-retrieval rows (they are left out of the results, not
 reported as NaN).
 
     python benchmarks/reconstruction.py --runs RUN_SKETCH RUN_VOXELS --train renders/train128 \\
         --test renders/test128 --shapes ../shared/data/keypointnet --out R.json --png R.png \\
-        [--more nat=RUN_NAT ctl=RUN_CONTROL] [--val renders/val128]
+        [--more nat=RUN_NAT ctl=RUN_CONTROL] [--val renders/val128] \\
+        [--backproject bp=RUN_BP] [--viewpoint-runs bathtub=VP_RUN bed=VP_RUN]
 """
 
 from __future__ import annotations
@@ -100,6 +111,59 @@ def silhouette_retrieval(view: dict, mask: np.ndarray, train_keys, train_grids, 
     return best
 
 
+@torch.no_grad()
+def backprojected(args, test, cats, cat_index, x_pred, sk_view, res) -> tuple[dict[str, np.ndarray], dict | None]:
+    """The ``bp:`` rows' occupancy probabilities (N, R, R, R) each, and the viewpoint networks' estimates
+    (``{"azimuth", "elevation"}`` torch (N,), None without ``--viewpoint-runs``)."""
+    from kpengine.image.reconstruct.backproject import observe
+    from kpengine.image.viewpoint import angle_difference
+
+    if not args.backproject:
+        return {}, None
+    vp_est = None
+    if args.viewpoint_runs:
+        from kpengine.image.pipeline import estimate_viewpoint, load_image_run
+        from kpengine.image.renderset import view_sample
+
+        runs = dict(v.split("=", 1) for v in args.viewpoint_runs)
+        nets = {c: load_image_run(runs[c], "viewpoint", c)[0].eval() for c in cats}
+        rs = load_render_set(args.test)
+        where = {v["id"]: k for k, v in enumerate(rs.views)}
+        az, el = [], []
+        for i, vid in enumerate(test.ids):
+            sample = view_sample(rs, where[vid], ("mask",))
+            e = estimate_viewpoint(nets[test.category[i]], sample.image, sample.mask)
+            az.append(e["azimuth"])
+            el.append(e["elevation"])
+        vp_est = {"azimuth": torch.tensor(az), "elevation": torch.tensor(el)}
+    est = vp_est if vp_est is not None else sk_view
+    if est is None:
+        raise SystemExit("the back-projection rows need an estimated viewpoint: --viewpoint-runs, or a voxels run "
+                         "with a viewpoint head")  # fmt: skip
+    zero = torch.zeros(len(test))
+    off = torch.from_numpy(angle_difference(est["azimuth"].numpy(), test.azimuth.numpy()) > 90)
+    no_flip = est["azimuth"] + 180.0 * off.float()
+    x_true = test.sketches(torch.arange(len(test)))
+    out = {}
+    for name, run in (m.split("=", 1) for m in args.backproject):
+        net = load_network(run, "voxels")
+        rows = {
+            f"bp:{name}": (x_pred, est["azimuth"], est["elevation"], zero),
+            f"bp:{name}/true_view": (x_pred, test.azimuth, test.elevation, test.theta),
+            f"bp:{name}/true_sketch": (x_true, est["azimuth"], est["elevation"], zero),
+            f"bp:{name}/ceiling": (x_true, test.azimuth, test.elevation, test.theta),
+            f"bp:{name}/no_flip": (x_pred, no_flip, est["elevation"], zero),
+        }
+        for row, (x, a, e, t) in rows.items():
+            probs = []
+            for s in range(0, len(test), 64):
+                j = slice(s, s + 64)
+                obs = observe(x[j], test.cameras[j], a[j], e[j], t[j], res)
+                probs.append(torch.sigmoid(net(obs, cat_index[j])))
+            out[row] = torch.cat(probs).numpy()
+    return out, vp_est
+
+
 def _soft_view(az: torch.Tensor, el: torch.Tensor) -> torch.Tensor:
     from kpengine.image.viewpoint import azimuth_soft_label, elevation_soft_label
 
@@ -117,6 +181,20 @@ def main() -> None:
     ap.add_argument("--png")
     ap.add_argument("--val", help="a validation render set: also report each run at its best level there")
     ap.add_argument("--no-retrieval", action="store_true", help="skip the (slow) retrieval rows")
+    ap.add_argument(
+        "--backproject",
+        nargs="*",
+        default=[],
+        metavar="NAME=VOXELS_RUN",
+        help='back-projecting voxels runs ("backproject": true)',
+    )
+    ap.add_argument(
+        "--viewpoint-runs",
+        nargs="*",
+        default=[],
+        metavar="CATEGORY=VIEWPOINT_RUN",
+        help="viewpoint runs per category for the back-projection's estimated viewpoint",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     from kpengine.image.viewpoint import angle_difference, decode
@@ -176,6 +254,7 @@ def main() -> None:
                 p_bank[name] = (parts["blend"].numpy(), top)
     rgb_view = decode(pred_sk) if "azimuth" in pred_sk else None
     sk_view = decode(vox_view) if vox_view is not None else None
+    p_bp, vp_est = backprojected(args, test, cats, cat_index, x_pred, sk_view, res)
     figs, titles = [], []
     for cat in cats:
         keys = [k for k in train_pairs if k[0] == cat]
@@ -192,6 +271,7 @@ def main() -> None:
             names += ["retrieval_true_view", "retrieval_est_view"]
         names += ["oracle_nearest", "mean_shape"]
         names += ["recon_mirror", "recon_flip_tta", "recon_nearest"]
+        names += list(p_bp)
         names += [f"{n}@val" for n in names if n.startswith("recon") and (n, cat) in val_levels]
         rows: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
         flat = grids.reshape(len(grids), -1).astype(np.float32)
@@ -229,6 +309,7 @@ def main() -> None:
                 ("recon_flip_tta", 0.5 * (p_pred[i] + p_flip[i]) > 0.5, mesh_points(0.5 * (p_pred[i] + p_flip[i]))),
                 ("recon_nearest", grids[near], cloud(args.shapes, cat, keys[near][1])),
             ]
+            cand += [(name, p[i] > 0.5, mesh_points(p[i])) for name, p in p_bp.items()]
             for name, (blend, top) in p_bank.items():
                 cand += [
                     (f"{name}/blend", blend[i] > 0.5, mesh_points(blend[i])),
@@ -244,14 +325,18 @@ def main() -> None:
                 rows[name].append((float(voxel_iou(occ, gt)), chamfer_distance(pts, gt_pts)))
             if sum(t.startswith(cat) for t in titles) < 2 and i % 37 == 0:  # two examples per category
                 third = "recon_true_sketch" if args.no_retrieval else "retrieval_est_view"
-                figs += [gt, p_pred[i] > 0.5, p_true[i] > 0.5 if args.no_retrieval else grids[r_est]]
+                third_grid = p_true[i] > 0.5 if args.no_retrieval else grids[r_est]
+                if p_bp:
+                    third = next(iter(p_bp))
+                    third_grid = p_bp[third][i] > 0.5
+                figs += [gt, p_pred[i] > 0.5, third_grid]
                 titles += [
                     f"{cat} {test.model_id[i][:6]} truth",
                     f"recon IoU {rows['recon'][-1][0]:.2f}",
                     f"{third} IoU {rows[third][-1][0]:.2f}",
                 ]
         view_err = {}
-        for name, v in (("rgb", rgb_view), ("sketches", sk_view)):
+        for name, v in (("rgb", rgb_view), ("sketches", sk_view), ("vp_runs", vp_est)):
             if v is not None:
                 e = angle_difference(v["azimuth"][idx].numpy(), test.azimuth[idx].numpy())
                 view_err[name] = {"azimuth_median_deg": round(float(np.median(e)), 1),

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from kpengine.categories import resolve_category
 from kpengine.errors import DataError
 from kpengine.geometry.voxelize import voxelize_cloud, voxelize_mesh
+from kpengine.image.reconstruct.backproject import view_camera
 from kpengine.image.renderset import view_sample
 from kpengine.io import layout
 from kpengine.io.mesh import load_mesh
@@ -83,7 +84,9 @@ def view_sketch(sample, size: int) -> dict[str, np.ndarray]:
 class SketchSet:
     """Views of a render set at the network size: ``images`` (N, 3, S, S) uint8, ``mask`` (N, S, S),
     ``depth`` (N, S, S), ``normals`` (N, 3, S, S) float32, ``category`` and ``model_id`` (N,) str,
-    the true ``azimuth`` and ``elevation`` (N,) degrees and the view ``ids``."""
+    the true ``azimuth`` and ``elevation`` (N,) degrees and the view ``ids``; the in-plane roll ``theta``
+    (N,) degrees and each view's ``cameras`` (N, 8) at the sketch size (``backproject.view_camera``:
+    what the back-projecting 3D estimator needs)."""
 
     images: torch.Tensor
     mask: torch.Tensor
@@ -94,6 +97,8 @@ class SketchSet:
     azimuth: torch.Tensor
     elevation: torch.Tensor
     ids: list[str]
+    theta: torch.Tensor | None = None
+    cameras: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.model_id)
@@ -148,6 +153,8 @@ def load_sketch_set(
         torch.tensor([float(rs.views[i]["azimuth"]) for i in keep]),
         torch.tensor([float(rs.views[i]["elevation"]) for i in keep]),
         [rs.views[i]["id"] for i in keep],
+        torch.tensor([float(rs.views[i]["theta"]) for i in keep]),
+        torch.from_numpy(np.stack([view_camera(rs.views[i], size) for i in keep])),
     )
 
 

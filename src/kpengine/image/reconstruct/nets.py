@@ -385,3 +385,59 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
     x = (a * real + (1 - a) * fake).requires_grad_(True)
     (g,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
     return ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+class CompletionNet(nn.Module):
+    """The back-projecting 3D estimator (a departure from ShapeHD; ``reconstruct.backproject``): the
+    observation grid (B, 5, R, R, R) of a view in the canonical frame, plus the category's mean-shape
+    logits as a sixth channel, -> occupancy logits (B, R, R, R) through a small 3D U-Net (R -> R/2 ->
+    R/4 -> R/8 and back, a skip connection at each side), added to the mean-shape logits (the last
+    layer starts at zero: an untrained network scores the mean shape, as :class:`VoxelNet`).
+
+    Nothing but the last layer runs at full resolution, and it is 1×1×1 over the upsampled features
+    and the input grid (which carries the visible surface at full resolution): on 2 CPU cores a batch
+    of 32 took 2.1-3.5 s this way at width 8 against 6-14 s with a 3×3×3 layer there (measured at
+    load 5), the difference between 4 and 12 epochs in the hour of training."""
+
+    def __init__(self, resolution: int = 32, n_categories: int = 1, width: int = 8):
+        super().__init__()
+        from kpengine.image.reconstruct.backproject import OBS_CHANNELS
+
+        if resolution < 16 or resolution & (resolution - 1):
+            raise ValueError(f"voxel resolution must be a power of two >= 16, got {resolution}")
+        self.resolution = resolution
+        self.register_buffer("prior", torch.zeros(n_categories, resolution, resolution, resolution))
+        w, c_in = width, OBS_CHANNELS + 1
+
+        def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv3d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm3d(cout), nn.ReLU())
+
+        self.enc1 = nn.Sequential(block(c_in, 2 * w, 2), block(2 * w, 2 * w))
+        self.enc2 = nn.Sequential(block(2 * w, 4 * w, 2), block(4 * w, 4 * w))
+        self.enc3 = nn.Sequential(block(4 * w, 8 * w, 2), block(8 * w, 8 * w))
+        self.up3 = nn.ConvTranspose3d(8 * w, 4 * w, 2, 2)
+        self.dec2 = block(8 * w, 4 * w)
+        self.up2 = nn.ConvTranspose3d(4 * w, 2 * w, 2, 2)
+        self.dec1 = block(4 * w, 2 * w)
+        self.up1 = nn.ConvTranspose3d(2 * w, w, 2, 2)
+        self.out = nn.Conv3d(w + c_in, 1, 1)
+        nn.init.zeros_(self.out.weight)  # start at the prior: the mean shape
+        nn.init.zeros_(self.out.bias)
+
+    def set_prior(self, mean_grids: torch.Tensor) -> None:
+        """Mean occupancy (K, R, R, R) in [0, 1] per category -> the prior logits (clipped to ±4.6)."""
+        p = mean_grids.float().clamp(0.01, 0.99)
+        self.prior.copy_(torch.log(p) - torch.log1p(-p))
+
+    def forward(self, obs: torch.Tensor, category: torch.Tensor | None = None) -> torch.Tensor:
+        """Observation grids (B, 5, R, R, R), categories (B,) long (default 0) -> logits (B, R, R, R)."""
+        if category is None:
+            category = torch.zeros(obs.shape[0], dtype=torch.long, device=obs.device)
+        prior = self.prior[category]
+        x = torch.cat([obs, prior[:, None] / 4.0], 1)
+        x1 = self.enc1(x)
+        x2 = self.enc2(x1)
+        y = self.dec2(torch.cat([self.up3(self.enc3(x2)), x2], 1))
+        y = self.dec1(torch.cat([self.up2(y), x1], 1))
+        y = self.out(torch.cat([F.relu(self.up1(y)), x], 1))
+        return y[:, 0] + prior

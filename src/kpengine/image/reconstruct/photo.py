@@ -153,6 +153,9 @@ def reconstruct_photo(
     depth = sk["depth"] * sil
     normals = sk["normals"] * sil[:, None]
     cat = category_index(voxel_net, category)
+    if not hasattr(voxel_net, "encoder"):  # the back-projecting estimator (reconstruct.backproject)
+        raise DataError("a backproject voxels run needs the photo's camera and viewpoint; kpengine reconstruct "
+                        "takes only the sketch-encoding runs so far")  # fmt: skip
     if getattr(voxel_net, "view_head", None) is not None:
         occ, vlog = voxel_net(sketch_tensor(sil, depth, normals), cat, with_view=True)
     else:

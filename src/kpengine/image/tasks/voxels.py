@@ -14,14 +14,17 @@ each category's PCA basis of training grids instead of decoding voxels, ``recons
 ``mirror`` (train on left-right mirrored views half of the time, the grid mirrored with them),
 ``retrieval`` (the residual starts from a learnt blend of the training grids instead of the mean
 grid; ``retrieval_tau``, ``retrieval_weight``: its soft targets and their loss weight),
-``iou_weight`` (a soft-IoU loss beside the BCE). The
+``iou_weight`` (a soft-IoU loss beside the BCE), ``backproject`` (the fifth pass's 3D estimator: the
+visible depth back-projected into the canonical grid at the view's viewpoint and completed by a 3D
+U-Net, ``reconstruct.backproject``; ``completion_width``, and ``view_noise``: the training viewpoint's
+azimuth, elevation and roll noise in degrees and its half-turn probability). The
 network predicts the residual from each category's mean training grid, or from the retrieved
 blend (see ``image.reconstruct.nets.VoxelNet``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,8 +32,10 @@ import torch
 from torch import nn
 
 from kpengine.image.datasets import Indices
+from kpengine.image.reconstruct.backproject import observe, viewpoint_noise
 from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set, perturb_sketches
 from kpengine.image.reconstruct.nets import (
+    CompletionNet,
     VoxelNet,
     basis_loss,
     retrieval_loss,
@@ -75,11 +80,17 @@ class VoxelConfig(ImageConfig):
     retrieval_weight: float = 0.1
     #: weight of a soft-IoU loss (1 − soft IoU) added to the BCE (decoder networks)
     iou_weight: float = 0.0
+    #: back-project the visible depth into the canonical grid and complete it (``CompletionNet``)
+    backproject: bool = False
+    #: channels of the completion U-Net's first stage
+    completion_width: int = 8
+    #: training viewpoint noise: azimuth, elevation, roll standard deviations (degrees), half-turn probability
+    view_noise: list[float] = field(default_factory=lambda: [10.0, 5.0, 3.0, 0.0])
     epochs: int = 20
     batch_size: int = 32
 
     RUNTIME: ClassVar[tuple[str, ...]] = (*ImageConfig.RUNTIME, "shapes")
-    IDENTITY: ClassVar[tuple[str, ...]] = (*ImageConfig.IDENTITY, "resolution", "basis", "retrieval")
+    IDENTITY: ClassVar[tuple[str, ...]] = (*ImageConfig.IDENTITY, "resolution", "basis", "retrieval", "backproject")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,6 +102,12 @@ class VoxelConfig(ImageConfig):
             raise ValueError(f"basis must be 0 (voxel decoder) or a number of PCA components, got {self.basis}")
         if self.retrieval and (self.basis or self.mirror):
             raise ValueError("retrieval takes neither basis nor mirror (a mirrored shape is not in the bank)")
+        if self.backproject and (self.basis or self.retrieval):
+            raise ValueError("backproject takes neither basis nor retrieval (its prior is the category mean)")
+        if len(self.view_noise) != 4 or min(self.view_noise) < 0 or self.view_noise[3] > 1:
+            raise ValueError(
+                f"view_noise is [azimuth sd, elevation sd, roll sd, half-turn probability], got {self.view_noise}"
+            )
         if self.retrieval_tau <= 0:
             raise ValueError(f"retrieval_tau must be > 0, got {self.retrieval_tau}")
 
@@ -135,11 +152,12 @@ class VoxelData:
 
     def batch(self, idx) -> tuple[torch.Tensor, ...]:
         """(sketches (B, 5, S, S), grids (B, R, R, R), category (B,), azimuth (B,), elevation (B,),
-        shape (B,): the index of each view's grid in ``grids``)."""
+        shape (B,): the index of each view's grid in ``grids``, theta (B,), cameras (B, 8))."""
         i = torch.as_tensor(idx)
         sk = self.sketches
         s = self.shape_of[i]
-        return sk.sketches(i), self.grids[s], self.category_index[i], sk.azimuth[i], sk.elevation[i], s
+        return (sk.sketches(i), self.grids[s], self.category_index[i], sk.azimuth[i], sk.elevation[i], s,
+                sk.theta[i], sk.cameras[i])  # fmt: skip
 
 
 @torch.no_grad()
@@ -213,6 +231,8 @@ class VoxelTask(ImageTask):
     def model(self) -> nn.Module:
         c = self.config
         n_cat = len(categories_of(c.category))
+        if c.backproject:
+            return self._completion_model(n_cat)
         net = VoxelNet(c.resolution, c.size, tuple(c.widths), n_categories=n_cat, basis=c.basis, retrieval=c.retrieval)
         if self._sets is not None:  # training: the prior is the training shapes' mean (a checkpoint restores it)
             net.set_prior(self._sets[0].mean_grids())
@@ -241,6 +261,38 @@ class VoxelTask(ImageTask):
                 net.set_bank(train.grids, train.shape_category())
         return net
 
+    def _completion_model(self, n_cat: int) -> nn.Module:
+        c = self.config
+        net = CompletionNet(c.resolution, n_cat, c.completion_width)
+        if self._sets is not None:  # training: the prior is the training shapes' mean (a checkpoint restores it)
+            net.set_prior(self._sets[0].mean_grids())
+            if c.init_run:
+                from kpengine.image.reconstruct.photo import load_network
+
+                start = load_network(c.init_run, "voxels", resolution=c.resolution)
+                if not isinstance(start, CompletionNet) or start.config["category"] != c.category:
+                    raise ValueError(f"init_run {c.init_run} is not a backproject voxels run of {c.category}")
+                net.load_state_dict(start.state_dict())
+        return net
+
+    def observations(self, batch: Any, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch -> (observation grids (B, 5, R, R, R), targets (B, R, R, R)) for the back-projecting
+        estimator: in training the sketches perturbed, the viewpoint noisy (``view_noise``) and, with
+        ``mirror``, half of the grids mirrored in x together with their targets (in the canonical frame
+        the mirror of a scene is exact)."""
+        x, target, _, az, el, _, theta, cams = batch
+        c = self.config
+        el_t = el
+        if training:
+            x = perturb_sketches(x.cpu(), self._gen, c.perturb).to(x.device) if c.perturb > 0 else x
+            az, el_t, theta = viewpoint_noise(az.cpu(), el.cpu(), theta.cpu(), self._gen, *c.view_noise)
+        obs = observe(x, cams, az, el_t, theta, c.resolution)
+        if training and c.mirror:
+            flip = (torch.rand(x.shape[0], generator=self._gen) < 0.5).to(x.device)
+            obs = torch.where(flip[:, None, None, None, None], obs.flip(2), obs)
+            target = torch.where(flip[:, None, None, None], target.flip(1), target)
+        return obs, target
+
     def targets(self) -> torch.Tensor:
         """The soft retrieval targets among the training grids (G, G), computed once."""
         if self._targets is None:
@@ -249,7 +301,14 @@ class VoxelTask(ImageTask):
         return self._targets
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
-        x, target, cat, az, el, shape = batch
+        if self.config.backproject:
+            obs, target = self.observations(batch, net.training)
+            logits = net(obs, batch[2])
+            loss = voxel_loss(logits, target, self.config.pos_weight)
+            if self.config.iou_weight > 0:
+                loss = loss + self.config.iou_weight * soft_iou_loss(logits, target)
+            return loss
+        x, target, cat, az, el, shape, *_ = batch
         if net.training and self.config.mirror:
             flip = (torch.rand(x.shape[0], generator=self._gen) < 0.5).to(x.device)  # the task's CPU generator
             x = torch.where(flip[:, None, None, None], mirror_sketches(x), x)
@@ -288,9 +347,15 @@ class VoxelTask(ImageTask):
             return None
         total, ious, az_err, blend_ious = 0.0, [], [], []
         for s in range(0, len(val), 64):
-            x, target, cat, az, *_ = val.batch(torch.arange(s, min(s + 64, len(val))))
+            batch = val.batch(torch.arange(s, min(s + 64, len(val))))
+            x, target, cat, az, *_ = batch
             dev = module_device(model)
-            if self.config.retrieval:
+            view = None
+            if self.config.backproject:  # the true viewpoint: the benchmark measures estimated ones
+                obs, _ = self.observations([t.to(dev) for t in batch], False)
+                logits = model(obs, cat.to(dev)).cpu()
+                total += float(voxel_loss(logits, target, self.config.pos_weight)) * len(x)
+            elif self.config.retrieval:
                 out = to_cpu(model(x.to(dev), cat.to(dev), parts=True))
                 logits, view = out["logits"], out["view"]
                 total += float(voxel_loss(logits, target, self.config.pos_weight)) * len(x)

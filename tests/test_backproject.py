@@ -1,0 +1,108 @@
+"""The back-projecting 3D estimator (issue 12, fifth pass): the batched camera rotation against the
+renderer's own, the observation grid of a cube worked out by hand, sketch-size intrinsics, the
+completion network's start at the mean shape (the run through learn.runs: tests/test_reconstruct.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kpengine.image.reconstruct.backproject import (
+    camera_rotation,
+    observation_grid,
+    view_camera,
+    viewpoint_noise,
+    voxel_centres,
+)
+from kpengine.image.reconstruct.nets import CompletionNet
+from kpengine.render.cameras import Intrinsics, Viewpoint, make_camera, viewpoint_to_rt
+
+
+def test_camera_rotation_is_the_renderers() -> None:
+    """Batched torch rotations against ``render.cameras.viewpoint_to_rt`` (numpy, look_at + roll)."""
+    rng = np.random.default_rng(0)
+    views = [(rng.uniform(0, 360), rng.uniform(-80, 80), rng.uniform(-20, 20)) for _ in range(20)] + [(30.0, 90.0, 5.0)]
+    az, el, th = (torch.tensor([v[k] for v in views]) for k in range(3))
+    got = camera_rotation(az, el, th).numpy()
+    for g, (a, e, t) in zip(got, views):
+        want, _ = viewpoint_to_rt(Viewpoint(a, e, 2.0, t))
+        np.testing.assert_allclose(g, want, atol=1e-5)
+
+
+def test_observation_grid_of_a_cube_seen_from_the_front() -> None:
+    """A cube |x|, |y| <= 0.2, front face at world z = 0.26, seen from azimuth 0 (camera on +z at distance
+    d, image x = world x, image y = -world y). Its front face has z-depth d - 0.26 at every pixel, so
+    along every ray through it the voxel centres (z = (k + 0.5) / 32 - 0.5) at z = 0.266 are the
+    surface (0.006 in front, under half a voxel), those at z >= 0.297 are seen free, those at
+    z <= 0.234 hidden; voxels that project off the cube are free."""
+    d, s, f = 2.0, 128, 200.0
+    cx = (s - 1) / 2
+    jj, ii = np.meshgrid(np.arange(s), np.arange(s))
+    x = (jj - cx) / f * (d - 0.26)  # where each pixel's ray meets the face's plane
+    y = -(ii - cx) / f * (d - 0.26)
+    on = (np.abs(x) <= 0.2) & (np.abs(y) <= 0.2)
+    mask = torch.from_numpy(on.astype(np.float32))[None]
+    depth = torch.from_numpy(np.where(on, -0.26, 0.0).astype(np.float32))[None]  # z-depth minus d
+    camera = torch.tensor([[f, f, cx, cx, 0.0, 0.0, d, d]])
+    rot = camera_rotation(torch.zeros(1), torch.zeros(1), torch.zeros(1))
+    obs = observation_grid(mask, depth, camera, rot, 32)[0].numpy()
+    c = voxel_centres(32).numpy().reshape(32, 32, 32, 3)
+    # a voxel centre projects onto the face when |x| <= 0.2 (d - 0.26) / (d - z): well inside / outside
+    scale = (d - 0.26) / (d - c[..., 2])
+    inner = (np.abs(c[..., 0]) * scale < 0.18) & (np.abs(c[..., 1]) * scale < 0.18)
+    outer = (np.abs(c[..., 0]) * scale > 0.22) | (np.abs(c[..., 1]) * scale > 0.22)
+    z = c[..., 2]
+    surface, free, hidden = obs[2] > 0.5, obs[1] > 0.5, obs[3] > 0.5
+    assert inner.sum() > 500 and outer.sum() > 10000
+    assert (surface[inner] == np.isclose(z[inner], 0.265625)).all()
+    assert (free[inner] == (z[inner] > 0.27)).all()
+    assert (hidden[inner] == (z[inner] < 0.26)).all()
+    assert free[outer].all() and not surface[outer].any() and not hidden[outer].any()
+    assert (obs[0][inner] == 1).all() and (obs[0][outer] == 0).all()
+    # the truncated distance: (z_cam - z_obs) / 3 voxels = (0.26 - z) * 32 / 3, clamped to ±1
+    np.testing.assert_allclose(obs[4][inner], np.clip((0.26 - z[inner]) * 32 / 3, -1, 1), atol=1e-4)
+    # the channels of one voxel exclude each other
+    assert (surface.astype(int) + free + hidden <= 1).all()
+
+
+def test_view_camera_at_the_sketch_size() -> None:
+    """Block averaging by 2: a centred camera at 128 px is a centred one at 64 px with half the focal
+    length, and a world point lands where the full-size projection says, divided by the block
+    (pixel centres at j f + (f - 1) / 2)."""
+    k = Intrinsics.from_fov(128, 128, 40.0)
+    cam = make_camera(Viewpoint(70.0, 20.0, 2.5, 3.0), k, np.array([0.1, -0.05, 0.02]))
+    view = {"camera": cam.to_json(), "center": [0.1, -0.05, 0.02], "distance": 2.5}
+    vc = view_camera(view, 64)
+    np.testing.assert_allclose(vc[:4], [k.fx / 2, k.fy / 2, 31.5, 31.5], rtol=1e-6)
+    np.testing.assert_allclose(vc[4:7], [0.0, 0.0, 2.5], atol=1e-6)  # the camera looks at the centre
+    p = np.array([[0.3, 0.1, -0.2]])
+    uv, z = cam.project(p)
+    rel = cam.R @ (p[0] - view["center"]) + vc[4:7]
+    u64 = vc[0] * rel[0] / rel[2] + vc[2]
+    assert u64 == pytest.approx((uv[0, 0] - 0.5) / 2, abs=1e-4)
+
+
+def test_completion_net_starts_at_the_mean_shape() -> None:
+    torch.manual_seed(0)
+    net = CompletionNet(32, n_categories=2, width=4).eval()
+    means = torch.rand(2, 32, 32, 32)
+    net.set_prior(means)
+    obs = torch.rand(3, 5, 32, 32, 32)
+    out = net(obs, torch.tensor([0, 1, 1]))
+    p = means.clamp(0.01, 0.99)
+    want = torch.log(p) - torch.log1p(-p)
+    np.testing.assert_allclose(out.detach().numpy(), want[[0, 1, 1]].numpy(), atol=1e-5)
+    net.train()
+    out = net(obs)
+    out.sum().backward()
+    assert net.out.weight.grad.abs().sum() > 0  # the zero layer learns
+
+
+def test_viewpoint_noise_turns_by_a_half_turn_when_asked() -> None:
+    g = torch.Generator().manual_seed(0)
+    az, el, th = torch.zeros(1000), torch.full((1000,), 20.0), torch.zeros(1000)
+    a, e, t = viewpoint_noise(az, el, th, g, 0.0, 0.0, 0.0, 1.0)
+    assert (a == 180.0).all() and (e == 20.0).all() and (t == 0.0).all()
+    a, e, t = viewpoint_noise(az, el, th, g, 10.0, 5.0, 3.0, 0.0)
+    assert 8 < float(a.std()) < 12 and 4 < float(e.std()) < 6 and 2 < float(t.std()) < 4
