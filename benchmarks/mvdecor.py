@@ -226,7 +226,9 @@ def run_nn(args, method: str, k: int, draw: int, out: Path) -> dict:
 
 def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "") -> dict:
     """A point network on the k shapes; ``init``: a pretraining run its backbone starts from
-    (benchmarks/mvdecor_baselines.py's ``pointcontrast``), "" = from scratch."""
+    (benchmarks/mvdecor_baselines.py's ``pointcontrast``), "" = from scratch. ``k = 0``: the
+    full-data supervised reference, every train shape for ``--epochs-full`` epochs (best by
+    the validation split's loss, as the official protocol)."""
     from kpengine.learn.config import TrainConfig
     from kpengine.learn.registry import TASKS
 
@@ -238,7 +240,7 @@ def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "") ->
         backbone_kwargs={"width": 256} if backbone == "pointnet" else {},
         shots=k,
         seed=draw,
-        epochs=epochs_for(args.steps_3d, k),
+        epochs=epochs_for(args.steps_3d, k) if k else args.epochs_full,
         lr_schedule="cosine",
         scale_augment=0.2,
         init=init,
@@ -249,12 +251,13 @@ def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "") ->
     )
     from kpengine.data.shots import draw_shots
 
-    ids = draw_shots(KeypointNetDataset(args.data, args.category, "train").model_ids, k, draw)
+    ids = draw_shots(KeypointNetDataset(args.data, args.category, "train").model_ids, k, draw) if k else None
     return {
         "summary": summary,
         "keypoints": _keypoints_3d(out, args, "test"),
         "dense": None,
-        "train_keypoints": _keypoints_3d(out, args, "train", ids),
+        "train_keypoints": _keypoints_3d(out, args, "train", ids) if k else None,
+        **({} if k else {"steps": None}),
     }
 
 
@@ -296,6 +299,60 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {category} | {method} | {k} | {len(sel)} | {' | '.join(pck)} | {dense} | {grown} | {fit} | {secs:.0f} |"
         )
+    return "\n".join(lines)
+
+
+def planned_epochs(row: dict) -> int | None:
+    """The epochs a row's run was planned to train (None: unknown, e.g. rows of other runners)."""
+    method, k, steps = row["method"], row["k"], row.get("steps")
+    if runner_kind(method) == "2d" and steps:  # steps = planned epochs x steps per epoch (run_2d)
+        return steps // math.ceil(k * 12 / 8)
+    if runner_kind(method) == "3d" and k and steps:
+        return epochs_for(steps, k)
+    return None
+
+
+def runner_kind(method: str) -> str:
+    if method.split("+")[0].split("-")[0] in ("mvdecor", "scratch") and method not in ("mvdecor-nn",):
+        return "2d"
+    return "3d" if method in ("pointnet", "dgcnn", "pointnet2", "pointconv", "pointcontrast") else "other"
+
+
+def complete(row: dict) -> bool:
+    """False for a run its time limit stopped before its planned epochs (a GPU job's deadline)."""
+    planned = planned_epochs(row)
+    return planned is None or row["epochs"] >= planned
+
+
+def goal_table(rows: list[dict], method: str = "mvdecor+dist") -> str:
+    """MvDeCor against every other method of the same category and k, on the draws both ran:
+    the mean ± std over those draws of the paired difference (MvDeCor minus baseline) and the
+    draws MvDeCor won, per threshold and for the region mIoU from keypoints."""
+    lines = [
+        f"| category | k | {method} minus | draws | PCK@0.01 | PCK@0.05 | PCK@0.10 | mIoU from keypoints |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    cells = sorted({(r.get("category", ""), r["k"]) for r in rows if r["method"] == method})
+    for category, k in cells:
+        ours = {r["draw"]: r for r in rows if (r.get("category", ""), r["k"], r["method"]) == (category, k, method)}
+        others = sorted({r["method"] for r in rows if (r.get("category", ""), r["k"]) == (category, k)} - {method})
+        for other in others:
+            theirs = {
+                r["draw"]: r for r in rows if (r.get("category", ""), r["k"], r["method"]) == (category, k, other)
+            }
+            draws = sorted(set(ours) & set(theirs))
+            if not draws:
+                continue
+
+            def paired(get, ours=ours, theirs=theirs, draws=draws) -> str:
+                d = np.array([get(ours[x]) - get(theirs[x]) for x in draws])
+                wins = int((d > 0).sum())
+                spread = f" ± {d.std():.3f}" if len(d) > 1 else ""
+                return f"{d.mean():+.3f}{spread} ({wins}/{len(d)})"
+
+            cols = [paired(lambda r, t=t: r["pck"][t]) for t in range(3)]
+            cols.append(paired(lambda r: r["miou_from_keypoints"]))
+            lines.append(f"| {category} | {k} | {other} | {len(draws)} | {' | '.join(cols)} |")
     return "\n".join(lines)
 
 
@@ -456,6 +513,12 @@ def main() -> None:
         help="optimiser steps of a 2D few-shot run (default: the task's, 60 per labelled shape, at least 600)",
     )
     p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
+    p.add_argument(
+        "--epochs-full",
+        type=int,
+        default=40,
+        help="point runs with --shots 0 (every train shape: the full-data reference): epochs",
+    )
     p.add_argument("--lr-2d", type=float, default=5e-3, help="2D runs: learning rate (cosine decay)")
     p.add_argument("--background-weight", type=float, default=0.2, help="2D runs: background label weight")
     p.add_argument(
@@ -504,7 +567,13 @@ def main() -> None:
         return
     if args.merge:
         rows = [r for f in args.merge for r in read_rows(Path(f))]
-        text = table(rows)
+        cut = [r for r in rows if not complete(r)]
+        rows = [r for r in rows if complete(r)]
+        text = table(rows) + "\n\n" + goal_table(rows)
+        if cut:
+            text += "\n\nLeft out (training stopped by its time limit before its planned epochs): " + ", ".join(
+                f"{r.get('category', '')} {r['method']} k={r['k']} draw {r['draw']} ({r['epochs']} epochs)" for r in cut
+            )
         (out / "table.md").write_text(text + "\n")
         print(text)
         return
