@@ -214,7 +214,9 @@ def unpack(args) -> None:
             len(ids), n_points
         )
         index = np.frombuffer(lzma.decompress((src / f"{cat.name}_index.xz").read_bytes()), "<i2")
-        index = index.reshape(len(ids), meta["n_views"], meta["size"], meta["size"])
+        with_views = clouds.get("index_ids", ids)  # a pruned pack has views of some shapes only
+        index = index.reshape(len(with_views), meta["n_views"], meta["size"], meta["size"])
+        row_of = {m: i for i, m in enumerate(with_views)}
         pdir = kp / "pcds" / cat.synset
         pdir.mkdir(parents=True, exist_ok=True)
         vdir = out / "views" / cat.name
@@ -222,10 +224,46 @@ def unpack(args) -> None:
         save_view_meta(vdir, meta)
         for i, m in enumerate(ids):
             (pdir / f"{m}.pcd").write_text(pcd_text(headers[i], xyz[i], rgb[i], patches[i]))
-            jobs.append((str(vdir), m, str(pdir / f"{m}.pcd"), index[i], meta["size"], meta["n_views"], meta["fov"]))
+            if m in row_of:
+                v = index[row_of[m]]
+                jobs.append((str(vdir), m, str(pdir / f"{m}.pcd"), v, meta["size"], meta["n_views"], meta["fov"]))
     with ProcessPoolExecutor(args.workers) as pool:
         list(pool.map(_rebuild, jobs, chunksize=8))
     print(f"unpacked {len(jobs)} shapes into {out} in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def prune(args) -> None:
+    """A copy of a pack whose views are only those of the test split and of the train shapes some
+    (k, draw) of ``--shots`` x ``--draws`` labels: what the few-shot runs read once the
+    pretrainings are done (a second GPU call). Every cloud stays, so the train split, and with
+    it every draw (``draw_shots`` over the sorted train ids), is the same as the full pack's."""
+    import shutil
+
+    from kpengine.data.dataset import KeypointNetDataset
+    from kpengine.data.shots import draw_shots
+
+    src, out = Path(args.src), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = json.loads((src / "pack_report.json").read_text())
+    for f in src.iterdir():
+        if f.is_file() and not f.name.endswith(("_index.xz", "_clouds.json")):
+            shutil.copy2(f, out / f.name)
+    for name, rep_ in report.items():
+        meta = rep_["meta"]
+        clouds = json.loads((src / f"{name}_clouds.json").read_text())
+        ids = clouds.get("index_ids", clouds["ids"])
+        train = KeypointNetDataset(args.data, name, "train").model_ids
+        keep = set(KeypointNetDataset(args.data, name, "test").model_ids)
+        for k in args.shots:
+            for d in args.draws:
+                keep |= set(draw_shots(train, k, d))
+        index = np.frombuffer(lzma.decompress((src / f"{name}_index.xz").read_bytes()), "<i2")
+        index = index.reshape(len(ids), meta["n_views"], meta["size"], meta["size"])
+        kept = [m for m in ids if m in keep]
+        rows = [i for i, m in enumerate(ids) if m in keep]
+        (out / f"{name}_index.xz").write_bytes(lzma.compress(np.ascontiguousarray(index[rows]).tobytes(), preset=6))
+        (out / f"{name}_clouds.json").write_text(json.dumps({**clouds, "index_ids": kept}))
+        print(f"{name}: views of {len(kept)} of {len(ids)} shapes kept", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +275,8 @@ DRAWS = (0, 1, 2, 3, 4)
 #: the 2D rows with the distance head (``+dist``: the task's default, which the third pass ran)
 METHODS = ("mvdecor+dist", "scratch+dist", "pointcontrast", "pointnet", "dgcnn")
 #: first guesses of a job's wall seconds on the GPU machine (replaced by the slowest seen of its kind)
-GUESS = {"2d": {5: 70, 10: 70, 30: 150}, "pointnet": {5: 40, 10: 40, 30: 50}, "dgcnn": {5: 60, 10: 60, 30: 90}}
+#: (the first call's slowest: 2D 73 / 71 s, PointNet 55 / 47 / 33 s, DGCNN 48 / 44 s at k = 5 / 10 / 30)
+GUESS = {"2d": {5: 75, 10: 75, 30: 150}, "pointnet": {5: 55, 10: 50, 30: 40}, "dgcnn": {5: 50, 10: 45, 30: 60}}
 
 
 def _kind(method: str) -> str:
@@ -247,10 +286,12 @@ def _kind(method: str) -> str:
 
 
 def _priority(job: tuple[str, str, int, int]) -> tuple:
-    """Draws first (every cell's draw 0 before any draw 1), k = 30 two draws late: a cut-off then
-    leaves fewer draws everywhere rather than empty cells; the goal's k = 5 and 10 come first."""
+    """Draws first (every cell's draw 0 before any draw 1): a cut-off then leaves fewer draws
+    everywhere rather than empty cells. k = 30 (the slowest runs, not the goal's k): its draw 0
+    beside the others' draw 2, its later draws after every draw of k = 5 and 10."""
     cat, method, k, draw = job
-    return (draw + (2 if k == 30 else 0), SHOTS.index(k), METHODS.index(method), CATEGORIES.index(cat))
+    rank = draw if k != 30 else (2 if draw == 0 else draw + 3)
+    return (rank, SHOTS.index(k), METHODS.index(method), CATEGORIES.index(cat))
 
 
 def queue(args) -> None:
@@ -280,6 +321,7 @@ def queue(args) -> None:
 
     unpack(argparse.Namespace(src=args.src, out=str(root), workers=args.cores))
     log("unpacked")
+    resume = Path(args.resume) if args.resume else None
     kp = root / "kp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "kpengine.cli.main", "train"]
@@ -339,6 +381,8 @@ def queue(args) -> None:
         )
     running: dict[str, tuple] = {}
     for name, (cmd, cores) in pre.items():
+        if resume is not None:  # a second call: the first call's pretrainings, carried
+            continue
         fh = (logs / f"{name}.log").open("w")
         running[name] = (
             subprocess.Popen([*cmd, "--out", str(runs / name)], stdout=fh, stderr=subprocess.STDOUT, env=env),
@@ -349,10 +393,28 @@ def queue(args) -> None:
         log(f"start {name}")
     ready = {"bed_mv": True, "bathtub_mv": False, "bed_pc": False, "bathtub_pc": False}
     pretrain_path = {"bed": str(Path(args.src) / "bed_pre"), "bathtub": str(runs / "mv_bathtub_pre")}
+    pc_root = runs
+    done: set = set()
+    if resume is not None:
+        pretrain_path["bathtub"] = str(resume / "mv_bathtub_pre")
+        pc_root = resume
+        for key, name in (("bathtub_mv", "mv_bathtub_pre"), ("bed_pc", "pc_bed_pre"), ("bathtub_pc", "pc_bathtub_pre")):
+            ready[key] = (resume / name / "best.pt").is_file()
+        rows = [json.loads(x) for x in (resume / "results.jsonl").read_text().splitlines() if x.strip()]
+        done = {(r["category"], r["method"], r["k"], r["draw"]) for r in rows}
+        log(
+            f"resume: {len(done)} cells done before, pretrainings ready {ready}"
+            + (" (smoke: ignored)" if smoke else "")
+        )
+        if smoke:
+            done = set()
     draws = DRAWS[:1] if smoke else DRAWS
     shots = SHOTS[:1] if smoke else SHOTS
     methods = args.only or METHODS
-    todo = sorted(((c, m, k, d) for c in CATEGORIES for m in methods for k in shots for d in draws), key=_priority)
+    todo = sorted(
+        ((c, m, k, d) for c in CATEGORIES for m in methods for k in shots for d in draws if (c, m, k, d) not in done),
+        key=_priority,
+    )
     seen: dict[tuple[str, int], float] = {}
 
     def needs(job) -> str | None:
@@ -410,7 +472,7 @@ def queue(args) -> None:
                 "--pretrain",
                 pretrain_path[cat],
                 "--pretrain-3d",
-                str(runs / f"pc_{cat}_pre"),
+                str(pc_root / f"pc_{cat}_pre"),
                 "--methods",
                 method,
                 "--shots",
@@ -424,7 +486,7 @@ def queue(args) -> None:
                 "--fusions",
                 "mean",
                 "--time-limit",
-                str(max(5, int(left - 0.4 * estimate(pick)))),
+                str(max(5, int(left - 35))),  # the rest of a job: inference and scoring
             ]
             if smoke:
                 cmd += ["--steps-2d", "4", "--steps-3d", "2"]
@@ -499,10 +561,21 @@ def main() -> None:
     c.add_argument("--pc-seconds", type=float, default=150)
     c.add_argument("--pc-epochs-bathtub", type=int, default=40)
     c.add_argument("--pc-epochs-bed", type=int, default=100)
+    c.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="a first call's results.jsonl and pretraining runs: skip its cells, reuse its pretrainings",
+    )
     c.add_argument("--only", nargs="+", choices=METHODS, help="run these methods' cells only")
     c.add_argument("--smoke", action="store_true", help="CPU, 1 epoch / a few steps, draw 0 and k = 5 only")
+    d = sub.add_parser("prune", help="a pack with the views the few-shot runs read only (prune's docstring)")
+    d.add_argument("--src", required=True)
+    d.add_argument("--data", required=True, help="the KeypointNet root the pack was made from (its splits)")
+    d.add_argument("--out", required=True)
+    d.add_argument("--shots", type=int, nargs="+", default=list(SHOTS))
+    d.add_argument("--draws", type=int, nargs="+", default=list(DRAWS))
     args = p.parse_args()
-    {"pack": pack, "unpack": unpack, "queue": queue}[args.cmd](args)
+    {"pack": pack, "unpack": unpack, "queue": queue, "prune": prune}[args.cmd](args)
 
 
 if __name__ == "__main__":
