@@ -15,6 +15,9 @@ clouds). Every test image is of a shape outside it. Rows of OUT_DIR/pck.json, pe
   the best silhouette fit kept: docs/understanding.md, "Pose hypotheses");
 * ``full_place``: the same with the pose chosen by the silhouette alone (the heatmap only places the
   keypoints: ``understand(..., heatmap_choice=False)``);
+* ``full_screen``: the same with the screen's winner finished alone (the sixth session's default,
+  ``understand(..., rechoose=False)``); ``full`` finishes a challenger beside the most probable start
+  and chooses again on the finished poses;
 * ``full_3d``: the same without the heatmap network: the pose chosen by the silhouette alone and the
   keypoints the projections (the pipeline before the fusion; the paper's keypoints);
 * ``full_1``: the same from the network's estimate alone (one hypothesis: the paper);
@@ -74,6 +77,7 @@ from kpengine.render.overlay import draw_keypoints, outline, save_png, tile
 VARIANTS = (
     "full",
     "full_place",
+    "full_screen",
     "full_3d",
     "full_1",
     "full_iou",
@@ -242,6 +246,7 @@ def main() -> None:
                     fusion_sigma=args.fusion_sigma,
                     fusion="projection" if v == "full_3d" else "prior",
                     heatmap_choice=v != "full_place",
+                    rechoose=v != "full_screen",
                 )
                 stats[v]["seconds"].append(time.perf_counter() - t)
                 stats[v]["iou"].append(u.iou_refined)

@@ -194,3 +194,96 @@ def test_a_small_silhouette_gain_does_not_overrule_the_most_probable_start():
     two = [hyp(a), hyp(a), hyp(b)]
     assert _winner(two, [0.80, 0.84, 0.83], 0.05) is two[2]
     assert _winner(two, [0.80, 0.90, 0.83], 0.05) is two[1]
+
+
+class _CodedRenderer:
+    """Renders a camera as the first ``fraction[code]`` of the image's rows (``code`` = the camera's t[0]): against a
+    full-image mask its IoU is that fraction (to the row), at any resolution."""
+
+    def __init__(self, fraction: dict[int, float]):
+        self.fraction = fraction
+
+    def render(self, cam):
+        from types import SimpleNamespace
+
+        h, w = cam.intrinsics.height, cam.intrinsics.width
+        m = np.zeros((h, w), bool)
+        m[: round(self.fraction[int(cam.t[0])] * h)] = True
+        return SimpleNamespace(mask=m, depth=np.where(m, 1.0, np.inf))
+
+
+def _coded_refiner(screen: dict[int, int], finish: dict[int, int], finished: list):
+    """A PoseRefiner stand-in: the screen (σ from 3 px) and the finish (σ from below 3 px) map a camera's code
+    to another's by the tables; each finish is recorded in ``finished``."""
+    from types import SimpleNamespace
+
+    from kpengine.render.cameras import Camera
+
+    class Refiner:
+        def __init__(self, mesh, center=None):
+            pass
+
+        def refine(self, mask, camera, *, steps, size, fit_focal, sigma=(3.0, 0.3)):
+            table = screen if sigma[0] == 3.0 else finish
+            if table is finish:
+                finished.append(int(camera.t[0]))
+            code = table[int(camera.t[0])]
+            return SimpleNamespace(camera=Camera(camera.intrinsics, camera.R, np.array([code, 0.0, 5.0])))
+
+    return Refiner
+
+
+@pytest.mark.parametrize(
+    "finish_first, expect_first",
+    # finished: 0.90 vs 0.92 (a tie within the margin) / 0.80 vs 0.92 (the challenger wins)
+    [(0.90, True), (0.80, False)],
+)
+def test_the_screen_nominates_and_the_finished_poses_decide(monkeypatch, finish_first, expect_first):
+    """The chair photo's case: 5 screening steps favour the half turn (IoU 0.70 vs 0.50, beyond the 0.05 margin), but
+    finished the most probable start fits as well (0.90 vs 0.92): it stays. Both finalists are finished; the
+    others are not. With the first finishing at 0.80, the challenger wins by 0.12 and is chosen."""
+    from types import SimpleNamespace
+
+    import kpengine.render.refine as refine
+    from kpengine.image.pipeline import PoseHypothesis, select_pose
+    from kpengine.render.cameras import Camera, Intrinsics
+
+    k = Intrinsics.from_fov(96, 96, 30.0)
+    # codes: starts 0, 1, 2; screened 10, 11, 12; finished 20, 21
+    frac = {0: 0.30, 1: 0.30, 2: 0.20, 10: 0.50, 11: 0.70, 12: 0.40, 20: finish_first, 21: 0.92}
+    finished: list[int] = []
+    monkeypatch.setattr(refine, "PoseRefiner", _coded_refiner({0: 10, 1: 11, 2: 12}, {10: 20, 11: 21}, finished))
+    shape = SimpleNamespace(renderer=_CodedRenderer(frac), mesh=None, center=np.zeros(3))
+    tried = [
+        PoseHypothesis(Viewpoint(a, 0, 1, 0), m, kind, shape, Camera(k, np.eye(3), np.array([c, 0.0, 5.0])), 0.3)
+        for c, (a, m, kind) in enumerate([(150, 0.5, "mode"), (330, 0.03, "half turn"), (30, 0.1, "mode")])
+    ]
+    mask = np.ones((96, 96), bool)
+    best = select_pose(tried, mask, steps=20, screen_steps=5)
+    assert sorted(finished) == [10, 11]  # the first and the screen's nominee, nothing else
+    assert best is (tried[0] if expect_first else tried[1]) and best.chosen
+    assert [h.chosen for h in tried].count(True) == 1
+    assert best.iou == pytest.approx(finish_first if expect_first else 0.92, abs=0.011)
+    assert int(best.camera.t[0]) == (20 if expect_first else 21)
+    assert tried[2].iou == pytest.approx(0.40, abs=0.01)  # screened only, scored at 128 px
+
+
+def test_a_first_start_that_wins_the_screen_is_finished_alone(monkeypatch):
+    from types import SimpleNamespace
+
+    import kpengine.render.refine as refine
+    from kpengine.image.pipeline import PoseHypothesis, select_pose
+    from kpengine.render.cameras import Camera, Intrinsics
+
+    k = Intrinsics.from_fov(96, 96, 30.0)
+    frac = {0: 0.30, 1: 0.30, 10: 0.70, 11: 0.72, 20: 0.85, 21: 0.99}
+    finished: list[int] = []
+    monkeypatch.setattr(refine, "PoseRefiner", _coded_refiner({0: 10, 1: 11}, {10: 20, 11: 21}, finished))
+    shape = SimpleNamespace(renderer=_CodedRenderer(frac), mesh=None, center=np.zeros(3))
+    tried = [
+        PoseHypothesis(Viewpoint(a, 0, 1, 0), 0.5, "mode", shape, Camera(k, np.eye(3), np.array([c, 0.0, 5.0])), 0.3)
+        for c, a in enumerate([0, 180])
+    ]
+    best = select_pose(tried, np.ones((96, 96), bool), steps=20, screen_steps=5)
+    assert finished == [10] and best is tried[0]  # 0.72 vs 0.70 on the screen: no challenger, one finish
+    assert best.iou == pytest.approx(0.85, abs=0.011)
