@@ -48,6 +48,14 @@ def main() -> None:
         help="with a keypoint-heatmap run among --runs: fused keypoints (default) and/or the projections alone, "
         "measured side by side (interleaved repeats)",
     )
+    ap.add_argument(
+        "--rule",
+        nargs="+",
+        default=["rechoose"],
+        choices=["rechoose", "screen"],
+        help="the pose choice: a challenger finished beside the first start before choosing (default) and/or the "
+        "screen deciding alone (the sixth session's rule), measured side by side (interleaved repeats)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     image = load_image(args.image)
@@ -55,27 +63,31 @@ def main() -> None:
     kb = KnowledgeBase.load(args.knowledge, args.category, args.split)
     nets = Networks.from_runs(args.runs, args.category, args.knowledge)
     understand(image, kb, nets, mask=mask, steps=args.steps)  # warm: meshes loaded, allocator warm
-    # one setting per (starts, fusion); a key reads "4" (the fusion default) or "4/projection"
-    counts = [(n, f) for n in args.pose_hypotheses for f in args.fusion]
+    # one setting per (starts, fusion, rule); a key reads "4" (the defaults), "4/projection", "4/screen"
+    counts = [(n, f, r) for n in args.pose_hypotheses for f in args.fusion for r in args.rule]
 
-    def key(n: int, f: str) -> str:
-        return str(n) if f == "prior" else f"{n}/{f}"
+    def key(n: int, f: str, r: str) -> str:
+        return "/".join([str(n)] + ([f] if f != "prior" else []) + ([r] if r != "rechoose" else []))
 
     wall: dict[str, list] = {key(*c): [] for c in counts}
     cpu: dict[str, list] = {key(*c): [] for c in counts}
     stages: dict[str, list] = {key(*c): [] for c in counts}
     tried: dict[str, int] = {}
+    finished: dict[str, int] = {}
     loads = []
     for _ in range(args.repeats):  # interleaved, so that every setting sees the same load
         loads.append(os.getloadavg()[0])
-        for n, f in counts:
-            k = key(n, f)
+        for n, f, r in counts:
+            k = key(n, f, r)
             t, c = time.perf_counter(), time.process_time()
-            u = understand(image, kb, nets, mask=mask, steps=args.steps, pose_hypotheses=n, fusion=f)
+            u = understand(
+                image, kb, nets, mask=mask, steps=args.steps, pose_hypotheses=n, fusion=f, rechoose=r == "rechoose"
+            )
             wall[k].append(time.perf_counter() - t)
             cpu[k].append(time.process_time() - c)
             stages[k].append(u.seconds)
             tried[k] = len(u.hypotheses)
+            finished[k] = sum(h.finished for h in u.hypotheses)
     out = {
         "image": args.image,
         "size": list(image.shape[:2]),
@@ -85,6 +97,7 @@ def main() -> None:
         "by_pose_hypotheses": {
             k: {
                 "hypotheses_tried": tried[k],
+                "hypotheses_finished": finished[k],
                 "median_wall_s": float(np.median(wall[k])),
                 "median_cpu_s": float(np.median(cpu[k])),
                 "median_stage_wall_s": {st: float(np.median([s[st] for s in stages[k]])) for st in stages[k][0]},

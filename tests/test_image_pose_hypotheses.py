@@ -253,7 +253,9 @@ def test_the_screen_nominates_and_the_finished_poses_decide(monkeypatch, finish_
     frac = {0: 0.30, 1: 0.30, 2: 0.20, 10: 0.50, 11: 0.70, 12: 0.40, 20: finish_first, 21: 0.92}
     finished: list[int] = []
     monkeypatch.setattr(refine, "PoseRefiner", _coded_refiner({0: 10, 1: 11, 2: 12}, {10: 20, 11: 21}, finished))
-    shape = SimpleNamespace(renderer=_CodedRenderer(frac), mesh=None, center=np.zeros(3))
+    shape = SimpleNamespace(
+        renderer=_CodedRenderer(frac), mesh=None, center=np.zeros(3), shape=SimpleNamespace(model_id="m")
+    )
     tried = [
         PoseHypothesis(Viewpoint(a, 0, 1, 0), m, kind, shape, Camera(k, np.eye(3), np.array([c, 0.0, 5.0])), 0.3)
         for c, (a, m, kind) in enumerate([(150, 0.5, "mode"), (330, 0.03, "half turn"), (30, 0.1, "mode")])
@@ -266,6 +268,14 @@ def test_the_screen_nominates_and_the_finished_poses_decide(monkeypatch, finish_
     assert best.iou == pytest.approx(finish_first if expect_first else 0.92, abs=0.011)
     assert int(best.camera.t[0]) == (20 if expect_first else 21)
     assert tried[2].iou == pytest.approx(0.40, abs=0.01)  # screened only, scored at 128 px
+    assert [h.finished for h in tried] == [True, True, False]
+    assert [h.to_json()["finished"] for h in tried] == [True, True, False]
+    # the sixth session's rule: the screen's winner is finished alone and chosen, whatever the first would reach
+    for h in tried:
+        h.chosen = h.finished = False
+    finished.clear()
+    old = select_pose(tried, mask, steps=20, screen_steps=5, rechoose=False)
+    assert finished == [11] and old is tried[1] and [h.finished for h in tried] == [False, True, False]
 
 
 def test_a_first_start_that_wins_the_screen_is_finished_alone(monkeypatch):
@@ -279,11 +289,14 @@ def test_a_first_start_that_wins_the_screen_is_finished_alone(monkeypatch):
     frac = {0: 0.30, 1: 0.30, 10: 0.70, 11: 0.72, 20: 0.85, 21: 0.99}
     finished: list[int] = []
     monkeypatch.setattr(refine, "PoseRefiner", _coded_refiner({0: 10, 1: 11}, {10: 20, 11: 21}, finished))
-    shape = SimpleNamespace(renderer=_CodedRenderer(frac), mesh=None, center=np.zeros(3))
+    shape = SimpleNamespace(
+        renderer=_CodedRenderer(frac), mesh=None, center=np.zeros(3), shape=SimpleNamespace(model_id="m")
+    )
     tried = [
         PoseHypothesis(Viewpoint(a, 0, 1, 0), 0.5, "mode", shape, Camera(k, np.eye(3), np.array([c, 0.0, 5.0])), 0.3)
         for c, a in enumerate([0, 180])
     ]
     best = select_pose(tried, np.ones((96, 96), bool), steps=20, screen_steps=5)
     assert finished == [10] and best is tried[0]  # 0.72 vs 0.70 on the screen: no challenger, one finish
+    assert [h.finished for h in tried] == [True, False]
     assert best.iou == pytest.approx(0.85, abs=0.011)

@@ -291,6 +291,7 @@ class PoseHypothesis:
     iou: float = float("nan")
     chosen: bool = False
     keypoint_ll: float = float("nan")  # agreement with the heatmap network (fusion.keypoint_log_likelihood)
+    finished: bool = False  # refined the whole schedule (the first start and a challenger the screen nominated)
 
     def to_json(self) -> dict[str, Any]:
         v = rt_to_viewpoint(self.camera.R, self.camera.t, self.shape.center) if self.camera is not None else None
@@ -304,6 +305,7 @@ class PoseHypothesis:
             "iou": None if not np.isfinite(self.iou) else round(float(self.iou), 4),
             "azimuth": None if v is None else round(float(v.azimuth), 3),
             "keypoint_log_likelihood": None if not np.isfinite(self.keypoint_ll) else round(float(self.keypoint_ll), 3),
+            "finished": self.finished,
             "chosen": self.chosen,
         }
 
@@ -451,7 +453,7 @@ def select_pose(
         poses = [best.camera_start, finished]
         scores = [full_iou(best, cam) for cam in poses]
         i = int(np.argmax(scores))
-        best.camera, best.iou, best.chosen = poses[i], scores[i], True
+        best.camera, best.iou, best.chosen, best.finished = poses[i], scores[i], True, True
         return best
     k = min(screen_steps, steps)
     mid = _sigma_at(k, steps)
@@ -473,7 +475,7 @@ def select_pose(
             poses.append(r.camera)
         scores = [full_iou(h, cam) for cam in poses]
         i = int(np.argmax(scores))
-        h.camera, h.iou = poses[i], scores[i]
+        h.camera, h.iou, h.finished = poses[i], scores[i], True
         if use_agreement and len(finalists) > 1:
             h.keypoint_ll = agreement(h, small_view(h, h.camera))
     best = finalists[0]
