@@ -38,8 +38,9 @@ Pose hypotheses: near-symmetric objects (bathtubs, beds, cars) split the viewpoi
 distribution between a view and its half turn. --pose-hypotheses N starts the refinement from the
 distribution's modes and their half turns (N in all), refines each a few steps, keeps the most
 probable unless another's silhouette fits the mask better by more than 0.05 IoU (on bathtubs and
-beds the silhouette cannot tell a view from its half turn; on a chair it can), and finishes it.
-pose.json lists every start with its IoU and gives pose_confidence, the chosen start's share of
+beds the silhouette cannot tell a view from its half turn; on a chair it can); such a challenger
+is finished beside the most probable start and must win again on the finished poses.
+pose.json lists every start with its IoU (and "finished") and gives pose_confidence, the chosen start's share of
 the network's probability, which also scales each keypoint's confidence. docs/understanding.md.
 
 2D-3D fusion: with a keypoint-heatmap run among --runs (kpengine train --task keypoint-heatmap),
