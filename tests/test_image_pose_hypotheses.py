@@ -300,3 +300,38 @@ def test_a_first_start_that_wins_the_screen_is_finished_alone(monkeypatch):
     assert finished == [10] and best is tried[0]  # 0.72 vs 0.70 on the screen: no challenger, one finish
     assert [h.finished for h in tried] == [True, False]
     assert best.iou == pytest.approx(0.85, abs=0.011)
+
+
+def test_a_challenger_the_heatmap_voted_for_within_the_margin_is_not_rechecked(monkeypatch):
+    """Screen IoU 0.52 against 0.50 (within the 0.05 margin) and a better heatmap likelihood: the challenger wins by
+    both cues and is finished alone, even though the first would have finished better (0.95 vs 0.90): two
+    near-equal fits finished only re-draw their IoU."""
+    from types import SimpleNamespace
+
+    import kpengine.image.fusion as fusion
+    import kpengine.render.project as project
+    import kpengine.render.refine as refine
+    from kpengine.image.pipeline import PoseHypothesis, select_pose
+    from kpengine.render.cameras import Camera, Intrinsics
+
+    k = Intrinsics.from_fov(128, 128, 30.0)  # the comparison size: the likelihood sees the codes unscaled
+    frac = {0: 0.30, 1: 0.30, 10: 0.50, 11: 0.52, 20: 0.95, 21: 0.90}
+    ll = {0: -9.0, 1: -9.0, 10: -9.0, 11: -5.0, 20: -9.0, 21: -5.0}
+    finished: list[int] = []
+    monkeypatch.setattr(refine, "PoseRefiner", _coded_refiner({0: 10, 1: 11}, {10: 20, 11: 21}, finished))
+    # the likelihood reads the camera's code, which the stand-in projection carries in its uv
+    monkeypatch.setattr(
+        project, "project_points", lambda xyz, cam, depth: SimpleNamespace(uv=np.full((1, 2), cam.t[0]), visible=[1])
+    )
+    monkeypatch.setattr(fusion, "keypoint_log_likelihood", lambda ev, uv, vis, ids: ll[int(round(uv[0, 0]))])
+    inner = SimpleNamespace(model_id="m", keypoints=np.zeros((1, 3)), semantic_ids=np.zeros(1, np.int64))
+    shape = SimpleNamespace(renderer=_CodedRenderer(frac), mesh=None, center=np.zeros(3), shape=inner)
+    tried = [
+        PoseHypothesis(Viewpoint(a, 0, 1, 0), 0.5, "mode", shape, Camera(k, np.eye(3), np.array([c, 0.0, 5.0])), 0.3)
+        for c, a in enumerate([0, 180])
+    ]
+    best = select_pose(tried, np.ones((128, 128), bool), steps=20, screen_steps=5, evidence=object())
+    assert finished == [11] and best is tried[1]
+    assert [h.finished for h in tried] == [False, True]
+    assert best.iou == pytest.approx(0.90, abs=0.011)
+    assert tried[1].keypoint_ll == -5.0 and tried[0].keypoint_ll == -9.0

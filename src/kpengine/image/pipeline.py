@@ -389,13 +389,15 @@ def select_pose(
     The screen's winner is the first (most probable) hypothesis unless another fits the mask better
     by more than ``margin`` IoU: a near-symmetric object fits its half turn about as well as its
     true view, and a small IoU difference is refinement noise, not evidence (docs/understanding.md).
-    **The screen only nominates**: when its winner is another start, that challenger and the first
-    are both refined the remaining ``steps - screen_steps`` steps down to σ 0.3 px and the same rule
-    is applied again to their finished poses at full resolution (on the real chair photo the screen
-    favoured the half turn by 0.12 IoU; finished, the most probable start fitted as well, 0.617 against
-    0.608, and was the right pose). ``rechoose=False``: the screen's winner is finished alone (the
-    sixth session's rule). Steps in all: ``n * screen_steps`` plus ``steps - screen_steps`` once, or
-    twice when challenged. ``steps == 0``: no refinement, the placed starts' 64 px IoU decide.
+    **A silhouette win on the screen is re-checked**: when the screen's winner is another start that
+    beat the first by more than ``margin``, both are refined the remaining ``steps - screen_steps``
+    steps down to σ 0.3 px and the same rule is applied again to their finished poses at full
+    resolution (on the real chair photo the screen favoured the half turn by 0.12 IoU; finished, the
+    most probable start fitted as well, 0.617 against 0.608, and was the right pose). A challenger
+    nominated by the heatmap's vote within the margin is finished alone, as before. ``rechoose=False``:
+    the screen's winner is always finished alone (the sixth session's rule). Steps in all:
+    ``n * screen_steps`` plus ``steps - screen_steps`` once, or twice when re-checked. ``steps == 0``:
+    no refinement, the placed starts' 64 px IoU decide.
     In every case a finished hypothesis keeps whichever of its start, screened and finished pose
     fits the mask better at full resolution (the blur can walk a good start away).
 
@@ -465,9 +467,12 @@ def select_pose(
             h.keypoint_ll = agreement(h, view)
     nominee = _winner(tried, [h.iou for h in tried], margin, [h.keypoint_ll for h in tried] if use_agreement else None)
     first = next(h for h in tried if h.shape is nominee.shape)
-    # the screen only nominates: a challenger to the most probable start is finished beside it and must
-    # win again on the finished poses (the 5-step screen can favour a start that 20 steps make no better)
-    finalists = [nominee] if nominee is first or not rechoose else [first, nominee]
+    # a challenger the silhouette alone nominated (beyond the margin) is finished beside the most probable
+    # start and must win again on the finished poses: the 5-step screen can favour a start that 20 steps
+    # make no better. One nominated by the heatmap's vote (both cues better, within the margin) stands:
+    # finishing two near-equal fits only re-draws their IoU (docs/understanding.md, "Pose hypotheses")
+    challenged = rechoose and nominee is not first and nominee.iou > first.iou + margin
+    finalists = [first, nominee] if challenged else [nominee]
     for h in finalists:
         poses = [h.camera_start, h.camera]
         if steps > k:
