@@ -39,7 +39,8 @@ distribution between a view and its half turn. --pose-hypotheses N starts the re
 distribution's modes and their half turns (N in all), refines each a few steps, keeps the most
 probable unless another's silhouette fits the mask better by more than 0.05 IoU (on bathtubs and
 beds the silhouette cannot tell a view from its half turn; on a chair it can); such a challenger
-is finished beside the most probable start and must win again on the finished poses.
+is finished beside the most probable start and must win again on the finished poses (one the
+heatmap's vote chose within the margin is finished alone).
 pose.json lists every start with its IoU (and "finished") and gives pose_confidence, the chosen start's share of
 the network's probability, which also scales each keypoint's confidence. docs/understanding.md.
 
