@@ -31,7 +31,7 @@ from kpengine.data.dataset import KeypointNetDataset
 from kpengine.image.multiview.backproject import keypoints_from_probabilities, point_probabilities, vote
 from kpengine.image.multiview.views import ViewCache, build_view_cache
 from kpengine.metrics.evaluate import evaluate_correspondence
-from kpengine.metrics.regions import REGION_RADIUS, region_labels
+from kpengine.metrics.regions import REGION_RADIUS, region_labels, region_miou
 
 THRESHOLDS = (0.01, 0.05, 0.10)
 CORRUPTIONS = ("exact", "shift1", "shift2", "edge1")
@@ -55,19 +55,21 @@ def corrupt(labels: np.ndarray, mask: np.ndarray, how: str, rng: np.random.Gener
         pad = np.pad(labels, 1, mode="edge")
         neigh = np.stack([pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in DIRECTIONS])
         edge = mask & (neigh != labels[None]).any(0)
-        pick = neigh[rng.integers(len(DIRECTIONS), size=(h, w)), np.arange(h)[:, None], np.arange(w)[None, :]]
+        k = rng.integers(len(DIRECTIONS), size=(h, w))  # one neighbour per pixel, for its label and its mask
+        pick = neigh[k, np.arange(h)[:, None], np.arange(w)[None, :]]
         padm = np.pad(mask, 1)
         mneigh = np.stack([padm[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in DIRECTIONS])
-        pick_on = mneigh[rng.integers(len(DIRECTIONS), size=(h, w)), np.arange(h)[:, None], np.arange(w)[None, :]]
+        pick_on = mneigh[k, np.arange(h)[:, None], np.arange(w)[None, :]]
         return np.where(edge & pick_on, pick, labels)
     raise ValueError(f"unknown corruption {how!r}; choose from {', '.join(CORRUPTIONS)}")
 
 
-def decode_truth(test: KeypointNetDataset, cache: ViewCache, how: str, seed: int) -> dict[str, dict[int, int]]:
-    """{model_id: {semantic id: point}} decoded from the (corrupted) true regions of every view."""
+def decode_truth(test: KeypointNetDataset, cache: ViewCache, how: str, seed: int) -> tuple[dict, float]:
+    """{model_id: {semantic id: point}} decoded from the (corrupted) true regions of every view,
+    and the dense region mIoU of the voted labels (the benchmark's "mIoU dense")."""
     n = test.n_classes
     rng = np.random.default_rng(seed)
-    preds = {}
+    preds, voted, truths = {}, [], []
     for shape in test:
         truth = region_labels(shape.points, shape.point_indices, shape.semantic_ids, n, REGION_RADIUS)
         views = cache.get(shape.model_id)
@@ -80,7 +82,9 @@ def decode_truth(test: KeypointNetDataset, cache: ViewCache, how: str, seed: int
         votes, counts = vote(views.index, np.stack(onehot), len(shape.points))
         probs = point_probabilities(shape.points, votes, counts, shape.model_id)
         preds[shape.model_id] = keypoints_from_probabilities(shape.points, probs, n, REGION_RADIUS, "ball")
-    return preds
+        voted.append(probs.argmax(axis=1))
+        truths.append(truth)
+    return preds, region_miou(voted, truths, n)
 
 
 def main() -> None:
@@ -101,11 +105,13 @@ def main() -> None:
     rows = []
     for size, cache in caches.items():
         for how in CORRUPTIONS:
-            pcks = []
+            pcks, mious = [], []
             for seed in range(1 if how == "exact" else args.seeds):
-                preds = decode_truth(test, cache, how, seed)
+                preds, miou = decode_truth(test, cache, how, seed)
                 pcks.append(evaluate_correspondence(test, preds, thresholds=THRESHOLDS).metrics["pck"])
+                mious.append(miou)
             row = {"category": args.category, "size": size, "corruption": how, "pck": np.mean(pcks, 0).tolist()}
+            row["miou_dense"] = float(np.mean(mious))
             row["pck_seeds"] = pcks
             print(json.dumps(row), flush=True)
             rows.append(row)
