@@ -39,6 +39,7 @@ shapes' renders, per category, side by side for
   180° where it is more than 90° off (what the half-turn flips cost). All of them use the render's
   true intrinsics and the box centre's position in the camera (distance, principal point): only the
   rotation is estimated. ``viewpoint`` also reports the estimate's errors (``vp_runs``).
+  ``bp:NAME+recon``: its probabilities averaged with ``recon``'s (the two routes together).
 
 ``--no-retrieval`` skips the silhouette-retrieval rows (they are left out of the results, not
 reported as NaN).
@@ -112,14 +113,17 @@ def silhouette_retrieval(view: dict, mask: np.ndarray, train_keys, train_grids, 
 
 
 @torch.no_grad()
-def backprojected(args, test, cats, cat_index, x_pred, sk_view, res) -> tuple[dict[str, np.ndarray], dict | None]:
-    """The ``bp:`` rows' occupancy probabilities (N, R, R, R) each, and the viewpoint networks' estimates
-    (``{"azimuth", "elevation"}`` torch (N,), None without ``--viewpoint-runs``)."""
+def backprojected(
+    args, test, cats, cat_index, x_pred, sk_view, res
+) -> tuple[dict[str, np.ndarray], dict | None, np.ndarray | None]:
+    """The ``bp:`` rows' occupancy probabilities (N, R, R, R) each, the viewpoint networks' estimates
+    (``{"azimuth", "elevation"}`` torch (N,), None without ``--viewpoint-runs``) and the visible surface
+    (N, R, R, R) bool of the true sketches at the true viewpoint (the figure's fourth column)."""
     from kpengine.image.reconstruct.backproject import observe
     from kpengine.image.viewpoint import angle_difference
 
     if not args.backproject:
-        return {}, None
+        return {}, None, None
     vp_est = None
     if args.viewpoint_runs:
         from kpengine.image.pipeline import estimate_viewpoint, load_image_run
@@ -161,7 +165,8 @@ def backprojected(args, test, cats, cat_index, x_pred, sk_view, res) -> tuple[di
                 obs = observe(x[j], test.cameras[j], a[j], e[j], t[j], res)
                 probs.append(torch.sigmoid(net(obs, cat_index[j])))
             out[row] = torch.cat(probs).numpy()
-    return out, vp_est
+    x_all = observe(x_true, test.cameras, test.azimuth, test.elevation, test.theta, res)
+    return out, vp_est, x_all[:, 2].numpy() > 0.5
 
 
 def _soft_view(az: torch.Tensor, el: torch.Tensor) -> torch.Tensor:
@@ -254,7 +259,7 @@ def main() -> None:
                 p_bank[name] = (parts["blend"].numpy(), top)
     rgb_view = decode(pred_sk) if "azimuth" in pred_sk else None
     sk_view = decode(vox_view) if vox_view is not None else None
-    p_bp, vp_est = backprojected(args, test, cats, cat_index, x_pred, sk_view, res)
+    p_bp, vp_est, seen = backprojected(args, test, cats, cat_index, x_pred, sk_view, res)
     figs, titles = [], []
     for cat in cats:
         keys = [k for k in train_pairs if k[0] == cat]
@@ -271,7 +276,7 @@ def main() -> None:
             names += ["retrieval_true_view", "retrieval_est_view"]
         names += ["oracle_nearest", "mean_shape"]
         names += ["recon_mirror", "recon_flip_tta", "recon_nearest"]
-        names += list(p_bp)
+        names += list(p_bp) + [f"{n}+recon" for n in p_bp if "/" not in n]
         names += [f"{n}@val" for n in names if n.startswith("recon") and (n, cat) in val_levels]
         rows: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
         flat = grids.reshape(len(grids), -1).astype(np.float32)
@@ -310,6 +315,9 @@ def main() -> None:
                 ("recon_nearest", grids[near], cloud(args.shapes, cat, keys[near][1])),
             ]
             cand += [(name, p[i] > 0.5, mesh_points(p[i])) for name, p in p_bp.items()]
+            for name in (n for n in p_bp if "/" not in n):  # the two routes' probabilities averaged
+                avg = 0.5 * (p_pred[i] + p_bp[name][i])
+                cand.append((f"{name}+recon", avg > 0.5, mesh_points(avg)))
             for name, (blend, top) in p_bank.items():
                 cand += [
                     (f"{name}/blend", blend[i] > 0.5, mesh_points(blend[i])),
@@ -329,12 +337,12 @@ def main() -> None:
                 if p_bp:
                     third = next(iter(p_bp))
                     third_grid = p_bp[third][i] > 0.5
-                figs += [gt, p_pred[i] > 0.5, third_grid]
+                figs += [gt, p_pred[i] > 0.5, third_grid] + ([seen[i]] if p_bp else [])
                 titles += [
                     f"{cat} {test.model_id[i][:6]} truth",
                     f"recon IoU {rows['recon'][-1][0]:.2f}",
                     f"{third} IoU {rows[third][-1][0]:.2f}",
-                ]
+                ] + (["visible surface (true depth, true view)"] if p_bp else [])
         view_err = {}
         for name, v in (("rgb", rgb_view), ("sketches", sk_view), ("vp_runs", vp_est)):
             if v is not None:
@@ -384,12 +392,14 @@ def main() -> None:
     with open(args.out, "w") as fh:
         json.dump(out, fh, indent=2)
     if args.png and figs:
-        # one row per example: truth | reconstruction | third; each the front, side and top silhouettes
+        # one row per example: truth | reconstruction | third (the first bp row when there is one) [| the
+        # visible surface back-projected]; each the front, side and top silhouettes
         from kpengine.render.overlay import save_png, tile
 
         panels = [voxel_projections(g) for g in figs]
-        save_png(args.png, tile(panels, 3))
-        print("figure rows:", json.dumps([titles[k : k + 3] for k in range(0, len(titles), 3)]))
+        cols = 4 if seen is not None else 3
+        save_png(args.png, tile(panels, cols))
+        print("figure rows:", json.dumps([titles[k : k + cols] for k in range(0, len(titles), cols)]))
 
 
 if __name__ == "__main__":

@@ -424,10 +424,7 @@ class CompletionNet(nn.Module):
         nn.init.zeros_(self.out.weight)  # start at the prior: the mean shape
         nn.init.zeros_(self.out.bias)
 
-    def set_prior(self, mean_grids: torch.Tensor) -> None:
-        """Mean occupancy (K, R, R, R) in [0, 1] per category -> the prior logits (clipped to ±4.6)."""
-        p = mean_grids.float().clamp(0.01, 0.99)
-        self.prior.copy_(torch.log(p) - torch.log1p(-p))
+    set_prior = VoxelNet.set_prior  # mean occupancy (K, R, R, R) -> the prior logits, as the decoder's
 
     def forward(self, obs: torch.Tensor, category: torch.Tensor | None = None) -> torch.Tensor:
         """Observation grids (B, 5, R, R, R), categories (B,) long (default 0) -> logits (B, R, R, R)."""
