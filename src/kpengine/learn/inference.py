@@ -17,6 +17,7 @@ from kpengine.geometry.geodesic import GeodesicGraph
 from kpengine.learn.checkpoint import load_checkpoint
 from kpengine.learn.heads import KeypointModel
 from kpengine.learn.registry import TASKS
+from kpengine.learn.runs import module_device
 
 
 def load_run(run: str | Path, *, task: str | None = None, category: str | None = None) -> tuple[KeypointModel, dict]:
@@ -29,8 +30,7 @@ def load_run(run: str | Path, *, task: str | None = None, category: str | None =
 def infer(model: KeypointModel, clouds: Sequence[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
     """Per-point outputs (N, K) for each cloud (N, 3); clouds of different sizes run one by one,
     on the model's device (outputs back on the CPU)."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = module_device(model)
     outs: list[np.ndarray] = []
     for start in range(0, len(clouds), batch_size):
         chunk = clouds[start : start + batch_size]
