@@ -22,6 +22,7 @@ from kpengine.errors import DataError
 from kpengine.geometry.voxelize import VoxelGrid, voxels_to_mesh
 from kpengine.image.crops import crop_square, normalise
 from kpengine.image.reconstruct.data import sketch_tensor
+from kpengine.image.reconstruct.nets import CompletionNet
 from kpengine.image.renders import mask_box
 from kpengine.io.mesh import Mesh
 
@@ -123,6 +124,9 @@ def reconstruct_photo(
     """Photo (H, W, 3) uint8 [+ object mask (H, W) bool] -> :class:`Reconstruction`. ``category``: which
     of a multi-category voxels run's mean shapes to start from; ``sketches``: (mask (S, S), depth (S, S),
     normals (3, S, S)) of the crop that replace the predicted ones (the ground-truth ablation)."""
+    if isinstance(voxel_net, CompletionNet):  # refused before any work: it needs what a photo does not give
+        raise DataError("a backproject voxels run needs the photo's camera and viewpoint; kpengine reconstruct "
+                        "takes only the sketch-encoding runs so far")  # fmt: skip
     size = int(voxel_net.config["size"]) if hasattr(voxel_net, "config") else 64
     if mask is None:
         whole = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
@@ -153,9 +157,6 @@ def reconstruct_photo(
     depth = sk["depth"] * sil
     normals = sk["normals"] * sil[:, None]
     cat = category_index(voxel_net, category)
-    if not hasattr(voxel_net, "encoder"):  # the back-projecting estimator (reconstruct.backproject)
-        raise DataError("a backproject voxels run needs the photo's camera and viewpoint; kpengine reconstruct "
-                        "takes only the sketch-encoding runs so far")  # fmt: skip
     if getattr(voxel_net, "view_head", None) is not None:
         occ, vlog = voxel_net(sketch_tensor(sil, depth, normals), cat, with_view=True)
     else:
