@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kpengine.image.reconstruct.backproject import OBS_CHANNELS
 from kpengine.image.silhouette import SilhouetteNet, silhouette_loss
 from kpengine.image.viewpoint import ResNetEncoder
 
@@ -401,8 +402,6 @@ class CompletionNet(nn.Module):
 
     def __init__(self, resolution: int = 32, n_categories: int = 1, width: int = 8):
         super().__init__()
-        from kpengine.image.reconstruct.backproject import OBS_CHANNELS
-
         if resolution < 16 or resolution & (resolution - 1):
             raise ValueError(f"voxel resolution must be a power of two >= 16, got {resolution}")
         self.resolution = resolution
