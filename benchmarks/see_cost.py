@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from kpengine.image.fusion import FUSION_MODES
-from kpengine.image.pipeline import POSE_HYPOTHESES, KnowledgeBase, Networks, understand
+from kpengine.image.pipeline import KnowledgeBase, Networks, understand
+from kpengine.image.poses import POSE_HYPOTHESES
 from kpengine.io.image import load_image, load_mask
 
 

@@ -61,14 +61,8 @@ import torch
 from kpengine.image.baselines import mean_template
 from kpengine.image.fusion import FUSION_SIGMA
 from kpengine.image.heatmap import predict_keypoints
-from kpengine.image.pipeline import (
-    POSE_HYPOTHESES,
-    SWITCH_MARGIN,
-    KnowledgeBase,
-    Networks,
-    run_task,
-    understand,
-)
+from kpengine.image.pipeline import KnowledgeBase, Networks, run_task, understand
+from kpengine.image.poses import POSE_HYPOTHESES, SWITCH_MARGIN
 from kpengine.image.renders import load_render_views, mask_box
 from kpengine.metrics.pck2d import pck
 from kpengine.render.cameras import Viewpoint

@@ -61,10 +61,10 @@ def shape_to_image(dist: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def silhouette_ranks(views, images, masks, shapes, rows, limit: int) -> np.ndarray:
-    """Ranks by the pipeline's silhouette IoU (:func:`kpengine.image.pipeline.place_camera`) at the true
+    """Ranks by the pipeline's silhouette IoU (:func:`kpengine.image.poses.place_camera`) at the true
     viewpoint and mask, for the first ``limit`` queries; each gallery shape drawn as splats of its cloud."""
     from kpengine.geometry.transforms import bbox_centre
-    from kpengine.image.pipeline import place_camera
+    from kpengine.image.poses import place_camera
     from kpengine.image.synth import SURFEL_SCALE
     from kpengine.render.cameras import Viewpoint
     from kpengine.render.gl import GLSplatRenderer

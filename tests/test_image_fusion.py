@@ -233,7 +233,7 @@ def test_the_heatmap_and_the_silhouette_together_overrule_the_network(sample_cha
 def test_the_choice_rule_by_hand():
     from types import SimpleNamespace
 
-    from kpengine.image.pipeline import PoseHypothesis, _winner
+    from kpengine.image.poses import PoseHypothesis, _winner
     from kpengine.render.cameras import Viewpoint
 
     a = SimpleNamespace(name="a")

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 import kpengine.image.pipeline as pipeline
+import kpengine.image.poses as poses
 from kpengine.cli.main import main
 from kpengine.errors import DataError
-from kpengine.image.pipeline import Networks, understand, viewpoint_hypotheses, write_understanding
+from kpengine.image.pipeline import Networks, understand, write_understanding
+from kpengine.image.poses import viewpoint_hypotheses
 from kpengine.image.viewpoint import ViewpointNet, angle_difference, azimuth_hypotheses, azimuth_mode, mode_mass
 from kpengine.render.cameras import Viewpoint
 
@@ -157,7 +159,7 @@ def test_cli_refuses_zero_hypotheses_and_writes_nothing(sample_root, flipped, tm
     from kpengine.learn.checkpoint import save_checkpoint
     from kpengine.render.overlay import save_png
 
-    assert CLI_DEFAULT == pipeline.POSE_HYPOTHESES  # the CLI's copy of the default follows the library's
+    assert CLI_DEFAULT == poses.POSE_HYPOTHESES  # the CLI's copy of the default follows the library's
     image, mask, *_ = flipped
     save_png(tmp_path / "photo.png", image)
     save_png(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
@@ -178,7 +180,7 @@ def test_cli_refuses_zero_hypotheses_and_writes_nothing(sample_root, flipped, tm
 def test_a_small_silhouette_gain_does_not_overrule_the_most_probable_start():
     from types import SimpleNamespace
 
-    from kpengine.image.pipeline import PoseHypothesis, _winner
+    from kpengine.image.poses import PoseHypothesis, _winner
 
     a, b = SimpleNamespace(name="a"), SimpleNamespace(name="b")  # two candidate shapes
 
@@ -245,7 +247,7 @@ def test_the_screen_nominates_and_the_finished_poses_decide(monkeypatch, finish_
     from types import SimpleNamespace
 
     import kpengine.render.refine as refine
-    from kpengine.image.pipeline import PoseHypothesis, select_pose
+    from kpengine.image.poses import PoseHypothesis, select_pose
     from kpengine.render.cameras import Camera, Intrinsics
 
     k = Intrinsics.from_fov(96, 96, 30.0)
@@ -282,7 +284,7 @@ def test_a_first_start_that_wins_the_screen_is_finished_alone(monkeypatch):
     from types import SimpleNamespace
 
     import kpengine.render.refine as refine
-    from kpengine.image.pipeline import PoseHypothesis, select_pose
+    from kpengine.image.poses import PoseHypothesis, select_pose
     from kpengine.render.cameras import Camera, Intrinsics
 
     k = Intrinsics.from_fov(96, 96, 30.0)
@@ -311,7 +313,7 @@ def test_a_challenger_the_heatmap_voted_for_within_the_margin_is_not_rechecked(m
     import kpengine.image.fusion as fusion
     import kpengine.render.project as project
     import kpengine.render.refine as refine
-    from kpengine.image.pipeline import PoseHypothesis, select_pose
+    from kpengine.image.poses import PoseHypothesis, select_pose
     from kpengine.render.cameras import Camera, Intrinsics
 
     k = Intrinsics.from_fov(128, 128, 30.0)  # the comparison size: the likelihood sees the codes unscaled

@@ -59,7 +59,7 @@ Example (generated sample data):
 """
 
 
-#: kept in step with kpengine.image.pipeline.POSE_HYPOTHESES and kpengine.image.fusion.FUSION_SIGMA (not imported:
+#: kept in step with kpengine.image.poses.POSE_HYPOTHESES and kpengine.image.fusion.FUSION_SIGMA (not imported:
 #: the CLI imports heavy modules lazily)
 POSE_HYPOTHESES = 4
 FUSION_SIGMA = 0.1
