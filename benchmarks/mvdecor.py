@@ -40,7 +40,13 @@ import numpy as np
 
 from kpengine.data.dataset import KeypointNetDataset
 from kpengine.image.tasks import image_task
-from kpengine.image.tasks.multiview_fewshot import epochs_for
+from kpengine.image.tasks.multiview_fewshot import (
+    OWN_FIT_DOUBLINGS,
+    OWN_FIT_LEVEL,
+    default_steps,
+    epochs_for,
+    steps_by_own_fit,
+)
 from kpengine.learn.inference import load_run
 from kpengine.learn.runs import train_run
 from kpengine.metrics.evaluate import evaluate_correspondence
@@ -81,11 +87,13 @@ def score(test: KeypointNetDataset, keypoints: dict[str, dict[int, int]], dense:
     return out
 
 
-def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
+def run_2d(args, method: str, k: int, draw: int, out: Path, steps: int = 0) -> dict:
     """A multiview-fewshot run (``mvdecor*`` from ``--pretrain``, ``scratch*`` from random
-    weights) with the task's own step rule (``default_steps``: 60 per shape, at least 600) unless
-    ``--steps-2d``; its test and own-shape keypoints, dense labels, and the point probabilities
-    of both fusions saved to ``out/probs.npz`` (float16, ``split/fusion/model_id``)."""
+    weights) with ``steps`` optimiser steps, else ``--steps-2d``, else the task's own step rule
+    (``default_steps``: 60 per shape, at least 600); its test and own-shape keypoints, dense
+    labels, and the point probabilities of both fusions saved to ``out/probs.npz`` (float16,
+    ``split/fusion/model_id``)."""
+    steps = steps or args.steps_2d
     task = image_task("multiview_fewshot")
     cfg = task.config_class(
         task="multiview_fewshot",
@@ -96,7 +104,7 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
         seed=draw,
         init=args.pretrain if method.startswith("mvdecor") else "",
         background_weight=args.background_weight,
-        epochs=epochs_for(args.steps_2d, k * 12) if args.steps_2d else 0,
+        epochs=epochs_for(steps, k * 12) if steps else 0,
         lr=args.lr_2d,
         lr_schedule="cosine",
         position="-noxyz" not in method,
@@ -114,6 +122,57 @@ def run_2d(args, method: str, k: int, draw: int, out: Path) -> dict:
     fitted, _ = decode(args.data, args.category, "train", train["mean"], state["n_classes"], args.kernel)
     steps = cfg.epochs * math.ceil(k * 12 / cfg.batch_size)
     return {"summary": summary, "keypoints": keypoints, "dense": dense, "train_keypoints": fitted, "steps": steps}
+
+
+def own_fit_row(args, method: str, k: int, draw: int, out: Path, test: KeypointNetDataset, prior: list[dict]) -> dict:
+    """A 2D cell's row at the steps that fit its own k labelled shapes (``--steps-rule own-fit``,
+    ``steps_by_own_fit``: from ``default_steps(k)``, doubling while the own-shape PCK@0.05 is
+    below ``--fit-level``, at most ``--fit-doublings`` times). A rung already trained, in
+    ``prior`` (``--rungs`` files and ``OUT/rungs.jsonl``), is read, not retrained; a new one is
+    trained into ``OUT/METHOD-kK-dD-sSTEPS`` and appended to ``OUT/rungs.jsonl``. The row is the
+    chosen rung's, with ``steps_rule``: the level and every rung as [steps, own PCK@0.05, source]."""
+    by_steps: dict[int, dict] = {}
+
+    def fit_at(steps: int) -> float:
+        row = find_rung(prior, args, method, k, draw, steps)
+        if row is None:
+            row = measure(args, method, k, draw, out / f"{method}-k{k}-d{draw}-s{steps}", test, steps=steps)
+            row["rung_source"] = str(out / "rungs.jsonl")
+            append_row(out / "rungs.jsonl", row)
+            prior.append(row)
+        by_steps[steps] = row
+        return row["train_pck"][1] if row.get("train_pck") else float("nan")
+
+    steps, rungs = steps_by_own_fit(fit_at, default_steps(k), args.fit_level, args.fit_doublings)
+    row = {key: v for key, v in by_steps[steps].items() if key != "rung_source"}
+    row["steps_rule"] = {
+        "rule": "own-fit",
+        "level": args.fit_level,
+        "doublings": args.fit_doublings,
+        "rungs": [[s, f, by_steps[s].get("rung_source", "")] for s, f in rungs],
+    }
+    return row
+
+
+def find_rung(prior: list[dict], args, method: str, k: int, draw: int, steps: int) -> dict | None:
+    """The last complete row of ``prior`` for this category, 2D method, k, draw and step count
+    (and the same distance weight and decoder where the row records them), or None."""
+    found = None
+    for r in prior:
+        key = (r.get("category"), r["method"], r["k"], r["draw"], r.get("steps"))
+        if key != (args.category, method, k, draw, steps):
+            continue
+        if r.get("distance_weight", distance_weight(args, method)) != distance_weight(args, method):
+            continue
+        if r.get("kernel", args.kernel) != args.kernel or not complete(r) or not r.get("train_pck"):
+            continue
+        found = r
+    return found
+
+
+def append_row(path: Path, row: dict) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
 
 
 def distance_weight(args, method: str) -> float:
@@ -278,8 +337,8 @@ def _keypoints_3d(run: Path, args, split: str, ids: list[str] | None = None) -> 
 def table(rows: list[dict]) -> str:
     lines = [
         "| category | method | k | draws | PCK@0.01 | PCK@0.05 | PCK@0.10 | mIoU dense | mIoU from keypoints"
-        " | train-shape PCK@0.05 | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " | train-shape PCK@0.05 | steps | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(r.get("category", ""), r["method"], r["k"]) for r in rows}, key=lambda t: (t[0], t[2], t[1]))
     for category, method, k in keys:
@@ -296,8 +355,10 @@ def table(rows: list[dict]) -> str:
         grown = ms([r["miou_from_keypoints"] for r in sel])
         fit = ms([r["train_pck"][1] if r.get("train_pck") else None for r in sel])
         secs = np.median([r["train_seconds"] for r in sel])
+        steps = ", ".join(str(s) if s else "–" for s in sorted({r.get("steps") or 0 for r in sel})) if k else "–"
         lines.append(
-            f"| {category} | {method} | {k} | {len(sel)} | {' | '.join(pck)} | {dense} | {grown} | {fit} | {secs:.0f} |"
+            f"| {category} | {method} | {k} | {len(sel)} | {' | '.join(pck)} | {dense} | {grown} | {fit} | {steps}"
+            f" | {secs:.0f} |"
         )
     return "\n".join(lines)
 
@@ -462,6 +523,18 @@ def runner(method: str):
     return mvdecor_baselines.RUNNERS[method]
 
 
+def latest_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Rows with one per (category, method, k, draw), the last read winning, and those replaced."""
+    latest: dict[tuple, dict] = {}
+    replaced = []
+    for r in rows:
+        key = (r.get("category", ""), r["method"], r["k"], r["draw"])
+        if key in latest:
+            replaced.append(latest[key])
+        latest[key] = r
+    return list(latest.values()), replaced
+
+
 def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
@@ -495,6 +568,32 @@ def decoder_study(run_dirs: list[Path], data: str, category: str) -> list[dict]:
     return out
 
 
+def measure(args, method: str, k: int, draw: int, run_dir: Path, test: KeypointNetDataset, steps: int = 0) -> dict:
+    """Train (or resume) one method's run on draw ``draw`` of k shapes into ``run_dir`` and score
+    it: the results.jsonl row (test PCK and mIoU, own-shape PCK, steps, seconds, load).
+    ``steps``: a 2D run's optimiser steps (0: ``--steps-2d`` or the task's rule)."""
+    t0 = time.perf_counter()
+    run = runner(method)
+    res = run(args, method, k, draw, run_dir, **({"steps": steps} if steps else {}))
+    wall = time.perf_counter() - t0
+    return {
+        "method": method,
+        "category": args.category,
+        "k": k,
+        "draw": draw,
+        **score(test, res["keypoints"], res["dense"]),
+        "train_pck": train_pck(args, k, draw, res["train_keypoints"]) if res.get("train_keypoints") else None,
+        "steps": res.get("steps", args.steps_3d),
+        "train_seconds": sum(h["seconds"] for h in json.loads((run_dir / "history.json").read_text())["epochs"]),
+        "wall_seconds": wall,
+        "epochs": res["summary"]["epochs"],
+        "loadavg_1m": os.getloadavg()[0],
+        "device": args.device,
+        **({"kernel": args.kernel, "distance_weight": distance_weight(args, method)} if run is run_2d else {}),
+        **({"pretrain": args.pretrain} if method.startswith("mvdecor") else {}),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -511,6 +610,25 @@ def main() -> None:
         type=int,
         default=0,
         help="optimiser steps of a 2D few-shot run (default: the task's, 60 per labelled shape, at least 600)",
+    )
+    p.add_argument(
+        "--steps-rule",
+        choices=("fixed", "own-fit"),
+        default="fixed",
+        help="2D runs: fixed = --steps-2d or the task's; own-fit = from the task's steps, double while the run's"
+        " PCK@0.05 on its own k labelled shapes is below --fit-level (at most --fit-doublings times; the test"
+        " split is never looked at). Every rung goes to OUT/rungs.jsonl, the chosen one to results.jsonl",
+    )
+    p.add_argument(
+        "--fit-level", type=float, default=OWN_FIT_LEVEL, help="own-fit: own-shape PCK@0.05 that counts as fitted"
+    )
+    p.add_argument("--fit-doublings", type=int, default=OWN_FIT_DOUBLINGS, help="own-fit: at most this many doublings")
+    p.add_argument(
+        "--rungs",
+        nargs="+",
+        metavar="RESULTS",
+        help="own-fit: results.jsonl files whose 2D rows (same category, method, k, draw, steps) count as rungs"
+        " already trained, e.g. the fixed-step table's 600-step runs",
     )
     p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
     p.add_argument(
@@ -545,7 +663,14 @@ def main() -> None:
     p.add_argument(
         "--decoders", nargs="+", metavar="RUN_DIR", help="only compare the keypoint decoders on these 2D runs"
     )
-    p.add_argument("--merge", nargs="+", metavar="RESULTS", help="only write the table of these results.jsonl files")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RESULTS",
+        help="only write the table of these results.jsonl files (a later file's row replaces an earlier one's of the"
+        " same category, method, k and draw: e.g. own-fit rows after the fixed-step table's)",
+    )
+    p.add_argument("--merge-draws", type=int, nargs="+", metavar="D", help="--merge: these draws only")
     try:  # the other methods' own options (benchmarks/mvdecor_baselines.py: add_arguments)
         import mvdecor_baselines
     except ImportError:
@@ -566,10 +691,21 @@ def main() -> None:
         (out / "decoders.json").write_text(json.dumps(rows, indent=1) + "\n")
         return
     if args.merge:
-        rows = [r for f in args.merge for r in read_rows(Path(f))]
+        rows = [
+            r
+            for f in args.merge
+            for r in read_rows(Path(f))
+            if args.merge_draws is None or r["draw"] in args.merge_draws
+        ]
+        rows, replaced = latest_rows(rows)
         cut = [r for r in rows if not complete(r)]
         rows = [r for r in rows if complete(r)]
         text = table(rows) + "\n\n" + goal_table(rows)
+        if replaced:
+            text += "\n\nReplaced by a later file's row of the same category, method, k and draw: " + ", ".join(
+                f"{r.get('category', '')} {r['method']} k={r['k']} draw {r['draw']} ({r.get('steps')} steps)"
+                for r in replaced
+            )
         if cut:
             text += "\n\nLeft out (training stopped by its time limit before its planned epochs): " + ", ".join(
                 f"{r.get('category', '')} {r['method']} k={r['k']} draw {r['draw']} ({r['epochs']} epochs)" for r in cut
@@ -581,46 +717,20 @@ def main() -> None:
     rows = read_rows(results)
     done = {(r["method"], r["k"], r["draw"]) for r in rows}
     test = KeypointNetDataset(args.data, args.category, "test")
+    prior = [{**r, "rung_source": f} for f in args.rungs or [] for r in read_rows(Path(f))] + read_rows(
+        out / "rungs.jsonl"
+    )
     for draw in args.draw_list or range(args.draws):
         for k in args.shots:
             for method in args.methods:
                 if (method, k, draw) in done:
                     continue
-                t0 = time.perf_counter()
-                run_dir = out / f"{method}-k{k}-d{draw}"
-                run = runner(method)
-                res = run(args, method, k, draw, run_dir)
-                wall = time.perf_counter() - t0
-                row = {
-                    "method": method,
-                    "category": args.category,
-                    "k": k,
-                    "draw": draw,
-                    **score(test, res["keypoints"], res["dense"]),
-                    "train_pck": train_pck(args, k, draw, res["train_keypoints"])
-                    if res.get("train_keypoints")
-                    else None,
-                    "steps": res.get("steps", args.steps_3d),
-                    "train_seconds": sum(
-                        h["seconds"] for h in json.loads((run_dir / "history.json").read_text())["epochs"]
-                    ),
-                    "wall_seconds": wall,
-                    "epochs": res["summary"]["epochs"],
-                    "loadavg_1m": os.getloadavg()[0],
-                    "device": args.device,
-                    **(
-                        {
-                            "kernel": args.kernel,
-                            "distance_weight": distance_weight(args, method),
-                        }
-                        if run is run_2d
-                        else {}
-                    ),
-                    **({"pretrain": args.pretrain} if method.startswith("mvdecor") else {}),
-                }
+                if args.steps_rule == "own-fit" and runner(method) is run_2d:
+                    row = own_fit_row(args, method, k, draw, out, test, prior)
+                else:
+                    row = measure(args, method, k, draw, out / f"{method}-k{k}-d{draw}", test)
                 rows.append(row)
-                with results.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                append_row(results, row)
                 print(json.dumps(row), flush=True)
     text = table(rows)
     (out / "table.md").write_text(text + "\n")

@@ -1,0 +1,141 @@
+"""The own-fit step rule of the 2D few-shot rows (``steps_by_own_fit``) and its use by
+benchmarks/mvdecor.py (``--steps-rule own-fit``), with stand-in trainers whose own-shape fit is set
+by hand: which rungs are trained, which one is chosen, and which are read instead of retrained."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from kpengine.image.tasks.multiview_fewshot import OWN_FIT_LEVEL, default_steps, steps_by_own_fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import mvdecor  # noqa: E402
+
+
+class StandIn:
+    """A trainer whose own-shape PCK@0.05 at each step count is given; records what it trained."""
+
+    def __init__(self, fits: dict[int, float]) -> None:
+        self.fits, self.calls = fits, []
+
+    def __call__(self, steps: int) -> float:
+        self.calls.append(steps)
+        return self.fits[steps]
+
+
+def test_a_run_that_fits_at_the_first_rung_is_trained_once() -> None:
+    t = StandIn({600: 0.98})
+    assert steps_by_own_fit(t, 600) == (600, [(600, 0.98)])
+    assert t.calls == [600]
+
+
+def test_an_underfit_run_doubles_until_it_fits() -> None:
+    t = StandIn({600: 0.91, 1200: 0.98, 2400: 1.0})
+    steps, rungs = steps_by_own_fit(t, 600)
+    assert steps == 1200 and rungs == [(600, 0.91), (1200, 0.98)]
+    assert t.calls == [600, 1200]  # 2400 never trained: 1200 already fits
+
+
+def test_the_level_itself_counts_as_fitted_and_just_below_does_not() -> None:
+    assert steps_by_own_fit(StandIn({600: 0.97}), 600, level=0.97)[0] == 600
+    assert steps_by_own_fit(StandIn({600: 0.9699, 1200: 0.97}), 600, level=0.97)[0] == 1200
+
+
+def test_a_run_that_never_fits_stops_at_the_cap_and_is_kept() -> None:
+    t = StandIn({600: 0.5, 1200: 0.6, 2400: 0.7, 4800: 1.0})
+    steps, rungs = steps_by_own_fit(t, 600)  # the default: two doublings, 2400 at k = 5 and 10
+    assert steps == 2400 and [s for s, _ in rungs] == [600, 1200, 2400]
+    assert t.calls == [600, 1200, 2400]  # 4800 is past the cap
+
+
+def test_nan_counts_as_not_fitted_and_no_doubling_means_one_rung() -> None:
+    assert steps_by_own_fit(StandIn({600: math.nan, 1200: 0.99}), 600)[0] == 1200
+    t = StandIn({1800: 0.5})
+    assert steps_by_own_fit(t, 1800, doublings=0) == (1800, [(1800, 0.5)])
+    with pytest.raises(ValueError):
+        steps_by_own_fit(t, 0)
+
+
+def test_a_saturating_stand_in_picks_the_first_power_of_two_past_its_crossing() -> None:
+    # fit(s) = 1 - exp(-s / tau) reaches the level at s* = -tau ln(1 - level); the rule must pick
+    # the smallest of 600 * 2^j (j <= 2) at or past s*, worked out here without the rule
+    for tau, expected in ((150.0, 600), (300.0, 1200), (700.0, 2400), (2000.0, 2400)):
+        crossing = -tau * math.log(1 - OWN_FIT_LEVEL)  # 526, 1052, 2455, 7013
+        ladder = [600, 1200, 2400]
+        assert expected == next((s for s in ladder if s >= crossing), ladder[-1])
+        t = StandIn({s: 1 - math.exp(-s / tau) for s in (600, 1200, 2400)})
+        assert steps_by_own_fit(t, default_steps(5))[0] == expected
+        assert t.calls == ladder[: ladder.index(expected) + 1]
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(
+        category="bathtub",
+        steps_2d=0,
+        steps_3d=200,
+        kernel="ball",
+        distance_weight=0.0,
+        fit_level=OWN_FIT_LEVEL,
+        fit_doublings=2,
+    )
+    return argparse.Namespace(**{**base, **kw})
+
+
+def _row(steps: int, fit: float, k: int = 10, draw: int = 0, **kw) -> dict:
+    return {
+        "method": "scratch+dist",
+        "category": "bathtub",
+        "k": k,
+        "draw": draw,
+        "steps": steps,
+        "epochs": steps // math.ceil(k * 12 / 8),
+        "train_pck": [0.5, fit, 1.0],
+        "pck": [0.2, 0.6, 0.8],
+        "distance_weight": 1.0,
+        "kernel": "ball",
+        **kw,
+    }
+
+
+def test_the_benchmark_reads_a_rung_already_trained_and_trains_only_the_next(tmp_path, monkeypatch) -> None:
+    trained = []
+
+    def measure(args, method, k, draw, run_dir, test, steps=0):
+        trained.append((method, k, draw, steps, run_dir.name))
+        return _row(steps, {1200: 0.954, 2400: 0.99}[steps], k, draw)
+
+    monkeypatch.setattr(mvdecor, "measure", measure)
+    prior = [
+        {**_row(600, 0.743), "rung_source": "gpu.jsonl"},
+        {**_row(600, 1.0, draw=1), "rung_source": "gpu.jsonl"},  # another draw: not this cell's
+        {**_row(1200, 1.0, epochs=3), "rung_source": "cut.jsonl"},  # stopped by a time limit: not a rung
+        {**_row(1200, 1.0, distance_weight=0.0), "rung_source": "nodist.jsonl"},  # another head: not a rung
+    ]
+    row = mvdecor.own_fit_row(_args(), "scratch+dist", 10, 0, tmp_path, None, prior)
+    assert trained == [
+        ("scratch+dist", 10, 0, 1200, "scratch+dist-k10-d0-s1200"),
+        ("scratch+dist", 10, 0, 2400, "scratch+dist-k10-d0-s2400"),
+    ]
+    assert row["steps"] == 2400 and row["train_pck"][1] == 0.99 and "rung_source" not in row
+    rungs = row["steps_rule"]["rungs"]
+    assert [(s, f) for s, f, _ in rungs] == [(600, 0.743), (1200, 0.954), (2400, 0.99)]
+    assert rungs[0][2] == "gpu.jsonl" and rungs[1][2] == str(tmp_path / "rungs.jsonl")
+    written = [json.loads(line) for line in (tmp_path / "rungs.jsonl").read_text().splitlines()]
+    assert [r["steps"] for r in written] == [1200, 2400]
+    # run again (resumed): every rung is read back from OUT/rungs.jsonl, nothing is trained
+    trained.clear()
+    again = mvdecor.own_fit_row(_args(), "scratch+dist", 10, 0, tmp_path, None, prior[:1] + written)
+    assert trained == [] and again["steps"] == 2400
+
+
+def test_a_later_files_row_replaces_an_earlier_ones_of_the_same_cell() -> None:
+    old, other, new = _row(600, 0.9), _row(600, 0.9, draw=1), {**_row(1200, 0.98), "steps_rule": {}}
+    rows, replaced = mvdecor.latest_rows([old, other, new])
+    assert rows == [new, other] and replaced == [old]
