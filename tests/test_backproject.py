@@ -10,7 +10,9 @@ import torch
 
 from kpengine.image.reconstruct.backproject import (
     camera_rotation,
+    cone_grid,
     observation_grid,
+    observe,
     view_camera,
     viewpoint_noise,
     voxel_centres,
@@ -64,6 +66,60 @@ def test_observation_grid_of_a_cube_seen_from_the_front() -> None:
     np.testing.assert_allclose(obs[4][inner], np.clip((0.26 - z[inner]) * 32 / 3, -1, 1), atol=1e-4)
     # the channels of one voxel exclude each other
     assert (surface.astype(int) + free + hidden <= 1).all()
+
+
+def _sphere_mask(d: float, r: float, s: int, f: float) -> torch.Tensor:
+    """The image of a sphere of radius r at distance d, centred: the tangent cone's half-angle is asin(r / d),
+    so the disc's radius is f tan(asin(r / d)) = f r / sqrt(d² - r²) pixels."""
+    c = (s - 1) / 2
+    jj, ii = np.meshgrid(np.arange(s), np.arange(s))
+    rad = f * r / np.sqrt(d * d - r * r)
+    return torch.from_numpy((((jj - c) ** 2 + (ii - c) ** 2) <= rad * rad).astype(np.float32))[None]
+
+
+@pytest.mark.parametrize("azimuth", [0.0, 90.0])
+def test_cone_grid_of_a_sphere(azimuth: float) -> None:
+    """A sphere of radius 0.3 at the origin seen from distance 2 at azimuth 0 (camera on +z) or 90 (on +x).
+    Along the view axis a (world-frame coordinate, away from the camera: -z resp. -x) and across it ρ (the
+    other two), a voxel centre lies in the silhouette's cone when ρ / (d + a) < r / sqrt(d² - r²); the
+    cone voxels' ray channel is their depth behind the centre over half the grid, 2a, clamped; voxels off
+    the cone are seen free, and no channel holds a surface or a hidden voxel (no depth)."""
+    d, r, s, f = 2.0, 0.3, 128, 150.0
+    mask = _sphere_mask(d, r, s, f)
+    cx = (s - 1) / 2
+    camera = torch.tensor([[f, f, cx, cx, 0.0, 0.0, d, d]])
+    rot = camera_rotation(torch.tensor([azimuth]), torch.zeros(1), torch.zeros(1))
+    obs = cone_grid(mask, camera, rot, 32)[0].numpy()
+    c = voxel_centres(32).numpy().reshape(32, 32, 32, 3)
+    axis = 2 if azimuth == 0.0 else 0
+    a = -c[..., axis]
+    rho = np.sqrt((c**2).sum(-1) - c[..., axis] ** 2)
+    t = rho / (d + a) / (r / np.sqrt(d * d - r * r))  # < 1 inside the cone
+    inner, outer = t < 0.95, t > 1.05  # away from the disc's pixel-sized edge
+    assert inner.sum() > 3000 and outer.sum() > 10000
+    assert (obs[0][inner] == 1).all() and (obs[0][outer] == 0).all()
+    assert (obs[1][outer] == 1).all() and (obs[1][inner] == 0).all()
+    assert not obs[2].any() and not obs[3].any()
+    np.testing.assert_allclose(obs[4][inner], np.clip(2 * a[inner], -1, 1), atol=1e-5)
+    assert (obs[4][outer] == 0).all()
+
+
+def test_cone_observation_ignores_the_depth() -> None:
+    """The depth-free grid is the same whatever the depth channel says, and its cone is the depth grid's
+    silhouette channel (the same projection)."""
+    g = torch.Generator().manual_seed(0)
+    d, s, f = 2.0, 64, 75.0
+    mask = _sphere_mask(d, 0.3, s, f)
+    sk = torch.cat([mask[:, None], torch.zeros(1, 4, s, s)], 1).repeat(2, 1, 1, 1)
+    sk[1, 1] = 4 * torch.randn(s, s, generator=g) * mask[0]  # a wildly wrong depth
+    cams = torch.tensor([[f, f, 31.5, 31.5, 0.0, 0.0, d, d]]).repeat(2, 1)
+    az, el, th = torch.tensor([40.0, 40.0]), torch.tensor([20.0, 20.0]), torch.zeros(2)
+    cone = observe(sk, cams, az, el, th, 32, "cone")
+    assert torch.equal(cone[0], cone[1])
+    depth = observe(sk, cams, az, el, th, 32, "depth")
+    assert torch.equal(cone[:, 0], depth[:, 0]) and not torch.equal(depth[0], depth[1])
+    with pytest.raises(ValueError, match="observation"):
+        observe(sk, cams, az, el, th, 32, "normals")
 
 
 def test_view_camera_at_the_sketch_size() -> None:

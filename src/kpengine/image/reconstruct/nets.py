@@ -400,11 +400,13 @@ class CompletionNet(nn.Module):
     of 32 took 2.1-3.5 s this way at width 8 against 6-14 s with a 3×3×3 layer there (measured at
     load 5), the difference between 4 and 12 epochs in the hour of training."""
 
-    def __init__(self, resolution: int = 32, n_categories: int = 1, width: int = 8):
+    def __init__(self, resolution: int = 32, n_categories: int = 1, width: int = 8, observation: str = "depth"):
         super().__init__()
         if resolution < 16 or resolution & (resolution - 1):
             raise ValueError(f"voxel resolution must be a power of two >= 16, got {resolution}")
         self.resolution = resolution
+        #: what its input grids hold: "depth" (``backproject.observation_grid``) or "cone" (``cone_grid``)
+        self.observation = observation
         self.register_buffer("prior", torch.zeros(n_categories, resolution, resolution, resolution))
         w, c_in = width, OBS_CHANNELS + 1
 

@@ -16,8 +16,9 @@ each category's PCA basis of training grids instead of decoding voxels, ``recons
 grid; ``retrieval_tau``, ``retrieval_weight``: its soft targets and their loss weight),
 ``iou_weight`` (a soft-IoU loss beside the BCE), ``backproject`` (the fifth pass's 3D estimator: the
 visible depth back-projected into the canonical grid at the view's viewpoint and completed by a 3D
-U-Net, ``reconstruct.backproject``; ``completion_width``, and ``view_noise``: the training viewpoint's
-azimuth, elevation and roll noise in degrees and its half-turn probability). The
+U-Net, ``reconstruct.backproject``; ``completion_width``, ``view_noise``: the training viewpoint's
+azimuth, elevation and roll noise in degrees and its half-turn probability, and ``observation``:
+"depth", or "cone" for the silhouette's cone alone, the depth-free variant of the sixth pass). The
 network predicts the residual from each category's mean training grid, or from the retrieved
 blend (see ``image.reconstruct.nets.VoxelNet``).
 """
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from kpengine.image.datasets import Indices
-from kpengine.image.reconstruct.backproject import observe, viewpoint_noise
+from kpengine.image.reconstruct.backproject import OBSERVATIONS, observe, viewpoint_noise
 from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set, perturb_sketches
 from kpengine.image.reconstruct.nets import (
     CompletionNet,
@@ -86,11 +87,14 @@ class VoxelConfig(ImageConfig):
     completion_width: int = 8
     #: training viewpoint noise: azimuth, elevation, roll standard deviations (degrees), half-turn probability
     view_noise: list[float] = field(default_factory=lambda: [10.0, 5.0, 3.0, 0.0])
+    #: what the back-projection places: "depth" (the visible surface) or "cone" (the silhouette's cone only)
+    observation: str = "depth"
     epochs: int = 20
     batch_size: int = 32
 
     RUNTIME: ClassVar[tuple[str, ...]] = (*ImageConfig.RUNTIME, "shapes")
-    IDENTITY: ClassVar[tuple[str, ...]] = (*ImageConfig.IDENTITY, "resolution", "basis", "retrieval", "backproject")
+    IDENTITY: ClassVar[tuple[str, ...]] = (*ImageConfig.IDENTITY, "resolution", "basis", "retrieval", "backproject",
+                                         "observation")  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,6 +108,11 @@ class VoxelConfig(ImageConfig):
             raise ValueError("retrieval takes neither basis nor mirror (a mirrored shape is not in the bank)")
         if self.backproject and (self.basis or self.retrieval):
             raise ValueError("backproject takes neither basis nor retrieval (its prior is the category mean)")
+        if self.observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {', '.join(OBSERVATIONS)}, got {self.observation!r}")
+        if self.observation != "depth" and not self.backproject:
+            raise ValueError(f'observation "{self.observation}" is an input of the back-projecting estimator: '
+                             'add "backproject": true')  # fmt: skip
         if len(self.view_noise) != 4 or min(self.view_noise) < 0 or self.view_noise[3] > 1:
             raise ValueError(
                 f"view_noise is [azimuth sd, elevation sd, roll sd, half-turn probability], got {self.view_noise}"
@@ -263,7 +272,7 @@ class VoxelTask(ImageTask):
 
     def _completion_model(self, n_cat: int) -> nn.Module:
         c = self.config
-        net = CompletionNet(c.resolution, n_cat, c.completion_width)
+        net = CompletionNet(c.resolution, n_cat, c.completion_width, c.observation)
         if self._sets is not None:  # training: the prior is the training shapes' mean (a checkpoint restores it)
             net.set_prior(self._sets[0].mean_grids())
             if c.init_run:
@@ -272,6 +281,8 @@ class VoxelTask(ImageTask):
                 start = load_network(c.init_run, "voxels", resolution=c.resolution)
                 if not isinstance(start, CompletionNet) or start.config["category"] != c.category:
                     raise ValueError(f"init_run {c.init_run} is not a backproject voxels run of {c.category}")
+                # either observation kind: the grids share their five slots (a cone run may start from a
+                # depth run's completion, which then learns to do without the depth)
                 net.load_state_dict(start.state_dict())
         return net
 
@@ -286,7 +297,7 @@ class VoxelTask(ImageTask):
         if training:
             x = perturb_sketches(x.cpu(), self._gen, c.perturb).to(x.device) if c.perturb > 0 else x
             az, el_t, theta = viewpoint_noise(az.cpu(), el.cpu(), theta.cpu(), self._gen, *c.view_noise)
-        obs = observe(x, cams, az, el_t, theta, c.resolution)
+        obs = observe(x, cams, az, el_t, theta, c.resolution, c.observation)
         if training and c.mirror:
             flip = (torch.rand(x.shape[0], generator=self._gen) < 0.5).to(x.device)
             obs = torch.where(flip[:, None, None, None, None], obs.flip(2), obs)
