@@ -39,7 +39,9 @@ shapes' renders, per category, side by side for
   180° where it is more than 90° off (what the half-turn flips cost). All of them use the render's
   true intrinsics and the box centre's position in the camera (distance, principal point): only the
   rotation is estimated. ``viewpoint`` also reports the estimate's errors (``vp_runs``).
-  ``bp:NAME+recon``: its probabilities averaged with ``recon``'s (the two routes together).
+  ``bp:NAME+recon``: its probabilities averaged with ``recon``'s (the two routes together). A run with
+  ``"observation": "cone"`` (the depth-free variant) reads only the silhouette, so its ``true_sketch``
+  rows are the true silhouette's; ``bp:A+bp:B+recon``: the first two bp runs and ``recon`` averaged.
 
 ``--no-retrieval`` skips the silhouette-retrieval rows (they are left out of the results, not
 reported as NaN).
@@ -162,7 +164,7 @@ def backprojected(
             probs = []
             for s in range(0, len(test), 64):
                 j = slice(s, s + 64)
-                obs = observe(x[j], test.cameras[j], a[j], e[j], t[j], res)
+                obs = observe(x[j], test.cameras[j], a[j], e[j], t[j], res, net.observation)
                 probs.append(torch.sigmoid(net(obs, cat_index[j])))
             out[row] = torch.cat(probs).numpy()
     x_all = observe(x_true, test.cameras, test.azimuth, test.elevation, test.theta, res)
@@ -260,6 +262,7 @@ def main() -> None:
     rgb_view = decode(pred_sk) if "azimuth" in pred_sk else None
     sk_view = decode(vox_view) if vox_view is not None else None
     p_bp, vp_est, seen = backprojected(args, test, cats, cat_index, x_pred, sk_view, res)
+    bp_main = [n for n in p_bp if "/" not in n]
     figs, titles = [], []
     for cat in cats:
         keys = [k for k in train_pairs if k[0] == cat]
@@ -277,6 +280,7 @@ def main() -> None:
         names += ["oracle_nearest", "mean_shape"]
         names += ["recon_mirror", "recon_flip_tta", "recon_nearest"]
         names += list(p_bp) + [f"{n}+recon" for n in p_bp if "/" not in n]
+        names += [f"{bp_main[0]}+{bp_main[1]}+recon"] if len(bp_main) > 1 else []
         names += [f"{n}@val" for n in names if n.startswith("recon") and (n, cat) in val_levels]
         rows: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
         flat = grids.reshape(len(grids), -1).astype(np.float32)
@@ -318,6 +322,9 @@ def main() -> None:
             for name in (n for n in p_bp if "/" not in n):  # the two routes' probabilities averaged
                 avg = 0.5 * (p_pred[i] + p_bp[name][i])
                 cand.append((f"{name}+recon", avg > 0.5, mesh_points(avg)))
+            if len(bp_main) > 1:  # the first two bp runs and the default, all three averaged
+                avg = (p_pred[i] + p_bp[bp_main[0]][i] + p_bp[bp_main[1]][i]) / 3
+                cand.append((f"{bp_main[0]}+{bp_main[1]}+recon", avg > 0.5, mesh_points(avg)))
             for name, (blend, top) in p_bank.items():
                 cand += [
                     (f"{name}/blend", blend[i] > 0.5, mesh_points(blend[i])),

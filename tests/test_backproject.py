@@ -11,6 +11,7 @@ import torch
 from kpengine.image.reconstruct.backproject import (
     camera_rotation,
     cone_grid,
+    fit_camera,
     observation_grid,
     observe,
     view_camera,
@@ -162,3 +163,30 @@ def test_viewpoint_noise_turns_by_a_half_turn_when_asked() -> None:
     assert (a == 180.0).all() and (e == 20.0).all() and (t == 0.0).all()
     a, e, t = viewpoint_noise(az, el, th, g, 10.0, 5.0, 3.0, 0.0)
     assert 8 < float(a.std()) < 12 and 4 < float(e.std()) < 6 and 2 < float(t.std()) < 4
+
+
+@pytest.mark.parametrize("view", [(0.0, 0.0, 0.0, 0.0, 2.5), (30.0, 20.0, 0.1, -0.05, 2.4)])
+def test_fit_camera_places_a_cube_where_its_silhouette_says(view: tuple[float, ...]) -> None:
+    """The cube |x|, |y|, |z| <= 0.25 (its 32³ grid: 16 voxels a side) at camera-frame centre c seen at
+    azimuth/elevation (a, e): the silhouette's box is the box of its 8 projected corners. The fitted
+    camera puts the cube's centre back at c: from the front (0, 0, 2.5) the front face alone is the
+    silhouette, 2 f 0.25 / 2.25 = 22.2 px wide; from (30°, 20°) off the axis, with perspective."""
+    a, e, cx_, cy_, d = view
+    f, s = 100.0, 64
+    pc = (s - 1) / 2
+    rot = camera_rotation(torch.tensor([a]), torch.tensor([e]), torch.zeros(1))[0].double()
+    corners = torch.tensor([[x, y, z] for x in (-0.25, 0.25) for y in (-0.25, 0.25) for z in (-0.25, 0.25)]).double()
+    xc = corners @ rot.T + torch.tensor([cx_, cy_, d]).double()
+    u, v = f * xc[:, 0] / xc[:, 2] + pc, f * xc[:, 1] / xc[:, 2] + pc
+    jj, ii = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="xy")
+    mask = (jj >= u.min()) & (jj <= u.max()) & (ii >= v.min()) & (ii <= v.max())  # pixel centres inside
+    c = voxel_centres(32).reshape(32, 32, 32, 3)
+    cube = (c.abs() < 0.25).all(-1)
+    assert int(cube.sum()) == 16**3
+    cam = fit_camera(cube, rot.float(), mask, (f, f, pc, pc))
+    np.testing.assert_allclose(cam[:4].numpy(), [f, f, pc, pc])
+    assert float(cam[6]) == pytest.approx(d, rel=0.02)  # 2.494 and 2.374 measured
+    np.testing.assert_allclose(cam[4:6].numpy(), [cx_, cy_], atol=0.015)
+    assert float(cam[7]) == pytest.approx(float(cam[4:7].norm()), rel=1e-6)
+    with pytest.raises(ValueError, match="silhouette"):
+        fit_camera(cube, rot.float(), torch.zeros(s, s, dtype=torch.bool), (f, f, pc, pc))

@@ -189,6 +189,36 @@ def _oracle_reconstruction(sample_root, shape, categories="chair", view_head=Tru
     return sketch, voxels
 
 
+def test_reconstruct_route_takes_a_back_projecting_run(sample_root, knowledge, photo, monkeypatch):
+    """A back-projecting voxels run (CompletionNet, either observation) gets the viewpoint before the
+    reconstruction (here the given one) and the photo's field of view; an oracle one (its prior the
+    photographed shape's grid, its last layer zero as built) gives that shape's keypoints, as above."""
+    from kpengine.image.reconstruct import photo as photo_mod
+    from kpengine.image.reconstruct.data import shape_voxels
+    from kpengine.image.reconstruct.nets import CompletionNet
+
+    image, mask, cam, view, shape = photo
+    sketch, _ = _oracle_reconstruction(sample_root, shape)
+    grid, _ = shape_voxels(sample_root, "chair", shape.model_id, 32)
+    net = CompletionNet(32, 1, 4, "cone").eval()
+    net.set_prior(torch.from_numpy(grid).float()[None])
+    net.config = {"size": 64, "resolution": 32, "category": "chair"}
+    seen = {}
+    real = photo_mod.reconstruct_photo
+
+    def spy(*args, **kw):
+        r = real(*args, **kw)
+        seen.update(view=r.view_used, camera=r.camera, fov=kw["fov"])
+        return r
+
+    monkeypatch.setattr(photo_mod, "reconstruct_photo", spy)
+    u = understand(image, knowledge, Networks(None, sketch=sketch, voxels=net), mask=mask, viewpoint_override=view,
+                   shape_route="reconstruct", steps=10, fov=33.0)  # fmt: skip
+    assert seen["view"] == {"azimuth": view.azimuth, "elevation": view.elevation} and seen["fov"] == 33.0
+    assert u.shape_source == "reconstruction"
+    assert np.abs(u.shape.keypoints - shape.keypoints).max() < 2.5 / 32
+
+
 def test_reconstruct_route_projects_the_keypoints_of_the_reconstructed_surface(sample_root, knowledge, photo, tmp_path):
     image, mask, cam, view, shape = photo
     sketch, voxels = _oracle_reconstruction(sample_root, shape, "table,chair")

@@ -21,6 +21,11 @@ Train the two runs first (render sets from `kpengine render-views`):
       --epochs 20 --batch-size 32 --lr 2e-3 \\
       --config '{"shapes": "../shared/data/keypointnet", "val_data": "renders/val"}'
 
+A back-projecting voxels run ("backproject": true, either observation) also needs the photo's
+viewpoint and camera: add a viewpoint run to --runs (with --mask), else the sketch run's viewpoint head
+is used; the intrinsics come from --fov (the photo's horizontal field of view) and the object's
+distance from the category's mean shape fitted to the silhouette's box.
+
 Example:
   kpengine reconstruct --runs runs/sketch runs/voxels --image photo.png --mask photo_mask.png \\
       --out tub.obj --voxels tub.npy --png tub.png
@@ -30,11 +35,13 @@ Example:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reconstruct", help="photo -> 2.5D sketches -> voxels -> mesh", description=RECONSTRUCT_HELP)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--runs", required=True, nargs="+", metavar="RUN_DIR", help="a sketch run and a voxels run")
+    p.add_argument("--runs", required=True, nargs="+", metavar="RUN_DIR", help="sketch, voxels [viewpoint] runs")
     p.add_argument("--image", required=True, metavar="PHOTO")
     p.add_argument("--mask", metavar="MASK", help="object mask, same size as the photo")
     p.add_argument("--category", metavar="NAME", help="the photo's category (needed with a multi-category voxels run)")
     p.add_argument("--threshold", type=float, default=0.5, help="occupancy level of the surface (default 0.5)")
+    p.add_argument("--fov", type=float, default=30.0, help="the photo's horizontal field of view (degrees), for a "
+                   "backproject run (default 30)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="MESH.obj", help="mesh file (.obj, .ply, .off, ...)")
     p.add_argument("--voxels", metavar="V.npy", help="also write the occupancy probabilities (R, R, R)")
     p.add_argument("--png", metavar="P.png", help="also write the crop and its predicted sketches")
@@ -58,8 +65,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     by_task: dict[str, str] = {}
     for run in args.runs:
         task, _ = run_task(run)
-        if task not in ("sketch", "voxels"):
-            raise DataError(f"a {task} run; reconstruct takes a sketch run and a voxels run", path=run)
+        if task not in ("sketch", "voxels", "viewpoint"):
+            raise DataError(f"a {task} run; reconstruct takes a sketch run, a voxels run and a viewpoint run",
+                            path=run)  # fmt: skip
         by_task[task] = run
     missing = [t for t in ("sketch", "voxels") if t not in by_task]
     if missing:
@@ -75,8 +83,17 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         )
     image = load_image(args.image)
     mask = load_mask(args.mask, expected_shape=image.shape[:2]) if args.mask else None
+    viewpoint = None
+    if "viewpoint" in by_task:
+        from kpengine.image.pipeline import estimate_viewpoint, load_image_run
+
+        if mask is None:
+            raise DataError("a viewpoint run reads the object's crop: give --mask with it", path=by_task["viewpoint"])
+        vp_net = load_image_run(by_task["viewpoint"], "viewpoint", category)[0].eval()
+        viewpoint = estimate_viewpoint(vp_net, image, mask)
     t = time.perf_counter()
-    r = reconstruct_photo(image, sketch_net, voxel_net, mask, args.threshold, category=category)
+    r = reconstruct_photo(image, sketch_net, voxel_net, mask, args.threshold, category=category,
+                          viewpoint=viewpoint, fov=args.fov)  # fmt: skip
     seconds = time.perf_counter() - t
     # everything computed: now write
     save_mesh(args.out, r.mesh)
@@ -91,5 +108,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         "resolution": r.grid.resolution,
         "occupied": int((r.voxels > args.threshold).sum()),
         "seconds": round(seconds, 3),
+        **({"viewpoint": {k: round(float(v), 2) for k, v in r.view_used.items() if k in ("azimuth", "elevation")},
+            "camera": [round(float(v), 4) for v in r.camera]} if r.camera is not None else {}),
     }))  # fmt: skip
     return 0

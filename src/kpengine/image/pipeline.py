@@ -420,19 +420,29 @@ def understand(
         raise DataError(f"unknown shape route {shape_route!r}; choose one of {', '.join(SHAPE_ROUTES)}")
     if viewpoint_source not in VIEWPOINT_SOURCES:
         raise DataError(f"unknown viewpoint source {viewpoint_source!r}; choose {' or '.join(VIEWPOINT_SOURCES)}")
-    recon = None
+    recon = early_vp = None
     if shape_route != "retrieve" or viewpoint_source == "sketches" or nets.viewpoint is None:
         if nets.sketch is None or nets.voxels is None:
             raise DataError("the reconstruction route needs a sketch run and a voxels run among --runs")
+        from kpengine.image.reconstruct.nets import CompletionNet
         from kpengine.image.reconstruct.photo import reconstruct_photo
 
         t = time.perf_counter()
+        at = None  # a back-projecting voxels run places the sketches at the viewpoint: estimated first
+        if isinstance(nets.voxels, CompletionNet):
+            if viewpoint_override is not None:
+                at = {"azimuth": viewpoint_override.azimuth, "elevation": viewpoint_override.elevation}
+            elif nets.viewpoint is not None and viewpoint_source != "sketches":
+                early_vp = estimate_viewpoint(nets.viewpoint, image, mask)
+                at = early_vp
         recon = reconstruct_photo(image, nets.sketch, nets.voxels, mask, category=knowledge.category,
-                                  sketches=sketches_override)  # fmt: skip
+                                  sketches=sketches_override, viewpoint=at, fov=fov)  # fmt: skip
         secs["reconstruction"] = time.perf_counter() - t
     t = time.perf_counter()
     if viewpoint_source == "sketches":
         vp = _head_viewpoint(recon.view_sketches, "the voxels run")
+    elif early_vp is not None:
+        vp = early_vp
     elif nets.viewpoint is not None:
         vp = estimate_viewpoint(nets.viewpoint, image, mask)
     else:

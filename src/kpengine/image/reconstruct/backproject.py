@@ -151,6 +151,51 @@ def cone_grid(
     return out.view(mask.shape[0], OBS_CHANNELS, r, r, r)
 
 
+def fit_camera(
+    occupied: torch.Tensor,
+    rotation: torch.Tensor,
+    mask: torch.Tensor,
+    intrinsics: tuple[float, float, float, float],
+    side: float = 1.0,
+    steps: int = 8,
+) -> torch.Tensor:
+    """A photo's camera (8,) (:func:`view_camera`'s layout) for the back-projection, which a photo does not
+    record: a shape of the category (the mean grid ``occupied`` (R, R, R) bool, canonical frame) placed at
+    the estimated rotation (3, 3) in front of a camera of known ``intrinsics`` (fx, fy, cx, cy in sketch
+    pixels) so that its projected box matches the silhouette's (S, S) bool in area and centre, as
+    ``pipeline.place_camera`` places a retrieved shape: the distance by the square root of the area
+    ratio, the box centre's lateral offset by the centres' difference, repeated ``steps`` times (each
+    step corrects the perspective of the last). The voxel centres' box is widened by one voxel's
+    footprint, so that a cube's grid fits its own silhouette."""
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    r = occupied.shape[0]
+    q = voxel_centres(r, side)[occupied.reshape(-1).bool()].double() @ rotation.double().T  # (N, 3) camera frame
+    if len(q) == 0:
+        raise ValueError("the grid to place has no occupied voxel")
+    ii, jj = torch.nonzero(mask.bool(), as_tuple=True)
+    if len(ii) == 0:
+        raise ValueError("the silhouette is empty")
+    mu0, mu1, mv0, mv1 = float(jj.min()) - 0.5, float(jj.max()) + 0.5, float(ii.min()) - 0.5, float(ii.max()) + 0.5
+    mu, mv = (mu0 + mu1) / 2, (mv0 + mv1) / 2
+    d0 = 2.5 * side
+    c = torch.tensor([(mu - cx) / fx * d0, (mv - cy) / fy * d0, d0], dtype=torch.float64)
+    voxel = side / r
+    for _ in range(steps):
+        x = q + c
+        z = x[:, 2].clamp(min=1e-6)
+        u, v = fx * x[:, 0] / z + cx, fy * x[:, 1] / z + cy
+        pad_u, pad_v = fx * voxel / float(c[2]), fy * voxel / float(c[2])
+        pw, ph = float(u.max() - u.min()) + pad_u, float(v.max() - v.min()) + pad_v
+        scale = ((mu1 - mu0) * (mv1 - mv0) / (pw * ph)) ** 0.5
+        c = c / scale  # along the ray: the projection grows by about ``scale``
+        x = q + c
+        z = x[:, 2].clamp(min=1e-6)
+        u, v = fx * x[:, 0] / z + cx, fy * x[:, 1] / z + cy
+        c[0] += (mu - float(u.max() + u.min()) / 2) * float(c[2]) / fx
+        c[1] += (mv - float(v.max() + v.min()) / 2) * float(c[2]) / fy
+    return torch.tensor([fx, fy, cx, cy, *c.tolist(), float(c.norm())], dtype=torch.float32)
+
+
 def viewpoint_noise(
     azimuth: torch.Tensor,
     elevation: torch.Tensor,

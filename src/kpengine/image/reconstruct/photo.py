@@ -4,7 +4,12 @@ The networks see what they were trained on: a square crop in which the object's 
 1/1.2 of the frame (the renders' margin, ``image.synth``). The crop comes from the given mask's
 box, or, without a mask, from the silhouette the sketch network predicts on the whole photo
 (squashed to its input size); the sketches are then predicted again on that crop. A given mask
-replaces the predicted silhouette channel. Bad input (no object, an object cut off by the frame,
+replaces the predicted silhouette channel. A back-projecting voxels run (``CompletionNet``) also needs
+the camera and the viewpoint, which a photo does not record: the viewpoint is the estimate given (the
+pipeline's viewpoint run) or the sketch network's RGB head, the intrinsics follow from the photo's field
+of view (``fov``, the pipeline's assumption) and the crop, and the object's position in the camera from
+the category's mean shape placed so that it fills the silhouette's box (``backproject.fit_camera``).
+Bad input (no object, an object cut off by the frame,
 nothing above the occupancy threshold, a run of another task, category or resolution) raises
 DataError before anything is written.
 """
@@ -20,7 +25,7 @@ from PIL import Image
 
 from kpengine.errors import DataError
 from kpengine.geometry.voxelize import VoxelGrid, voxels_to_mesh
-from kpengine.image.crops import crop_square, normalise
+from kpengine.image.crops import crop_square, normalise, square_box
 from kpengine.image.reconstruct.data import sketch_tensor
 from kpengine.image.reconstruct.nets import CompletionNet
 from kpengine.image.renders import mask_box
@@ -28,6 +33,9 @@ from kpengine.io.mesh import Mesh
 
 #: the crop around the object box: its longer side times this (renders: 1 + 2 x U[0.06, 0.14])
 RECON_MARGIN = 1.2
+#: the mean-shape probability above which the category's mean grid stands for the object when a photo's
+#: camera is placed (the level at which the mean grid scores best against the bathtub training shapes)
+PLACE_LEVEL = 0.3
 
 
 def load_network(
@@ -73,6 +81,10 @@ class Reconstruction:
     box: tuple[float, float, float, float]
     view_rgb: dict[str, float] | None = None
     view_sketches: dict[str, float] | None = None
+    #: a back-projecting run's camera (8,) at the sketch size (``backproject.view_camera``'s layout) and the
+    #: viewpoint it back-projected at; None for the sketch-encoding runs
+    camera: np.ndarray | None = None
+    view_used: dict[str, float] | None = None
 
 
 def _view(logits: dict[str, torch.Tensor] | None) -> dict[str, float] | None:
@@ -120,13 +132,18 @@ def reconstruct_photo(
     level: float = 0.5,
     category: str | None = None,
     sketches: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    viewpoint: dict[str, float] | None = None,
+    fov: float = 30.0,
 ) -> Reconstruction:
     """Photo (H, W, 3) uint8 [+ object mask (H, W) bool] -> :class:`Reconstruction`. ``category``: which
     of a multi-category voxels run's mean shapes to start from; ``sketches``: (mask (S, S), depth (S, S),
-    normals (3, S, S)) of the crop that replace the predicted ones (the ground-truth ablation)."""
-    if isinstance(voxel_net, CompletionNet):  # refused before any work: it needs what a photo does not give
-        raise DataError("a backproject voxels run needs the photo's camera and viewpoint; kpengine reconstruct "
-                        "takes only the sketch-encoding runs so far")  # fmt: skip
+    normals (3, S, S)) of the crop that replace the predicted ones (the ground-truth ablation). For a
+    back-projecting run: ``viewpoint`` ``{"azimuth", "elevation"}`` degrees (else the sketch network's
+    RGB head) and ``fov``, the photo's horizontal field of view in degrees (module docstring)."""
+    backproject = isinstance(voxel_net, CompletionNet)
+    if backproject and viewpoint is None and getattr(sketch_net, "view_head", None) is None:
+        raise DataError("a backproject voxels run needs the photo's viewpoint: give a viewpoint run, or a sketch "
+                        "run with a viewpoint head")  # fmt: skip
     size = int(voxel_net.config["size"]) if hasattr(voxel_net, "config") else 64
     if mask is None:
         whole = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
@@ -157,7 +174,19 @@ def reconstruct_photo(
     depth = sk["depth"] * sil
     normals = sk["normals"] * sil[:, None]
     cat = category_index(voxel_net, category)
-    if getattr(voxel_net, "view_head", None) is not None:
+    camera = view_used = None
+    if backproject:
+        view_used = dict(viewpoint) if viewpoint is not None else _view(sk)
+        if view_used is None:
+            raise DataError("the sketch run has no viewpoint head: give the photo's viewpoint (a viewpoint run)")
+        camera = photo_camera(voxel_net, cat, sil[0] > 0.5, view_used, image.shape[:2], box, fov, size)
+        from kpengine.image.reconstruct.backproject import observe
+
+        obs = observe(sketch_tensor(sil, depth, normals), torch.from_numpy(camera)[None],
+                      torch.tensor([float(view_used["azimuth"])]), torch.tensor([float(view_used["elevation"])]),
+                      torch.zeros(1), voxel_net.resolution, voxel_net.observation)  # fmt: skip
+        occ, vlog = voxel_net(obs, cat), None
+    elif getattr(voxel_net, "view_head", None) is not None:
         occ, vlog = voxel_net(sketch_tensor(sil, depth, normals), cat, with_view=True)
     else:
         occ, vlog = voxel_net(sketch_tensor(sil, depth, normals), cat), None
@@ -165,8 +194,42 @@ def reconstruct_photo(
     grid = VoxelGrid(probs.shape[0])
     mesh = voxels_to_mesh(probs, grid, level)  # DataError when nothing is above the level
     return Reconstruction(
-        mesh, probs, grid, crop, sil[0].numpy() > 0.5, depth[0].numpy(), normals[0].numpy(), box, _view(sk), _view(vlog)
-    )
+        mesh, probs, grid, crop, sil[0].numpy() > 0.5, depth[0].numpy(), normals[0].numpy(), box, _view(sk),
+        _view(vlog), camera, view_used,
+    )  # fmt: skip
+
+
+def photo_camera(
+    voxel_net: CompletionNet,
+    category: torch.Tensor,
+    silhouette: torch.Tensor,
+    viewpoint: dict[str, float],
+    photo_shape: tuple[int, int],
+    box: tuple[float, float, float, float],
+    fov: float,
+    size: int,
+) -> np.ndarray:
+    """The (8,) camera of a photo's crop at the sketch size (``backproject.view_camera``'s layout): the
+    photo's intrinsics (horizontal field of view ``fov``, principal point at its centre) carried into the
+    crop (``crop_square``'s square of ``box``: a photo pixel-centre coordinate u is crop pixel
+    ``(u + 0.5 - x0) size / side - 0.5``), and the object placed by ``backproject.fit_camera``: the
+    category's mean grid (probability > ``PLACE_LEVEL``) at the viewpoint, filling the silhouette (S, S)."""
+    from kpengine.image.reconstruct.backproject import camera_rotation, fit_camera
+    from kpengine.render.cameras import Intrinsics
+
+    h, w = photo_shape
+    k = Intrinsics.from_fov(w, h, fov)
+    cx, cy, side = square_box(box, RECON_MARGIN)
+    x0, y0 = cx - side / 2, cy - side / 2
+    scale = size / side
+    intr = (k.fx * scale, k.fy * scale, (k.cx + 0.5 - x0) * scale - 0.5, (k.cy + 0.5 - y0) * scale - 0.5)
+    rot = camera_rotation(torch.tensor([float(viewpoint["azimuth"])]), torch.tensor([float(viewpoint["elevation"])]),
+                          torch.zeros(1))[0]  # fmt: skip
+    level = float(np.log(PLACE_LEVEL / (1 - PLACE_LEVEL)))
+    prior = voxel_net.prior[int(category[0])] > level  # the prior holds the mean grid's logits
+    if not prior.any():
+        raise DataError("the voxels run's mean shape is empty: nothing to place in the photo's camera")
+    return fit_camera(prior, rot, silhouette, intr).numpy()
 
 
 def sketch_picture(r: Reconstruction) -> np.ndarray:
