@@ -363,6 +363,30 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def rungs_table(rows: list[dict]) -> str:
+    """The own-fit rule's rungs of every row that has them: per cell and draw, each rung's steps
+    and own-shape PCK@0.05, the chosen (last) one in bold."""
+    ruled = [r for r in rows if r.get("steps_rule")]
+    if not ruled:
+        return ""
+    draws = sorted({r["draw"] for r in ruled})
+    lines = [
+        "| category | k | method | " + " | ".join(f"draw {d}" for d in draws) + " |",
+        "|---|---|---|" + "---|" * len(draws),
+    ]
+    for category, k, method in sorted({(r.get("category", ""), r["k"], r["method"]) for r in ruled}):
+        by_draw = {r["draw"]: r for r in ruled if (r.get("category", ""), r["k"], r["method"]) == (category, k, method)}
+        cells = []
+        for d in draws:
+            rungs = by_draw[d]["steps_rule"]["rungs"] if d in by_draw else []
+            text = [f"{s} ({f:.3f})" for s, f, _ in rungs]
+            if text:
+                text[-1] = f"**{text[-1]}**"
+            cells.append(" -> ".join(text) or "–")
+        lines.append(f"| {category} | {k} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def planned_epochs(row: dict) -> int | None:
     """The epochs a row's run was planned to train (None: unknown, e.g. rows of other runners)."""
     method, k, steps = row["method"], row["k"], row.get("steps")
@@ -523,12 +547,21 @@ def runner(method: str):
     return mvdecor_baselines.RUNNERS[method]
 
 
+def key_of(row: dict) -> tuple:
+    return (row.get("category", ""), row["method"], row["k"], row["draw"])
+
+
+def rows_by_key(rows: list[dict]) -> dict[tuple, dict]:
+    return {key_of(r): r for r in rows}
+
+
 def latest_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Rows with one per (category, method, k, draw), the last read winning, and those replaced."""
+    """Rows with one per (category, method, k, draw), the last read winning, and those replaced
+    (a rung read back by ``--steps-rule own-fit`` replaces its own earlier row: same steps, same PCK)."""
     latest: dict[tuple, dict] = {}
     replaced = []
     for r in rows:
-        key = (r.get("category", ""), r["method"], r["k"], r["draw"])
+        key = key_of(r)
         if key in latest:
             replaced.append(latest[key])
         latest[key] = r
@@ -698,13 +731,19 @@ def main() -> None:
             if args.merge_draws is None or r["draw"] in args.merge_draws
         ]
         rows, replaced = latest_rows(rows)
+        now = rows_by_key(rows)  # a replaced row that is the same run read back is not news
         cut = [r for r in rows if not complete(r)]
         rows = [r for r in rows if complete(r)]
         text = table(rows) + "\n\n" + goal_table(rows)
-        if replaced:
+        if rungs_table(rows):
+            text += "\n\nSteps by the own-shape fit (steps (own PCK@0.05), chosen in bold):\n\n" + rungs_table(rows)
+        changed = [
+            r for r in replaced if (r.get("steps"), r["pck"]) != (now[key_of(r)].get("steps"), now[key_of(r)]["pck"])
+        ]
+        if changed:
             text += "\n\nReplaced by a later file's row of the same category, method, k and draw: " + ", ".join(
                 f"{r.get('category', '')} {r['method']} k={r['k']} draw {r['draw']} ({r.get('steps')} steps)"
-                for r in replaced
+                for r in changed
             )
         if cut:
             text += "\n\nLeft out (training stopped by its time limit before its planned epochs): " + ", ".join(

@@ -139,3 +139,16 @@ def test_a_later_files_row_replaces_an_earlier_ones_of_the_same_cell() -> None:
     old, other, new = _row(600, 0.9), _row(600, 0.9, draw=1), {**_row(1200, 0.98), "steps_rule": {}}
     rows, replaced = mvdecor.latest_rows([old, other, new])
     assert rows == [new, other] and replaced == [old]
+
+
+def test_the_rungs_table_lists_each_draws_rungs_and_marks_the_chosen_one() -> None:
+    rule = {"rule": "own-fit", "level": 0.97, "doublings": 2}
+    rows = [
+        {**_row(1200, 0.98), "steps_rule": {**rule, "rungs": [[600, 0.94, "a"], [1200, 0.98, "b"]]}},
+        {**_row(600, 1.0, draw=2), "steps_rule": {**rule, "rungs": [[600, 1.0, "a"]]}},
+        _row(600, 0.5, draw=1),  # a fixed-step row: not in the table
+    ]
+    lines = mvdecor.rungs_table(rows).splitlines()
+    assert lines[0] == "| category | k | method | draw 0 | draw 2 |"
+    assert lines[2] == "| bathtub | 10 | scratch+dist | 600 (0.940) -> **1200 (0.980)** | **600 (1.000)** |"
+    assert mvdecor.rungs_table([_row(600, 0.5)]) == ""
