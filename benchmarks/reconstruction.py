@@ -42,6 +42,9 @@ shapes' renders, per category, side by side for
   ``bp:NAME+recon``: its probabilities averaged with ``recon``'s (the two routes together). A run with
   ``"observation": "cone"`` (the depth-free variant) reads only the silhouette, so its ``true_sketch``
   rows are the true silhouette's; ``bp:A+bp:B+recon``: the first two bp runs and ``recon`` averaged.
+  With ``--silhouette-runs``, ``bp:NAME/sil``: the silhouette channel from those silhouette networks on
+  the whole render (``datasets.predict_mask``, what ``understand`` feeds the reconstruction when no mask
+  is given), depth and normals still the sketch network's; ``silhouette_iou`` reports both masks' IoU.
 
 ``--no-retrieval`` skips the silhouette-retrieval rows (they are left out of the results, not
 reported as NaN).
@@ -117,7 +120,7 @@ def silhouette_retrieval(view: dict, mask: np.ndarray, train_keys, train_grids, 
 @torch.no_grad()
 def backprojected(
     args, test, cats, cat_index, x_pred, sk_view, res
-) -> tuple[dict[str, np.ndarray], dict | None, np.ndarray | None]:
+) -> tuple[dict[str, np.ndarray], dict | None, np.ndarray | None, dict[str, np.ndarray]]:
     """The ``bp:`` rows' occupancy probabilities (N, R, R, R) each, the viewpoint networks' estimates
     (``{"azimuth", "elevation"}`` torch (N,), None without ``--viewpoint-runs``) and the visible surface
     (N, R, R, R) bool of the true sketches at the true viewpoint (the figure's fourth column)."""
@@ -125,7 +128,7 @@ def backprojected(
     from kpengine.image.viewpoint import angle_difference
 
     if not args.backproject:
-        return {}, None, None
+        return {}, None, None, {}
     vp_est = None
     if args.viewpoint_runs:
         from kpengine.image.pipeline import estimate_viewpoint, load_image_run
@@ -150,6 +153,28 @@ def backprojected(
     off = torch.from_numpy(angle_difference(est["azimuth"].numpy(), test.azimuth.numpy()) > 90)
     no_flip = est["azimuth"] + 180.0 * off.float()
     x_true = test.sketches(torch.arange(len(test)))
+    truth_mask = x_true[:, 0] > 0.5
+    sil_iou = {"sketch": mask_iou(x_pred[:, 0] > 0.5, truth_mask)}
+    x_sil = None
+    if args.silhouette_runs:
+        from kpengine.image.datasets import predict_mask
+        from kpengine.image.pipeline import load_image_run
+        from kpengine.image.reconstruct.data import block_mean
+        from kpengine.image.renderset import view_sample
+
+        runs = dict(v.split("=", 1) for v in args.silhouette_runs)
+        nets = {c: load_image_run(runs[c], "silhouette", c) for c in cats}
+        rs = load_render_set(args.test)
+        where = {v["id"]: k for k, v in enumerate(rs.views)}
+        masks = []
+        for i, vid in enumerate(test.ids):
+            net, state = nets[test.category[i]]
+            image = view_sample(rs, where[vid], ()).image
+            m = predict_mask(net, image, int(state["config"]["size"])).astype(np.float32)
+            masks.append(block_mean(m, image.shape[0] // x_pred.shape[-1]) > 0.5)
+        on = torch.from_numpy(np.stack(masks)).float()
+        x_sil = torch.cat([on[:, None], x_pred[:, 1:] * on[:, None]], 1)
+        sil_iou["sil_runs"] = mask_iou(on > 0.5, truth_mask)
     out = {}
     for name, run in (m.split("=", 1) for m in args.backproject):
         net = load_network(run, "voxels")
@@ -160,6 +185,8 @@ def backprojected(
             f"bp:{name}/ceiling": (x_true, test.azimuth, test.elevation, test.theta),
             f"bp:{name}/no_flip": (x_pred, no_flip, est["elevation"], zero),
         }
+        if x_sil is not None:
+            rows[f"bp:{name}/sil"] = (x_sil, est["azimuth"], est["elevation"], zero)
         for row, (x, a, e, t) in rows.items():
             probs = []
             for s in range(0, len(test), 64):
@@ -168,7 +195,12 @@ def backprojected(
                 probs.append(torch.sigmoid(net(obs, cat_index[j])))
             out[row] = torch.cat(probs).numpy()
     x_all = observe(x_true, test.cameras, test.azimuth, test.elevation, test.theta, res)
-    return out, vp_est, x_all[:, 2].numpy() > 0.5
+    return out, vp_est, x_all[:, 2].numpy() > 0.5, sil_iou
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """(N, S, S) bool twice -> (N,) IoU."""
+    return ((a & b).sum((1, 2)).float() / (a | b).sum((1, 2)).clamp(min=1).float()).numpy()
 
 
 def _soft_view(az: torch.Tensor, el: torch.Tensor) -> torch.Tensor:
@@ -194,6 +226,13 @@ def main() -> None:
         default=[],
         metavar="NAME=VOXELS_RUN",
         help='back-projecting voxels runs ("backproject": true)',
+    )
+    ap.add_argument(
+        "--silhouette-runs",
+        nargs="*",
+        default=[],
+        metavar="CATEGORY=SILHOUETTE_RUN",
+        help="silhouette runs per category: the bp rows also with their masks (bp:NAME/sil)",
     )
     ap.add_argument(
         "--viewpoint-runs",
@@ -261,8 +300,9 @@ def main() -> None:
                 p_bank[name] = (parts["blend"].numpy(), top)
     rgb_view = decode(pred_sk) if "azimuth" in pred_sk else None
     sk_view = decode(vox_view) if vox_view is not None else None
-    p_bp, vp_est, seen = backprojected(args, test, cats, cat_index, x_pred, sk_view, res)
+    p_bp, vp_est, seen, sil_iou = backprojected(args, test, cats, cat_index, x_pred, sk_view, res)
     bp_main = [n for n in p_bp if "/" not in n]
+    averaged = [n for n in p_bp if "/" not in n or n.endswith("/sil")]  # each also averaged with recon
     figs, titles = [], []
     for cat in cats:
         keys = [k for k in train_pairs if k[0] == cat]
@@ -279,7 +319,7 @@ def main() -> None:
             names += ["retrieval_true_view", "retrieval_est_view"]
         names += ["oracle_nearest", "mean_shape"]
         names += ["recon_mirror", "recon_flip_tta", "recon_nearest"]
-        names += list(p_bp) + [f"{n}+recon" for n in p_bp if "/" not in n]
+        names += list(p_bp) + [f"{n}+recon" for n in averaged]
         names += [f"{bp_main[0]}+{bp_main[1]}+recon"] if len(bp_main) > 1 else []
         names += [f"{n}@val" for n in names if n.startswith("recon") and (n, cat) in val_levels]
         rows: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
@@ -319,7 +359,7 @@ def main() -> None:
                 ("recon_nearest", grids[near], cloud(args.shapes, cat, keys[near][1])),
             ]
             cand += [(name, p[i] > 0.5, mesh_points(p[i])) for name, p in p_bp.items()]
-            for name in (n for n in p_bp if "/" not in n):  # the two routes' probabilities averaged
+            for name in averaged:  # the two routes' probabilities averaged
                 avg = 0.5 * (p_pred[i] + p_bp[name][i])
                 cand.append((f"{name}+recon", avg > 0.5, mesh_points(avg)))
             if len(bp_main) > 1:  # the first two bp runs and the default, all three averaged
@@ -362,6 +402,7 @@ def main() -> None:
             "mean_shape_level": lvl,
             "val_levels": {n: v for (n, c), v in val_levels.items() if c == cat},
             "viewpoint": view_err,
+            "silhouette_iou": {k: round(float(v[idx].mean()), 4) for k, v in sil_iou.items()},
             **{
                 name: {
                     "iou": round(float(np.mean([a for a, _ in v])), 4),
