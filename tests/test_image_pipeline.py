@@ -217,6 +217,11 @@ def test_reconstruct_route_takes_a_back_projecting_run(sample_root, knowledge, p
     assert seen["view"] == {"azimuth": view.azimuth, "elevation": view.elevation} and seen["fov"] == 33.0
     assert u.shape_source == "reconstruction"
     assert np.abs(u.shape.keypoints - shape.keypoints).max() < 2.5 / 32
+    # averaged with a sketch-encoding oracle of the same shape: the same grid, the same keypoints
+    _, oracle = _oracle_reconstruction(sample_root, shape)
+    both = understand(image, knowledge, Networks(None, sketch=sketch, voxels=[oracle, net]), mask=mask,
+                      viewpoint_override=view, shape_route="reconstruct", steps=10, fov=33.0)  # fmt: skip
+    assert seen["view"] is not None and np.array_equal(both.shape.keypoints, u.shape.keypoints)
 
 
 def test_reconstruct_route_projects_the_keypoints_of_the_reconstructed_surface(sample_root, knowledge, photo, tmp_path):

@@ -519,6 +519,19 @@ def test_backproject_run_trains_reloads_and_sees_its_views(
         want = float((sample.camera.R @ sample.center + sample.camera.t)[2])
         assert r.view_used == vp and r.voxels.shape == (32, 32, 32)
         assert 0.85 < float(r.camera[6]) / want < 1.15
+    # two voxels runs (this one and the sketch-encoding one): their probabilities averaged, the camera the
+    # back-projecting one's
+    sketch_net, vox = load_network(runs["sketch"], "sketch"), load_network(runs["voxels"], "voxels")
+    alone = [reconstruct_photo(sample.image, sketch_net, n, mask=sample.mask, viewpoint=vp, fov=fov, level=0.3)
+             for n in (net, vox)]  # fmt: skip
+    both = reconstruct_photo(sample.image, sketch_net, [net, vox], mask=sample.mask, viewpoint=vp, fov=fov, level=0.3)
+    np.testing.assert_allclose(both.voxels, (alone[0].voxels + alone[1].voxels) / 2, atol=1e-6)
+    np.testing.assert_array_equal(both.camera, alone[0].camera)
+    assert both.view_sketches == alone[1].view_sketches is not None  # the sketch-encoding run's head
+    other = CompletionNet(64, 1, 4)
+    other.config = {"size": 32, "category": "chair"}
+    with pytest.raises(DataError, match="must agree"):
+        reconstruct_photo(sample.image, sketch_net, [net, other], mask=sample.mask, viewpoint=vp)
     nohead = load_network(runs["sketch"], "sketch")
     nohead.view_head = None
     with pytest.raises(DataError, match="viewpoint"):
@@ -570,8 +583,12 @@ def test_cone_run_trains_reloads_and_its_cone_holds_the_shape(
     args += ["--out", str(tmp_path / "m.obj")]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["faces"] > 0 and len(summary["camera"]) == 8
+    assert summary["faces"] > 0 and len(summary["camera"]) == 8 and summary["voxels_runs"] == 1
     assert set(summary["viewpoint"]) == {"azimuth", "elevation"}
+    args.insert(4, str(runs["voxels"]))  # and averaged with a sketch-encoding run
+    assert main(args) == 0
+    two = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert two["voxels_runs"] == 2 and two["camera"] == summary["camera"]
     with pytest.raises(ValueError, match="backproject"):
         cls.config_class(task="voxels", data="x", category="chair", shapes="y", observation="cone")
     with pytest.raises(ValueError, match="observation"):

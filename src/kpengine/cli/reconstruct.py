@@ -24,7 +24,8 @@ Train the two runs first (render sets from `kpengine render-views`):
 A back-projecting voxels run ("backproject": true, either observation) also needs the photo's
 viewpoint and camera: add a viewpoint run to --runs (with --mask), else the sketch run's viewpoint head
 is used; the intrinsics come from --fov (the photo's horizontal field of view) and the object's
-distance from the category's mean shape fitted to the silhouette's box.
+distance from the category's mean shape fitted to the silhouette's box. Several voxels runs (e.g. the
+default and a cone run): their occupancy probabilities are averaged (docs/reconstruction.md, sixth pass).
 
 Example:
   kpengine reconstruct --runs runs/sketch runs/voxels --image photo.png --mask photo_mask.png \\
@@ -63,24 +64,30 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     by_task: dict[str, str] = {}
+    voxel_runs: list[str] = []  # several: their probabilities averaged
     for run in args.runs:
         task, _ = run_task(run)
         if task not in ("sketch", "voxels", "viewpoint"):
             raise DataError(f"a {task} run; reconstruct takes a sketch run, a voxels run and a viewpoint run",
                             path=run)  # fmt: skip
+        if task in by_task and task != "voxels":
+            raise DataError(f"two {task} runs given ({by_task[task]} and {run}); pass one", path=run)
         by_task[task] = run
+        voxel_runs += [run] if task == "voxels" else []
     missing = [t for t in ("sketch", "voxels") if t not in by_task]
     if missing:
         raise DataError(f"--runs lacks a {' and a '.join(missing)} run")
     category = resolve_category(args.category).name if args.category else None
     sketch_net = load_network(by_task["sketch"], "sketch", category=category)
-    voxel_net = load_network(by_task["voxels"], "voxels", category=category)
-    if sketch_net.config["size"] != voxel_net.config["size"]:
-        raise DataError(
-            f"the sketch run predicts {sketch_net.config['size']} px sketches; the voxels run reads "
-            f"{voxel_net.config['size']} px",
-            path=by_task["voxels"],
-        )
+    voxel_nets = [load_network(v, "voxels", category=category) for v in voxel_runs]
+    for run, net in zip(voxel_runs, voxel_nets):
+        if sketch_net.config["size"] != net.config["size"]:
+            raise DataError(
+                f"the sketch run predicts {sketch_net.config['size']} px sketches; the voxels run reads "
+                f"{net.config['size']} px",
+                path=run,
+            )
+    voxel_net = voxel_nets[0] if len(voxel_nets) == 1 else voxel_nets
     image = load_image(args.image)
     mask = load_mask(args.mask, expected_shape=image.shape[:2]) if args.mask else None
     viewpoint = None
@@ -108,6 +115,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         "resolution": r.grid.resolution,
         "occupied": int((r.voxels > args.threshold).sum()),
         "seconds": round(seconds, 3),
+        "voxels_runs": len(voxel_nets),
         **({"viewpoint": {k: round(float(v), 2) for k, v in r.view_used.items() if k in ("azimuth", "elevation")},
             "camera": [round(float(v), 4) for v in r.camera]} if r.camera is not None else {}),
     }))  # fmt: skip

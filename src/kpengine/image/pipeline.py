@@ -104,7 +104,7 @@ class Networks:
     embedding: Any = None  # (KeypointModel, Prototypes) of a learn embedding run
     runs: dict[str, str] = field(default_factory=dict)
     sketch: torch.nn.Module | None = None  # reconstruction: the sketch and voxels runs' networks
-    voxels: torch.nn.Module | None = None
+    voxels: torch.nn.Module | list[torch.nn.Module] | None = None  # several: averaged
     retriever: Any = None  # kpengine.image.retrieval.retrieve.Retriever of an image-embedding run
     heatmap: torch.nn.Module | None = None  # a keypoint_heatmap run's network: the 2D evidence the fusion uses
     heatmap_size: int = 64
@@ -113,12 +113,16 @@ class Networks:
     def from_runs(cls, runs: list[str | Path], category: str, knowledge: str | Path) -> Networks:
         """Sort run directories by the task they were trained for; each must be of ``category``."""
         by_task: dict[str, Path] = {}
+        more_voxels: list[Path] = []  # several voxels runs: their probabilities averaged (reconstruct_photo)
         for r in runs:
             task, cat = run_task(r)
             if task in RECONSTRUCTION_TASKS and category in [c.strip() for c in cat.split(",")]:
                 cat = category  # one reconstruction network may serve several categories
             if cat != category:
                 raise DataError(f"run was trained on category {cat!r}; it cannot understand {category!r}", path=r)
+            if task == "voxels" and task in by_task:
+                more_voxels.append(Path(r))
+                continue
             if task in by_task:
                 raise DataError(f"two {task} runs given ({by_task[task]} and {r}); pass one", path=r)
             by_task[task] = Path(r)
@@ -139,6 +143,9 @@ class Networks:
 
             net.sketch = load_network(by_task["sketch"], "sketch", category=category)
             net.voxels = load_network(by_task["voxels"], "voxels", category=category)
+            if more_voxels:
+                net.voxels = [net.voxels, *(load_network(v, "voxels", category=category) for v in more_voxels)]
+                net.runs["voxels"] = ", ".join(map(str, [by_task["voxels"], *more_voxels]))
         if "image_embedding" in by_task:
             from kpengine.image.retrieval.retrieve import Retriever
 
@@ -425,11 +432,11 @@ def understand(
         if nets.sketch is None or nets.voxels is None:
             raise DataError("the reconstruction route needs a sketch run and a voxels run among --runs")
         from kpengine.image.reconstruct.nets import CompletionNet
-        from kpengine.image.reconstruct.photo import reconstruct_photo
+        from kpengine.image.reconstruct.photo import reconstruct_photo, voxel_nets
 
         t = time.perf_counter()
         at = None  # a back-projecting voxels run places the sketches at the viewpoint: estimated first
-        if isinstance(nets.voxels, CompletionNet):
+        if any(isinstance(n, CompletionNet) for n in voxel_nets(nets.voxels)):
             if viewpoint_override is not None:
                 at = {"azimuth": viewpoint_override.azimuth, "elevation": viewpoint_override.elevation}
             elif nets.viewpoint is not None and viewpoint_source != "sketches":
