@@ -704,6 +704,7 @@ def main() -> None:
         " same category, method, k and draw: e.g. own-fit rows after the fixed-step table's)",
     )
     p.add_argument("--merge-draws", type=int, nargs="+", metavar="D", help="--merge: these draws only")
+    p.add_argument("--merge-shots", type=int, nargs="+", metavar="K", help="--merge: these k only")
     try:  # the other methods' own options (benchmarks/mvdecor_baselines.py: add_arguments)
         import mvdecor_baselines
     except ImportError:
@@ -728,7 +729,8 @@ def main() -> None:
             r
             for f in args.merge
             for r in read_rows(Path(f))
-            if args.merge_draws is None or r["draw"] in args.merge_draws
+            if (args.merge_draws is None or r["draw"] in args.merge_draws)
+            and (args.merge_shots is None or r["k"] in args.merge_shots)
         ]
         rows, replaced = latest_rows(rows)
         now = rows_by_key(rows)  # a replaced row that is the same run read back is not news
