@@ -117,6 +117,8 @@ def test_cone_observation_ignores_the_depth() -> None:
     az, el, th = torch.tensor([40.0, 40.0]), torch.tensor([20.0, 20.0]), torch.zeros(2)
     cone = observe(sk, cams, az, el, th, 32, "cone")
     assert torch.equal(cone[0], cone[1])
+    plain = observe(sk, cams, az, el, th, 32, "cone_noray")  # the ablation: the ray channel off, the rest kept
+    assert torch.equal(plain[:, :4], cone[:, :4]) and not plain[:, 4].any() and cone[:, 4].abs().sum() > 100
     depth = observe(sk, cams, az, el, th, 32, "depth")
     assert torch.equal(cone[:, 0], depth[:, 0]) and not torch.equal(depth[0], depth[1])
     with pytest.raises(ValueError, match="observation"):

@@ -91,8 +91,9 @@ def voxel_centres(resolution: int, side: float = 1.0) -> torch.Tensor:
     return torch.stack([x, y, z], -1).reshape(-1, 3)
 
 
-#: observation kinds: the visible depth (``observation_grid``), or the silhouette's cone alone (``cone_grid``)
-OBSERVATIONS = ("depth", "cone")
+#: observation kinds: the visible depth (``observation_grid``), the silhouette's cone alone (``cone_grid``), and
+#: the cone without its ray channel (the ablation of that channel: docs/reconstruction.md, sixth pass)
+OBSERVATIONS = ("depth", "cone", "cone_noray")
 
 
 def _look_up(
@@ -234,6 +235,9 @@ def observe(
         raise ValueError(f"observation must be one of {', '.join(OBSERVATIONS)}, got {kind!r}")
     rotation = camera_rotation(azimuth, elevation, theta).to(sketches.device)
     cams = cameras.to(sketches.device)
-    if kind == "cone":
-        return cone_grid(sketches[:, 0], cams, rotation, resolution)
+    if kind in ("cone", "cone_noray"):
+        grid = cone_grid(sketches[:, 0], cams, rotation, resolution)
+        if kind == "cone_noray":
+            grid[:, 4] = 0.0
+        return grid
     return observation_grid(sketches[:, 0], sketches[:, 1] / 4.0, cams, rotation, resolution)

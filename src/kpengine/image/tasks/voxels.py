@@ -18,7 +18,8 @@ grid; ``retrieval_tau``, ``retrieval_weight``: its soft targets and their loss w
 visible depth back-projected into the canonical grid at the view's viewpoint and completed by a 3D
 U-Net, ``reconstruct.backproject``; ``completion_width``, ``view_noise``: the training viewpoint's
 azimuth, elevation and roll noise in degrees and its half-turn probability, and ``observation``:
-"depth", or "cone" for the silhouette's cone alone, the depth-free variant of the sixth pass). The
+"depth", or "cone" for the silhouette's cone alone, the depth-free variant of the sixth pass, or
+"cone_noray", the cone without its ray channel: its ablation). The
 network predicts the residual from each category's mean training grid, or from the retrieved
 blend (see ``image.reconstruct.nets.VoxelNet``).
 """
@@ -87,7 +88,8 @@ class VoxelConfig(ImageConfig):
     completion_width: int = 8
     #: training viewpoint noise: azimuth, elevation, roll standard deviations (degrees), half-turn probability
     view_noise: list[float] = field(default_factory=lambda: [10.0, 5.0, 3.0, 0.0])
-    #: what the back-projection places: "depth" (the visible surface) or "cone" (the silhouette's cone only)
+    #: what the back-projection places: "depth" (the visible surface), "cone" (the silhouette's cone only) or
+    #: "cone_noray" (the cone without its ray channel)
     observation: str = "depth"
     epochs: int = 20
     batch_size: int = 32
