@@ -51,11 +51,11 @@ from kpengine.image.poses import (
     place_camera,
     pose_confidence,
     select_pose,
-    silhouette_iou,
     viewpoint_hypotheses,
 )
 from kpengine.image.tasks import image_task
 from kpengine.render.cameras import Camera, Viewpoint, rt_to_viewpoint
+from kpengine.render.refine import silhouette_iou
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ import numpy as np
 from kpengine.data.shape import Shape
 from kpengine.errors import DataError
 from kpengine.render.cameras import Camera, Intrinsics, Viewpoint, fit_distance, make_camera, rt_to_viewpoint
+from kpengine.render.refine import downsample_mask, silhouette_iou
 
 
 @dataclass
@@ -32,23 +33,6 @@ class ShapeCandidate:
     reconstructed: bool = False
 
 
-def small_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """``mask`` (H, W) bool box-filtered to ``size`` pixels on its long side (H', W'): poses are compared on a
-    small copy, since a full-resolution render per hypothesis costs more than the choice is worth."""
-    from PIL import Image
-
-    h, w = mask.shape
-    s = size / max(h, w)
-    ws, hs = max(1, round(w * s)), max(1, round(h * s))
-    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((ws, hs), Image.BOX)) > 127
-
-
-def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two bool masks of one size; 1 when both are empty (nothing to disagree on)."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def place_camera(
     renderer, center: np.ndarray, mask: np.ndarray, view: Viewpoint, fov: float, size: int = 64
 ) -> tuple[Camera, float]:
@@ -59,7 +43,7 @@ def place_camera(
     :func:`kpengine.render.refine.coarse_search` does per bin), renders again to score."""
     from kpengine.render.refine import scale_intrinsics
 
-    small = small_mask(mask, size)
+    small = downsample_mask(mask, size)
     hs, ws = small.shape
     full = Intrinsics.from_fov(mask.shape[1], mask.shape[0], fov)
     k = scale_intrinsics(full, ws, hs)
@@ -231,7 +215,7 @@ def select_pose(
 
     if not tried:
         raise DataError("no pose hypothesis to choose from")
-    small = small_mask(mask, SCORE_SIZE)  # hypotheses are compared at 128 px: a 480 px render each costs more
+    small = downsample_mask(mask, SCORE_SIZE)  # hypotheses are compared at 128 px: a 480 px render each costs more
 
     def small_view(h: PoseHypothesis, cam: Camera) -> tuple[Camera, Any]:
         """``cam`` scaled to the 128 px comparison size and ``h``'s render through it (mask and depth)."""

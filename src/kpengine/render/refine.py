@@ -84,7 +84,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
+def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks of one size; 1 when both are empty (nothing to disagree on)."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
@@ -202,8 +203,8 @@ class PoseRefiner:
         refined = Camera(intr, u @ vt, t_np)
         return Refinement(
             refined,
-            _silhouette_iou(before, small > 0.5),
-            _silhouette_iou(after, small > 0.5),
+            silhouette_iou(before, small > 0.5),
+            silhouette_iou(after, small > 0.5),
             losses,
             time.perf_counter() - start,
         )
@@ -220,7 +221,10 @@ class Candidate:
     fov: float
 
 
-def _downsample(mask: np.ndarray, size: int) -> np.ndarray:
+def downsample_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """``mask`` (H, W) bool box-filtered to ``size`` pixels on its long side (H', W') bool: poses are
+    searched and compared on a small copy, since a full-resolution render per candidate costs more than
+    the choice is worth."""
     h, w = mask.shape
     s = size / max(h, w)
     ws, hs = max(1, round(w * s)), max(1, round(h * s))
@@ -251,7 +255,7 @@ def coarse_search(
     mask = np.asarray(mask, bool)
     if not mask.any():
         raise DataError("mask is empty: nothing to fit")
-    small = _downsample(mask, size)
+    small = downsample_mask(mask, size)
     hs, ws = small.shape
     ii, jj = np.nonzero(small)
     target_area, target_c = len(ii), np.array([jj.mean(), ii.mean()])
@@ -280,7 +284,7 @@ def coarse_search(
             t_c = z * np.array([shift[0] / k.fx, shift[1] / k.fy, 1.0])
             fitted.append(Camera(k, cam.R, t_c - cam.R @ c))
         for (az, el), cam, r in zip(views, fitted, renderer.render_batch(fitted)):
-            iou = _silhouette_iou(r.mask, small)
+            iou = silhouette_iou(r.mask, small)
             if (az, el) not in found or iou > found[(az, el)].iou:
                 found[(az, el)] = Candidate(Camera(full, cam.R, cam.t), iou, az, el, fov)
     return sorted(found.values(), key=lambda x: -x.iou)[:keep]
@@ -312,7 +316,7 @@ def fit_pose_to_mask(
     results = []
     for cand in cands:
         r = refiner.refine(mask, cand.camera, steps=steps, size=size, fit_focal=fit_focal)
-        r.iou_after = _silhouette_iou(renderer.render(r.camera).mask, mask)  # full resolution, exact mesh
+        r.iou_after = silhouette_iou(renderer.render(r.camera).mask, mask)  # full resolution, exact mesh
         results.append(r)
     c = bbox_centre(mesh.vertices) if center is None else center
     pool = [r for r in results if max_roll is None or abs(rt_to_viewpoint(r.camera.R, r.camera.t, c).theta) <= max_roll]
