@@ -87,7 +87,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 f"{net.config['size']} px",
                 path=run,
             )
-    voxel_net = voxel_nets[0] if len(voxel_nets) == 1 else voxel_nets
     image = load_image(args.image)
     mask = load_mask(args.mask, expected_shape=image.shape[:2]) if args.mask else None
     viewpoint = None
@@ -99,7 +98,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         vp_net = load_image_run(by_task["viewpoint"], "viewpoint", category)[0].eval()
         viewpoint = estimate_viewpoint(vp_net, image, mask)
     t = time.perf_counter()
-    r = reconstruct_photo(image, sketch_net, voxel_net, mask, args.threshold, category=category,
+    r = reconstruct_photo(image, sketch_net, voxel_nets, mask, args.threshold, category=category,
                           viewpoint=viewpoint, fov=args.fov)  # fmt: skip
     seconds = time.perf_counter() - t
     # everything computed: now write
