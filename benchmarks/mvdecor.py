@@ -124,18 +124,61 @@ def run_2d(args, method: str, k: int, draw: int, out: Path, steps: int = 0) -> d
     return {"summary": summary, "keypoints": keypoints, "dense": dense, "train_keypoints": fitted, "steps": steps}
 
 
+class MissingRung(Exception):
+    """``--rungs-only``: the own-fit rule needs a rung that no ``--rungs`` file has (``steps``)."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(f"no rung of {steps} steps")
+        self.steps = steps
+
+
+def first_rung(args, method: str, k: int) -> int:
+    """The own-fit rule's first rung of a cell: the 2D task's ``default_steps(k)`` (600 at k = 5
+    and 10, 1800 at k = 30), a point network's ``--steps-3d`` (200: the steps its rows had before
+    the rule, sixth pass)."""
+    return default_steps(k) if runner_kind(method) == "2d" else args.steps_3d
+
+
+def ruled(args, method: str, k: int) -> bool:
+    """Whether a cell's row comes from the own-fit rule: ``--steps-rule own-fit``, a few-shot k
+    (not the full-data reference, k = 0), and a 2D or point network the rule can give steps to
+    (``run_2d``, ``run_3d`` and the PointContrast row; not the nearest-embedding variants)."""
+    return args.steps_rule == "own-fit" and k > 0 and runner_kind(method) in ("2d", "3d")
+
+
+def next_rung(known: dict[int, float], start: int, level: float = OWN_FIT_LEVEL, doublings: int = OWN_FIT_DOUBLINGS):
+    """The steps of the rung the own-fit rule needs next given the rungs ``known`` ({steps: own
+    PCK@0.05}), or None when the known rungs already decide (``steps_by_own_fit`` itself, run on
+    the known fits: a GPU queue trains rungs as separate jobs and asks this after each)."""
+
+    def fit_at(steps: int) -> float:
+        if steps not in known:
+            raise MissingRung(steps)
+        return known[steps]
+
+    try:
+        steps_by_own_fit(fit_at, start, level, doublings)
+    except MissingRung as missing:
+        return missing.steps
+    return None
+
+
 def own_fit_row(args, method: str, k: int, draw: int, out: Path, test: KeypointNetDataset, prior: list[dict]) -> dict:
-    """A 2D cell's row at the steps that fit its own k labelled shapes (``--steps-rule own-fit``,
-    ``steps_by_own_fit``: from ``default_steps(k)``, doubling while the own-shape PCK@0.05 is
-    below ``--fit-level``, at most ``--fit-doublings`` times). A rung already trained, in
-    ``prior`` (``--rungs`` files and ``OUT/rungs.jsonl``), is read, not retrained; a new one is
-    trained into ``OUT/METHOD-kK-dD-sSTEPS`` and appended to ``OUT/rungs.jsonl``. The row is the
-    chosen rung's, with ``steps_rule``: the level and every rung as [steps, own PCK@0.05, source]."""
+    """A cell's row at the steps that fit its own k labelled shapes (``--steps-rule own-fit``,
+    ``steps_by_own_fit``: from ``first_rung`` (a 2D run's ``default_steps(k)``, a point run's
+    ``--steps-3d``), doubling while the own-shape PCK@0.05 is below ``--fit-level``, at most
+    ``--fit-doublings`` times). A rung already trained, in ``prior`` (``--rungs`` files and
+    ``OUT/rungs.jsonl``), is read, not retrained; a new one is trained into
+    ``OUT/METHOD-kK-dD-sSTEPS`` and appended to ``OUT/rungs.jsonl`` (``--rungs-only``: raises
+    ``MissingRung`` instead). The row is the chosen rung's, with ``steps_rule``: the level and
+    every rung as [steps, own PCK@0.05, source]."""
     by_steps: dict[int, dict] = {}
 
     def fit_at(steps: int) -> float:
         row = find_rung(prior, args, method, k, draw, steps)
         if row is None:
+            if getattr(args, "rungs_only", False):
+                raise MissingRung(steps)
             row = measure(args, method, k, draw, out / f"{method}-k{k}-d{draw}-s{steps}", test, steps=steps)
             row["rung_source"] = str(out / "rungs.jsonl")
             append_row(out / "rungs.jsonl", row)
@@ -143,7 +186,7 @@ def own_fit_row(args, method: str, k: int, draw: int, out: Path, test: KeypointN
         by_steps[steps] = row
         return row["train_pck"][1] if row.get("train_pck") else float("nan")
 
-    steps, rungs = steps_by_own_fit(fit_at, default_steps(k), args.fit_level, args.fit_doublings)
+    steps, rungs = steps_by_own_fit(fit_at, first_rung(args, method, k), args.fit_level, args.fit_doublings)
     row = {key: v for key, v in by_steps[steps].items() if key != "rung_source"}
     row["steps_rule"] = {
         "rule": "own-fit",
@@ -155,7 +198,7 @@ def own_fit_row(args, method: str, k: int, draw: int, out: Path, test: KeypointN
 
 
 def find_rung(prior: list[dict], args, method: str, k: int, draw: int, steps: int) -> dict | None:
-    """The last complete row of ``prior`` for this category, 2D method, k, draw and step count
+    """The last complete row of ``prior`` for this category, method, k, draw and step count
     (and the same distance weight and decoder where the row records them), or None."""
     found = None
     for r in prior:
@@ -283,11 +326,13 @@ def run_nn(args, method: str, k: int, draw: int, out: Path) -> dict:
     return {"summary": {"epochs": 0}, "keypoints": keypoints, "dense": dense}
 
 
-def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "") -> dict:
-    """A point network on the k shapes; ``init``: a pretraining run its backbone starts from
-    (benchmarks/mvdecor_baselines.py's ``pointcontrast``), "" = from scratch. ``k = 0``: the
-    full-data supervised reference, every train shape for ``--epochs-full`` epochs (best by
-    the validation split's loss, as the official protocol)."""
+def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "", steps: int = 0) -> dict:
+    """A point network on the k shapes for ``steps`` optimiser steps (0: ``--steps-3d``; batches
+    of 8 shapes, so ``ceil(k / 8)`` steps an epoch); ``init``: a pretraining run its backbone
+    starts from (benchmarks/mvdecor_baselines.py's ``pointcontrast``), "" = from scratch.
+    ``k = 0``: the full-data supervised reference, every train shape for ``--epochs-full``
+    epochs (best by the validation split's loss, as the official protocol)."""
+    steps = steps or args.steps_3d
     from kpengine.learn.config import TrainConfig
     from kpengine.learn.registry import TASKS
 
@@ -299,7 +344,7 @@ def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "") ->
         backbone_kwargs={"width": 256} if backbone == "pointnet" else {},
         shots=k,
         seed=draw,
-        epochs=epochs_for(args.steps_3d, k) if k else args.epochs_full,
+        epochs=epochs_for(steps, k) if k else args.epochs_full,
         lr_schedule="cosine",
         scale_augment=0.2,
         init=init,
@@ -316,7 +361,7 @@ def run_3d(args, backbone: str, k: int, draw: int, out: Path, init: str = "") ->
         "keypoints": _keypoints_3d(out, args, "test"),
         "dense": None,
         "train_keypoints": _keypoints_3d(out, args, "train", ids) if k else None,
-        **({} if k else {"steps": None}),
+        "steps": steps if k else None,
     }
 
 
@@ -604,7 +649,8 @@ def decoder_study(run_dirs: list[Path], data: str, category: str) -> list[dict]:
 def measure(args, method: str, k: int, draw: int, run_dir: Path, test: KeypointNetDataset, steps: int = 0) -> dict:
     """Train (or resume) one method's run on draw ``draw`` of k shapes into ``run_dir`` and score
     it: the results.jsonl row (test PCK and mIoU, own-shape PCK, steps, seconds, load).
-    ``steps``: a 2D run's optimiser steps (0: ``--steps-2d`` or the task's rule)."""
+    ``steps``: the run's optimiser steps (0: ``--steps-2d`` or the task's rule for a 2D run,
+    ``--steps-3d`` for a point run)."""
     t0 = time.perf_counter()
     run = runner(method)
     res = run(args, method, k, draw, run_dir, **({"steps": steps} if steps else {}))
@@ -624,6 +670,7 @@ def measure(args, method: str, k: int, draw: int, run_dir: Path, test: KeypointN
         "device": args.device,
         **({"kernel": args.kernel, "distance_weight": distance_weight(args, method)} if run is run_2d else {}),
         **({"pretrain": args.pretrain} if method.startswith("mvdecor") else {}),
+        **({"pretrain_3d": args.pretrain_3d} if method == "pointcontrast" else {}),
     }
 
 
@@ -648,9 +695,10 @@ def main() -> None:
         "--steps-rule",
         choices=("fixed", "own-fit"),
         default="fixed",
-        help="2D runs: fixed = --steps-2d or the task's; own-fit = from the task's steps, double while the run's"
-        " PCK@0.05 on its own k labelled shapes is below --fit-level (at most --fit-doublings times; the test"
-        " split is never looked at). Every rung goes to OUT/rungs.jsonl, the chosen one to results.jsonl",
+        help="fixed = --steps-2d or the task's (2D), --steps-3d (point runs); own-fit = every few-shot 2D and point"
+        " row (not k = 0) from those steps, doubled while the run's PCK@0.05 on its own k labelled shapes is below"
+        " --fit-level (at most --fit-doublings times; the test split is never looked at). Every rung goes to"
+        " OUT/rungs.jsonl, the chosen one to results.jsonl",
     )
     p.add_argument(
         "--fit-level", type=float, default=OWN_FIT_LEVEL, help="own-fit: own-shape PCK@0.05 that counts as fitted"
@@ -663,7 +711,17 @@ def main() -> None:
         help="own-fit: results.jsonl files whose 2D rows (same category, method, k, draw, steps) count as rungs"
         " already trained, e.g. the fixed-step table's 600-step runs",
     )
-    p.add_argument("--steps-3d", type=int, default=STEPS_3D, help="optimiser steps of a point few-shot run")
+    p.add_argument(
+        "--rungs-only",
+        action="store_true",
+        help="own-fit: train nothing; a cell whose rule needs a rung no --rungs file has is skipped and named",
+    )
+    p.add_argument(
+        "--steps-3d",
+        type=int,
+        default=STEPS_3D,
+        help="optimiser steps of a point few-shot run (own-fit: its first rung)",
+    )
     p.add_argument(
         "--epochs-full",
         type=int,
@@ -766,8 +824,12 @@ def main() -> None:
             for method in args.methods:
                 if (method, k, draw) in done:
                     continue
-                if args.steps_rule == "own-fit" and runner(method) is run_2d:
-                    row = own_fit_row(args, method, k, draw, out, test, prior)
+                if ruled(args, method, k):
+                    try:
+                        row = own_fit_row(args, method, k, draw, out, test, prior)
+                    except MissingRung as missing:  # --rungs-only
+                        print(f"skipped {args.category} {method} k={k} draw {draw}: {missing}", flush=True)
+                        continue
                 else:
                     row = measure(args, method, k, draw, out / f"{method}-k{k}-d{draw}", test)
                 rows.append(row)

@@ -34,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run_pointcontrast(args, method: str, k: int, draw: int, out: Path) -> dict:
-    """The ``pointnet`` row's run from the PointContrast-pretrained backbone."""
+def run_pointcontrast(args, method: str, k: int, draw: int, out: Path, steps: int = 0) -> dict:
+    """The ``pointnet`` row's run from the PointContrast-pretrained backbone (``steps``: as
+    ``run_3d``'s, the own-fit rule's rung)."""
     from mvdecor import run_3d  # benchmarks/ is on sys.path: benchmarks/mvdecor.py imported this module
 
     pretrain = getattr(args, "pretrain_3d", "")
@@ -43,7 +44,7 @@ def run_pointcontrast(args, method: str, k: int, draw: int, out: Path) -> dict:
         raise SystemExit(
             f"pointcontrast needs --pretrain-3d RUN_DIR, a point_contrast run with a best.pt (got {pretrain!r})"
         )
-    return run_3d(args, "pointnet", k, draw, out, init=pretrain)
+    return run_3d(args, "pointnet", k, draw, out, init=pretrain, steps=steps)
 
 
 #: method name -> runner, looked up by benchmarks/mvdecor.py for names it does not define

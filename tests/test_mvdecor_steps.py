@@ -152,3 +152,93 @@ def test_the_rungs_table_lists_each_draws_rungs_and_marks_the_chosen_one() -> No
     assert lines[0] == "| category | k | method | draw 0 | draw 2 |"
     assert lines[2] == "| bathtub | 10 | scratch+dist | 600 (0.940) -> **1200 (0.980)** | **600 (1.000)** |"
     assert mvdecor.rungs_table([_row(600, 0.5)]) == ""
+
+
+# --- the same rule for the point networks (sixth pass): written and tested before any of its runs
+
+
+def _point_row(steps: int, fit: float, method: str = "dgcnn", k: int = 30, draw: int = 0) -> dict:
+    # a point run's epochs: ceil(steps / ceil(k / 8)) (run_3d: batches of 8 shapes)
+    return {
+        "method": method,
+        "category": "bathtub",
+        "k": k,
+        "draw": draw,
+        "steps": steps,
+        "epochs": math.ceil(steps / math.ceil(k / 8)),
+        "train_pck": [0.5, fit, 1.0],
+        "pck": [0.4, 0.7, 0.9],
+    }
+
+
+def test_a_point_row_starts_at_steps_3d_reads_its_200_step_row_and_doubles(tmp_path, monkeypatch) -> None:
+    trained = []
+
+    def measure(args, method, k, draw, run_dir, test, steps=0):
+        trained.append((method, steps, run_dir.name))
+        return _point_row(steps, {400: 0.95, 800: 0.99}[steps])
+
+    monkeypatch.setattr(mvdecor, "measure", measure)
+    prior = [{**_point_row(200, 0.890), "rung_source": "k30.jsonl"}]  # bathtub DGCNN k = 30: own .890
+    row = mvdecor.own_fit_row(_args(), "dgcnn", 30, 0, tmp_path, None, prior)
+    assert trained == [("dgcnn", 400, "dgcnn-k30-d0-s400"), ("dgcnn", 800, "dgcnn-k30-d0-s800")]
+    assert row["steps"] == 800 and [(s, f) for s, f, _ in row["steps_rule"]["rungs"]] == [
+        (200, 0.890),
+        (400, 0.95),
+        (800, 0.99),
+    ]
+    # a fitted 200-step row is the answer as it is: nothing trained, its steps kept
+    trained.clear()
+    fitted = [{**_point_row(200, 1.0, "pointnet", k=5), "rung_source": "gpu.jsonl"}]
+    row = mvdecor.own_fit_row(_args(), "pointnet", 5, 0, tmp_path, None, fitted)
+    assert trained == [] and row["steps"] == 200 and row["steps_rule"]["rungs"] == [[200, 1.0, "gpu.jsonl"]]
+    # --steps-3d moves the first rung (and the 2D rows keep theirs)
+    assert mvdecor.first_rung(_args(steps_3d=300), "pointcontrast", 10) == 300
+    assert mvdecor.first_rung(_args(steps_3d=300), "scratch+dist", 30) == default_steps(30) == 1800
+
+
+def test_the_rule_covers_the_few_shot_2d_and_point_rows_only() -> None:
+    own, fixed = _args(steps_rule="own-fit"), _args(steps_rule="fixed")
+    for method in ("mvdecor+dist", "scratch+dist", "mvdecor-noxyz", "pointnet", "dgcnn", "pointcontrast"):
+        assert mvdecor.ruled(own, method, 5) and not mvdecor.ruled(fixed, method, 5)
+        assert not mvdecor.ruled(own, method, 0)  # the full-data reference keeps its epochs
+    for method in ("mvdecor-nn", "random-nn"):  # no training steps to give
+        assert not mvdecor.ruled(own, method, 5)
+
+
+def test_next_rung_is_what_the_rule_would_train_next() -> None:
+    # worked out by hand from the rule: 200 -> 400 -> 800, level 0.97
+    assert mvdecor.next_rung({}, 200) == 200
+    assert mvdecor.next_rung({200: 0.969}, 200) == 400
+    assert mvdecor.next_rung({200: 0.97}, 200) is None
+    assert mvdecor.next_rung({200: 0.9, 400: 0.98}, 200) is None
+    assert mvdecor.next_rung({200: 0.9, 800: 1.0}, 200) == 400  # a later rung does not skip the one before
+    assert mvdecor.next_rung({200: 0.5, 400: 0.6, 800: 0.7}, 200) is None  # the cap: kept unfitted
+    assert mvdecor.next_rung({1800: math.nan}, 1800) == 3600
+    assert mvdecor.next_rung({600: 0.9}, 600, doublings=0) is None
+
+
+def test_rungs_only_trains_nothing_and_names_the_missing_rung(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(mvdecor, "measure", lambda *a, **kw: pytest.fail("trained with --rungs-only"))
+    prior = [{**_point_row(200, 0.9, "pointnet", k=10), "rung_source": "gpu.jsonl"}]
+    with pytest.raises(mvdecor.MissingRung) as missing:
+        mvdecor.own_fit_row(_args(rungs_only=True), "pointnet", 10, 0, tmp_path, None, prior)
+    assert missing.value.steps == 400
+
+
+def test_run_3d_trains_the_rungs_steps(tmp_path, monkeypatch) -> None:
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def train_run(task, out, **kw):
+        seen.append(task.config)
+        raise Stop
+
+    monkeypatch.setattr(mvdecor, "train_run", train_run)
+    args = _args(data="unused", device="cpu", time_limit=0, epochs_full=40)
+    for k, steps, epochs in ((5, 0, 200), (5, 400, 400), (10, 400, 200), (30, 800, 200), (30, 0, 50)):
+        with pytest.raises(Stop):  # steps per epoch ceil(k / 8): 1, 2, 4; 0 = --steps-3d (200)
+            mvdecor.run_3d(args, "dgcnn", k, 0, tmp_path, steps=steps)
+        assert (seen[-1].epochs, seen[-1].shots, seen[-1].backbone) == (epochs, k, "dgcnn")
