@@ -267,16 +267,22 @@ def prune(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the GPU job: pretrainings, then every few-shot cell, as many processes at once as the cores allow
+# the GPU job: pretrainings, then the few-shot cells' own-fit rungs, as many processes at once as the cores allow
 
 CATEGORIES = ("bed", "bathtub")
 SHOTS = (5, 10, 30)
 DRAWS = (0, 1, 2, 3, 4)
 #: the 2D rows with the distance head (``+dist``: the task's default, which the third pass ran)
 METHODS = ("mvdecor+dist", "scratch+dist", "pointcontrast", "pointnet", "dgcnn")
-#: first guesses of a job's wall seconds on the GPU machine (replaced by the slowest seen of its kind)
-#: (the first call's slowest: 2D 73 / 71 s, PointNet 55 / 47 / 33 s, DGCNN 48 / 44 s at k = 5 / 10 / 30)
-GUESS = {"2d": {5: 75, 10: 75, 30: 150}, "pointnet": {5: 55, 10: 50, 30: 40}, "dgcnn": {5: 50, 10: 45, 30: 60}}
+#: a rung job's wall seconds on the GPU machine, guessed as OVERHEAD[kind][k] + steps x PER_STEP[kind][k]
+#: (the first call, 10 jobs at once, load 12-19: 2D 600 steps trained in 21-33 s, 45-73 s a job; point
+#: networks 200 steps in 4-10 s, 23-55 s a job; the import and the scoring are the rest), then scaled by
+#: the largest ratio of seen to guessed wall of the kind
+OVERHEAD = {"2d": {5: 35, 10: 35, 30: 45}, "pointnet": {5: 32, 10: 27, 30: 22}, "dgcnn": {5: 30, 10: 25, 30: 25}}
+PER_STEP = {"2d": {5: 0.05, 10: 0.05, 30: 0.05}, "pointnet": {5: 0.045, 10: 0.045, 30: 0.045}}
+PER_STEP["dgcnn"] = {5: 0.05, 10: 0.05, 30: 0.08}
+
+Cell = tuple  # (category, method, k, draw)
 
 
 def _kind(method: str) -> str:
@@ -285,22 +291,123 @@ def _kind(method: str) -> str:
     return "dgcnn" if method == "dgcnn" else "pointnet"
 
 
-def _priority(job: tuple[str, str, int, int]) -> tuple:
-    """Draws first (every cell's draw 0 before any draw 1): a cut-off then leaves fewer draws
-    everywhere rather than empty cells. k = 30 (the slowest runs, not the goal's k): its draw 0
-    beside the others' draw 2, its later draws after every draw of k = 5 and 10."""
-    cat, method, k, draw = job
-    rank = draw if k != 30 else (2 if draw == 0 else draw + 3)
-    return (rank, SHOTS.index(k), METHODS.index(method), CATEGORIES.index(cat))
+def known_rungs(rows: list[dict]) -> dict[Cell, dict[int, float]]:
+    """{(category, method, k, draw): {steps: own PCK@0.05}} of the complete few-shot rows: each is a
+    rung of the own-fit rule (benchmarks/mvdecor.py ``find_rung`` takes the same rows: 2D rows with
+    the distance head and the ball decoder, not cut by a time limit)."""
+    from mvdecor import complete
+
+    out: dict[Cell, dict[int, float]] = {}
+    for r in rows:
+        if not r.get("k") or not r.get("steps") or not r.get("train_pck") or not complete(r):
+            continue
+        if _kind(r["method"]) == "2d" and (r.get("distance_weight", 1.0) != 1.0 or r.get("kernel", "ball") != "ball"):
+            continue
+        out.setdefault((r["category"], r["method"], r["k"], r["draw"]), {})[int(r["steps"])] = float(r["train_pck"][1])
+    return out
+
+
+class RungPlanner:
+    """Which rungs of the own-fit rule (benchmarks/mvdecor.py ``next_rung``) a GPU call trains, in
+    which order. Every rung is a fresh run of its own (the cosine schedule depends on the total), so
+    the rungs of one cell can run at once: the next rung of a 2D cell starts beside the current one
+    when, on the other draws of its category, method and k, the current rung fell short at least half
+    the time ("speculation", a guess from own-shape fits only); a speculative rung the rule turns out
+    not to need is stopped. Which rung the row takes is the rule's alone (``--rungs-only`` afterwards).
+
+    Priority (the sixth pass's order): (0) the k = 5 and 10 cells of the 2D rows, and of DGCNN where it
+    has no row yet (the missing draws); (1) the other point cells of k = 5 and 10 (their rungs above
+    200 steps, PointNet and PointContrast draw 4); (2) the point cells of k = 30; (3) the 2D cells of
+    k = 30. Within a class the 2D rows first (the longest chains), then by draw, k, method, category."""
+
+    def __init__(
+        self, cells: list[Cell], known: dict[Cell, dict[int, float]], level: float, doublings: int, steps_3d: int
+    ) -> None:
+        self.level, self.doublings, self.steps_3d = level, doublings, steps_3d
+        self.had_rows = {c for c in cells if known.get(c)}
+        self.known = {c: dict(known.get(c, {})) for c in cells}
+        self.cells = sorted(cells, key=self.priority)
+        self.running: dict[Cell, set[int]] = {}
+        self.failed: set = set()
+
+    def start(self, cell: Cell) -> int:
+        from kpengine.image.tasks.multiview_fewshot import default_steps
+
+        return default_steps(cell[2]) if _kind(cell[1]) == "2d" else self.steps_3d
+
+    def next_steps(self, cell: Cell) -> int | None:
+        from mvdecor import next_rung
+
+        return next_rung(self.known[cell], self.start(cell), self.level, self.doublings)
+
+    def priority(self, cell: Cell) -> tuple:
+        cat, method, k, draw = cell
+        two_d = _kind(method) == "2d"
+        if k != 30:
+            cls = 0 if two_d or (method == "dgcnn" and cell not in self.had_rows) else 1
+        else:
+            cls = 3 if two_d else 2
+        return (cls, 0 if two_d else 1, draw, SHOTS.index(k), METHODS.index(method), CATEGORIES.index(cat))
+
+    def speculate(self, cell: Cell, steps: int) -> bool:
+        """Start the rung after ``steps`` now too: a 2D cell, within the cap, and ``steps`` fell
+        short on at least half of the other draws that trained it."""
+        if _kind(cell[1]) != "2d" or steps * 2 > self.start(cell) * 2**self.doublings:
+            return False
+        fits = [kn[steps] for c, kn in self.known.items() if c[:3] == cell[:3] and c != cell and steps in kn]
+        return bool(fits) and sum(f < self.level for f in fits) * 2 >= len(fits)
+
+    def pending(self) -> list[Cell]:
+        return [c for c in self.cells if c not in self.failed and self.next_steps(c) is not None]
+
+    def candidates(self) -> list[tuple[Cell, int]]:
+        """(cell, steps) of the rungs that may start now, best first."""
+        out = []
+        for cell in self.pending():
+            steps, running = self.next_steps(cell), self.running.get(cell, set())
+            if steps not in running:
+                out.append((cell, steps))
+            if self.speculate(cell, steps) and steps * 2 not in running and steps * 2 not in self.known[cell]:
+                out.append((cell, steps * 2))
+        return out
+
+    def started(self, cell: Cell, steps: int) -> None:
+        self.running.setdefault(cell, set()).add(steps)
+
+    def finished(self, cell: Cell, steps: int, fit: float | None) -> list[int]:
+        """Record a rung's own fit (None: it failed, and the cell is dropped); the running rungs of
+        the cell that are no longer needed (to stop) are returned."""
+        self.running.get(cell, set()).discard(steps)
+        if fit is None:
+            self.failed.add(cell)
+        else:
+            self.known[cell][steps] = fit
+        if cell in self.failed or self.next_steps(cell) is None:
+            return sorted(self.running.pop(cell, set()))
+        return []
+
+
+def estimate(method: str, k: int, steps: int, scale: dict[str, float] | None = None) -> float:
+    kind = _kind(method)
+    return (OVERHEAD[kind][k] + steps * PER_STEP[kind][k]) * (scale or {}).get(kind, 1.0)
 
 
 def queue(args) -> None:
-    """Unpack, start the pretrainings, run the few-shot cells in priority order while the deadline
-    allows, then pack results.jsonl, the pretraining runs and the logs into OUT/results.tar.gz."""
+    """Unpack, start the pretrainings (or take a first call's, ``--resume``), train the few-shot
+    cells' own-fit rungs (``RungPlanner``) while the deadline allows, then write OUT/results.jsonl
+    (one row per rung trained), status.json, the logs and results.tar.gz. The rows of the table are
+    the rule's choice among these and the ``--prior`` rungs: ``benchmarks/mvdecor.py --steps-rule
+    own-fit --rungs-only --rungs PRIOR... OUT/results.jsonl``."""
     import os
     import subprocess
     import sys
     import tarfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from mvdecor import STEPS_3D
+
+    from kpengine.data.shots import draw_shots
+    from kpengine.image.tasks.multiview_fewshot import OWN_FIT_DOUBLINGS, OWN_FIT_LEVEL
 
     t0 = time.monotonic()
     deadline = t0 + args.budget
@@ -381,7 +488,7 @@ def queue(args) -> None:
         )
     running: dict[str, tuple] = {}
     for name, (cmd, cores) in pre.items():
-        if resume is not None:  # a second call: the first call's pretrainings, carried
+        if resume is not None:  # a later call: the first call's pretrainings, carried
             continue
         fh = (logs / f"{name}.log").open("w")
         running[name] = (
@@ -394,40 +501,63 @@ def queue(args) -> None:
     ready = {"bed_mv": True, "bathtub_mv": False, "bed_pc": False, "bathtub_pc": False}
     pretrain_path = {"bed": str(Path(args.src) / "bed_pre"), "bathtub": str(runs / "mv_bathtub_pre")}
     pc_root = runs
-    done: set = set()
+    prior: list[dict] = []
     if resume is not None:
         pretrain_path["bathtub"] = str(resume / "mv_bathtub_pre")
         pc_root = resume
         for key, name in (("bathtub_mv", "mv_bathtub_pre"), ("bed_pc", "pc_bed_pre"), ("bathtub_pc", "pc_bathtub_pre")):
             ready[key] = (resume / name / "best.pt").is_file()
-        rows = [json.loads(x) for x in (resume / "results.jsonl").read_text().splitlines() if x.strip()]
-        done = {(r["category"], r["method"], r["k"], r["draw"]) for r in rows}
-        log(
-            f"resume: {len(done)} cells done before, pretrainings ready {ready}"
-            + (" (smoke: ignored)" if smoke else "")
-        )
-        if smoke:
-            done = set()
+        if (resume / "results.jsonl").is_file():
+            prior += [json.loads(x) for x in (resume / "results.jsonl").read_text().splitlines() if x.strip()]
+    for f in args.prior or []:
+        prior += [json.loads(x) for x in Path(f).read_text().splitlines() if x.strip()]
+    known = {} if smoke else known_rungs(prior)
+    log(f"{len(prior)} prior rows, rungs of {len(known)} cells known; pretrainings ready {ready}")
     draws = DRAWS[:1] if smoke else DRAWS
     shots = SHOTS[:1] if smoke else SHOTS
     methods = args.only or METHODS
-    todo = sorted(
-        ((c, m, k, d) for c in CATEGORIES for m in methods for k in shots for d in draws if (c, m, k, d) not in done),
-        key=_priority,
-    )
-    seen: dict[tuple[str, int], float] = {}
+    # the 2D cells whose k shapes' views travelled (a pruned pack keeps only some draws' shapes)
+    viewed = {}
+    for cat in CATEGORIES:
+        clouds = json.loads((Path(args.src) / f"{cat}_clouds.json").read_text())
+        viewed[cat] = set(clouds.get("index_ids", clouds["ids"]))
+    from kpengine.data.dataset import KeypointNetDataset
 
-    def needs(job) -> str | None:
-        cat, method, _, _ = job
+    train_ids = {cat: KeypointNetDataset(kp, cat, "train", workers=args.cores).model_ids for cat in CATEGORIES}
+    cells, no_views = [], []
+    for c in CATEGORIES:
+        for m in methods:
+            for k in shots:
+                for d in draws:
+                    if _kind(m) == "2d" and not set(draw_shots(train_ids[c], k, d)) <= viewed[c]:
+                        no_views.append(f"{c}-{m}-k{k}-d{d}")
+                        continue
+                    cells.append((c, m, k, d))
+    steps_3d = 2 if smoke else STEPS_3D
+    plan = RungPlanner(cells, known, args.fit_level or OWN_FIT_LEVEL, OWN_FIT_DOUBLINGS, steps_3d)
+    if smoke:  # a few steps: every rung is "fitted" only if it is; the ladder is 4 -> 8 -> 16 (2D)
+        plan.start = lambda cell: 4 if _kind(cell[1]) == "2d" else 2  # type: ignore[method-assign]
+    status["no_views"] = no_views
+    todo0 = plan.pending()
+    log(f"{len(todo0)} cells to decide, {len(cells) - len(todo0)} decided already; no views carried: {len(no_views)}")
+    status["cells_to_decide"] = ["-".join(map(str, c)) for c in todo0]
+    scale: dict[str, float] = {}
+
+    def needs(cell) -> str | None:
+        cat, method, _, _ = cell
         if method.startswith("mvdecor"):
             return f"{cat}_mv"
         return f"{cat}_pc" if method == "pointcontrast" else None
 
-    def estimate(job) -> float:
-        _, method, k, _ = job
-        return seen.get((_kind(method), k), GUESS[_kind(method)][k])
+    def row_of(job_out: Path) -> dict | None:
+        rows = (
+            [json.loads(x) for x in (job_out / "results.jsonl").read_text().splitlines() if x.strip()]
+            if (job_out / "results.jsonl").is_file()
+            else []
+        )
+        return rows[-1] if rows else None
 
-    while todo or running:
+    while True:
         now = time.monotonic()
         for name, (proc, start, _cores, job) in list(running.items()):
             rc = proc.poll()
@@ -435,31 +565,51 @@ def queue(args) -> None:
                 if now > deadline - 8:
                     proc.kill()
                     log(f"killed {name} at the deadline")
-                    status["jobs"].append({"name": name, "rc": "killed", "seconds": now - start})
+                    status["jobs"].append({"name": name, "rc": "killed", "seconds": round(now - start, 1)})
                     running.pop(name)
                 continue
             running.pop(name)
             status["jobs"].append({"name": name, "rc": rc, "seconds": round(now - start, 1)})
-            log(f"done {name} rc {rc} in {now - start:.0f} s")
             if job is None:  # a pretraining
+                log(f"done {name} rc {rc} in {now - start:.0f} s")
                 key = name.replace("_pre", "").replace("mv_", "").replace("pc_", "")
                 kind = "mv" if name.startswith("mv_") else "pc"
                 ready[f"{key}_{kind}"] = rc == 0 and (runs / name / "best.pt").is_file()
                 if not ready[f"{key}_{kind}"]:
-                    log(f"{name} failed: its rows are dropped")
-                    todo = [j for j in todo if needs(j) != f"{key}_{kind}"]
-            elif rc == 0:
-                key = (_kind(job[1]), job[2])
-                seen[key] = max(seen.get(key, 0.0), now - start)
+                    log(f"{name} failed: its cells are dropped")
+                    plan.failed |= {c for c in plan.cells if needs(c) == f"{key}_{kind}"}
+                continue
+            cell, steps = job
+            row = row_of(jobs_dir / name) if rc == 0 else None
+            from mvdecor import complete
+
+            fit = float(row["train_pck"][1]) if row and row.get("train_pck") and complete(row) else None
+            log(f"done {name} rc {rc} in {now - start:.0f} s, own PCK@0.05 {fit}")
+            if fit is not None:
+                kind = _kind(cell[1])
+                scale[kind] = max(scale.get(kind, 1.0), (now - start) / estimate(cell[1], cell[2], steps))
+            for s in plan.finished(cell, steps, fit):
+                other = f"{cell[0]}-{cell[1]}-k{cell[2]}-d{cell[3]}-s{s}"
+                if other in running:
+                    running.pop(other)[0].kill()
+                    status["jobs"].append({"name": other, "rc": "stopped: not needed"})
+                    log(f"stopped {other}: the rule does not need it")
         busy = sum(c for _, _, c, _ in running.values())
-        while todo and busy + 1 <= args.cores:
+        while busy + 1 <= args.cores:
             left = deadline - time.monotonic() - 10
-            pick = next((j for j in todo if (needs(j) is None or ready[needs(j)]) and estimate(j) * 1.1 < left), None)
+            pick = next(
+                (
+                    (c, s)
+                    for c, s in plan.candidates()
+                    if (needs(c) is None or ready[needs(c)]) and estimate(c[1], c[2], s, scale) * 1.1 < left
+                ),
+                None,
+            )
             if pick is None:
                 break
-            todo.remove(pick)
-            cat, method, k, draw = pick
-            name = f"{cat}-{method}-k{k}-d{draw}"
+            cell, steps = pick
+            cat, method, k, draw = cell
+            name = f"{cat}-{method}-k{k}-d{draw}-s{steps}"
             cmd = [
                 sys.executable,
                 "benchmarks/mvdecor.py",
@@ -485,40 +635,41 @@ def queue(args) -> None:
                 device,
                 "--fusions",
                 "mean",
+                "--steps-2d" if _kind(method) == "2d" else "--steps-3d",
+                str(steps),
                 "--time-limit",
                 str(max(5, int(left - 35))),  # the rest of a job: inference and scoring
             ]
-            if smoke:
-                cmd += ["--steps-2d", "4", "--steps-3d", "2"]
             fh = (logs / f"{name}.log").open("w")
             running[name] = (
                 subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env),
                 time.monotonic(),
                 1.0,
-                pick,
+                (cell, steps),
             )
+            plan.started(cell, steps)
             busy += 1
-            log(f"start {name} (estimate {estimate(pick):.0f} s, {len(todo)} left)")
-        if not running and todo:
-            if all(needs(j) is not None and not ready[needs(j)] for j in todo):
-                log("nothing left that can run")
-            else:
-                log(f"{len(todo)} jobs do not fit the time left")
+            log(f"start {name} (estimate {estimate(method, k, steps, scale):.0f} s)")
+        if not running:
+            left_cells = plan.pending()
+            if left_cells:
+                log(f"{len(left_cells)} cells undecided: their next rung does not fit the time left or cannot run")
             break
         time.sleep(1.0)
-    status["not_run"] = ["-".join(map(str, j)) for j in todo]
+    status["undecided"] = ["-".join(map(str, c)) for c in plan.pending()]
+    status["failed"] = ["-".join(map(str, c)) for c in sorted(plan.failed)]
     status["seconds"] = round(time.monotonic() - t0, 1)
     rows = [line for f in sorted(jobs_dir.glob("*/results.jsonl")) for line in f.read_text().splitlines() if line]
     (out / "results.jsonl").write_text("\n".join(rows) + ("\n" if rows else ""))
     (out / "status.json").write_text(json.dumps(status, indent=1) + "\n")
-    log(f"{len(rows)} rows; {len(todo)} jobs not run")
+    log(f"{len(rows)} rung rows; {len(status['undecided'])} cells undecided")
     with tarfile.open(out / "results.tar.gz", "w:gz") as tar:
         tar.add(out / "results.jsonl", "results.jsonl")
         tar.add(out / "status.json", "status.json")
         tar.add(logs, "logs")
         for name in pre:
             for f in ("best.pt", "config.json", "history.json"):
-                if (runs / name / f).is_file():
+                if resume is None and (runs / name / f).is_file():
                     path = _without_optimizer(runs / name / f) if f == "best.pt" else runs / name / f
                     tar.add(path, f"{name}/{f}")
         for f in sorted(jobs_dir.glob("*/*/history.json")):
@@ -564,10 +715,21 @@ def main() -> None:
     c.add_argument(
         "--resume",
         metavar="DIR",
-        help="a first call's results.jsonl and pretraining runs: skip its cells, reuse its pretrainings",
+        help="a first call's pretraining runs (and results.jsonl, read as --prior): reuse its pretrainings",
     )
     c.add_argument("--only", nargs="+", choices=METHODS, help="run these methods' cells only")
-    c.add_argument("--smoke", action="store_true", help="CPU, 1 epoch / a few steps, draw 0 and k = 5 only")
+    c.add_argument(
+        "--prior",
+        nargs="+",
+        metavar="RESULTS",
+        help="results.jsonl files whose complete rows are rungs already trained (not trained again)",
+    )
+    c.add_argument("--fit-level", type=float, default=0.0, help="the own-fit level (0: the task's, 0.97)")
+    c.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CPU, draw 0 and k = 5 only, rungs of 4 -> 8 -> 16 steps (2D) and 2 -> 4 -> 8 (point), no prior rungs",
+    )
     d = sub.add_parser("prune", help="a pack with the views the few-shot runs read only (prune's docstring)")
     d.add_argument("--src", required=True)
     d.add_argument("--data", required=True, help="the KeypointNet root the pack was made from (its splits)")

@@ -100,3 +100,101 @@ def test_pack_then_unpack_gives_the_same_clouds_and_views(sample_root, tmp_path)
     assert len(KeypointNetDataset(tmp_path / "un" / "kp", "mug", "test")) == len(
         KeypointNetDataset(sample_root, "mug", "test")
     )
+
+
+# --- the GPU queue's own-fit rungs (sixth pass)
+
+
+def _planner(cells, known, steps_3d=200):
+    return mvdecor_gpu.RungPlanner(cells, known, level=0.97, doublings=2, steps_3d=steps_3d)
+
+
+def test_the_planner_trains_only_the_rungs_the_rule_still_needs_in_the_passes_order() -> None:
+    cells = [
+        ("bed", "pointnet", 30, 1),  # (2) a point cell of k = 30
+        ("bed", "scratch+dist", 30, 1),  # (3) a 2D cell of k = 30
+        ("bathtub", "pointnet", 5, 0),  # (1) a point cell with a row: its next rung
+        ("bathtub", "dgcnn", 10, 4),  # (0) DGCNN without any row
+        ("bathtub", "dgcnn", 10, 0),  # (1) DGCNN with a row short of the level
+        ("bed", "mvdecor+dist", 10, 3),  # (0) a 2D cell
+        ("bed", "dgcnn", 5, 0),  # decided already: 1.000 at 200 steps
+    ]
+    known = {
+        ("bathtub", "pointnet", 5, 0): {200: 0.8},
+        ("bathtub", "dgcnn", 10, 0): {200: 0.961},
+        ("bed", "mvdecor+dist", 10, 3): {600: 0.943},
+        ("bed", "dgcnn", 5, 0): {200: 1.0},
+    }
+    plan = _planner(cells, known)
+    assert plan.candidates() == [
+        (("bed", "mvdecor+dist", 10, 3), 1200),
+        (("bathtub", "dgcnn", 10, 4), 200),
+        (("bathtub", "pointnet", 5, 0), 400),
+        (("bathtub", "dgcnn", 10, 0), 400),
+        (("bed", "pointnet", 30, 1), 200),
+        (("bed", "scratch+dist", 30, 1), 1800),
+    ]
+    # a started rung is not offered again; its cell offers nothing more until it ends
+    plan.started(("bed", "mvdecor+dist", 10, 3), 1200)
+    assert (("bed", "mvdecor+dist", 10, 3), 1200) not in plan.candidates()
+    # a point cell doubles until it fits or reaches the cap (200 -> 400 -> 800), then is decided
+    cell = ("bathtub", "pointnet", 5, 0)
+    plan.started(cell, 400)
+    assert plan.finished(cell, 400, 0.9) == [] and plan.next_steps(cell) == 800
+    plan.started(cell, 800)
+    assert plan.finished(cell, 800, 0.5) == [] and plan.next_steps(cell) is None
+    assert cell not in plan.pending()
+    # a failed rung drops its cell
+    plan.started(("bathtub", "dgcnn", 10, 4), 200)
+    plan.finished(("bathtub", "dgcnn", 10, 4), 200, None)
+    assert ("bathtub", "dgcnn", 10, 4) not in plan.pending()
+
+
+def test_the_planner_starts_the_next_2d_rung_beside_when_it_mostly_fell_short_and_stops_it_if_unneeded() -> None:
+    cell = ("bathtub", "scratch+dist", 10, 4)
+    known = {  # the other draws at 600 steps: 3 of 3 short -> 1200 starts beside 600
+        ("bathtub", "scratch+dist", 10, 0): {600: 0.743, 1200: 0.954, 2400: 0.994},
+        ("bathtub", "scratch+dist", 10, 1): {600: 0.643, 1200: 0.980},
+        ("bathtub", "scratch+dist", 10, 2): {600: 0.798, 1200: 0.977},
+    }
+    plan = _planner([cell, *known], known)
+    assert plan.candidates() == [(cell, 600), (cell, 1200)]
+    assert plan.speculate(cell, 1200) is False  # 1200 fell short on 1 of 3: 2400 waits
+    plan.started(cell, 600)
+    plan.started(cell, 1200)
+    assert plan.candidates() == []
+    assert plan.finished(cell, 600, 0.98) == [1200]  # 600 fits: 1200 is stopped
+    assert plan.next_steps(cell) is None and plan.running == {}
+    # never past the cap, and never for a point network
+    assert _planner([cell], {cell: {600: 0.5, 1200: 0.5}}).speculate(cell, 2400) is False
+    pcell = ("bed", "pointnet", 10, 4)
+    others = {("bed", "pointnet", 10, d): {200: 0.9} for d in range(4)}
+    assert _planner([pcell, *others], others).speculate(pcell, 200) is False
+
+
+def test_known_rungs_takes_complete_rows_of_the_distance_head_only() -> None:
+    def row(**kw):
+        base = {"category": "bed", "method": "scratch+dist", "k": 10, "draw": 0, "steps": 600, "epochs": 40}
+        return {**base, "train_pck": [0.3, 0.9, 1.0], "distance_weight": 1.0, "kernel": "ball", **kw}
+
+    rows = [
+        row(),
+        row(steps=1200, epochs=80, train_pck=[0.4, 0.99, 1.0]),
+        row(steps=2400, epochs=7),  # cut by a time limit (planned 160 epochs)
+        row(draw=1, distance_weight=0.0),  # another head
+        row(draw=2, train_pck=None),  # no own-shape fit
+        {"category": "bed", "method": "pointnet", "k": 0, "draw": 0, "steps": None, "epochs": 40},  # full data
+        {
+            "category": "bed",
+            "method": "dgcnn",
+            "k": 30,
+            "draw": 0,
+            "steps": 200,
+            "epochs": 50,
+            "train_pck": [0, 0.968, 1],
+        },
+    ]
+    assert mvdecor_gpu.known_rungs(rows) == {
+        ("bed", "scratch+dist", 10, 0): {600: 0.9, 1200: 0.99},
+        ("bed", "dgcnn", 30, 0): {200: 0.968},
+    }
