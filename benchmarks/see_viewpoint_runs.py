@@ -15,7 +15,8 @@ differences of a few flips are noise and this says so.
 
 Sets may be any render set of the category: the validation split, or new views of *train* shapes
 (a run that knows its training shapes by heart flips less there than on new shapes: the gap is
-what "overfitting" means for the flips). ``--limit N`` takes the first N views of each set.
+what "overfitting" means for the flips). ``--limit N`` takes the first N views of each set; ``--pool``
+also scores all sets' images together.
 The figure: per set, the flip rate of every run with its 95 % Wilson interval, and the azimuth
 error's distribution (mirror-averaged).
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpengine.image.datasets import predict_viewpoints
+from kpengine.image.datasets import ViewSet, predict_viewpoints
 from kpengine.image.renders import load_image_set, view_set
 from kpengine.image.tasks import image_task
 from kpengine.image.viewpoint import angle_difference, viewpoint_metrics
@@ -80,6 +81,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", required=True, help="NAME=RENDER_SET ...")
     ap.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_DIR ... (viewpoint runs with best.pt)")
     ap.add_argument("--reference", help="the run the others are compared with, image by image (default: the first)")
+    ap.add_argument("--pool", action="store_true", help="also score every set's images together (set 'pooled')")
     ap.add_argument("--limit", type=int, default=None, help="first N views of each set")
     ap.add_argument("--crop-size", type=int, default=128, help="stored crop side the runs were trained on")
     ap.add_argument("--out", required=True, help="JSON of every metric and the per-image errors")
@@ -93,8 +95,17 @@ def main() -> None:
     models = {k: load_viewpoint_run(v, a.category) for k, v in runs.items()}
     result: dict = {"category": a.category, "sets": sets, "runs": runs, "reference": ref, "scores": {}}
     errors: dict = {}
-    for sname, spath in sets.items():
-        vs = view_set(load_image_set(spath, a.category, a.limit), a.crop_size)
+    views = {k: view_set(load_image_set(v, a.category, a.limit), a.crop_size) for k, v in sets.items()}
+    if a.pool and len(views) > 1:
+        parts = list(views.values())
+        views["pooled"] = ViewSet(
+            torch.cat([v.crops for v in parts]),
+            torch.cat([v.azimuth for v in parts]),
+            torch.cat([v.elevation for v in parts]),
+            [f"{k}/{n}" for k, v in views.items() for n in v.names],
+        )
+        sets = {**sets, "pooled": "+".join(sets)}
+    for sname, vs in views.items():
         gt_az, gt_el = vs.azimuth.numpy(), vs.elevation.numpy()
         result["scores"][sname] = {}
         for rname, model in models.items():
