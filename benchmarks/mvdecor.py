@@ -486,6 +486,59 @@ def goal_table(rows: list[dict], method: str = "mvdecor+dist") -> str:
     return "\n".join(lines)
 
 
+def fitted_rows(rows: list[dict], level: float) -> tuple[list[dict], list[dict]]:
+    """The rows whose run fits its own k labelled shapes at PCK@0.10 >= ``level`` (rows without an
+    own-shape PCK, e.g. the full-data reference, are kept), and those left out. A point network
+    trained with the official loss (a minimum over each shape's rotational relabellings) can learn
+    a relabelled id assignment for a whole draw: its own PCK@0.10 is then the fraction of shapes
+    without that symmetry (bathtub: .1-.6), at any number of steps (docs/mvdecor.md, sixth pass)."""
+    kept, out = [], []
+    for r in rows:
+        (out if r.get("train_pck") and r["train_pck"][2] < level else kept).append(r)
+    return kept, out
+
+
+def relabel_check(runs: list[str], data: str) -> list[dict]:
+    """For point few-shot runs: per own labelled shape, the fraction of ids predicted within 0.10
+    of the truth under the identity labelling (what the official PCK scores) and under the best of
+    the shape's rotational relabellings (what the training loss takes the minimum over). A shape
+    fitted under a relabelling only is a whole-shape miss of the official PCK, not an underfit."""
+    import torch
+
+    from kpengine.learn.config import TrainConfig
+    from kpengine.metrics.relabel import rotational_relabellings
+
+    out = []
+    for run in runs:
+        model, state = load_run(run)
+        cfg = TrainConfig.from_json(state["config"])
+        ids = draw_shots_of(data, cfg)
+        shapes = list(KeypointNetDataset(data, cfg.category, "train", n_points=cfg.n_points, model_ids=ids))
+        with torch.no_grad():
+            logits = model.eval()(torch.from_numpy(np.stack([s.points for s in shapes]).astype(np.float32))).numpy()
+        for shape, o in zip(shapes, logits):
+            pred = o.argmax(axis=0)
+            fits = []
+            for lab in rotational_relabellings(shape, state["n_classes"]):
+                lab = np.asarray(lab)
+                have = lab >= 0
+                fits.append(
+                    float((np.linalg.norm(shape.points[pred[have]] - shape.points[lab[have]], axis=1) < 0.1).mean())
+                )
+            row = {"run": str(run), "model_id": shape.model_id, "relabellings": len(fits), "identity": fits[0]}
+            row["best"] = max(fits)
+            print(json.dumps(row), flush=True)
+            out.append(row)
+    return out
+
+
+def draw_shots_of(data: str, cfg) -> list[str]:
+    """The k labelled train shapes of a point run's config (``shots``, ``seed``)."""
+    from kpengine.data.shots import draw_shots
+
+    return draw_shots(KeypointNetDataset(data, cfg.category, cfg.train_split).model_ids, cfg.shots, cfg.seed)
+
+
 def figure(args, path: str) -> None:
     """The nearest-embedding transfer between two test shapes, with the pretrained U-Net and,
     for comparison, the same network with random weights (seed 0)."""
@@ -755,6 +808,12 @@ def main() -> None:
         "--decoders", nargs="+", metavar="RUN_DIR", help="only compare the keypoint decoders on these 2D runs"
     )
     p.add_argument(
+        "--relabel-check",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="only check point few-shot runs' own shapes under the identity and the rotational relabellings",
+    )
+    p.add_argument(
         "--merge",
         nargs="+",
         metavar="RESULTS",
@@ -763,6 +822,13 @@ def main() -> None:
     )
     p.add_argument("--merge-draws", type=int, nargs="+", metavar="D", help="--merge: these draws only")
     p.add_argument("--merge-shots", type=int, nargs="+", metavar="K", help="--merge: these k only")
+    p.add_argument(
+        "--merge-fitted",
+        type=float,
+        default=0.0,
+        metavar="LEVEL",
+        help="--merge: also the paired table without the runs whose own-shape PCK@0.10 is below LEVEL",
+    )
     try:  # the other methods' own options (benchmarks/mvdecor_baselines.py: add_arguments)
         import mvdecor_baselines
     except ImportError:
@@ -778,6 +844,10 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.relabel_check:
+        rows = relabel_check(args.relabel_check, args.data)
+        (out / "relabel_check.json").write_text(json.dumps(rows, indent=1) + "\n")
+        return
     if args.decoders:
         rows = decoder_study([Path(r) for r in args.decoders], args.data, args.category)
         (out / "decoders.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -795,6 +865,18 @@ def main() -> None:
         cut = [r for r in rows if not complete(r)]
         rows = [r for r in rows if complete(r)]
         text = table(rows) + "\n\n" + goal_table(rows)
+        if args.merge_fitted:
+            kept, out_ = fitted_rows(rows, args.merge_fitted)
+            text += (
+                f"\n\nThe same, on the draws where both runs fit their own shapes at PCK@0.10 >= {args.merge_fitted}"
+                " (left out: "
+                + (
+                    ", ".join(f"{r.get('category', '')} {r['method']} k={r['k']} draw {r['draw']}" for r in out_)
+                    or "none"
+                )
+                + "):\n\n"
+                + goal_table(kept)
+            )
         if rungs_table(rows):
             text += "\n\nSteps by the own-shape fit (steps (own PCK@0.05), chosen in bold):\n\n" + rungs_table(rows)
         changed = [

@@ -242,3 +242,12 @@ def test_run_3d_trains_the_rungs_steps(tmp_path, monkeypatch) -> None:
         with pytest.raises(Stop):  # steps per epoch ceil(k / 8): 1, 2, 4; 0 = --steps-3d (200)
             mvdecor.run_3d(args, "dgcnn", k, 0, tmp_path, steps=steps)
         assert (seen[-1].epochs, seen[-1].shots, seen[-1].backbone) == (epochs, k, "dgcnn")
+
+
+def test_fitted_rows_leaves_out_the_runs_that_miss_whole_own_shapes() -> None:
+    flipped = {**_point_row(800, 0.4, k=5), "train_pck": [0.4, 0.4, 0.4]}  # 3 of 5 shapes relabelled
+    fine = {**_point_row(200, 1.0, k=5, draw=1), "train_pck": [0.9, 1.0, 1.0]}
+    full = {**_point_row(0, 0.0), "k": 0, "train_pck": None}  # the full-data reference: no own shapes
+    kept, out = mvdecor.fitted_rows([flipped, fine, full], 0.9)
+    assert kept == [fine, full] and out == [flipped]
+    assert mvdecor.fitted_rows([flipped], 0.4) == ([flipped], [])  # the level itself is kept
