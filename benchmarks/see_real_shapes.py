@@ -40,7 +40,8 @@ PCK over the keypoints visible in the render; a semantic id the method does not 
 wrong. ``either_end`` (a diagnostic beside each row, not the issue's measure): PCK@0.1 with each
 image scored under its ids as predicted or as a half turn about the vertical axis relabels them,
 whichever is better (:func:`half_turn_ids`): how much of a row's miss is the front/back choice.
-``--per-category N`` draws a fixed seeded subset of N test images per category. Also
+``--per-category N`` draws a fixed seeded subset of N test images per category. ``--split val`` scores a
+render set of the val split instead (for choosing a rule or a run without the test shapes). Also
 OUT_DIR/overlays_<category>.png: for the first images, three pictures each: the full pipeline (white:
 the predicted mask's outline, blue: the fitted shape's; dots: its keypoints), the heatmap network's
 keypoints, the true visible keypoints (the first two show only the ids visible in the truth, so
@@ -154,7 +155,17 @@ def true_viewpoint(item) -> Viewpoint:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--test", required=True, help="render set of the test split (kpengine render-views --evaluation)")
+    ap.add_argument(
+        "--test",
+        required=True,
+        help="render set of the test split (kpengine render-views --evaluation), or of --split val",
+    )
+    ap.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="split the images come from: test (the benchmark) or val (choosing a rule without the test shapes)",
+    )
     ap.add_argument("--knowledge", required=True, help="KeypointNet root (its train split is the knowledge base)")
     ap.add_argument("--categories", nargs="+", default=["bathtub", "bed"])
     ap.add_argument("--runs", nargs="+", required=True)
@@ -182,8 +193,8 @@ def main() -> None:
     load0 = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else None
     for cat in args.categories:
         items = load_render_views(args.test, cat)
-        if any(it.annotation["split"] != "test" for it in items):
-            raise SystemExit(f"{args.test}: {cat} has views outside the test split")
+        if any(it.annotation["split"] != args.split for it in items):
+            raise SystemExit(f"{args.test}: {cat} has views outside the {args.split} split")
         n_all = len(items)
         if args.per_category is not None and args.per_category < len(items):
             pick = np.sort(np.random.default_rng(args.seed).choice(len(items), args.per_category, replace=False))
@@ -197,10 +208,10 @@ def main() -> None:
             kb.shapes = [kb.shapes[i] for i in keep]
         held = {s.model_id for s in kb.shapes} & {it.annotation["model_id"] for it in items}
         if held:
-            raise SystemExit(f"{len(held)} test shapes are in the knowledge split: not held out")
+            raise SystemExit(f"{len(held)} {args.split} shapes are in the knowledge split: not held out")
         for s in kb.shapes:  # surfaces once, outside the timings
             kb.mesh(s)
-        test_kb = KnowledgeBase.load(args.knowledge, cat, "test")
+        test_kb = KnowledgeBase.load(args.knowledge, cat, args.split)  # the images' own shapes (gt_shape)
         test_shapes = {s.model_id: s for s in test_kb.shapes}
         template_kb = KnowledgeBase(kb.category, [template], kb.names)
         print(f"{cat}: knowledge {len(kb.shapes)} shapes ready in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -316,6 +327,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "per_category": args.per_category,
         "seed": args.seed,
+        "split": args.split,
         "runs": args.runs,
         "pose_hypotheses": args.pose_hypotheses,
         "switch_margin": SWITCH_MARGIN,
