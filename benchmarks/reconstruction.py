@@ -157,22 +157,11 @@ def backprojected(
     sil_iou = {"sketch": mask_iou(x_pred[:, 0] > 0.5, truth_mask)}
     x_sil = None
     if args.silhouette_runs:
-        from kpengine.image.datasets import predict_mask
-        from kpengine.image.pipeline import load_image_run
-        from kpengine.image.reconstruct.data import block_mean
-        from kpengine.image.renderset import view_sample
+        from kpengine.image.reconstruct.data import silhouette_net_masks
+        from kpengine.image.tasks.voxels import silhouette_nets
 
-        runs = dict(v.split("=", 1) for v in args.silhouette_runs)
-        nets = {c: load_image_run(runs[c], "silhouette", c) for c in cats}
-        rs = load_render_set(args.test)
-        where = {v["id"]: k for k, v in enumerate(rs.views)}
-        masks = []
-        for i, vid in enumerate(test.ids):
-            net, state = nets[test.category[i]]
-            image = view_sample(rs, where[vid], ()).image
-            m = predict_mask(net, image, int(state["config"]["size"])).astype(np.float32)
-            masks.append(block_mean(m, image.shape[0] // x_pred.shape[-1]) > 0.5)
-        on = torch.from_numpy(np.stack(masks)).float()
+        nets = silhouette_nets(dict(v.split("=", 1) for v in args.silhouette_runs), cats)
+        on = silhouette_net_masks(args.test, test.ids, test.category, nets, x_pred.shape[-1])
         x_sil = torch.cat([on[:, None], x_pred[:, 1:] * on[:, None]], 1)
         sil_iou["sil_runs"] = mask_iou(on > 0.5, truth_mask)
     out = {}

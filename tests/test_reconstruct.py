@@ -593,3 +593,39 @@ def test_cone_run_trains_reloads_and_its_cone_holds_the_shape(
         cls.config_class(task="voxels", data="x", category="chair", shapes="y", observation="cone")
     with pytest.raises(ValueError, match="observation"):
         cls.config_class(task="voxels", data="x", category="chair", shapes="y", backproject=True, observation="x")
+
+
+def test_silhouette_runs_replace_the_input_silhouettes(render_set: Path, sample_root: Path, tmp_path: Path) -> None:
+    """``silhouette_runs`` (seventh pass): the silhouette networks' masks on the whole render become the
+    input silhouettes. A stand-in network whose logits are +5 on the left half of its input and -5 on the
+    right gives, at any render size, the left half of the frame: at the 32 px sketch size columns 0-15, with
+    depth and normals kept there and zeroed on the right. Then a cone run trains through ``learn.runs``
+    with a real (tiny) silhouette run, and a category without a silhouette run is refused."""
+    from torch import nn
+
+    from kpengine.image.tasks.voxels import use_silhouette_masks
+
+    class LeftHalf(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.full(x.shape[:1] + x.shape[2:], -5.0)
+            out[..., : x.shape[-1] // 2] = 5.0
+            return out
+
+    sk = load_sketch_set(render_set, 32)
+    depth, normals = sk.depth.clone(), sk.normals.clone()
+    use_silhouette_masks(sk, str(render_set), {"chair": (LeftHalf(), 24)})
+    want = torch.zeros(32, 32)
+    want[:, :16] = 1.0
+    assert all(torch.equal(m, want) for m in sk.mask)
+    torch.testing.assert_close(sk.depth, depth * want)
+    torch.testing.assert_close(sk.normals, normals * want)
+
+    torch.set_num_threads(1)
+    _train("silhouette", tmp_path / "sil", 1, render_set, sample_root)
+    cone = {"backproject": True, "observation": "cone", "completion_width": 4, "perturb": 0.0}
+    _train("voxels", tmp_path / "cone", 2, render_set, sample_root, silhouette_runs={"chair": str(tmp_path / "sil")},
+           **cone)  # fmt: skip
+    hist = json.loads((tmp_path / "cone" / "history.json").read_text())["epochs"]
+    assert len(hist) == 2 and np.isfinite(hist[-1]["train_loss"])
+    with pytest.raises(ValueError, match="no run for chair"):
+        _train("voxels", tmp_path / "x", 1, render_set, sample_root, silhouette_runs={"bed": "y"}, **cone)

@@ -158,6 +158,34 @@ def load_sketch_set(
     )
 
 
+@torch.no_grad()
+def silhouette_net_masks(
+    root: str | Path, ids: list[str], categories: list[str], nets: dict[str, tuple[torch.nn.Module, int]], size: int
+) -> torch.Tensor:
+    """The silhouette networks' masks of render-set views at the sketch size: (N, S, S) float32 in {0, 1}.
+
+    Each view ``ids[n]`` of category ``categories[n]`` is read at its render size, the category's network
+    ``nets[category]`` = (silhouette network, its input size) predicts the mask on the whole render
+    (``datasets.predict_mask``: what ``understand`` feeds the reconstruction without a given mask), and
+    the mask is block-averaged to ``size`` and thresholded at 0.5 (as ``view_sketch`` makes the true one).
+    The benchmark's ``/sil`` rows and the voxels option ``silhouette_runs`` both use it."""
+    from kpengine.image.datasets import predict_mask
+
+    rs = load_render_set(root)
+    where = {v["id"]: k for k, v in enumerate(rs.views)}
+    out = []
+    for vid, cat in zip(ids, categories):
+        if cat not in nets:
+            raise DataError(f"no silhouette run for category {cat!r}", path=root)
+        net, net_size = nets[cat]
+        image = view_sample(rs, where[vid], ()).image
+        if image.shape[0] % size:
+            raise DataError(f"render side {image.shape[0]} is not a multiple of the sketch size {size}", path=root)
+        m = predict_mask(net, image, net_size).astype(np.float32)
+        out.append(block_mean(m, image.shape[0] // size) > 0.5)
+    return torch.from_numpy(np.stack(out).astype(np.float32))
+
+
 def category_voxels(
     root: str | Path, pairs: set[tuple[str, str]], resolution: int = 32
 ) -> dict[tuple[str, str], np.ndarray]:

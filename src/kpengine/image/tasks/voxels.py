@@ -1,27 +1,26 @@
 """voxels in the canonical frame from 2.5D sketches (paper §4.2, MarrNet/ShapeHD); 32³ default, 64³/128³ by option
 
-``--data``: a render set (its mask, depth and normal maps are the input: the 3D estimator is trained
-on ground-truth sketches, as MarrNet does, perturbed like predicted ones); ground-truth voxels come
-from the shapes under ``shapes`` (KeypointNet layout: meshes filled, official clouds closed and
-filled; see ``kpengine.geometry.voxelize``). Settings without a flag go in ``--config``: ``shapes``
-(required), ``resolution`` (32, 64, 128), ``size``, ``widths``, ``val_data``, ``views_per_shape``,
-``pos_weight``, ``init_run`` (start from a voxels run's weights), ``view_weight`` (the viewpoint
-head's loss), ``perturb`` (sketch-fault strength of the training inputs, 0 = clean ground truth),
-``naturalness_run`` and ``naturalness_weight`` (a trained naturalness critic whose negated score
-is added to the loss, ShapeHD), ``sketch_run`` (inputs predicted by that sketch run, training and
-validation: MarrNet's fine-tuning of the 3D estimator), ``basis`` (k > 0: predict k coefficients of
-each category's PCA basis of training grids instead of decoding voxels, ``reconstruct.shape_space``),
-``mirror`` (train on left-right mirrored views half of the time, the grid mirrored with them),
-``retrieval`` (the residual starts from a learnt blend of the training grids instead of the mean
-grid; ``retrieval_tau``, ``retrieval_weight``: its soft targets and their loss weight),
-``iou_weight`` (a soft-IoU loss beside the BCE), ``backproject`` (the fifth pass's 3D estimator: the
-visible depth back-projected into the canonical grid at the view's viewpoint and completed by a 3D
-U-Net, ``reconstruct.backproject``; ``completion_width``, ``view_noise``: the training viewpoint's
-azimuth, elevation and roll noise in degrees and its half-turn probability, and ``observation``:
+``--data``: a render set (its mask, depth and normal maps are the input: the 3D estimator is trained on
+ground-truth sketches, as MarrNet does, perturbed like predicted ones); ground-truth voxels come from the
+shapes under ``shapes`` (KeypointNet layout: meshes filled, official clouds closed and filled; see
+``kpengine.geometry.voxelize``). Settings without a flag go in ``--config``: ``shapes`` (required),
+``resolution`` (32, 64, 128), ``size``, ``widths``, ``val_data``, ``views_per_shape``, ``pos_weight``,
+``init_run`` (start from a voxels run's weights), ``view_weight`` (the viewpoint head's loss), ``perturb``
+(sketch-fault strength of the training inputs, 0 = clean ground truth), ``silhouette_runs`` (``{category:
+silhouette run}``: the silhouette networks' masks replace the input silhouettes, training and validation),
+``naturalness_run`` and ``naturalness_weight`` (a trained naturalness critic whose negated score is added to
+the loss, ShapeHD), ``sketch_run`` (inputs predicted by that sketch run, training and validation: MarrNet's
+fine-tuning of the 3D estimator), ``basis`` (k > 0: predict k coefficients of each category's PCA basis of
+training grids instead of decoding voxels, ``reconstruct.shape_space``), ``mirror`` (train on left-right
+mirrored views half of the time, the grid mirrored with them), ``retrieval`` (the residual starts from a
+learnt blend of the training grids instead of the mean grid; ``retrieval_tau``, ``retrieval_weight``: its
+soft targets and their loss weight), ``iou_weight`` (a soft-IoU loss beside the BCE), ``backproject`` (the
+fifth pass's 3D estimator: the visible depth back-projected into the canonical grid at the view's viewpoint
+and completed by a 3D U-Net, ``reconstruct.backproject``; ``completion_width``, ``view_noise``: the training
+viewpoint's azimuth, elevation and roll noise in degrees and its half-turn probability, and ``observation``:
 "depth", or "cone" for the silhouette's cone alone, the depth-free variant of the sixth pass, or
-"cone_noray", the cone without its ray channel: its ablation). The
-network predicts the residual from each category's mean training grid, or from the retrieved
-blend (see ``image.reconstruct.nets.VoxelNet``).
+"cone_noray", the cone without its ray channel: its ablation). The network predicts the residual from each
+category's mean training grid, or from the retrieved blend (see ``image.reconstruct.nets.VoxelNet``).
 """
 
 from __future__ import annotations
@@ -35,7 +34,13 @@ from torch import nn
 
 from kpengine.image.datasets import Indices
 from kpengine.image.reconstruct.backproject import OBSERVATIONS, observe, viewpoint_noise
-from kpengine.image.reconstruct.data import SketchSet, category_voxels, load_sketch_set, perturb_sketches
+from kpengine.image.reconstruct.data import (
+    SketchSet,
+    category_voxels,
+    load_sketch_set,
+    perturb_sketches,
+    silhouette_net_masks,
+)
 from kpengine.image.reconstruct.nets import (
     CompletionNet,
     VoxelNet,
@@ -68,6 +73,10 @@ class VoxelConfig(ImageConfig):
     init_run: str = ""
     #: train on this sketch run's predictions instead of the true sketches (MarrNet's fine-tuning)
     sketch_run: str = ""
+    #: the silhouette networks' masks as the input silhouettes, training and validation ({category: silhouette
+    #: run}; after ``sketch_run``, whose depth and normals are then cut to them): what the benchmark's best route
+    #: reads (docs/reconstruction.md, seventh pass)
+    silhouette_runs: dict[str, str] = field(default_factory=dict)
     #: skip each shape's first N views (e.g. those the sketch run was trained on)
     skip_views: int = 0
     #: predict this many PCA coefficients of the category's training grids (0: decode voxels)
@@ -185,6 +194,33 @@ def use_predicted_sketches(sk: SketchSet, net: nn.Module, batch: int = 64) -> No
         sk.mask[i], sk.depth[i], sk.normals[i] = on, p["depth"] * on, p["normals"] * on[:, None]
 
 
+def silhouette_nets(runs: dict[str, str], categories: list[str]) -> dict[str, tuple[nn.Module, int]]:
+    """``{category: silhouette run}`` -> ``{category: (network in eval mode, its input size)}``; every category
+    needs one, and each run must be a silhouette run of its category."""
+    from pathlib import Path
+
+    from kpengine.image.tasks import image_task
+    from kpengine.learn.checkpoint import load_checkpoint
+
+    missing = [c for c in categories if c not in runs]
+    if missing:
+        raise ValueError(f"silhouette_runs has no run for {', '.join(missing)}")
+    out = {}
+    for cat in categories:
+        run = Path(runs[cat])
+        state = load_checkpoint(run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt",
+                                task="silhouette", category=cat)  # fmt: skip
+        out[cat] = (image_task("silhouette").load_model(state).eval(), int(state["config"]["size"]))
+    return out
+
+
+def use_silhouette_masks(sk: SketchSet, root: str, nets: dict[str, tuple[nn.Module, int]]) -> None:
+    """Replace a SketchSet's silhouettes by the silhouette networks' masks on its views' renders, in place;
+    depth and normals are zeroed off the new silhouette (``data.silhouette_net_masks``)."""
+    on = silhouette_net_masks(root, sk.ids, sk.category, nets, sk.mask.shape[-1])
+    sk.mask, sk.depth, sk.normals = on, sk.depth * on, sk.normals * on[:, None]
+
+
 def voxel_data(
     root: str,
     shapes: str,
@@ -223,6 +259,11 @@ class VoxelTask(ImageTask):
             for d in (train, val):
                 if d is not None:
                     use_predicted_sketches(d.sketches, net)
+        if c.silhouette_runs:
+            nets = silhouette_nets(c.silhouette_runs, cats)
+            for d, root in ((train, c.data), (val, c.val_data)):
+                if d is not None:
+                    use_silhouette_masks(d.sketches, root, nets)
         return train, val
 
     def critic(self) -> nn.Module | None:
