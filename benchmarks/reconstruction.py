@@ -72,7 +72,7 @@ from kpengine.geometry.transforms import bbox_centre
 from kpengine.geometry.voxelize import VoxelGrid, voxels_to_mesh
 from kpengine.image.crops import normalise
 from kpengine.image.reconstruct.data import category_voxels, load_sketch_set, sketch_tensor
-from kpengine.image.reconstruct.figures import voxel_projections
+from kpengine.image.reconstruct.figures import titled, voxel_projections
 from kpengine.image.reconstruct.photo import load_network
 from kpengine.image.reconstruct.shape_space import mirror_grids, mirror_sketches
 from kpengine.io import layout
@@ -375,10 +375,10 @@ def main() -> None:
                     third_grid = p_bp[third][i] > 0.5
                 figs += [gt, p_pred[i] > 0.5, third_grid] + ([seen[i]] if p_bp else [])
                 titles += [
-                    f"{cat} {test.model_id[i][:6]} truth",
+                    f"{cat} {test.model_id[i][:6]} truth: front, side, top",
                     f"recon IoU {rows['recon'][-1][0]:.2f}",
                     f"{third} IoU {rows[third][-1][0]:.2f}",
-                ] + (["visible surface (true depth, true view)"] if p_bp else [])
+                ] + (["visible surface, true depth+view"] if p_bp else [])
         view_err = {}
         for name, v in (("rgb", rgb_view), ("sketches", sk_view), ("vp_runs", vp_est)):
             if v is not None:
@@ -433,7 +433,8 @@ def main() -> None:
         # visible surface back-projected]; each the front, side and top silhouettes
         from kpengine.render.overlay import save_png, tile
 
-        panels = [voxel_projections(g) for g in figs]
+        # every panel titled (the sixth pass's bench6.png had none: its columns were named only in the docs)
+        panels = [titled(voxel_projections(g), t) for g, t in zip(figs, titles)]
         cols = 4 if seen is not None else 3
         save_png(args.png, tile(panels, cols))
         print("figure rows:", json.dumps([titles[k : k + cols] for k in range(0, len(titles), cols)]))

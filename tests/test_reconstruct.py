@@ -371,6 +371,16 @@ def test_voxel_projections_by_hand() -> None:
     dark = {tuple(p) for p in np.argwhere(img < 128)}
     # front: column x = 1, row 4 - 1 - y = 1; side (offset 6): column z = 3, row 1; top (offset 12): column x, row z
     assert dark == {(1, 1), (1, 6 + 3), (3, 12 + 1)}
+    from kpengine.image.reconstruct.figures import TITLE_HEIGHT, titled
+
+    panel = voxel_projections(g, scale=6)
+    out = titled(panel, "bed truth")
+    assert out.shape == (panel.shape[0] + TITLE_HEIGHT, panel.shape[1], 3)
+    assert np.array_equal(out[TITLE_HEIGHT:], panel)  # the panel below, untouched
+    strip = out[:TITLE_HEIGHT, :, 0]
+    ink = np.nonzero((strip < 128).any(0))[0]
+    assert 0 < ink.min() and 40 < ink.max() < 60  # "bed truth": 9 characters of Pillow's 6 px font, from x = 2
+    assert (titled(panel, "")[:TITLE_HEIGHT] == 255).all()
 
 
 def test_retrieval_targets_by_hand() -> None:

@@ -44,3 +44,17 @@ def voxel_projections(grid: np.ndarray, scale: int = 3) -> np.ndarray:
     img = np.where(views, 55, 255).astype(np.uint8)
     img = np.repeat(np.repeat(img, scale, 0), scale, 1)
     return np.repeat(img[..., None], 3, -1)
+
+
+#: height (px) of the title strip :func:`titled` puts above a panel (Pillow's default bitmap font is 11 px)
+TITLE_HEIGHT = 14
+
+
+def titled(panel: np.ndarray, title: str) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H + TITLE_HEIGHT, W, 3): a white strip above the panel with ``title`` in black
+    (cut to the strip's width), so that a tiled page names every column and row it shows."""
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (panel.shape[1], TITLE_HEIGHT), (255, 255, 255))
+    ImageDraw.Draw(strip).text((2, 1), title, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(strip), panel[..., :3]], 0)
