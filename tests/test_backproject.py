@@ -192,3 +192,44 @@ def test_fit_camera_places_a_cube_where_its_silhouette_says(view: tuple[float, .
     assert float(cam[7]) == pytest.approx(float(cam[4:7].norm()), rel=1e-6)
     with pytest.raises(ValueError, match="silhouette"):
         fit_camera(cube, rot.float(), torch.zeros(s, s, dtype=torch.bool), (f, f, pc, pc))
+
+
+@pytest.mark.parametrize("spot", [None, (150.3, 98.7)])
+def test_photo_camera_maps_photo_pixels_where_the_crop_puts_them(spot: tuple[float, float] | None) -> None:
+    """``mask_box`` gives the box in pixel-centre coordinates and ``crop_square`` hands it to PIL, whose box is
+    in pixel-edge coordinates: the crop's window sits half a photo pixel up and left of the box. The crop's
+    camera must follow the crop as cut. A smooth Gaussian spot (sigma 5 px) at photo pixel-centre coordinates
+    (u, v) — the photo's principal point, or elsewhere — is cut by ``crop_square`` and found at its intensity
+    centroid in the crop; the camera's mapping (the principal point ``cam[2:4]``, and a camera-frame point on
+    the spot's ray projected with ``cam[0:4]``) lands on it within 0.03 crop px. Reading the box as edge
+    coordinates (no half pixel) would put it 0.5 (1 - 64 / side) ≈ 0.23 px off."""
+    from kpengine.image.crops import crop_square, square_box
+    from kpengine.image.reconstruct.photo import RECON_MARGIN, photo_camera
+    from kpengine.image.renders import mask_box
+
+    h, w, size, fov = 200, 300, 64, 30.0
+    k = Intrinsics.from_fov(w, h, fov)
+    u0, v0 = spot if spot is not None else (k.cx, k.cy)
+    jj, ii = np.meshgrid(np.arange(w), np.arange(h))
+    blob = 255.0 * np.exp(-((jj - u0) ** 2 + (ii - v0) ** 2) / (2 * 5.0**2))
+    image = np.repeat(blob.round().astype(np.uint8)[..., None], 3, -1)
+    mask = np.zeros((h, w), bool)
+    mask[61:153, 97:201] = True  # the object's pixels: box 104 x 92 px
+    box = mask_box(mask)
+    assert box == (96.5, 60.5, 104.0, 92.0)
+    crop = crop_square(image, box, RECON_MARGIN, size)[..., 0].astype(np.float64)
+    yy, xx = np.mgrid[0:size, 0:size]
+    found = np.array([(crop * xx).sum(), (crop * yy).sum()]) / crop.sum()
+
+    net = CompletionNet(32, n_categories=1, width=4).eval()
+    c = voxel_centres(32).reshape(32, 32, 32, 3)
+    net.set_prior((c.abs() < 0.25).all(-1).float()[None])  # a cube as the mean shape, for fit_camera
+    sil = torch.zeros(size, size, dtype=torch.bool)
+    sil[10:54, 12:52] = True
+    cam = photo_camera(net, torch.zeros(1, dtype=torch.long), sil, {"azimuth": 0.0, "elevation": 0.0}, (h, w),
+                       box, fov, size)  # fmt: skip
+    ray = np.array([(u0 - k.cx) / k.fx, (v0 - k.cy) / k.fy, 1.0]) * 2.7  # a point on the spot's ray
+    want = np.array([cam[0] * ray[0] / ray[2] + cam[2], cam[1] * ray[1] / ray[2] + cam[3]])
+    np.testing.assert_allclose(want, found, atol=0.03)
+    side = square_box(box, RECON_MARGIN)[2]
+    assert abs(0.5 * (1 - size / side)) > 0.2  # the half pixel this test would catch
