@@ -224,6 +224,51 @@ def test_reconstruct_route_takes_a_back_projecting_run(sample_root, knowledge, p
     assert seen["view"] is not None and np.array_equal(both.shape.keypoints, u.shape.keypoints)
 
 
+def test_cone_is_placed_again_at_the_refined_pose(sample_root, knowledge, photo, monkeypatch):
+    """Without a given viewpoint, a chosen cone reconstruction is rebuilt at the refined pose (seventh pass):
+    ``reconstruct_photo`` runs twice, first at the viewpoint network's estimate (roll 0), then at the
+    azimuth, elevation and roll of the refined camera of the pose chosen first, read back from that camera
+    here (``rt_to_viewpoint``); the rebuilt shape is posed from there and chosen (kind "cone re-placed").
+    ``cone_refit=False`` builds it once."""
+    from kpengine.image.reconstruct import photo as photo_mod
+    from kpengine.image.reconstruct.data import shape_voxels
+    from kpengine.image.reconstruct.nets import CompletionNet
+    from kpengine.render.cameras import rt_to_viewpoint
+
+    image, mask, cam, view, shape = photo
+    sketch, _ = _oracle_reconstruction(sample_root, shape)
+    grid, _ = shape_voxels(sample_root, "chair", shape.model_id, 32)
+    net = CompletionNet(32, 1, 4, "cone").eval()
+    net.set_prior(torch.from_numpy(grid).float()[None])
+    net.config = {"size": 64, "resolution": 32, "category": "chair"}
+    calls = []
+    real = photo_mod.reconstruct_photo
+
+    def spy(*args, **kw):
+        calls.append(dict(kw["viewpoint"]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(photo_mod, "reconstruct_photo", spy)
+    nets = nets_with_vp(Networks(None, sketch=sketch, voxels=net))
+    u = understand(image, knowledge, nets, mask=mask, shape_route="reconstruct", steps=6)
+    assert len(calls) == 2 and calls[0]["azimuth"] == u.viewpoint["azimuth"] and calls[0]["theta"] == 0.0
+    assert set(calls[1]) == {"azimuth", "elevation", "theta"}
+    last = u.hypotheses[-1]
+    assert last.kind == "cone re-placed" and last.chosen and u.shape_source == "reconstruction"
+    assert [h.chosen for h in u.hypotheses].count(True) == 1
+    assert (last.view.azimuth, last.view.elevation, last.view.theta) == tuple(
+        calls[1][k] for k in ("azimuth", "elevation", "theta")
+    )
+    refined = [rt_to_viewpoint(h.camera.R, h.camera.t, h.shape.center) for h in u.hypotheses[:-1] if h.finished]
+    assert any(np.allclose([v.azimuth, v.elevation, v.theta], [calls[1][k] for k in ("azimuth", "elevation", "theta")])
+               for v in refined)  # fmt: skip
+    assert "cone_refit" in u.seconds
+    calls.clear()
+    once = understand(image, knowledge, nets, mask=mask, shape_route="reconstruct", steps=6, cone_refit=False)
+    assert len(calls) == 1 and "cone_refit" not in once.seconds
+    assert all(h.kind != "cone re-placed" for h in once.hypotheses)
+
+
 def test_reconstruct_route_projects_the_keypoints_of_the_reconstructed_surface(sample_root, knowledge, photo, tmp_path):
     image, mask, cam, view, shape = photo
     sketch, voxels = _oracle_reconstruction(sample_root, shape, "table,chair")

@@ -138,7 +138,8 @@ def reconstruct_photo(
     """Photo (H, W, 3) uint8 [+ object mask (H, W) bool] -> :class:`Reconstruction`. ``category``: which
     of a multi-category voxels run's mean shapes to start from; ``sketches``: (mask (S, S), depth (S, S),
     normals (3, S, S)) of the crop that replace the predicted ones (the ground-truth ablation). For a
-    back-projecting run: ``viewpoint`` ``{"azimuth", "elevation"}`` degrees (else the sketch network's
+    back-projecting run: ``viewpoint`` ``{"azimuth", "elevation"}`` degrees and optionally ``"theta"``, the
+    in-plane roll (0 when absent; the pipeline's refined pose has one) (else the sketch network's
     RGB head) and ``fov``, the photo's horizontal field of view in degrees (module docstring). Several
     voxels networks (a list, e.g. the default and a cone run): their occupancy probabilities averaged
     (docs/reconstruction.md, sixth pass: +0.025 / +0.040 IoU over the default alone); the viewpoint head
@@ -196,7 +197,8 @@ def reconstruct_photo(
             from kpengine.image.reconstruct.backproject import observe
 
             obs = observe(x, torch.from_numpy(camera)[None], torch.tensor([float(view_used["azimuth"])]),
-                          torch.tensor([float(view_used["elevation"])]), torch.zeros(1), net.resolution,
+                          torch.tensor([float(view_used["elevation"])]),
+                          torch.tensor([float(view_used.get("theta", 0.0))]), net.resolution,
                           net.observation)  # fmt: skip
             occ = net(obs, cat)
         elif getattr(net, "view_head", None) is not None:
@@ -244,7 +246,7 @@ def photo_camera(
     scale = size / side
     intr = (k.fx * scale, k.fy * scale, (k.cx + 0.5 - x0) * scale - 0.5, (k.cy + 0.5 - y0) * scale - 0.5)
     rot = camera_rotation(torch.tensor([float(viewpoint["azimuth"])]), torch.tensor([float(viewpoint["elevation"])]),
-                          torch.zeros(1))[0]  # fmt: skip
+                          torch.tensor([float(viewpoint.get("theta", 0.0))]))[0]  # fmt: skip
     level = float(np.log(PLACE_LEVEL / (1 - PLACE_LEVEL)))
     prior = voxel_net.prior[int(category[0])] > level  # the prior holds the mean grid's logits
     if not prior.any():
