@@ -189,20 +189,28 @@ def _oracle_reconstruction(sample_root, shape, categories="chair", view_head=Tru
     return sketch, voxels
 
 
-def test_reconstruct_route_takes_a_back_projecting_run(sample_root, knowledge, photo, monkeypatch):
-    """A back-projecting voxels run (CompletionNet, either observation) gets the viewpoint before the
-    reconstruction (here the given one) and the photo's field of view; an oracle one (its prior the
-    photographed shape's grid, its last layer zero as built) gives that shape's keypoints, as above."""
-    from kpengine.image.reconstruct import photo as photo_mod
+def _oracle_cone(sample_root, shape):
+    """A sketch network (the oracle's) and a cone CompletionNet whose prior is ``shape``'s own grid: its last
+    layer is zero as built, so it returns that grid whatever the cone."""
     from kpengine.image.reconstruct.data import shape_voxels
     from kpengine.image.reconstruct.nets import CompletionNet
 
-    image, mask, cam, view, shape = photo
     sketch, _ = _oracle_reconstruction(sample_root, shape)
     grid, _ = shape_voxels(sample_root, "chair", shape.model_id, 32)
     net = CompletionNet(32, 1, 4, "cone").eval()
     net.set_prior(torch.from_numpy(grid).float()[None])
     net.config = {"size": 64, "resolution": 32, "category": "chair"}
+    return sketch, net
+
+
+def test_reconstruct_route_takes_a_back_projecting_run(sample_root, knowledge, photo, monkeypatch):
+    """A back-projecting voxels run (CompletionNet, either observation) gets the viewpoint before the
+    reconstruction (here the given one) and the photo's field of view; an oracle one (its prior the
+    photographed shape's grid, its last layer zero as built) gives that shape's keypoints, as above."""
+    from kpengine.image.reconstruct import photo as photo_mod
+
+    image, mask, cam, view, shape = photo
+    sketch, net = _oracle_cone(sample_root, shape)
     seen = {}
     real = photo_mod.reconstruct_photo
 
@@ -231,16 +239,10 @@ def test_cone_is_placed_again_at_the_refined_pose(sample_root, knowledge, photo,
     here (``rt_to_viewpoint``); the rebuilt shape is posed from there and chosen (kind "cone re-placed").
     ``cone_refit=False`` builds it once."""
     from kpengine.image.reconstruct import photo as photo_mod
-    from kpengine.image.reconstruct.data import shape_voxels
-    from kpengine.image.reconstruct.nets import CompletionNet
     from kpengine.render.cameras import rt_to_viewpoint
 
     image, mask, cam, view, shape = photo
-    sketch, _ = _oracle_reconstruction(sample_root, shape)
-    grid, _ = shape_voxels(sample_root, "chair", shape.model_id, 32)
-    net = CompletionNet(32, 1, 4, "cone").eval()
-    net.set_prior(torch.from_numpy(grid).float()[None])
-    net.config = {"size": 64, "resolution": 32, "category": "chair"}
+    sketch, net = _oracle_cone(sample_root, shape)
     calls = []
     real = photo_mod.reconstruct_photo
 
