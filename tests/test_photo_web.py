@@ -107,7 +107,11 @@ def test_photo_page_hover_finds_the_3d_point(site: dict, browser) -> None:  # no
     page.set_input_files("#files", [str(p) for p in sorted(fx.out.iterdir())])
     page.wait_for_function("document.body.dataset.ready === '1'", timeout=30000)
     assert page.locator("#keypoints li").count() == len(fx.keypoints)
-    assert page.locator("#view .kp-label").count() == len(fx.keypoints)  # the shape's own keypoints
+    # the shape's own keypoints: CSS2D labels enter the DOM on the 3D view's next frame, after "ready"
+    # (under load that frame can come late: wait for it, do not sample the DOM once)
+    page.wait_for_function(
+        f"document.querySelectorAll('#view .kp-label').length === {len(fx.keypoints)}", timeout=10000
+    )
     assert "azimuth" in page.inner_text("#pose") and "silhouette IoU" in page.inner_text("#pose")
 
     pixel = float(np.linalg.norm(fx.camera.t)) / fx.camera.intrinsics.fx  # model units per pixel at the object
