@@ -56,6 +56,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def best_checkpoint(run: str | Path) -> Path:
+    """A run directory's checkpoint to use for inference: ``best.pt`` (lowest validation loss) when the run
+    kept one, else ``last.pt`` (a run without validation data writes only that)."""
+    run = Path(run)
+    return run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+
+
 def load_checkpoint(path: str | Path, *, task: str | None = None, category: str | None = None) -> dict[str, Any]:
     """Load a checkpoint; refuse one made for another task or category, naming both."""
     path = Path(path)

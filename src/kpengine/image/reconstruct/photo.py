@@ -43,10 +43,9 @@ def load_network(
 ) -> torch.nn.Module:
     """The best network of a sketch, voxels or naturalness run (eval mode); refuses another task, a
     category the run was not trained on, or another voxel resolution, naming both."""
-    from kpengine.learn.checkpoint import load_checkpoint
+    from kpengine.learn.checkpoint import best_checkpoint, load_checkpoint
 
-    run = Path(run)
-    path = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+    path = best_checkpoint(run)
     state = load_checkpoint(path, task=task)
     cfg = state["config"]
     if category is not None and category not in [c.strip() for c in str(cfg.get("category", "")).split(",")]:

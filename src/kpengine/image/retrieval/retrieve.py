@@ -38,10 +38,9 @@ class Retriever:
         """Load an image-embedding run (its best checkpoint, else the last); refuses another task or
         category with a DataError naming the checkpoint."""
         from kpengine.image.tasks import image_task
-        from kpengine.learn.checkpoint import load_checkpoint
+        from kpengine.learn.checkpoint import best_checkpoint, load_checkpoint
 
-        run = Path(run)
-        path = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+        path = best_checkpoint(run)
         state = load_checkpoint(path, task=TASK, category=category)
         if "shape_space" not in state:
             raise DataError("checkpoint holds no shape space (not an image-embedding run?)", path=path)

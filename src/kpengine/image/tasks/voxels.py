@@ -197,19 +197,15 @@ def use_predicted_sketches(sk: SketchSet, net: nn.Module, batch: int = 64) -> No
 def silhouette_nets(runs: dict[str, str], categories: list[str]) -> dict[str, tuple[nn.Module, int]]:
     """``{category: silhouette run}`` -> ``{category: (network in eval mode, its input size)}``; every category
     needs one, and each run must be a silhouette run of its category."""
-    from pathlib import Path
-
     from kpengine.image.tasks import image_task
-    from kpengine.learn.checkpoint import load_checkpoint
+    from kpengine.learn.checkpoint import best_checkpoint, load_checkpoint
 
     missing = [c for c in categories if c not in runs]
     if missing:
         raise ValueError(f"silhouette_runs has no run for {', '.join(missing)}")
     out = {}
     for cat in categories:
-        run = Path(runs[cat])
-        state = load_checkpoint(run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt",
-                                task="silhouette", category=cat)  # fmt: skip
+        state = load_checkpoint(best_checkpoint(runs[cat]), task="silhouette", category=cat)
         out[cat] = (image_task("silhouette").load_model(state).eval(), int(state["config"]["size"]))
     return out
 
