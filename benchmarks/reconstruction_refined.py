@@ -19,7 +19,11 @@ On the sixth pass's 516 test views (``renders/test128``, bathtub and bed), each 
 4. ``refined_default``: the same with the default's mesh alone posed and refined (its shape does not
    depend on the viewpoint estimate, so the refinement cannot merely confirm the estimate's cone);
 5. ``true_view``: the cone at the true viewpoint (what a perfect viewpoint would give this route);
-6. ``est:NAME`` and ``true_view:NAME``: each further ``--cone`` run in place of the first, not refined.
+6. ``est:NAME`` and ``true_view:NAME``: each further ``--cone`` run in place of the first, not refined;
+7. ``hedge(w,h)`` (``--hedge``, eighth pass): the half-turn hedge at the first refined pose ``v``,
+   ``(1 - w) default + w ((1 - h) cone(v) + h cone(v + 180° azimuth))`` (:func:`hedge_probs`); ``--hedge-grid
+   N`` also stores every view's IoU for each ``w`` in {0, 1/N, .., 1} and ``h`` in {0, 1/N, .., 1/2}
+   (``hedge_grid`` in the JSON), which ``reconstruction_hedge.py`` chooses from (on val renders).
 
 As in ``reconstruction.py``, the intrinsics and the box centre's position in the camera come from the
 render: only the rotation is estimated. Rows report IoU at 32³ (± s.e.m.), Chamfer, the paired IoU
@@ -78,6 +82,17 @@ def cone_probs(net, x: torch.Tensor, cameras: torch.Tensor, az, el, th, cat_inde
     return torch.cat(out).numpy()
 
 
+def hedge_probs(p_default: np.ndarray, p_cone: np.ndarray, p_half: np.ndarray, w: float, h: float) -> np.ndarray:
+    """The half-turn hedge (docs/reconstruction.md, eighth pass): ``(1 - w) p_default + w ((1 - h) p_cone +
+    h p_half)``, each (..., R, R, R) occupancy probabilities; ``p_half`` is the cone at the half turn."""
+    return (1.0 - w) * p_default + w * ((1.0 - h) * p_cone + h * p_half)
+
+
+def hedge_grid_pairs(n: int) -> list[tuple[float, float]]:
+    """The candidates ``(w, h)``: ``w`` in {0, 1/n, .., 1}, ``h`` in {0, 1/n, .., 1/2} (n even)."""
+    return [(i / n, j / n) for i in range(n + 1) for j in range(n // 2 + 1)]
+
+
 def refine_view(probs: np.ndarray, mask: np.ndarray, vp: dict, fov: float, hypotheses: int, steps: int) -> tuple:
     """The grid's mesh posed from ``vp``'s hypotheses and refined against ``mask`` (H, W) bool by the pipeline's
     own choice (``poses.select_pose``) -> (azimuth, elevation, roll) degrees of the refined camera, its
@@ -124,6 +139,16 @@ def main() -> None:
         default=["refined", "refined_default"],
         choices=["refined", "refined_default"],
         help="which meshes to pose and refine: the averaged grid's, the default's alone",
+    )
+    ap.add_argument(
+        "--hedge",
+        nargs="*",
+        default=[],
+        metavar="W,H",
+        help="half-turn hedge rows at the refined pose: the cone's weight W, the half turn's share H of it",
+    )
+    ap.add_argument(
+        "--hedge-grid", type=int, default=0, metavar="N", help="store every view's IoU for the hedge's N-step grid"
     )
     ap.add_argument("--categories", nargs="*", default=[], help="only these categories' views (default: all)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N views (a timing check); 0 = all")
@@ -185,6 +210,8 @@ def main() -> None:
         grids[f"true_view:{name}"] = 0.5 * (p_def + p)
     print(f"estimates and cones: {time.perf_counter() - t0:.1f} s", flush=True)
     views = {"est": (az_est.numpy(), el_est.numpy())}
+    truth_all = np.stack([truth[(c, m)] for c, m in zip(test.category, test.model_id)]) if args.hedge_grid else None
+    hedge_grid: dict[str, np.ndarray] = {}
     ious, angles = {}, {}
     for start, first in (("refined", "est"), ("refined_default", None)):
         if start not in args.starts:
@@ -195,7 +222,18 @@ def main() -> None:
             got = [refine_view(cur[i], masks[i], starts[i], fovs[i], k, args.steps) for i in range(n)]
             a, e, th, fit = (torch.tensor(c, dtype=torch.float32) for c in zip(*got))
             name = start if r == 0 else f"{start}_{r + 1}"
-            grids[name] = cur = 0.5 * (p_def + cone_probs(cone, x_sil, cams, a, e, th, cat_index, res))
+            p_cone = cone_probs(cone, x_sil, cams, a, e, th, cat_index, res)
+            grids[name] = cur = 0.5 * (p_def + p_cone)
+            if start == "refined" and r == 0 and (args.hedge or args.hedge_grid):
+                p_half = cone_probs(cone, x_sil, cams, a + 180.0, e, th, cat_index, res)
+                for wh in args.hedge:
+                    w, h = (float(v) for v in wh.split(","))
+                    grids[f"hedge({wh})"] = hedge_probs(p_def, p_cone, p_half, w, h)
+                if args.hedge_grid:
+                    hedge_grid = {
+                        f"{w:.4f},{h:.4f}": voxel_iou(hedge_probs(p_def, p_cone, p_half, w, h) > 0.5, truth_all)
+                        for w, h in hedge_grid_pairs(args.hedge_grid)
+                    }
             views[name] = (a.numpy(), e.numpy())
             ious[name] = fit.numpy()
             angles[name] = torch.stack([a, e, th], 1).tolist()
@@ -239,6 +277,7 @@ def main() -> None:
                 for k, (a, e) in views.items()
                 for err in [angle_difference(a[idx], test.azimuth[idx].numpy())]
             },
+            "hedge_grid": {k: [round(float(a), 5) for a in v[idx]] for k, v in hedge_grid.items()},
             "refined_silhouette_iou": {k: round(float(np.nanmean(v[idx])), 4) for k, v in ious.items()},
             # view by view, for paired differences between runs of this script (e.g. two sets of viewpoint runs)
             "per_view": {
@@ -246,7 +285,8 @@ def main() -> None:
                 **{k: [round(a, 5) for a, _ in v] for k, v in rows.items()},
             },
         }
-        print(cat, json.dumps(results[cat]), flush=True)
+        print(cat, json.dumps({k: v for k, v in results[cat].items() if k not in ("per_view", "hedge_grid")}),
+              flush=True)  # fmt: skip
     out = {
         "runs": args.runs,
         "cone": args.cone,
@@ -255,6 +295,8 @@ def main() -> None:
         "hypotheses": args.hypotheses,
         "steps": args.steps,
         "rounds": args.rounds,
+        "hedge": args.hedge,
+        "hedge_grid_steps": args.hedge_grid,
         "test": args.test,
         "loadavg_1m": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

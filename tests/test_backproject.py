@@ -233,3 +233,92 @@ def test_photo_camera_maps_photo_pixels_where_the_crop_puts_them(spot: tuple[flo
     np.testing.assert_allclose(want, found, atol=0.03)
     side = square_box(box, RECON_MARGIN)[2]
     assert abs(0.5 * (1 - size / side)) > 0.2  # the half pixel this test would catch
+
+
+def _blob_silhouette(size: int) -> torch.Tensor:
+    """(S, S) bool: a lopsided silhouette (an ellipse with a notch and a bump), no symmetry to hide a wrong turn."""
+    jj, ii = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="xy")  # fmt: skip
+    c = size / 2
+    sil = ((jj - c) / (0.33 * size)) ** 2 + ((ii - c) / (0.22 * size)) ** 2 < 1
+    sil &= ~((jj > c + 0.1 * size) & (ii < c))  # a notch at the upper right
+    sil |= ((jj - 0.3 * size) ** 2 + (ii - 0.75 * size) ** 2) < (0.08 * size) ** 2  # a bump at the lower left
+    return sil
+
+
+@pytest.mark.parametrize("view", [(30.0, 20.0, 0.0), (200.0, 45.0, -7.0)])
+def test_the_cone_at_the_half_turn_is_the_cone_turned_about_the_vertical(view: tuple[float, float, float]) -> None:
+    """The half-turn hedge (docs/reconstruction.md, eighth pass) places the cone at azimuth + 180° with the same
+    camera. Turning the camera by 180° about the vertical through the box centre is the same as turning the
+    grid the other way: the world-to-camera rotation becomes ``R R_y(180°)`` (the look-at's up is y, which
+    ``R_y`` keeps; the roll acts after it), so voxel ``p`` at the half turn sees what voxel ``R_y(180°) p =
+    (-x, y, -z)`` sees at the pose: the cone grid with its x and z index axes reversed (the voxel centres are
+    symmetric about the grid's centre). Every channel, on a lopsided silhouette whose own cone has no such
+    symmetry (it differs from its turned self)."""
+    s, r = 32, 32
+    x = torch.zeros(1, 5, s, s)
+    x[0, 0] = _blob_silhouette(s).float()
+    f = 0.5 * s / np.tan(np.radians(15.0))
+    cam = torch.tensor([[f, f, (s - 1) / 2 + 0.7, (s - 1) / 2 - 0.4, 0.02, -0.03, 2.2, 2.2]], dtype=torch.float32)
+    az, el, th = (torch.tensor([v]) for v in view)
+    at = observe(x, cam, az, el, th, r, "cone")[0]
+    turned = observe(x, cam, az + 180.0, el, th, r, "cone")[0]
+    want = at.flip(1, 3)  # (C, x, y, z): reverse x and z
+    assert at[0].sum() > 500 and not torch.equal(at, turned)  # the cone is substantial, and the turn matters
+    # nearest-pixel look-ups: a voxel centre on a pixel boundary may round either way (sin(a + 180°) vs -sin a)
+    assert (turned[:2] != want[:2]).float().mean() < 1e-3
+    assert (turned[4] - want[4]).abs().max() < 1e-4 or (turned[4] != want[4]).float().mean() < 1e-3
+
+
+class _ConeProbe(CompletionNet):
+    """A back-projecting run whose occupancy is its cone: logit +6 inside the silhouette's cone, -6 outside
+    (a trained run completes the cone; this one shows where it was placed)."""
+
+    def forward(self, obs: torch.Tensor, category: torch.Tensor | None = None) -> torch.Tensor:
+        return 12.0 * (obs[:, 0] - 0.5)
+
+
+def test_half_turn_hedge_weighs_each_runs_own_reconstruction() -> None:
+    """``reconstruct_photo(..., cone_weight=w, half_turn=h)`` on a synthetic photo, against a second
+    construction from the single-run reconstructions: the cone run at the viewpoint (P_v), the same run at the
+    viewpoint turned by 180° in azimuth (P_t, its own fitted camera), and the sketch-encoding run alone (P_d):
+    ``(1 - w) P_d + w ((1 - h) P_v + h P_t)``. The cube mean shape fits the same camera from both sides, so
+    P_t is P_v turned by 180° about the vertical (x and z reversed; the test above). Without a hedge the runs
+    are averaged alike, as before; a weight outside [0, 1] is refused."""
+    from kpengine.errors import DataError
+    from kpengine.image.reconstruct.nets import SketchNet, VoxelNet
+    from kpengine.image.reconstruct.photo import reconstruct_photo
+
+    torch.manual_seed(0)
+    h, w, size = 120, 160, 64
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), bool)
+    small = _blob_silhouette(64).numpy()
+    mask[20:84, 40:104] = small  # the object's pixels, inside the frame
+    sketch = SketchNet((8, 16, 32, 64), size).eval()
+    sketch.config = {"size": size, "category": "chair"}
+    c = voxel_centres(32).reshape(32, 32, 32, 3)
+    cube = (c.abs() < 0.25).all(-1).float()[None]
+    cone = _ConeProbe(32, 1, 4, "cone").eval()
+    cone.set_prior(cube)
+    cone.config = {"size": size, "resolution": 32, "category": "chair"}
+    vox = VoxelNet(32, size, (8, 16, 32, 64), n_categories=1, viewpoint_head=False).eval()
+    vox.set_prior(((c - torch.tensor([0.1, 0.0, -0.05])).norm(dim=-1) < 0.3).float()[None])  # a ball, off centre
+    vox.config = {"size": size, "resolution": 32, "category": "chair"}
+    vp = {"azimuth": 35.0, "elevation": 25.0, "theta": 4.0}
+    run = dict(mask=mask, category="chair", level=0.3, fov=30.0)
+    p_v = reconstruct_photo(image, sketch, cone, viewpoint=vp, **run).voxels
+    p_t = reconstruct_photo(image, sketch, cone, viewpoint={**vp, "azimuth": 215.0}, **run).voxels
+    p_d = reconstruct_photo(image, sketch, vox, viewpoint=vp, **run).voxels
+    assert (np.abs(p_t - p_v[::-1, :, ::-1]) > 0.5).mean() < 1e-3 and (np.abs(p_t - p_v) > 0.5).mean() > 0.01
+    for wt, ht in ((2 / 3, 0.5), (0.75, 0.25), (0.25, 1.0)):
+        got = reconstruct_photo(image, sketch, [cone, vox], viewpoint=vp, cone_weight=wt, half_turn=ht, **run)
+        np.testing.assert_allclose(got.voxels, (1 - wt) * p_d + wt * ((1 - ht) * p_v + ht * p_t), atol=1e-5)
+        assert got.view_used == vp  # the pose the pipeline keeps, not the half turn
+    plain = reconstruct_photo(image, sketch, [vox, cone], viewpoint=vp, **run).voxels
+    np.testing.assert_allclose(plain, (p_d + p_v) / 2, atol=1e-6)
+    with pytest.raises(DataError, match="cone_weight"):
+        reconstruct_photo(image, sketch, [cone, vox], viewpoint=vp, cone_weight=1.5, **run)
+    with pytest.raises(DataError, match="half_turn"):
+        reconstruct_photo(image, sketch, [cone, vox], viewpoint=vp, half_turn=-0.1, **run)

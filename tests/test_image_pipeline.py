@@ -269,6 +269,16 @@ def test_cone_is_placed_again_at_the_refined_pose(sample_root, knowledge, photo,
     once = understand(image, knowledge, nets, mask=mask, shape_route="reconstruct", steps=6, cone_refit=False)
     assert len(calls) == 1 and "cone_refit" not in once.seconds
     assert all(h.kind != "cone re-placed" for h in once.hypotheses)
+    # the half-turn hedge (eighth pass) weighs only the rebuilt reconstruction; the first is built as before
+    hedges = []
+
+    def weighed(*args, **kw):
+        hedges.append((kw.get("cone_weight"), kw.get("half_turn", 0.0)))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(photo_mod, "reconstruct_photo", weighed)
+    understand(image, knowledge, nets, mask=mask, shape_route="reconstruct", steps=6, cone_hedge=(0.75, 0.25))
+    assert hedges == [(None, 0.0), (0.75, 0.25)]
 
 
 def test_reconstruct_route_projects_the_keypoints_of_the_reconstructed_surface(sample_root, knowledge, photo, tmp_path):

@@ -66,6 +66,9 @@ SHAPE_ROUTES = ("retrieve", "reconstruct", "both")
 #: where the viewpoint comes from: the RGB crop (the viewpoint run, else the sketch network's head)
 #: or the predicted 2.5D sketches (the voxel network's head), the paper's Table 5
 VIEWPOINT_SOURCES = ("rgb", "sketches")
+#: the re-placed cone's half-turn hedge (cone weight w, half-turn share h; :func:`refit_cone`), or None: the
+#: runs averaged alike (docs/reconstruction.md, eighth pass, says how the choice was made and measured)
+CONE_HEDGE: tuple[float, float] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -371,6 +374,7 @@ def understand(
     heatmap_choice: bool = True,
     rechoose: bool = True,
     cone_refit: bool = True,
+    cone_hedge: tuple[float, float] | None = CONE_HEDGE,
 ) -> Understanding:
     """Run the pipeline on one photo (H, W, 3) uint8. ``mask`` (H, W) bool skips the silhouette network.
 
@@ -394,7 +398,9 @@ def understand(
     leaves the choice to the silhouette); ``"projection"`` uses no heatmap: the projections as they
     are (the paper). ``cone_refit``: when the reconstruction of a back-projecting (cone) run is chosen,
     its cone is placed again at the refined pose and the new shape refined from there
-    (:func:`refit_cone`; not with ``viewpoint_override``, whose viewpoint is the cone's already)."""
+    (:func:`refit_cone`; not with ``viewpoint_override``, whose viewpoint is the cone's already);
+    ``cone_hedge`` ``(w, h)``: that rebuilt reconstruction gives the cone runs the weight w, a share h of it
+    to the cone at the refined pose's half turn (None: the runs averaged alike, the cone at the pose only)."""
     if fusion not in FUSION_MODES:
         raise DataError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSION_MODES)}")
     if not 0.0 < float(fusion_sigma) <= 1.0:
@@ -539,7 +545,7 @@ def understand(
     ):
         t = time.perf_counter()
         best, recon = refit_cone(best, image, mask, nets, knowledge, sketches_override, fov, steps if refine else 0,
-                                 refine_size)  # fmt: skip
+                                 refine_size, cone_hedge)  # fmt: skip
         tried.append(best)
         camera, chosen = best.camera, best.shape
         shape, renderer, center = chosen.shape, chosen.renderer, chosen.center
@@ -658,20 +664,25 @@ def refit_cone(
     fov: float,
     steps: int,
     size: int,
+    hedge: tuple[float, float] | None = None,
 ) -> tuple[PoseHypothesis, Any]:
     """The reconstruction of a back-projecting voxels run rebuilt at the refined pose (docs/reconstruction.md,
     seventh pass): its silhouette cone was placed at the viewpoint network's estimate (binned, roll 0); the
     silhouette refinement of the reconstructed mesh gives a better rotation (test renders: azimuth error
     median 62° -> 16° on bathtubs, 21° -> 15° on beds), so the cone is placed again at the refined azimuth,
     elevation and roll, completed, and the new shape posed there and refined from that start alone
-    (+0.006 / +0.005 IoU at 32³ on the test renders, paired). -> the new chosen hypothesis (kind "cone
-    re-placed") and the new :class:`~kpengine.image.reconstruct.photo.Reconstruction`."""
+    (+0.006 / +0.005 IoU at 32³ on the test renders, paired). ``hedge`` ``(w, h)``: the rebuilt grid weighs
+    the cone runs w against the others, and each cone ``1 - h`` at the pose, h at its half turn (azimuth +
+    180°), which the silhouette cannot tell from it (eighth pass); None: the runs averaged alike. -> the new
+    chosen hypothesis (kind "cone re-placed") and the new
+    :class:`~kpengine.image.reconstruct.photo.Reconstruction`."""
     from kpengine.image.reconstruct.photo import reconstruct_photo
 
     v = rt_to_viewpoint(best.camera.R, best.camera.t, best.shape.center)
     at = {"azimuth": v.azimuth, "elevation": v.elevation, "theta": v.theta}
     recon = reconstruct_photo(image, nets.sketch, nets.voxels, mask, category=knowledge.category, sketches=sketches,
-                              viewpoint=at, fov=fov)  # fmt: skip
+                              viewpoint=at, fov=fov, cone_weight=None if hedge is None else hedge[0],
+                              half_turn=0.0 if hedge is None else hedge[1])  # fmt: skip
     cand = reconstructed_shape(recon, knowledge)
     view = Viewpoint(v.azimuth, v.elevation, 1.0, v.theta)
     start = place_camera(cand.renderer, cand.center, mask, view, fov)

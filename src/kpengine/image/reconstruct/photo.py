@@ -133,6 +133,8 @@ def reconstruct_photo(
     sketches: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     viewpoint: dict[str, float] | None = None,
     fov: float = 30.0,
+    cone_weight: float | None = None,
+    half_turn: float = 0.0,
 ) -> Reconstruction:
     """Photo (H, W, 3) uint8 [+ object mask (H, W) bool] -> :class:`Reconstruction`. ``category``: which
     of a multi-category voxels run's mean shapes to start from; ``sketches``: (mask (S, S), depth (S, S),
@@ -142,7 +144,15 @@ def reconstruct_photo(
     RGB head) and ``fov``, the photo's horizontal field of view in degrees (module docstring). Several
     voxels networks (a list, e.g. the default and a cone run): their occupancy probabilities averaged
     (docs/reconstruction.md, sixth pass: +0.025 / +0.040 IoU over the default alone); the viewpoint head
-    read is the first one's that has one, the camera the first back-projecting one's."""
+    read is the first one's that has one, the camera the first back-projecting one's. The half-turn hedge
+    (docs/reconstruction.md, eighth pass): ``half_turn`` h places each back-projecting run's cone also at
+    the viewpoint's half turn (azimuth + 180°, its own fitted camera) and weighs the two ``1 - h`` and ``h``;
+    ``cone_weight`` w gives the back-projecting runs together the weight w and the others ``1 - w`` (None:
+    every run alike; moot when the runs are all of one kind)."""
+    if cone_weight is not None and not 0.0 <= float(cone_weight) <= 1.0:
+        raise DataError(f"cone_weight {cone_weight} is not a weight in [0, 1]")
+    if not 0.0 <= float(half_turn) <= 1.0:
+        raise DataError(f"half_turn {half_turn} is not a share in [0, 1]")
     nets = voxel_nets(voxel_net)
     backproject = any(isinstance(n, CompletionNet) for n in nets)
     if backproject and viewpoint is None and getattr(sketch_net, "view_head", None) is None:
@@ -184,7 +194,7 @@ def reconstruct_photo(
     normals = sk["normals"] * sil[:, None]
     camera = view_used = vlog = None
     x = sketch_tensor(sil, depth, normals)
-    probs = []
+    probs, cone = [], []
     for net in nets:
         cat = category_index(net, category)
         if isinstance(net, CompletionNet):
@@ -193,26 +203,43 @@ def reconstruct_photo(
                 if view_used is None:
                     raise DataError("no viewpoint to back-project at: give a viewpoint run")
                 camera = photo_camera(net, cat, sil[0] > 0.5, view_used, image.shape[:2], box, fov, size)
-            from kpengine.image.reconstruct.backproject import observe
-
-            obs = observe(x, torch.from_numpy(camera)[None], torch.tensor([float(view_used["azimuth"])]),
-                          torch.tensor([float(view_used["elevation"])]),
-                          torch.tensor([float(view_used.get("theta", 0.0))]), net.resolution,
-                          net.observation)  # fmt: skip
-            occ = net(obs, cat)
-        elif getattr(net, "view_head", None) is not None:
+            p = _cone_probs(net, cat, x, camera, view_used)
+            if half_turn > 0.0:
+                turned = {**view_used, "azimuth": float(view_used["azimuth"]) + 180.0}
+                cam = photo_camera(net, cat, sil[0] > 0.5, turned, image.shape[:2], box, fov, size)
+                p = (1.0 - half_turn) * p + half_turn * _cone_probs(net, cat, x, cam, turned)
+            cone.append(p)
+            continue
+        if getattr(net, "view_head", None) is not None:
             occ, head = net(x, cat, with_view=True)
             vlog = head if vlog is None else vlog
         else:
             occ = net(x, cat)
         probs.append(torch.sigmoid(occ)[0])
-    probs = torch.stack(probs).mean(0).numpy()
+    if cone_weight is None or not cone or not probs:
+        probs = torch.stack(probs + cone).mean(0).numpy()
+    else:
+        w = float(cone_weight)
+        probs = ((1.0 - w) * torch.stack(probs).mean(0) + w * torch.stack(cone).mean(0)).numpy()
     grid = VoxelGrid(probs.shape[0])
     mesh = voxels_to_mesh(probs, grid, level)  # DataError when nothing is above the level
     return Reconstruction(
         mesh, probs, grid, crop, sil[0].numpy() > 0.5, depth[0].numpy(), normals[0].numpy(), box, _view(sk),
         _view(vlog), camera, view_used,
     )  # fmt: skip
+
+
+def _cone_probs(
+    net: CompletionNet, cat: torch.Tensor, x: torch.Tensor, camera: np.ndarray, view: dict[str, float]
+) -> torch.Tensor:
+    """A back-projecting run's occupancy probabilities (R, R, R) for the sketches ``x`` (1, 5, S, S) seen by
+    ``camera`` (8,) from ``view`` (azimuth, elevation, optional roll ``theta``, degrees)."""
+    from kpengine.image.reconstruct.backproject import observe
+
+    obs = observe(x, torch.from_numpy(camera)[None], torch.tensor([float(view["azimuth"])]),
+                  torch.tensor([float(view["elevation"])]), torch.tensor([float(view.get("theta", 0.0))]),
+                  net.resolution, net.observation)  # fmt: skip
+    return torch.sigmoid(net(obs, cat))[0]
 
 
 def voxel_nets(voxel_net: torch.nn.Module | list[torch.nn.Module]) -> list[torch.nn.Module]:
