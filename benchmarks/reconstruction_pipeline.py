@@ -11,8 +11,13 @@
   ground-truth sketches, the test shape itself (its ground-truth 32³ grid through marching cubes,
   its own keypoints), or the true viewpoint (Table 6).
 
+* ``reconstruct_hedge``: the reconstruction route with the half-turn hedge ``--cone-hedge W,H`` on the re-placed
+  cone (``understand``'s ``cone_hedge``; docs/reconstruction.md, eighth pass).
+
 The object mask is the true one in every variant (no silhouette run is part of the comparison).
-The viewpoint from RGB is the sketch run's head unless ``--viewpoint-run`` names a viewpoint run.
+The viewpoint from RGB is the sketch run's head unless ``--viewpoint-run`` (one run) or
+``--viewpoint-runs CATEGORY=RUN ...`` names viewpoint runs. Several voxels runs after the sketch run (e.g. the
+default and a cone run) are averaged, as ``understand`` does.
 
     python benchmarks/reconstruction_pipeline.py --runs RUN_SKETCH RUN_VOXELS --test renders/test128 \\
         --knowledge ../shared/data/keypointnet --per-category 30 --out P.json --png P.png
@@ -50,7 +55,15 @@ from kpengine.metrics.pck2d import pck
 from kpengine.render.cameras import Viewpoint
 from kpengine.render.raycast import MeshRenderer
 
-VARIANTS = ("retrieve", "reconstruct", "reconstruct_view_from_sketches", "true_sketches", "true_shape", "true_view")
+VARIANTS = (
+    "retrieve",
+    "reconstruct",
+    "reconstruct_view_from_sketches",
+    "true_sketches",
+    "true_shape",
+    "true_view",
+    "reconstruct_hedge",
+)
 
 
 def crop_float(a: np.ndarray, box, size: int) -> np.ndarray:
@@ -89,8 +102,10 @@ def true_shape(shape) -> ShapeCandidate:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", nargs=2, required=True, metavar=("SKETCH_RUN", "VOXELS_RUN"))
+    ap.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="the sketch run, then voxels runs")
     ap.add_argument("--viewpoint-run", help="a viewpoint run for the RGB viewpoint (else the sketch run's head)")
+    ap.add_argument("--viewpoint-runs", nargs="*", default=[], metavar="CATEGORY=RUN", help="one per category")
+    ap.add_argument("--cone-hedge", default="0.5,0", metavar="W,H", help="reconstruct_hedge's cone weight, share")
     ap.add_argument("--test", required=True)
     ap.add_argument("--knowledge", required=True)
     ap.add_argument("--per-category", type=int, default=30)
@@ -102,8 +117,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     sketch = load_network(args.runs[0], "sketch")
-    voxels = load_network(args.runs[1], "voxels")
+    if len(args.runs) < 2:
+        ap.error("--runs needs the sketch run and at least one voxels run")
+    voxel_list = [load_network(r, "voxels") for r in args.runs[1:]]
+    voxels = voxel_list[0]
     size = int(voxels.config["size"])
+    hedge = tuple(float(v) for v in args.cone_hedge.split(","))
+    vp_runs = dict(a.split("=", 1) for a in args.viewpoint_runs)
     cats = [c.strip() for c in voxels.config["category"].split(",")]
     rs = load_render_set(args.test)
     rng = np.random.default_rng(args.seed)
@@ -116,8 +136,9 @@ def main() -> None:
         pick = sorted(rng.choice(ids, size=min(args.per_category, len(ids)), replace=False).tolist())
         kb = KnowledgeBase.load(args.knowledge, cat, "train", require_meshes=False)
         test_shapes = {s.model_id: s for s in KeypointNetDataset(args.knowledge, cat, "test")}
-        vp = load_image_run(args.viewpoint_run, "viewpoint", cat)[0] if args.viewpoint_run else None
-        nets = Networks(vp, sketch=sketch, voxels=voxels)
+        vp_run = vp_runs.get(cat, args.viewpoint_run)
+        vp = load_image_run(vp_run, "viewpoint", cat)[0] if vp_run else None
+        nets = Networks(vp, sketch=sketch, voxels=voxel_list if len(voxel_list) > 1 else voxels)
         anns = {}
         samples = {}
         for i in pick:
@@ -141,6 +162,8 @@ def main() -> None:
                     kw["sketches_override"] = true_sketches(s, size)
                 elif name == "true_shape":
                     kw["shape_override"] = true_shape(test_shapes[s.model_id])
+                elif name == "reconstruct_hedge":
+                    kw["cone_hedge"] = hedge
                 elif name == "true_view":
                     v = s.viewpoint
                     kw["viewpoint_override"] = Viewpoint(v.azimuth, v.elevation, 1.0, v.theta)
@@ -164,6 +187,8 @@ def main() -> None:
     out = {
         "runs": args.runs,
         "viewpoint_run": args.viewpoint_run,
+        "viewpoint_runs": args.viewpoint_runs,
+        "cone_hedge": hedge,
         "test": args.test,
         "per_category": args.per_category,
         "seed": args.seed,

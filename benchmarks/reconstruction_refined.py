@@ -303,6 +303,8 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0, 1),
         "categories": results,
         "refined_angles": {"ids": test.ids, **angles},  # azimuth, elevation, roll per view, each refined row
+        # the viewpoint runs' azimuth distributions (24 bins, mirror-averaged), per view: a front/back cue's input
+        "azimuth_probabilities": [v.get("azimuth_probabilities") for v in vps],
     }
     with open(args.out, "w") as fh:
         json.dump(out, fh, indent=2)
