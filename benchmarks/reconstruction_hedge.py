@@ -79,6 +79,22 @@ def cross_validated_gain(
     return out
 
 
+def gate_on_test(per_view: dict[str, dict[str, list[float]]], row: str, base: str = "refined") -> dict:
+    """The pre-registered test gate: per category the paired IoU difference ``row`` - ``base`` over its views and
+    its standard error; "does not lose" iff their mean over the categories is >= 0 and no category's is below
+    -2 of its standard errors."""
+    out: dict = {"paired": {}, "paired_sem": {}}
+    for cat, pv in per_view.items():
+        d = np.asarray(pv[row]) - np.asarray(pv[base])
+        out["paired"][cat] = float(d.mean())
+        out["paired_sem"][cat] = float(d.std() / np.sqrt(len(d)))
+    out["paired_mean"] = float(np.mean(list(out["paired"].values())))
+    out["does_not_lose"] = bool(
+        out["paired_mean"] >= 0 and all(out["paired"][c] >= -2 * out["paired_sem"][c] for c in out["paired"])
+    )
+    return out
+
+
 def load_grids(paths: list[str]) -> tuple[dict[Pair, dict[str, np.ndarray]], dict[str, list[str]]]:
     """The JSONs' per-view grids pooled per category -> ({pair: {category: (N,) IoU}}, {category: model ids})."""
     ious: dict[Pair, dict[str, list[float]]] = {}
@@ -97,11 +113,22 @@ def load_grids(paths: list[str]) -> tuple[dict[Pair, dict[str, np.ndarray]], dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("grids", nargs="+", help="reconstruction_refined.py --hedge-grid JSONs (val renders only)")
+    ap.add_argument("grids", nargs="*", help="reconstruction_refined.py --hedge-grid JSONs (val renders only)")
+    ap.add_argument(
+        "--test", metavar="T.json", help="instead: the gate on a test run of reconstruction_refined.py --hedge W,H"
+    )
+    ap.add_argument("--row", help="with --test: the hedge row, e.g. 'hedge(0.75,0.25)'")
     ap.add_argument("--tol", type=float, default=0.001)
     ap.add_argument("--out", required=True)
     ap.add_argument("--png", help="S(w, h) on val as a picture")
     args = ap.parse_args()
+    if args.test:
+        data = json.loads(Path(args.test).read_text())
+        pv = {c: r["per_view"] for c, r in data["categories"].items()}
+        gate = {"test": args.test, "row": args.row, **gate_on_test(pv, args.row)}
+        print(json.dumps(gate, indent=1))
+        Path(args.out).write_text(json.dumps(gate, indent=2))
+        return
     ious, models = load_grids(args.grids)
     if DEFAULT not in ious:
         raise SystemExit(f"the grid lacks the default pair {DEFAULT}")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reconstruction_hedge import DEFAULT, choose, cross_validated_gain, scores, shape_folds  # noqa: E402
+from reconstruction_hedge import DEFAULT, choose, cross_validated_gain, gate_on_test, scores, shape_folds  # noqa: E402
 from reconstruction_refined import hedge_grid_pairs, hedge_probs  # noqa: E402
 
 
@@ -51,3 +51,18 @@ def test_folds_alternate_sorted_shapes_and_cross_validate_by_hand() -> None:
     assert cv["gain"] == pytest.approx({"X": -0.05, "Y": 0.025})
     assert cv["gain_mean"] == pytest.approx(-0.0125)
     assert cv["gain_sem"]["X"] == pytest.approx(0.05 / np.sqrt(2))  # std of (0, -0.1) is 0.05
+
+
+def test_the_test_gate_by_hand() -> None:
+    """Bathtub gains (0.01, 0.03): +0.02; bed (-0.02, 0.00): -0.01, standard error 0.01 / sqrt 2 = 0.0071, so
+    -1.4 errors: mean +0.005, not a loss. Bed (-0.04, -0.02): -0.03, -4.2 errors, mean -0.005: a loss; with
+    bathtub (0.05, 0.07) the mean is +0.015, but the bed's -4.2 errors still lose."""
+    pv = {"bathtub": {"refined": [0.5, 0.5], "h": [0.51, 0.53]}, "bed": {"refined": [0.4, 0.4], "h": [0.38, 0.40]}}
+    g = gate_on_test(pv, "h")
+    assert g["paired"] == pytest.approx({"bathtub": 0.02, "bed": -0.01}) and g["paired_mean"] == pytest.approx(0.005)
+    assert g["does_not_lose"]
+    pv["bed"]["h"] = [0.36, 0.38]
+    assert not gate_on_test(pv, "h")["does_not_lose"]
+    pv["bathtub"]["h"] = [0.55, 0.57]
+    g = gate_on_test(pv, "h")
+    assert g["paired_mean"] == pytest.approx(0.015) and not g["does_not_lose"]
