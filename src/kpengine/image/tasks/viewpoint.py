@@ -8,13 +8,16 @@
 head, 0 = none), ``dropout``, ``label_smoothing``, and the EPFL cars' instance-cue settings
 ``blank_outside_box``, ``mix`` (probability of same-view mixing with another car), ``mix_mode``
 (``cutmix`` or ``blend``), ``mix_fraction``, ``mix_tolerance`` (:mod:`kpengine.image.instance_cues`);
-left unset (None), those two follow ``EPFL_RECIPE`` on EPFL cars and are off elsewhere.
+left unset (None), those two follow ``EPFL_RECIPE`` on EPFL cars and are off elsewhere. ``init``: a
+viewpoint run whose whole network this run starts from (:func:`start_weights`), to train on past where a
+run stopped with a fresh schedule (the ninth session's bathtub run stopped at epoch 75 of 150, still
+improving, and kept no optimizer state to resume from).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +38,7 @@ from kpengine.image.instance_cues import blank_outside_box, blend, cutmix, insta
 from kpengine.image.renders import is_epfl, view_sets
 from kpengine.image.tasks._common import ImageConfig, ImageTask
 from kpengine.image.viewpoint import ViewpointNet, viewpoint_loss, viewpoint_metrics
+from kpengine.learn.checkpoint import best_checkpoint, load_checkpoint
 from kpengine.learn.registry import TASKS
 from kpengine.learn.runs import Data, module_device, to_cpu
 
@@ -62,6 +66,32 @@ class ViewpointConfig(ImageConfig):
     #: weight of the partner (drawn from [0, mix_fraction])
     mix_fraction: float = 0.5
     mix_tolerance: float = 7.5
+    #: a viewpoint run (its best.pt, else last.pt) whose weights this run starts from; "" = random
+    init: str = ""
+
+    #: ``init`` is read only when a run starts: a resumed run loads its own checkpoint over it, so a
+    #: resume must not need the start run to still exist
+    RUNTIME: ClassVar[tuple[str, ...]] = (*ImageConfig.RUNTIME, "init")
+
+
+def start_weights(cfg: ViewpointConfig) -> dict[str, torch.Tensor]:
+    """The whole network of the viewpoint run ``cfg.init``, for a run of ``cfg`` to go on training
+    from. DataError naming the checkpoint when it is another task's or category's, or a network of
+    another shape (input size, stage widths, half head): its weights would not load, or would load
+    into a network that reads the crop differently."""
+    path = best_checkpoint(cfg.init)
+    state = load_checkpoint(path, task="viewpoint", category=cfg.category)
+    saved = state["config"]
+    mine = {"size": cfg.size, "widths": list(cfg.widths), "half head": cfg.half_weight > 0}
+    theirs = {
+        "size": saved.get("size"),
+        "widths": list(saved.get("widths") or []),
+        "half head": float(saved.get("half_weight") or 0.0) > 0,
+    }
+    for name, value in mine.items():
+        if theirs[name] != value:
+            raise DataError(f"run to start from has {name} {theirs[name]}, this run {value}", path=path)
+    return state["model"]
 
 
 #: what EPFL cars train with when ``blank_outside_box`` / ``mix`` are left unset (docs/benchmarks.md)
@@ -149,7 +179,15 @@ class ViewpointTask(ImageTask):
         net = ViewpointNet(c.size, tuple(c.widths), dropout=c.dropout, half_head=c.half_weight > 0)
         # inference (kpengine viewpoint, understand) must grey outside the object's box as training did
         net.blank_outside_box = bool(self.setting("blank_outside_box"))
+        if c.init:
+            net.load_state_dict(start_weights(c))
         return net
+
+    @classmethod
+    def load_model(cls, state: dict[str, Any]) -> nn.Module:
+        """The network of a checkpoint; its own weights replace ``init``'s, so the run it started from is
+        not read (it may be gone)."""
+        return super().load_model({**state, "config": {**state["config"], "init": ""}})
 
     def loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
         x, az, el = batch
