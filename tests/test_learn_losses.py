@@ -129,3 +129,78 @@ def test_correspondence_loss_hand_computed() -> None:
     assert nothing.item() == 0.0
     nothing.backward()
     assert logits.grad.abs().sum() == 0
+
+
+def test_relabel_margin_hand_computed() -> None:
+    """One shape, 3 points, one id; uniform logits except the id's logit L at point 1, so
+    -log p(point 1) = log(e^L + 2) - L = a and -log p(point 0) = log(e^L + 2) = b.
+    Labellings: identity puts the id at point 0 (cost b), the relabelling at point 1 (cost a < b).
+    The shape's loss is min(b, a + margin): the relabelling wins only by more than the margin."""
+    logits = torch.zeros(1, 3, 1, dtype=torch.float64)
+    big = 1.5
+    logits[0, 1, 0] = big
+    z = math.log(math.exp(big) + 2)
+    a, b = z - big, z  # b - a = 1.5 nats
+    lab = torch.tensor([[[0], [1]]])
+    assert correspondence_loss(logits, lab).item() == pytest.approx(a, rel=1e-12)  # official: the min
+    assert correspondence_loss(logits, lab, relabel_margin=1.0).item() == pytest.approx(a + 1.0, rel=1e-12)
+    assert correspondence_loss(logits, lab, relabel_margin=2.0).item() == pytest.approx(b, rel=1e-12)
+    # the collate pads with copies of the identity: a margin never picks a copy over the identity
+    padded = torch.tensor([[[0], [0]]])
+    assert correspondence_loss(logits, padded, relabel_margin=0.5).item() == pytest.approx(b, rel=1e-12)
+
+
+def _frame_learned(relabel_margin: float) -> tuple[float, float]:
+    """A miniature of the few-shot failure (docs/mvdecor.md, "Relabelled ids"). Two ids, left
+    (x = -1) and right (x = +1), on shapes symmetric under a half turn about y: their rotational
+    relabelling swaps the ids. A linear net shared by all shapes (logit of id c at point x:
+    w_c . x) starts a hair towards the swapped frame, as noise may start it. Trained on the two
+    symmetric shapes, then asked for an asymmetric shape whose only labelling is the identity.
+    Returns (fraction of the asymmetric shape's ids right, w_right's x weight)."""
+    pts = torch.tensor(
+        [
+            [[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, -1.0]],
+            [[0.8, 0.2, 0.0], [-0.8, 0.2, 0.0], [0.0, 0.2, 0.6], [0.0, 0.2, -0.6]],
+        ]
+    )
+    # ids: 0 = right (point 0), 1 = left (point 1); the half turn swaps them
+    lab = torch.tensor([[[0, 1], [1, 0]], [[0, 1], [1, 0]]])
+    w = torch.tensor([[-0.01, 0.0, 0.0], [0.01, 0.0, 0.0]], requires_grad=True)  # (C, 3)
+    opt = torch.optim.SGD([w], lr=0.5)
+    for _ in range(200):
+        opt.zero_grad()
+        correspondence_loss(pts @ w.T, lab, relabel_margin).backward()
+        opt.step()
+    # asymmetric test shape: right is at x = +0.9, left at x = -0.7, plus two other points
+    test = torch.tensor([[0.9, 0.0, 0.1], [-0.7, 0.1, 0.0], [0.1, 0.3, 0.5], [0.0, 0.0, -0.4]])
+    pred = (test @ w.detach().T).argmax(dim=0)  # (C,) point of each id
+    return float((pred == torch.tensor([0, 1])).float().mean()), float(w.detach()[0, 0])
+
+
+def test_relabel_margin_breaks_the_tie_towards_the_frame_the_asymmetric_shapes_use() -> None:
+    # the official minimum keeps the swapped frame it started in: the symmetric training shapes
+    # are fitted (under their relabelling), the asymmetric shape is wrong on every id
+    right, w_right = _frame_learned(0.0)
+    assert right == 0.0 and w_right < -1.0
+    # with the margin the identity wins the early near-tie and the net learns the identity frame
+    right, w_right = _frame_learned(1.0)
+    assert right == 1.0 and w_right > 1.0
+
+
+def test_correspondence_task_passes_its_relabel_margin_to_the_loss() -> None:
+    from kpengine.learn.config import TrainConfig
+    from kpengine.learn.tasks.correspondence import CorrespondenceTask
+
+    logits = torch.zeros(1, 3, 1, dtype=torch.float64)
+    logits[0, 1, 0] = 1.5
+    batch = {"points": torch.zeros(1, 3, 3), "labellings": torch.tensor([[[0], [1]]])}
+    for margin in (0.0, 1.0):
+        cfg = TrainConfig(task="correspondence", data="unused", category="bathtub", relabel_margin=margin)
+        got = CorrespondenceTask(cfg).loss(lambda _points: logits, batch)
+        assert got.item() == pytest.approx(correspondence_loss(logits, batch["labellings"], margin).item())
+    assert (
+        CorrespondenceTask(cfg).loss(lambda _p: logits, batch).item()
+        > correspondence_loss(logits, batch["labellings"]).item()
+    )
+    with pytest.raises(ValueError, match="relabel margin"):
+        TrainConfig(task="correspondence", data="unused", category="bathtub", relabel_margin=-1.0)

@@ -251,3 +251,31 @@ def test_fitted_rows_leaves_out_the_runs_that_miss_whole_own_shapes() -> None:
     kept, out = mvdecor.fitted_rows([flipped, fine, full], 0.9)
     assert kept == [fine, full] and out == [flipped]
     assert mvdecor.fitted_rows([flipped], 0.4) == ([flipped], [])  # the level itself is kept
+
+
+def test_a_relabel_margin_run_is_a_rung_of_its_own_and_reaches_the_config(tmp_path, monkeypatch) -> None:
+    official = {**_point_row(200, 0.4, "pointnet", k=5), "rung_source": "gpu.jsonl"}  # the relabelled run
+    margin = {**_point_row(200, 1.0, "pointnet", k=5), "relabel_margin": 1.0, "rung_source": "m.jsonl"}
+    prior = [official, margin]
+    assert mvdecor.find_rung(prior, _args(), "pointnet", 5, 0, 200) is official
+    assert mvdecor.find_rung(prior, _args(relabel_margin=1.0), "pointnet", 5, 0, 200) is margin
+    assert mvdecor.find_rung([official], _args(relabel_margin=1.0), "pointnet", 5, 0, 200) is None
+    # a 2D row has no relabelling in its loss: the margin does not split its rungs
+    two_d = {**_point_row(600, 1.0, "scratch+dist", k=5), "epochs": 75, "kernel": "ball"}
+    assert mvdecor.find_rung([two_d], _args(relabel_margin=1.0), "scratch+dist", 5, 0, 600) is two_d
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def train_run(task, out, **kw):
+        seen.append(task.config)
+        raise Stop
+
+    monkeypatch.setattr(mvdecor, "train_run", train_run)
+    for m in (0.0, 1.0):
+        with pytest.raises(Stop):
+            args = _args(data="unused", device="cpu", time_limit=0, relabel_margin=m)
+            mvdecor.run_3d(args, "pointnet", 5, 0, tmp_path)
+        assert seen[-1].relabel_margin == m

@@ -94,6 +94,10 @@ class TrainConfig(RunConfig):
     #: saliency: 0 = hard labels (official); > 0 = target exp(-d^2 / 2 sigma^2), d the geodesic
     #: distance to the nearest keypoint, so that near-misses are not punished like far ones
     saliency_sigma: float = 0.0
+    #: correspondence: each rotational relabelling's loss is raised by this many nats before the
+    #: minimum over relabellings, so that ties go to the identity (kpengine.learn.losses.
+    #: correspondence_loss); 0 = the official loss
+    relabel_margin: float = 0.0
     #: PointNet's feature-transform orthogonality weight (official 0.001)
     regularizer_weight: float = 0.001
     #: embedding task: dimension, contrastive margin (on unit-normalised embeddings), surface noise sigma
@@ -113,4 +117,6 @@ class TrainConfig(RunConfig):
         super().__post_init__()
         if self.saliency_sigma < 0:
             raise ValueError("saliency sigma must be >= 0")
+        if self.relabel_margin < 0:
+            raise ValueError("relabel margin must be >= 0")
         self.category = resolve_category(self.category).name  # a synset names the same run

@@ -18,12 +18,21 @@ def saliency_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, 2), target.reshape(-1))
 
 
-def correspondence_loss(logits: torch.Tensor, labellings: torch.Tensor) -> torch.Tensor:
+def correspondence_loss(logits: torch.Tensor, labellings: torch.Tensor, relabel_margin: float = 0.0) -> torch.Tensor:
     """Softmax over points per semantic id; min over symmetric relabellings; mean over shapes.
 
     logits (B, N, C); labellings (B, R, C) point index per id, -1 where the shape lacks the id
-    (absent ids are ignored). For each shape and labelling r the loss is the mean over its present
-    ids of -log softmax_N(logits[:, :, id])[index]; the shape's loss is the minimum over r.
+    (absent ids are ignored), the identity first (r = 0). For each shape and labelling r the loss
+    is the mean over its present ids of -log softmax_N(logits[:, :, id])[index]; the shape's loss
+    is the minimum over r, every r > 0 first raised by ``relabel_margin`` nats.
+
+    ``relabel_margin`` 0 is the official loss. With it, a net starts with near-uniform logits, so
+    every relabelling of a symmetric shape ties and the frame the net learns is decided by noise:
+    a few-shot draw of mostly symmetric shapes can learn all of them half-turned, which the
+    official PCK forgives on symmetric test shapes only (docs/mvdecor.md, "Relabelled ids"). A
+    margin > 0 breaks that tie for the identity while a labelling that fits better by more than
+    the margin (an annotation rotated against the category's frame) is still taken. The collate's
+    padding repeats the identity, which the margin then never picks.
     """
     logp = logits.log_softmax(dim=1)  # (B, N, C)
     present = labellings >= 0  # (B, R, C)
@@ -32,6 +41,8 @@ def correspondence_loss(logits: torch.Tensor, labellings: torch.Tensor) -> torch
     # logp[b, idx[b, r, c], c]
     picked = torch.gather(logp.unsqueeze(1).expand(-1, r, -1, -1), 2, idx.unsqueeze(2)).squeeze(2)  # (B, R, C)
     nll = -(picked * present).sum(-1) / present.sum(-1).clamp_min(1)  # (B, R)
+    if relabel_margin:
+        nll = torch.cat([nll[:, :1], nll[:, 1:] + relabel_margin], dim=1)
     has = present[:, 0].any(-1)
     if not has.any():
         return logits.sum() * 0.0

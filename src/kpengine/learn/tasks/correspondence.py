@@ -1,4 +1,5 @@
 """per semantic id a softmax over points; absent ids ignored; minimum over symmetric relabellings
+(``relabel_margin`` in the config: the identity preferred by that many nats, 0 = official)
 
 Head (B, N, C) logits, C the category's semantic ids; the loss is
 :func:`kpengine.learn.losses.correspondence_loss`.
@@ -46,7 +47,7 @@ class CorrespondenceTask(PointTask):
         return n_classes
 
     def loss(self, net: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return correspondence_loss(net(batch["points"]), batch["labellings"])
+        return correspondence_loss(net(batch["points"]), batch["labellings"], self.config.relabel_margin)
 
     @classmethod
     def predictor(
