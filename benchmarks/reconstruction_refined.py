@@ -84,13 +84,36 @@ def cone_probs(net, x: torch.Tensor, cameras: torch.Tensor, az, el, th, cat_inde
 
 def hedge_probs(p_default: np.ndarray, p_cone: np.ndarray, p_half: np.ndarray, w: float, h: float) -> np.ndarray:
     """The half-turn hedge (docs/reconstruction.md, eighth pass): ``(1 - w) p_default + w ((1 - h) p_cone +
-    h p_half)``, each (..., R, R, R) occupancy probabilities; ``p_half`` is the cone at the half turn."""
+    h p_half)``, each (..., R, R, R) occupancy probabilities; ``p_half`` is the cone at the half turn; ``h`` a
+    number or one per view (N, 1, 1, 1)."""
     return (1.0 - w) * p_default + w * ((1.0 - h) * p_cone + h * p_half)
 
 
 def hedge_grid_pairs(n: int) -> list[tuple[float, float]]:
     """The candidates ``(w, h)``: ``w`` in {0, 1/n, .., 1}, ``h`` in {0, 1/n, .., 1/2} (n even)."""
     return [(i / n, j / n) for i in range(n + 1) for j in range(n // 2 + 1)]
+
+
+def half_turn_share(prob: np.ndarray, azimuth: np.ndarray, width: float = 30.0) -> np.ndarray:
+    """The front/back cue (docs/reconstruction.md, eighth pass): the viewpoint run's azimuth distributions (N, K)
+    (bin k centred at (k + 1/2) 360/K degrees) smoothed by a triangle of half-width ``width`` degrees, read at
+    the refined azimuths (N,) ``a`` and their half turns: ``m(a + 180) / (m(a) + m(a + 180))``, 1/2 where both
+    are 0."""
+    prob, azimuth = np.atleast_2d(prob), np.atleast_1d(azimuth)
+    centres = (np.arange(prob.shape[1]) + 0.5) * 360.0 / prob.shape[1]
+
+    def mass(x: np.ndarray) -> np.ndarray:
+        d = np.abs((x[:, None] - centres[None] + 180.0) % 360.0 - 180.0)
+        return (prob * np.clip(1.0 - d / width, 0.0, None)).sum(1)
+
+    at, half = mass(azimuth), mass(azimuth + 180.0)
+    tot = at + half
+    return np.where(tot > 0, half / np.where(tot > 0, tot, 1.0), 0.5)
+
+
+def cue_share(share: np.ndarray, steps: int = 12) -> np.ndarray:
+    """The cue's half-turn share per view: ``min(1/2, s)`` rounded to the nearest ``1 / steps``."""
+    return np.round(np.minimum(0.5, share) * steps) / steps
 
 
 def refine_view(probs: np.ndarray, mask: np.ndarray, vp: dict, fov: float, hypotheses: int, steps: int) -> tuple:
@@ -146,6 +169,13 @@ def main() -> None:
         default=[],
         metavar="W,H",
         help="half-turn hedge rows at the refined pose: the cone's weight W, the half turn's share H of it",
+    )
+    ap.add_argument(
+        "--hedge-cue",
+        nargs="*",
+        default=[],
+        metavar="W",
+        help="front/back cue rows: the cone's weight W, the half turn's share from the viewpoint run per view",
     )
     ap.add_argument(
         "--hedge-grid", type=int, default=0, metavar="N", help="store every view's IoU for the hedge's N-step grid"
@@ -224,11 +254,16 @@ def main() -> None:
             name = start if r == 0 else f"{start}_{r + 1}"
             p_cone = cone_probs(cone, x_sil, cams, a, e, th, cat_index, res)
             grids[name] = cur = 0.5 * (p_def + p_cone)
-            if start == "refined" and r == 0 and (args.hedge or args.hedge_grid):
+            if start == "refined" and r == 0 and (args.hedge or args.hedge_grid or args.hedge_cue):
                 p_half = cone_probs(cone, x_sil, cams, a + 180.0, e, th, cat_index, res)
                 for wh in args.hedge:
                     w, h = (float(v) for v in wh.split(","))
                     grids[f"hedge({wh})"] = hedge_probs(p_def, p_cone, p_half, w, h)
+                if args.hedge_cue:
+                    prob = np.array([v["azimuth_probabilities"] for v in vps])
+                    h_view = cue_share(half_turn_share(prob, a.numpy()))[:, None, None, None]
+                    for w in args.hedge_cue:
+                        grids[f"hedge_cue({w})"] = hedge_probs(p_def, p_cone, p_half, float(w), h_view)
                 if args.hedge_grid:
                     hedge_grid = {
                         f"{w:.4f},{h:.4f}": voxel_iou(hedge_probs(p_def, p_cone, p_half, w, h) > 0.5, truth_all)

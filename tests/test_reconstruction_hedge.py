@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reconstruction_hedge import DEFAULT, choose, cross_validated_gain, gate_on_test, scores, shape_folds  # noqa: E402
-from reconstruction_refined import hedge_grid_pairs, hedge_probs  # noqa: E402
+from reconstruction_refined import cue_share, half_turn_share, hedge_grid_pairs, hedge_probs  # noqa: E402
 
 
 def test_grid_and_formula() -> None:
@@ -66,3 +66,25 @@ def test_the_test_gate_by_hand() -> None:
     pv["bathtub"]["h"] = [0.55, 0.57]
     g = gate_on_test(pv, "h")
     assert g["paired_mean"] == pytest.approx(0.015) and not g["does_not_lose"]
+
+
+def test_front_back_cue_by_hand() -> None:
+    """24 bins of 15°. All mass in bin 1 (centre 22.5°): at a = 30° the triangle of half-width 30° weighs it
+    1 - 7.5 / 30 = 0.75, at the half turn (210°) 0: share 0; at a = 200° the reverse: share 1 (capped at 1/2 by
+    the cue). Mass 0.6 in bin 0 (7.5°) and 0.4 in bin 12 (187.5°), a = 7.5°: m(a) = 0.6, m(a + 180°) = 0.4
+    (each bin at its own centre): 0.4 -> rounded to 5/12. No mass near either: 1/2."""
+    p = np.zeros((4, 24))
+    p[0, 1] = p[1, 1] = 1.0
+    p[2, 0], p[2, 12] = 0.6, 0.4
+    p[3, 6] = 1.0  # 97.5°: 67.5° from both 30° and 210°
+    s = half_turn_share(p, np.array([30.0, 200.0, 7.5, 30.0]))
+    np.testing.assert_allclose(s, [0.0, 1.0, 0.4, 0.5])
+    np.testing.assert_allclose(cue_share(s), [0.0, 0.5, 5 / 12, 0.5])
+    # a bin straddling the half-width: bin 3 (52.5°) seen from 30°: 22.5° away, weight 0.25; bin 15 (232.5°)
+    # from 210°: the same; 0.2 and 0.8 of the mass -> 0.8 * 0.25 / (0.2 * 0.25 + 0.8 * 0.25) = 0.8
+    q = np.zeros((1, 24))
+    q[0, 3], q[0, 15] = 0.2, 0.8
+    np.testing.assert_allclose(half_turn_share(q, np.array([30.0])), [0.8])
+    w = np.array([0.0, 0.5])[:, None, None, None]
+    d, c, t = np.ones((2, 1, 1, 1)), np.zeros((2, 1, 1, 1)), np.full((2, 1, 1, 1), 0.5)
+    np.testing.assert_allclose(hedge_probs(d, c, t, 0.5, w).ravel(), [0.5, 0.625])  # per-view shares
