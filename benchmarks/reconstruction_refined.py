@@ -42,6 +42,7 @@ import json
 import os
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -168,7 +169,8 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="W,H",
-        help="half-turn hedge rows at the refined pose: the cone's weight W, the half turn's share H of it",
+        help="half-turn hedge rows at the refined pose: the cone's weight W, the half turn's share H of it "
+        "(numbers or fractions: 3/4,1/6)",
     )
     ap.add_argument(
         "--hedge-cue",
@@ -257,13 +259,13 @@ def main() -> None:
             if start == "refined" and r == 0 and (args.hedge or args.hedge_grid or args.hedge_cue):
                 p_half = cone_probs(cone, x_sil, cams, a + 180.0, e, th, cat_index, res)
                 for wh in args.hedge:
-                    w, h = (float(v) for v in wh.split(","))
+                    w, h = (float(Fraction(v)) for v in wh.split(","))
                     grids[f"hedge({wh})"] = hedge_probs(p_def, p_cone, p_half, w, h)
                 if args.hedge_cue:
                     prob = np.array([v["azimuth_probabilities"] for v in vps])
                     h_view = cue_share(half_turn_share(prob, a.numpy()))[:, None, None, None]
                     for w in args.hedge_cue:
-                        grids[f"hedge_cue({w})"] = hedge_probs(p_def, p_cone, p_half, float(w), h_view)
+                        grids[f"hedge_cue({w})"] = hedge_probs(p_def, p_cone, p_half, float(Fraction(w)), h_view)
                 if args.hedge_grid:
                     hedge_grid = {
                         f"{w:.4f},{h:.4f}": voxel_iou(hedge_probs(p_def, p_cone, p_half, w, h) > 0.5, truth_all)
