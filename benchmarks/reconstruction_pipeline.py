@@ -176,14 +176,22 @@ def main() -> None:
                 if len(examples) < 12 and name in ("retrieve", "reconstruct") and len(preds) <= 3:
                     examples.append(overlay_picture(u))
             res = pck(anns, preds)[cat]
+            # per view, for paired differences between variants: (correct keypoints at img@0.1, visible keypoints)
+            per_view = {
+                k: (round(r["img@0.1"] * r["n"]), r["n"])
+                for k in samples
+                for r in [pck({k: anns[k]}, {k: preds.get(k, {})}).get(cat, {"img@0.1": 0.0, "n": 0})]
+            }
             table[cat][name] = {
+                "per_view_img@0.1": per_view,
                 "pck": {k: round(v, 4) for k, v in res.items()},
                 "mean_fitted_iou": round(float(np.mean(ious)), 4),
                 "median_azimuth_error_deg": round(float(np.median(errs)), 1),
                 "median_seconds": round(float(np.median(secs)), 3),
                 "views": len(samples),
             }
-            print(cat, name, json.dumps(table[cat][name]), flush=True)
+            print(cat, name, json.dumps({k: v for k, v in table[cat][name].items() if not k.startswith("per_view")}),
+                  flush=True)  # fmt: skip
     out = {
         "runs": args.runs,
         "viewpoint_run": args.viewpoint_run,
