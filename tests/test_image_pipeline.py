@@ -269,7 +269,8 @@ def test_cone_is_placed_again_at_the_refined_pose(sample_root, knowledge, photo,
     once = understand(image, knowledge, nets, mask=mask, shape_route="reconstruct", steps=6, cone_refit=False)
     assert len(calls) == 1 and "cone_refit" not in once.seconds
     assert all(h.kind != "cone re-placed" for h in once.hypotheses)
-    # the half-turn hedge (eighth pass) weighs only the rebuilt reconstruction; the first is built as before
+    # the half-turn hedge (eighth pass) weighs only the rebuilt reconstruction, and only where it was measured: a
+    # cone run beside a sketch-encoding one (the default CONE_HEDGE); a cone run alone is averaged as before
     hedges = []
 
     def weighed(*args, **kw):
@@ -278,7 +279,12 @@ def test_cone_is_placed_again_at_the_refined_pose(sample_root, knowledge, photo,
 
     monkeypatch.setattr(photo_mod, "reconstruct_photo", weighed)
     understand(image, knowledge, nets, mask=mask, shape_route="reconstruct", steps=6, cone_hedge=(0.75, 0.25))
-    assert hedges == [(None, 0.0), (0.75, 0.25)]
+    assert hedges == [(None, 0.0), (None, 0.0)]
+    hedges.clear()
+    _, oracle = _oracle_reconstruction(sample_root, shape)
+    pair = nets_with_vp(Networks(None, sketch=sketch, voxels=[oracle, net]))
+    u = understand(image, knowledge, pair, mask=mask, shape_route="reconstruct", steps=6)
+    assert u.hypotheses[-1].kind == "cone re-placed" and hedges == [(None, 0.0), (0.75, 1 / 6)]
 
 
 def test_reconstruct_route_projects_the_keypoints_of_the_reconstructed_surface(sample_root, knowledge, photo, tmp_path):
