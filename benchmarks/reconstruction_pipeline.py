@@ -11,8 +11,9 @@
   ground-truth sketches, the test shape itself (its ground-truth 32³ grid through marching cubes,
   its own keypoints), or the true viewpoint (Table 6).
 
-* ``reconstruct_hedge``: the reconstruction route with the half-turn hedge ``--cone-hedge W,H`` on the re-placed
-  cone (``understand``'s ``cone_hedge``; docs/reconstruction.md, eighth pass).
+* ``reconstruct_hedge``: the reconstruction route with the re-placed cone's hedge ``--cone-hedge W,H`` (or
+  ``none``: the runs averaged alike, the seventh pass's route) instead of ``understand``'s default
+  ``pipeline.CONE_HEDGE`` (docs/reconstruction.md, eighth pass).
 
 The object mask is the true one in every variant (no silhouette run is part of the comparison).
 The viewpoint from RGB is the sketch run's head unless ``--viewpoint-run`` (one run) or
@@ -105,7 +106,12 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="the sketch run, then voxels runs")
     ap.add_argument("--viewpoint-run", help="a viewpoint run for the RGB viewpoint (else the sketch run's head)")
     ap.add_argument("--viewpoint-runs", nargs="*", default=[], metavar="CATEGORY=RUN", help="one per category")
-    ap.add_argument("--cone-hedge", default="0.5,0", metavar="W,H", help="reconstruct_hedge's cone weight, share")
+    ap.add_argument(
+        "--cone-hedge",
+        default="none",
+        metavar="W,H|none",
+        help="reconstruct_hedge's cone weight and half-turn share, or none: the runs averaged alike",
+    )
     ap.add_argument("--test", required=True)
     ap.add_argument("--knowledge", required=True)
     ap.add_argument("--per-category", type=int, default=30)
@@ -122,7 +128,7 @@ def main() -> None:
     voxel_list = [load_network(r, "voxels") for r in args.runs[1:]]
     voxels = voxel_list[0]
     size = int(voxels.config["size"])
-    hedge = tuple(float(v) for v in args.cone_hedge.split(","))
+    hedge = None if args.cone_hedge == "none" else tuple(float(v) for v in args.cone_hedge.split(","))
     vp_runs = dict(a.split("=", 1) for a in args.viewpoint_runs)
     cats = [c.strip() for c in voxels.config["category"].split(",")]
     rs = load_render_set(args.test)
