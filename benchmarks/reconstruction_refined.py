@@ -20,7 +20,9 @@ On the sixth pass's 516 test views (``renders/test128``, bathtub and bed), each 
    depend on the viewpoint estimate, so the refinement cannot merely confirm the estimate's cone);
 5. ``true_view``: the cone at the true viewpoint (what a perfect viewpoint would give this route);
 6. ``est:NAME`` and ``true_view:NAME``: each further ``--cone`` run in place of the first, not refined;
-7. ``hedge(w,h)`` (``--hedge``, eighth pass): the half-turn hedge at the first refined pose ``v``,
+7. ``hedge_cue(w)`` / ``hedge_cue_sketches(w)``: the hedge with the half turn's share per view from the
+   viewpoint runs' / the default voxels run's head's mass at the half turn (:func:`half_turn_share`);
+8. ``hedge(w,h)`` (``--hedge``, eighth pass): the half-turn hedge at the first refined pose ``v``,
    ``(1 - w) default + w ((1 - h) cone(v) + h cone(v + 180° azimuth))`` (:func:`hedge_probs`); ``--hedge-grid
    N`` also stores every view's IoU for each ``w`` in {0, 1/N, .., 1} and ``h`` in {0, 1/N, .., 1/2}
    (``hedge_grid`` in the JSON), which ``reconstruction_hedge.py`` chooses from (on val renders).
@@ -180,6 +182,13 @@ def main() -> None:
         help="front/back cue rows: the cone's weight W, the half turn's share from the viewpoint run per view",
     )
     ap.add_argument(
+        "--hedge-cue-sketches",
+        nargs="*",
+        default=[],
+        metavar="W",
+        help="second front/back cue rows: the half turn's share from the default run's head on the sketches",
+    )
+    ap.add_argument(
         "--hedge-grid", type=int, default=0, metavar="N", help="store every view's IoU for the hedge's N-step grid"
     )
     ap.add_argument("--categories", nargs="*", default=[], help="only these categories' views (default: all)")
@@ -217,7 +226,10 @@ def main() -> None:
         pred = sk_net(normalise(test.images[keep]))
         on = (pred["mask"] > 0).float()
         x_pred = sketch_tensor(on, pred["depth"] * on, pred["normals"] * on[:, None])
-        p_def = torch.sigmoid(vox_net(x_pred, cat_index)).numpy()
+        occ, head = vox_net(x_pred, cat_index, with_view=True)
+        p_def = torch.sigmoid(occ).numpy()
+        # the default run's own viewpoint head on the predicted sketches: the second front/back cue's input
+        sketch_prob = torch.softmax(head["azimuth"], -1).numpy() if head is not None else None
     vps, masks, small, fovs = [], [], [], []
     for i in range(n):
         s = view_sample(rs, where[test.ids[i]], ("mask",))
@@ -256,7 +268,11 @@ def main() -> None:
             name = start if r == 0 else f"{start}_{r + 1}"
             p_cone = cone_probs(cone, x_sil, cams, a, e, th, cat_index, res)
             grids[name] = cur = 0.5 * (p_def + p_cone)
-            if start == "refined" and r == 0 and (args.hedge or args.hedge_grid or args.hedge_cue):
+            if (
+                start == "refined"
+                and r == 0
+                and (args.hedge or args.hedge_grid or args.hedge_cue or args.hedge_cue_sketches)
+            ):
                 p_half = cone_probs(cone, x_sil, cams, a + 180.0, e, th, cat_index, res)
                 for wh in args.hedge:
                     w, h = (float(Fraction(v)) for v in wh.split(","))
@@ -266,6 +282,11 @@ def main() -> None:
                     h_view = cue_share(half_turn_share(prob, a.numpy()))[:, None, None, None]
                     for w in args.hedge_cue:
                         grids[f"hedge_cue({w})"] = hedge_probs(p_def, p_cone, p_half, float(Fraction(w)), h_view)
+                for w in args.hedge_cue_sketches:
+                    if sketch_prob is None:
+                        raise SystemExit("--hedge-cue-sketches needs a default voxels run with a viewpoint head")
+                    h_view = cue_share(half_turn_share(sketch_prob, a.numpy()))[:, None, None, None]
+                    grids[f"hedge_cue_sketches({w})"] = hedge_probs(p_def, p_cone, p_half, float(Fraction(w)), h_view)
                 if args.hedge_grid:
                     hedge_grid = {
                         f"{w:.4f},{h:.4f}": voxel_iou(hedge_probs(p_def, p_cone, p_half, w, h) > 0.5, truth_all)
