@@ -58,7 +58,7 @@ from kpengine.geometry.voxelize import VoxelGrid, voxels_to_mesh  # noqa: E402
 from kpengine.image.crops import normalise  # noqa: E402
 from kpengine.image.reconstruct.backproject import observe  # noqa: E402
 from kpengine.image.reconstruct.data import category_voxels, load_sketch_set, sketch_tensor  # noqa: E402
-from kpengine.image.reconstruct.photo import load_network  # noqa: E402
+from kpengine.image.reconstruct.photo import cue_share, half_turn_share, load_network  # noqa: E402
 from kpengine.io.renderset import load_render_set  # noqa: E402
 from kpengine.metrics.shape3d import chamfer_distance, voxel_iou  # noqa: E402
 
@@ -95,28 +95,6 @@ def hedge_probs(p_default: np.ndarray, p_cone: np.ndarray, p_half: np.ndarray, w
 def hedge_grid_pairs(n: int) -> list[tuple[float, float]]:
     """The candidates ``(w, h)``: ``w`` in {0, 1/n, .., 1}, ``h`` in {0, 1/n, .., 1/2} (n even)."""
     return [(i / n, j / n) for i in range(n + 1) for j in range(n // 2 + 1)]
-
-
-def half_turn_share(prob: np.ndarray, azimuth: np.ndarray, width: float = 30.0) -> np.ndarray:
-    """The front/back cue (docs/reconstruction.md, eighth pass): the viewpoint run's azimuth distributions (N, K)
-    (bin k centred at (k + 1/2) 360/K degrees) smoothed by a triangle of half-width ``width`` degrees, read at
-    the refined azimuths (N,) ``a`` and their half turns: ``m(a + 180) / (m(a) + m(a + 180))``, 1/2 where both
-    are 0."""
-    prob, azimuth = np.atleast_2d(prob), np.atleast_1d(azimuth)
-    centres = (np.arange(prob.shape[1]) + 0.5) * 360.0 / prob.shape[1]
-
-    def mass(x: np.ndarray) -> np.ndarray:
-        d = np.abs((x[:, None] - centres[None] + 180.0) % 360.0 - 180.0)
-        return (prob * np.clip(1.0 - d / width, 0.0, None)).sum(1)
-
-    at, half = mass(azimuth), mass(azimuth + 180.0)
-    tot = at + half
-    return np.where(tot > 0, half / np.where(tot > 0, tot, 1.0), 0.5)
-
-
-def cue_share(share: np.ndarray, steps: int = 12) -> np.ndarray:
-    """The cue's half-turn share per view: ``min(1/2, s)`` rounded to the nearest ``1 / steps``."""
-    return np.round(np.minimum(0.5, share) * steps) / steps
 
 
 def refine_view(probs: np.ndarray, mask: np.ndarray, vp: dict, fov: float, hypotheses: int, steps: int) -> tuple:

@@ -304,7 +304,8 @@ def test_half_turn_hedge_weighs_each_runs_own_reconstruction() -> None:
     cone.set_prior(cube)
     cone.config = {"size": size, "resolution": 32, "category": "chair"}
     vox = VoxelNet(32, size, (8, 16, 32, 64), n_categories=1, viewpoint_head=False).eval()
-    vox.set_prior(((c - torch.tensor([0.1, 0.0, -0.05])).norm(dim=-1) < 0.3).float()[None])  # a ball, off centre
+    ball = ((c - torch.tensor([0.1, 0.0, -0.05])).norm(dim=-1) < 0.3).float()[None]  # a ball, off centre
+    vox.set_prior(ball)
     vox.config = {"size": size, "resolution": 32, "category": "chair"}
     vp = {"azimuth": 35.0, "elevation": 25.0, "theta": 4.0}
     run = dict(mask=mask, category="chair", level=0.3, fov=30.0)
@@ -316,9 +317,31 @@ def test_half_turn_hedge_weighs_each_runs_own_reconstruction() -> None:
         got = reconstruct_photo(image, sketch, [cone, vox], viewpoint=vp, cone_weight=wt, half_turn=ht, **run)
         np.testing.assert_allclose(got.voxels, (1 - wt) * p_d + wt * ((1 - ht) * p_v + ht * p_t), atol=1e-5)
         assert got.view_used == vp  # the pose the pipeline keeps, not the half turn
+    # the front/back cue: h from the sketch-encoding run's viewpoint head. Its head set by hand (weights 0, biases
+    # the log of 0.6 at bin 2 and 0.4 at bin 14, centres 37.5° and 217.5°): at the viewpoint's 37.5° the
+    # triangle of half-width 30° reads 0.6 (the neighbours hold nothing), at the half turn 0.4: s = 0.4, h = 5/12
+    head = VoxelNet(32, size, (8, 16, 32, 64), n_categories=1, viewpoint_head=True).eval()
+    head.set_prior(ball)
+    head.config = vox.config
+    with torch.no_grad():
+        head.view_head.weight.zero_()
+        head.view_head.bias.fill_(-30.0)
+        head.view_head.bias[2], head.view_head.bias[14] = np.log(0.6), np.log(0.4)
+    at = {**vp, "azimuth": 37.5}
+    q_v = reconstruct_photo(image, sketch, cone, viewpoint=at, **run).voxels
+    q_t = reconstruct_photo(image, sketch, cone, viewpoint={**at, "azimuth": 217.5}, **run).voxels
+    q_d = reconstruct_photo(image, sketch, head, viewpoint=at, **run)
+    np.testing.assert_allclose(q_d.azimuth_sketches[[2, 14]], [0.6, 0.4], atol=1e-6)
+    got = reconstruct_photo(image, sketch, [cone, head], viewpoint=at, cone_weight=0.75, half_turn="sketches", **run)
+    h = 5 / 12
+    np.testing.assert_allclose(got.voxels, 0.25 * q_d.voxels + 0.75 * ((1 - h) * q_v + h * q_t), atol=1e-5)
+    assert (np.abs(q_t - q_v) > 0.5).mean() > 0.01  # the half turn's share shows
+    with pytest.raises(DataError, match="viewpoint head"):
+        reconstruct_photo(image, sketch, [cone, vox], viewpoint=vp, half_turn="sketches", **run)
     plain = reconstruct_photo(image, sketch, [vox, cone], viewpoint=vp, **run).voxels
     np.testing.assert_allclose(plain, (p_d + p_v) / 2, atol=1e-6)
     with pytest.raises(DataError, match="cone_weight"):
         reconstruct_photo(image, sketch, [cone, vox], viewpoint=vp, cone_weight=1.5, **run)
-    with pytest.raises(DataError, match="half_turn"):
-        reconstruct_photo(image, sketch, [cone, vox], viewpoint=vp, half_turn=-0.1, **run)
+    for bad in (-0.1, "rgb"):
+        with pytest.raises(DataError, match="half_turn"):
+            reconstruct_photo(image, sketch, [cone, vox], viewpoint=vp, half_turn=bad, **run)

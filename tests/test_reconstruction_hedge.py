@@ -11,7 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reconstruction_hedge import DEFAULT, choose, cross_validated_gain, gate_on_test, scores, shape_folds  # noqa: E402
-from reconstruction_refined import cue_share, half_turn_share, hedge_grid_pairs, hedge_probs  # noqa: E402
+from reconstruction_refined import hedge_grid_pairs, hedge_probs  # noqa: E402
+
+from kpengine.image.reconstruct.photo import cue_share, half_turn_share  # noqa: E402
 
 
 def test_grid_and_formula() -> None:

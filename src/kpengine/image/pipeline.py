@@ -69,7 +69,7 @@ VIEWPOINT_SOURCES = ("rgb", "sketches")
 #: the re-placed cone's half-turn hedge (cone weight w, half-turn share h; :func:`refit_cone`), or None: the
 #: runs averaged alike. (3/4, 1/6) was chosen on val renders by a rule fixed beforehand and then measured once
 #: on the test renders: +0.003 / +0.008 IoU at 32³ over the runs averaged alike (docs/reconstruction.md, eighth pass)
-CONE_HEDGE: tuple[float, float] | None = (0.75, 1.0 / 6.0)
+CONE_HEDGE: tuple[float, float | str] | None = (0.75, 1.0 / 6.0)
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -375,7 +375,7 @@ def understand(
     heatmap_choice: bool = True,
     rechoose: bool = True,
     cone_refit: bool = True,
-    cone_hedge: tuple[float, float] | None = CONE_HEDGE,
+    cone_hedge: tuple[float, float | str] | None = CONE_HEDGE,
 ) -> Understanding:
     """Run the pipeline on one photo (H, W, 3) uint8. ``mask`` (H, W) bool skips the silhouette network.
 
@@ -402,7 +402,8 @@ def understand(
     (:func:`refit_cone`; not with ``viewpoint_override``, whose viewpoint is the cone's already);
     ``cone_hedge`` ``(w, h)``: when the voxels runs are a cone run and a sketch-encoding one (the measured
     route), that rebuilt reconstruction gives the cone runs the weight w, a share h of it to the cone at the
-    refined pose's half turn (None: the runs averaged alike, the cone at the pose only)."""
+    refined pose's half turn, or ``"sketches"``: h from the sketch-encoding run's viewpoint head (None: the
+    runs averaged alike, the cone at the pose only)."""
     if fusion not in FUSION_MODES:
         raise DataError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSION_MODES)}")
     if not 0.0 < float(fusion_sigma) <= 1.0:
@@ -666,7 +667,7 @@ def refit_cone(
     fov: float,
     steps: int,
     size: int,
-    hedge: tuple[float, float] | None = None,
+    hedge: tuple[float, float | str] | None = None,
 ) -> tuple[PoseHypothesis, Any]:
     """The reconstruction of a back-projecting voxels run rebuilt at the refined pose (docs/reconstruction.md,
     seventh pass): its silhouette cone was placed at the viewpoint network's estimate (binned, roll 0); the

@@ -84,6 +84,9 @@ class Reconstruction:
     #: viewpoint it back-projected at; None for the sketch-encoding runs
     camera: np.ndarray | None = None
     view_used: dict[str, float] | None = None
+    #: (24,) the sketch-encoding run's azimuth distribution read off the predicted sketches (its viewpoint head),
+    #: the front/back cue of the half-turn hedge (``half_turn="sketches"``); None without such a head
+    azimuth_sketches: np.ndarray | None = None
 
 
 def _view(logits: dict[str, torch.Tensor] | None) -> dict[str, float] | None:
@@ -134,7 +137,7 @@ def reconstruct_photo(
     viewpoint: dict[str, float] | None = None,
     fov: float = 30.0,
     cone_weight: float | None = None,
-    half_turn: float = 0.0,
+    half_turn: float | str = 0.0,
 ) -> Reconstruction:
     """Photo (H, W, 3) uint8 [+ object mask (H, W) bool] -> :class:`Reconstruction`. ``category``: which
     of a multi-category voxels run's mean shapes to start from; ``sketches``: (mask (S, S), depth (S, S),
@@ -148,11 +151,13 @@ def reconstruct_photo(
     (docs/reconstruction.md, eighth pass): ``half_turn`` h places each back-projecting run's cone also at
     the viewpoint's half turn (azimuth + 180°, its own fitted camera) and weighs the two ``1 - h`` and ``h``;
     ``cone_weight`` w gives the back-projecting runs together the weight w and the others ``1 - w`` (None:
-    every run alike; moot when the runs are all of one kind)."""
+    every run alike; moot when the runs are all of one kind). ``half_turn="sketches"``: h from the front/back
+    cue of the sketch-encoding run's viewpoint head, :func:`cue_share` of :func:`half_turn_share` at the
+    viewpoint's azimuth."""
     if cone_weight is not None and not 0.0 <= float(cone_weight) <= 1.0:
         raise DataError(f"cone_weight {cone_weight} is not a weight in [0, 1]")
-    if not 0.0 <= float(half_turn) <= 1.0:
-        raise DataError(f"half_turn {half_turn} is not a share in [0, 1]")
+    if half_turn != "sketches" and not (isinstance(half_turn, (int, float)) and 0.0 <= float(half_turn) <= 1.0):
+        raise DataError(f"half_turn {half_turn!r} is not a share in [0, 1] or 'sketches'")
     nets = voxel_nets(voxel_net)
     backproject = any(isinstance(n, CompletionNet) for n in nets)
     if backproject and viewpoint is None and getattr(sketch_net, "view_head", None) is None:
@@ -195,7 +200,8 @@ def reconstruct_photo(
     camera = view_used = vlog = None
     x = sketch_tensor(sil, depth, normals)
     probs, cone = [], []
-    for net in nets:
+    # the sketch-encoding runs first: the first one's viewpoint head may set the half turn's share
+    for net in sorted(nets, key=lambda n: isinstance(n, CompletionNet)):
         cat = category_index(net, category)
         if isinstance(net, CompletionNet):
             if camera is None:
@@ -203,11 +209,17 @@ def reconstruct_photo(
                 if view_used is None:
                     raise DataError("no viewpoint to back-project at: give a viewpoint run")
                 camera = photo_camera(net, cat, sil[0] > 0.5, view_used, image.shape[:2], box, fov, size)
+            h = half_turn
+            if h == "sketches":
+                if vlog is None:
+                    raise DataError("half_turn 'sketches' needs a sketch-encoding voxels run with a viewpoint head")
+                az = torch.softmax(vlog["azimuth"][0], -1).numpy()
+                h = float(cue_share(half_turn_share(az, np.array([float(view_used["azimuth"])])))[0])
             p = _cone_probs(net, cat, x, camera, view_used)
-            if half_turn > 0.0:
+            if h > 0.0:
                 turned = {**view_used, "azimuth": float(view_used["azimuth"]) + 180.0}
                 cam = photo_camera(net, cat, sil[0] > 0.5, turned, image.shape[:2], box, fov, size)
-                p = (1.0 - half_turn) * p + half_turn * _cone_probs(net, cat, x, cam, turned)
+                p = (1.0 - h) * p + h * _cone_probs(net, cat, x, cam, turned)
             cone.append(p)
             continue
         if getattr(net, "view_head", None) is not None:
@@ -226,7 +238,30 @@ def reconstruct_photo(
     return Reconstruction(
         mesh, probs, grid, crop, sil[0].numpy() > 0.5, depth[0].numpy(), normals[0].numpy(), box, _view(sk),
         _view(vlog), camera, view_used,
+        None if vlog is None else torch.softmax(vlog["azimuth"][0], -1).numpy(),
     )  # fmt: skip
+
+
+def half_turn_share(prob: np.ndarray, azimuth: np.ndarray, width: float = 30.0) -> np.ndarray:
+    """The front/back cue (docs/reconstruction.md, eighth pass): azimuth distributions (N, K) (bin k centred at
+    (k + 1/2) 360/K degrees) smoothed by a triangle of half-width ``width`` degrees, read at the azimuths (N,)
+    ``a`` and their half turns: ``m(a + 180) / (m(a) + m(a + 180))``, 1/2 where both are 0."""
+    prob, azimuth = np.atleast_2d(prob), np.atleast_1d(azimuth)
+    centres = (np.arange(prob.shape[1]) + 0.5) * 360.0 / prob.shape[1]
+
+    def mass(x: np.ndarray) -> np.ndarray:
+        d = np.abs((x[:, None] - centres[None] + 180.0) % 360.0 - 180.0)
+        return (prob * np.clip(1.0 - d / width, 0.0, None)).sum(1)
+
+    at, half = mass(azimuth), mass(azimuth + 180.0)
+    tot = at + half
+    return np.where(tot > 0, half / np.where(tot > 0, tot, 1.0), 0.5)
+
+
+def cue_share(share: np.ndarray, steps: int = 12) -> np.ndarray:
+    """The cue's half-turn share per view: ``min(1/2, s)`` rounded to the nearest ``1 / steps`` (never more
+    than an even split: the pose the pipeline keeps counts at least as much as its half turn)."""
+    return np.round(np.minimum(0.5, share) * steps) / steps
 
 
 def _cone_probs(
