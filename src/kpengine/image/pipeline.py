@@ -67,9 +67,12 @@ SHAPE_ROUTES = ("retrieve", "reconstruct", "both")
 #: or the predicted 2.5D sketches (the voxel network's head), the paper's Table 5
 VIEWPOINT_SOURCES = ("rgb", "sketches")
 #: the re-placed cone's half-turn hedge (cone weight w, half-turn share h; :func:`refit_cone`), or None: the
-#: runs averaged alike. (3/4, 1/6) was chosen on val renders by a rule fixed beforehand and then measured once
-#: on the test renders: +0.003 / +0.008 IoU at 32³ over the runs averaged alike (docs/reconstruction.md, eighth pass)
-CONE_HEDGE: tuple[float, float | str] | None = (0.75, 1.0 / 6.0)
+#: runs averaged alike. w = 3/4 with h from the sketch-encoding run's viewpoint head ("sketches", the front/back
+#: cue) won on val renders by rules fixed beforehand and then on the test renders: +0.006 / +0.009 IoU at 32³ over
+#: the runs averaged alike, +0.002 / +0.001 over the constant h = 1/6 (docs/reconstruction.md, eighth pass)
+CONE_HEDGE: tuple[float, float | str] | None = (0.75, "sketches")
+#: the half turn's share where the sketch-encoding run has no viewpoint head: the constant hedge chosen on val
+HALF_TURN_SHARE = 1.0 / 6.0
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -676,15 +679,19 @@ def refit_cone(
     elevation and roll, completed, and the new shape posed there and refined from that start alone
     (+0.006 / +0.005 IoU at 32³ on the test renders, paired). ``hedge`` ``(w, h)``: the rebuilt grid weighs
     the cone runs w against the others, and each cone ``1 - h`` at the pose, h at its half turn (azimuth +
-    180°), which the silhouette cannot tell from it (eighth pass); None, or voxels runs that are not both
-    kinds (where it was not measured): the runs averaged alike. -> the new
+    180°), which the silhouette cannot tell from it (eighth pass); h ``"sketches"`` reads it off the
+    sketch-encoding run's viewpoint head (:data:`HALF_TURN_SHARE` when that run has none); None, or voxels
+    runs that are not both kinds (where it was not measured): the runs averaged alike. -> the new
     chosen hypothesis (kind "cone re-placed") and the new
     :class:`~kpengine.image.reconstruct.photo.Reconstruction`."""
     from kpengine.image.reconstruct.nets import CompletionNet
     from kpengine.image.reconstruct.photo import reconstruct_photo, voxel_nets
 
-    kinds = {isinstance(n, CompletionNet) for n in voxel_nets(nets.voxels)}
-    hedge = hedge if kinds == {True, False} else None
+    runs = voxel_nets(nets.voxels)
+    hedge = hedge if {isinstance(n, CompletionNet) for n in runs} == {True, False} else None
+    if hedge is not None and hedge[1] == "sketches":
+        heads = [getattr(n, "view_head", None) is not None for n in runs if not isinstance(n, CompletionNet)]
+        hedge = hedge if any(heads) else (hedge[0], HALF_TURN_SHARE)
     v = rt_to_viewpoint(best.camera.R, best.camera.t, best.shape.center)
     at = {"azimuth": v.azimuth, "elevation": v.elevation, "theta": v.theta}
     recon = reconstruct_photo(image, nets.sketch, nets.voxels, mask, category=knowledge.category, sketches=sketches,
