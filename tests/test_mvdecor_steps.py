@@ -242,6 +242,10 @@ def test_run_3d_trains_the_rungs_steps(tmp_path, monkeypatch) -> None:
         with pytest.raises(Stop):  # steps per epoch ceil(k / 8): 1, 2, 4; 0 = --steps-3d (200)
             mvdecor.run_3d(args, "dgcnn", k, 0, tmp_path, steps=steps)
         assert (seen[-1].epochs, seen[-1].shots, seen[-1].backbone) == (epochs, k, "dgcnn")
+        assert seen[-1].relabel_margin == 0.0  # an args without --relabel-margin: the official loss
+    with pytest.raises(Stop):
+        mvdecor.run_3d(_args(**{**vars(args), "relabel_margin": 1.0}), "pointnet", 5, 0, tmp_path)
+    assert seen[-1].relabel_margin == 1.0
 
 
 def test_fitted_rows_leaves_out_the_runs_that_miss_whole_own_shapes() -> None:
@@ -253,7 +257,7 @@ def test_fitted_rows_leaves_out_the_runs_that_miss_whole_own_shapes() -> None:
     assert mvdecor.fitted_rows([flipped], 0.4) == ([flipped], [])  # the level itself is kept
 
 
-def test_a_relabel_margin_run_is_a_rung_of_its_own_and_reaches_the_config(tmp_path, monkeypatch) -> None:
+def test_a_relabel_margin_run_is_a_rung_of_its_own() -> None:
     official = {**_point_row(200, 0.4, "pointnet", k=5), "rung_source": "gpu.jsonl"}  # the relabelled run
     margin = {**_point_row(200, 1.0, "pointnet", k=5), "relabel_margin": 1.0, "rung_source": "m.jsonl"}
     prior = [official, margin]
@@ -263,19 +267,3 @@ def test_a_relabel_margin_run_is_a_rung_of_its_own_and_reaches_the_config(tmp_pa
     # a 2D row has no relabelling in its loss: the margin does not split its rungs
     two_d = {**_point_row(600, 1.0, "scratch+dist", k=5), "epochs": 75, "kernel": "ball"}
     assert mvdecor.find_rung([two_d], _args(relabel_margin=1.0), "scratch+dist", 5, 0, 600) is two_d
-
-    class Stop(Exception):
-        pass
-
-    seen = []
-
-    def train_run(task, out, **kw):
-        seen.append(task.config)
-        raise Stop
-
-    monkeypatch.setattr(mvdecor, "train_run", train_run)
-    for m in (0.0, 1.0):
-        with pytest.raises(Stop):
-            args = _args(data="unused", device="cpu", time_limit=0, relabel_margin=m)
-            mvdecor.run_3d(args, "pointnet", 5, 0, tmp_path)
-        assert seen[-1].relabel_margin == m
