@@ -29,6 +29,7 @@ from kpengine.image.crops import crop_square, normalise, square_box
 from kpengine.image.reconstruct.data import sketch_tensor
 from kpengine.image.reconstruct.nets import CompletionNet
 from kpengine.image.renders import mask_box
+from kpengine.image.viewpoint import angle_difference
 from kpengine.io.mesh import Mesh
 
 #: the crop around the object box: its longer side times this (renders: 1 + 2 x U[0.06, 0.14])
@@ -250,7 +251,7 @@ def half_turn_share(prob: np.ndarray, azimuth: np.ndarray, width: float = 30.0) 
     centres = (np.arange(prob.shape[1]) + 0.5) * 360.0 / prob.shape[1]
 
     def mass(x: np.ndarray) -> np.ndarray:
-        d = np.abs((x[:, None] - centres[None] + 180.0) % 360.0 - 180.0)
+        d = angle_difference(x[:, None], centres[None])
         return (prob * np.clip(1.0 - d / width, 0.0, None)).sum(1)
 
     at, half = mass(azimuth), mass(azimuth + 180.0)
