@@ -198,7 +198,7 @@ def reconstruct_photo(
         raise DataError("the predicted silhouette of the object crop is empty: no object to reconstruct")
     depth = sk["depth"] * sil
     normals = sk["normals"] * sil[:, None]
-    camera = view_used = vlog = None
+    camera = view_used = vlog = az_prob = None  # az_prob (24,): the first viewpoint head's azimuth distribution
     x = sketch_tensor(sil, depth, normals)
     probs, cone = [], []
     # the sketch-encoding runs first: the first one's viewpoint head may set the half turn's share
@@ -212,10 +212,9 @@ def reconstruct_photo(
                 camera = photo_camera(net, cat, sil[0] > 0.5, view_used, image.shape[:2], box, fov, size)
             h = half_turn
             if h == "sketches":
-                if vlog is None:
+                if az_prob is None:
                     raise DataError("half_turn 'sketches' needs a sketch-encoding voxels run with a viewpoint head")
-                az = torch.softmax(vlog["azimuth"][0], -1).numpy()
-                h = float(cue_share(half_turn_share(az, np.array([float(view_used["azimuth"])])))[0])
+                h = float(cue_share(half_turn_share(az_prob, np.array([float(view_used["azimuth"])])))[0])
             p = _cone_probs(net, cat, x, camera, view_used)
             if h > 0.0:
                 turned = {**view_used, "azimuth": float(view_used["azimuth"]) + 180.0}
@@ -225,7 +224,8 @@ def reconstruct_photo(
             continue
         if getattr(net, "view_head", None) is not None:
             occ, head = net(x, cat, with_view=True)
-            vlog = head if vlog is None else vlog
+            if vlog is None:
+                vlog, az_prob = head, torch.softmax(head["azimuth"][0], -1).numpy()
         else:
             occ = net(x, cat)
         probs.append(torch.sigmoid(occ)[0])
@@ -239,7 +239,7 @@ def reconstruct_photo(
     return Reconstruction(
         mesh, probs, grid, crop, sil[0].numpy() > 0.5, depth[0].numpy(), normals[0].numpy(), box, _view(sk),
         _view(vlog), camera, view_used,
-        None if vlog is None else torch.softmax(vlog["azimuth"][0], -1).numpy(),
+        az_prob,
     )  # fmt: skip
 
 
